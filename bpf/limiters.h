@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * limiters.h - the four algorithms, each a pure function of (state word, now, cost, limits).
+ *
+ * Each returns 1 when the packet fits and writes two candidate words: *charged, the state after
+ * charging the packet, and *rolled, the state after only the passage of time (a window roll).
+ * The caller commits one of them with a compare-and-exchange. src/limiter/models.ts is the
+ * reference model of exactly this arithmetic; the differential test compares them packet by packet.
+ *
+ * All arithmetic is unsigned 64-bit. The control plane keeps inputs in range (docs/policy.md):
+ * rate <= 2^40 per second, burst <= 2^34, window 1 ms .. 60 s, cost <= 65535.
+ */
+#ifndef SLUICE_LIMITERS_H
+#define SLUICE_LIMITERS_H
+
+#include "sluice.h"
+
+#define SL_NSEC 1000000000ULL
+#define SL_MASK32 0xffffffffULL
+#define SL_MASK30 0x3fffffffULL
+
+/* One dimension's limits, defaults already resolved. */
+struct sl_params {
+	__u32 alg;        /* enum sl_alg, resolved (never SL_ALG_DEFAULT) */
+	__u32 pad;
+	__u64 rate;       /* units per second, > 0 */
+	__u64 burst;      /* units */
+	__u64 window_ms;  /* fixed and sliding */
+	__u64 window_ns;
+};
+
+/* The packet's moment: the clock now and when the key last saw a packet. */
+struct sl_tick {
+	__u64 now;
+	__u64 last_seen;
+};
+
+struct sl_words {
+	__u64 charged;
+	__u64 rolled;
+};
+
+/* Units a window may hold: rate over the window, plus the burst. */
+static __always_inline __u64 sl_window_budget(const struct sl_params *pr, __u64 cap)
+{
+	__u64 b = pr->rate * pr->window_ms / 1000 + pr->burst;
+
+	return b > cap ? cap : b;
+}
+
+/* Fixed window. Word: window number (32 bits) | units used in it (32 bits). */
+static __always_inline int sl_fixed(__u64 word, __u64 now, __u64 cost,
+				    const struct sl_params *pr, struct sl_words *out)
+{
+	__u64 wid = (now / pr->window_ns) & SL_MASK32;
+	__u64 used = (word >> 32) == wid ? (word & SL_MASK32) : 0;
+	__u64 budget = sl_window_budget(pr, SL_MASK32);
+
+	out->rolled = wid << 32 | used;
+	out->charged = out->rolled;
+	if (used + cost > budget)
+		return 0;
+	out->charged = wid << 32 | (used + cost);
+	return 1;
+}
+
+/*
+ * Sliding window: the previous window's count, weighted by how much of it still overlaps the
+ * sliding window, plus the current count. Word: window number mod 16 (4 bits) | previous (30) |
+ * current (30). last_seen tells an idle key (two windows or more) from a window-number wrap.
+ */
+static __always_inline int sl_sliding(__u64 word, __u64 now, __u64 last_seen, __u64 cost,
+				      const struct sl_params *pr, struct sl_words *out)
+{
+	__u64 w = pr->window_ns;
+	__u64 wid = now / w;
+	__u64 prev = 0, cur = 0, elapsed, weight, est;
+	__u64 budget = sl_window_budget(pr, SL_MASK30);
+
+	if (last_seen + 2 * w > now) {
+		__u64 d = (wid - (word >> 60)) & 15;
+
+		if (d == 0) {
+			prev = (word >> 30) & SL_MASK30;
+			cur = word & SL_MASK30;
+		} else if (d == 1) {
+			prev = word & SL_MASK30;
+		}
+	}
+	elapsed = now - wid * w;
+	weight = ((w - elapsed) << 16) / w;  /* share of the previous window still inside, /65536 */
+	est = ((prev * weight) >> 16) + cur;
+
+	out->rolled = (wid & 15) << 60 | prev << 30 | cur;
+	out->charged = out->rolled;
+	if (est + cost > budget)
+		return 0;
+	out->charged = (wid & 15) << 60 | prev << 30 | (cur + cost);
+	return 1;
+}
+
+/*
+ * Token bucket in its one-timestamp form: the word is the time at which the bucket is full again.
+ * Refill is continuous to the nanosecond (no whole-second steps, nothing reset per packet). A
+ * packet fits when the bucket holds all of its cost; its cost in time is rounded up, so the
+ * long-run rate never exceeds the configured one.
+ */
+static __always_inline int sl_token(__u64 word, __u64 now, __u64 cost,
+				    const struct sl_params *pr, struct sl_words *out)
+{
+	__u64 cap = pr->burst * SL_NSEC / pr->rate;
+	__u64 inc = (cost * SL_NSEC + pr->rate - 1) / pr->rate;
+	__u64 t = word > now ? word : now;
+
+	out->rolled = word;
+	out->charged = word;
+	if (t + inc - now > cap)
+		return 0;
+	out->charged = t + inc;
+	return 1;
+}
+
+/*
+ * GCRA (virtual scheduling): the word is the theoretical arrival time. A packet conforms when it
+ * arrives no earlier than TAT - tau, tau = (burst - 1) emission intervals; it then moves TAT by
+ * its cost (rounded down). For packets this admits what the token bucket admits; for bytes, a
+ * packet conforms when the backlog before it fits, so it may overdraw the bucket by its own size.
+ */
+static __always_inline int sl_gcra(__u64 word, __u64 now, __u64 cost,
+				   const struct sl_params *pr, struct sl_words *out)
+{
+	__u64 tau = (pr->burst - 1) * SL_NSEC / pr->rate;
+	__u64 inc = cost * SL_NSEC / pr->rate;
+	__u64 t = word > now ? word : now;
+
+	out->rolled = word;
+	out->charged = word;
+	if (t - now > tau)
+		return 0;
+	out->charged = t + inc;
+	return 1;
+}
+
+#endif /* SLUICE_LIMITERS_H */

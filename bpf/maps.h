@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * maps.h - every map of the data path, with what it holds and who writes it.
+ *
+ * Sizes here are the defaults seen by iproute2; the control plane resizes the per-client map and
+ * the rule tables before load (and sets max_rules to match).
+ */
+#ifndef SLUICE_MAPS_H
+#define SLUICE_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "sluice.h"
+
+/* Rule slots per policy half. sl_rules holds 2 * max_rules entries, stats_map max_rules + 1. */
+const volatile __u32 max_rules = SL_DEFAULT_MAX_RULES;
+
+/* Bit (1 << alg) set: that algorithm reads bpf_ktime_get_coarse_ns() instead of the fine clock. */
+const volatile __u32 coarse_clock = 0;
+
+/* See struct sl_btf_anchor. */
+const volatile struct sl_btf_anchor sl_btf_anchor;
+
+/* Per-client limiter state, LRU-bounded. Name kept from the well-known tutorials. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SL_DEFAULT_STATE_MAX);
+	__type(key, struct sl_key);
+	__type(value, struct sl_state);
+} rate_limit_map SEC(".maps");
+
+/* Global settings, one entry. Written by the control plane; the policy flip writes .version. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sl_config);
+} config_map SEC(".maps");
+
+/* Per-CPU counters per rule id, plus the global slot at index max_rules. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_DEFAULT_MAX_RULES + 1);
+	__type(key, __u32);
+	__type(value, struct sl_counters);
+} stats_map SEC(".maps");
+
+/* Rule tables, double-buffered: index half * max_rules + slot. Slot 0 is the default rule. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * SL_DEFAULT_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct sl_rule);
+} sl_rules SEC(".maps");
+
+/* Per-half header: version, CIDR entry count, candidates for sources no CIDR covers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct sl_half);
+} sl_policy SEC(".maps");
+
+/* Source CIDR -> ordered candidate rules, both halves in one trie (the half is part of the key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_lpm_key);
+	__type(value, struct sl_cands);
+} sl_cidr SEC(".maps");
+
+/* Management, deny and allow lists by source CIDR; checked before any rule. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_lpm_key);
+	__type(value, struct sl_list_val);
+} sl_lists SEC(".maps");
+
+/*
+ * A grace-period barrier for the control plane, never read by the data path: updating an entry of
+ * an array of maps from user space returns only after synchronize_rcu(), i.e. after every packet
+ * that might still be reading the previous policy half has finished.
+ */
+struct sl_rcu_inner_t {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} sl_rcu_inner SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct sl_rcu_inner_t);
+} sl_rcu SEC(".maps") = {
+	.values = { [0] = &sl_rcu_inner },
+};
+
+#ifdef SLUICE_TEST
+/* Test build: the clock and the key salt. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sl_test_ctl);
+} sl_test SEC(".maps");
+
+/* Test build: per-CPU sequence XORed into keys when sl_test.salt_keys is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sl_salt SEC(".maps");
+#endif
+
+#endif /* SLUICE_MAPS_H */

@@ -1,0 +1,407 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sluice.bpf.c - the entry points: parse -> lists -> classify -> key -> limit -> act -> count.
+ *
+ * Each stage that carries real logic is a global (__noinline) function, so the verifier checks it
+ * once on its own instead of once per path through its callers.
+ */
+#include <linux/bpf.h>
+#include <linux/errno.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "sluice.h"
+#include "parse.h"
+#include "maps.h"
+#include "limiters.h"
+
+#ifndef READ_ONCE
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
+#endif
+
+char _license[] SEC("license") = "GPL";
+
+static __always_inline __u64 sl_now(__u32 alg)
+{
+#ifdef SLUICE_TEST
+	__u32 zero = 0;
+	struct sl_test_ctl *t = bpf_map_lookup_elem(&sl_test, &zero);
+
+	/* 0: the kernel clock, so that benchmarks of the test build measure the real thing */
+	if (t && t->now_ns)
+		return t->now_ns;
+	return bpf_ktime_get_ns();
+#else
+	if (coarse_clock & (1U << alg))
+		return bpf_ktime_get_coarse_ns();
+	return bpf_ktime_get_ns();
+#endif
+}
+
+/*
+ * Count one packet. stats_map is per-CPU: only this CPU writes its slot, and a packet runs to the
+ * end on one CPU, so plain increments are exact without atomics.
+ */
+static __always_inline void sl_count(__u32 idx, __u32 reason, __u32 verdict, __u32 len,
+				     __u32 new_state)
+{
+	struct sl_counters *c = bpf_map_lookup_elem(&stats_map, &idx);
+
+	if (!c)
+		return;
+	c->packets[verdict & 1] += 1;
+	c->bytes[verdict & 1] += len;
+	c->reason_packets[reason & (SL_R_MAX - 1)] += 1;
+	c->reason_bytes[reason & (SL_R_MAX - 1)] += len;
+	c->new_states += new_state;
+}
+
+/* Count an event that is not a verdict (a stale table entry seen). */
+static __always_inline void sl_count_event(__u32 reason)
+{
+	__u32 idx = max_rules;
+	struct sl_counters *c = bpf_map_lookup_elem(&stats_map, &idx);
+
+	if (c)
+		c->reason_packets[reason & (SL_R_MAX - 1)] += 1;
+}
+
+/* One algorithm step, verified once instead of at each of its call sites. */
+__noinline int sl_step(__u64 word, __u64 cost, const struct sl_tick *t,
+		       const struct sl_params *pr, struct sl_words *out)
+{
+	if (!t || !pr || !out)
+		return 0;
+	switch (pr->alg) {
+	case SL_ALG_SLIDING:
+		return sl_sliding(word, t->now, t->last_seen, cost, pr, out);
+	case SL_ALG_TOKEN:
+		return sl_token(word, t->now, cost, pr, out);
+	case SL_ALG_GCRA:
+		return sl_gcra(word, t->now, cost, pr, out);
+	default:
+		return sl_fixed(word, t->now, cost, pr, out);
+	}
+}
+
+/*
+ * Decide and commit both dimensions. Each dimension's word changes only by a compare-and-exchange
+ * from the exact value the decision was computed on, so neither limit is ever exceeded, however
+ * many CPUs race on the key. When the byte word loses a race after the packet word was charged,
+ * the packet charge is undone if still possible and the decision is retried: a lost undo only
+ * ever charges a packet that did not pass (never admits one too many).
+ * Returns 1 to pass, 0 to drop, -1 when still contended after SL_CAS_TRIES attempts.
+ */
+static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *t, __u64 cost,
+				     const struct sl_params *pp, const struct sl_params *bp,
+				     __u32 has_p, __u32 has_b)
+{
+	int i;
+
+	for (i = 0; i < SL_CAS_TRIES; i++) {
+		struct sl_words pw, bw;
+		__u64 po = READ_ONCE(st->pkt), bo = READ_ONCE(st->byt);
+		__u64 pn = po, bn = bo;
+		int allow = 1;
+
+		pw.charged = pw.rolled = po;
+		bw.charged = bw.rolled = bo;
+		if (has_p && !sl_step(po, 1, t, pp, &pw))
+			allow = 0;
+		if (has_b && !sl_step(bo, cost, t, bp, &bw))
+			allow = 0;
+		if (has_p)
+			pn = allow ? pw.charged : pw.rolled;
+		if (has_b)
+			bn = allow ? bw.charged : bw.rolled;
+
+		if (pn != po && __sync_val_compare_and_swap(&st->pkt, po, pn) != po)
+			continue;
+		if (bn != bo && __sync_val_compare_and_swap(&st->byt, bo, bn) != bo) {
+			if (pn != po)
+				__sync_val_compare_and_swap(&st->pkt, pn, po);
+			continue;
+		}
+		return allow;
+	}
+	return -1;
+}
+
+/* Resolve a dimension's zero fields to their documented defaults. */
+static __always_inline void sl_params_of(const struct sl_limit *l, __u64 rate, __u32 alg,
+					 __u64 window_ms, struct sl_params *out)
+{
+	out->alg = alg;
+	out->rate = rate;
+	out->burst = l->burst;
+	if (!out->burst && (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA))
+		out->burst = rate;  /* one second's worth */
+	out->window_ms = window_ms;
+	out->window_ns = window_ms * 1000000ULL;
+}
+
+/* Mask an address to the rule's key prefix (or to nothing for a per-rule bucket). */
+static __always_inline void sl_make_key(const struct sl_pkt *p, const struct sl_rule *r,
+					struct sl_key *k)
+{
+	k->rule_id = r->id;
+	if (r->flags & SL_RF_PER_RULE)
+		return;
+	k->family = p->family;
+	if (p->family == 4) {
+		__u32 plen = r->key_v4 ? r->key_v4 : SL_DEFAULT_KEY_V4;
+		__u32 a;
+
+		if (plen > 32)
+			plen = 32;
+		__builtin_memcpy(&a, p->src, 4);
+		a &= bpf_htonl(~0U << (32 - plen));
+		__builtin_memcpy(k->addr, &a, 4);
+		k->plen = plen;
+	} else {
+		__u32 plen = r->key_v6 ? r->key_v6 : SL_DEFAULT_KEY_V6;
+		__u64 hi, lo;
+
+		if (plen > 128)
+			plen = 128;
+		__builtin_memcpy(&hi, p->src, 8);
+		__builtin_memcpy(&lo, p->src + 8, 8);
+		if (plen <= 64) {
+			hi &= bpf_cpu_to_be64(~0ULL << (64 - plen));
+			lo = 0;
+		} else {
+			lo &= bpf_cpu_to_be64(~0ULL << (128 - plen));
+		}
+		__builtin_memcpy(k->addr, &hi, 8);
+		__builtin_memcpy(k->addr + 8, &lo, 8);
+		k->plen = plen;
+	}
+#ifdef SLUICE_TEST
+	{
+		__u32 zero = 0;
+		struct sl_test_ctl *t = bpf_map_lookup_elem(&sl_test, &zero);
+		__u64 *seq = bpf_map_lookup_elem(&sl_salt, &zero);
+
+		if (t && seq && t->salt_keys) {
+			__u32 s = (__u32)(*seq)++ ^ (bpf_get_smp_processor_id() << 28);
+			__u32 a;
+
+			__builtin_memcpy(&a, k->addr + 12 * (p->family == 6), 4);
+			a ^= s;
+			__builtin_memcpy(k->addr + 12 * (p->family == 6), &a, 4);
+		}
+	}
+#endif
+}
+
+static __always_inline int sl_rule_matches(const struct sl_rule *r, const struct sl_pkt *p)
+{
+	if (r->proto && r->proto != p->proto)
+		return 0;
+	if ((r->dport_lo || r->dport_hi) && (p->dport < r->dport_lo || p->dport > r->dport_hi))
+		return 0;
+	if ((r->flags & SL_RF_MATCH_SYN) &&
+	    (p->proto != IPPROTO_TCP || (p->tcp_flags & 0x12) != 0x02))
+		return 0;
+	return 1;
+}
+
+/*
+ * Classify: the LPM trie on the source gives the ordered candidates for its prefix (compiled in
+ * user space: the prefix's own rules and those inherited from shorter ones); without a hit, or
+ * with no CIDR rules at all, the half's "any" list. The first candidate whose other match
+ * fields fit decides; none means slot 0, the default rule. Returns the slot.
+ */
+__noinline int sl_classify(const struct sl_pkt *p, __u32 version)
+{
+	__u32 half = version & 1, i, n;
+	struct sl_half *h = bpf_map_lookup_elem(&sl_policy, &half);
+	struct sl_cands *c;
+
+	if (!p || !h)
+		return 0;
+	c = &h->any;
+	if (h->n_cidr) {
+		struct sl_lpm_key lk = {
+			.prefixlen = 32 + (p->family == 4 ? 32 : 128),
+			.half = half,
+			.family = p->family,
+		};
+		struct sl_cands *hit;
+
+		__builtin_memcpy(lk.addr, p->src, 16);
+		hit = bpf_map_lookup_elem(&sl_cidr, &lk);
+		if (hit)
+			c = hit;
+	}
+	if (c->version != version) {
+		sl_count_event(SL_R_STALE);
+		return 0;
+	}
+	n = c->n;
+	for (i = 0; i < SL_MAX_CANDS; i++) {
+		__u32 slot, idx;
+		struct sl_rule *r;
+
+		if (i >= n)
+			break;
+		slot = c->slot[i];
+		idx = half * max_rules + slot;
+		r = bpf_map_lookup_elem(&sl_rules, &idx);
+		if (r && slot < max_rules && sl_rule_matches(r, p))
+			return slot;
+	}
+	return 0;
+}
+
+/* Limit, act and count one classified packet. Returns an sl_verdict. */
+__noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
+{
+	struct sl_params pp, bp;
+	struct sl_tick tick;
+	struct sl_key key = {};
+	struct sl_state *st;
+	__u32 alg, new_state = 0, has_p, has_b;
+	__u64 now, pps;
+	int allow;
+
+	if (!p || !r)
+		return SL_V_PASS;
+	alg = r->alg;
+	if (alg == SL_ALG_DEFAULT || alg >= SL_ALG_MAX)
+		alg = SL_ALG_FIXED;
+	now = sl_now(alg);
+
+	sl_make_key(p, r, &key);
+	st = bpf_map_lookup_elem(&rate_limit_map, &key);
+	if (!st) {
+		struct sl_state fresh = { .epoch = r->epoch, .alg = alg };
+		long err = bpf_map_update_elem(&rate_limit_map, &key, &fresh, BPF_NOEXIST);
+
+		if (err == 0)
+			new_state = 1;
+		st = bpf_map_lookup_elem(&rate_limit_map, &key);
+		if (!st) {
+			sl_count(r->id, SL_R_NOSTATE, SL_V_PASS, p->len, new_state);
+			return SL_V_PASS;
+		}
+	}
+	if (st->epoch != r->epoch || st->alg != alg) {
+		/* Written under another algorithm or window: start this key afresh. */
+		st->pkt = 0;
+		st->byt = 0;
+		st->epoch = r->epoch;
+		st->alg = alg;
+	}
+	tick.now = now;
+	tick.last_seen = READ_ONCE(st->last_seen);
+	WRITE_ONCE(st->last_seen, now);
+
+	if (READ_ONCE(st->blocked_until) > now) {
+		sl_count(r->id, SL_R_BLOCKED, SL_V_DROP, p->len, new_state);
+		return SL_V_DROP;
+	}
+
+	{
+		__u64 wms = r->window_ms ? r->window_ms : SL_DEFAULT_WINDOW_MS;
+
+		pps = r->pkt.rate ? r->pkt.rate : SL_DEFAULT_PPS;
+		has_p = !(r->flags & SL_RF_NO_PKT_LIMIT);
+		has_b = r->byt.rate != 0;
+		sl_params_of(&r->pkt, pps, alg, wms, &pp);
+		sl_params_of(&r->byt, r->byt.rate, alg, wms, &bp);
+	}
+	allow = sl_charge(st, &tick, p->len, &pp, &bp, has_p, has_b);
+	if (allow > 0) {
+		sl_count(r->id, SL_R_PASS, SL_V_PASS, p->len, new_state);
+		return SL_V_PASS;
+	}
+	if (allow < 0) {
+		sl_count(r->id, SL_R_CONTENDED, SL_V_DROP, p->len, new_state);
+		return SL_V_DROP;
+	}
+	if (r->action == SL_ACT_DRYRUN) {
+		sl_count(r->id, SL_R_DRYRUN, SL_V_PASS, p->len, new_state);
+		return SL_V_PASS;
+	}
+	__sync_fetch_and_add(&st->dropped, 1);
+	if (r->action == SL_ACT_BLOCK)
+		WRITE_ONCE(st->blocked_until, now + (__u64)r->block_ms * 1000000ULL);
+	sl_count(r->id, SL_R_LIMIT, SL_V_DROP, p->len, new_state);
+	return SL_V_DROP;
+}
+
+/* Everything after parsing, independent of the hook. Returns an sl_verdict. */
+__noinline int sl_decide(const struct sl_pkt *p)
+{
+	__u32 zero = 0, slot, idx;
+	struct sl_config *cfg;
+	struct sl_rule *rp;
+	struct sl_rule rule;
+
+	if (!p)
+		return SL_V_PASS;
+	cfg = bpf_map_lookup_elem(&config_map, &zero);
+	if (!cfg)
+		return SL_V_PASS;
+	if (p->reason) {
+		__u32 v = cfg->malformed_drop ? SL_V_DROP : SL_V_PASS;
+
+		sl_count(max_rules, p->reason, v, p->len, 0);
+		return v;
+	}
+	if (!p->family) {
+		sl_count(max_rules, SL_R_NON_IP, SL_V_PASS, p->len, 0);
+		return SL_V_PASS;
+	}
+	if (cfg->has_lists) {
+		struct sl_lpm_key lk = {
+			.prefixlen = 32 + (p->family == 4 ? 32 : 128),
+			.family = p->family,
+		};
+		struct sl_list_val *lv;
+
+		__builtin_memcpy(lk.addr, p->src, 16);
+		lv = bpf_map_lookup_elem(&sl_lists, &lk);
+		if (lv && (lv->flags & SL_LIST_MGMT)) {
+			sl_count(max_rules, SL_R_MGMT, SL_V_PASS, p->len, 0);
+			return SL_V_PASS;
+		}
+		if (lv && (lv->flags & SL_LIST_DENY)) {
+			sl_count(max_rules, SL_R_DENYLIST, SL_V_DROP, p->len, 0);
+			return SL_V_DROP;
+		}
+		if (lv && (lv->flags & SL_LIST_ALLOW)) {
+			sl_count(max_rules, SL_R_ALLOWLIST, SL_V_PASS, p->len, 0);
+			return SL_V_PASS;
+		}
+	}
+
+	slot = sl_classify(p, cfg->version);
+	idx = (cfg->version & 1) * max_rules + slot;
+	rp = bpf_map_lookup_elem(&sl_rules, &idx);
+	if (!rp)
+		return SL_V_PASS;
+	if (rp->version != cfg->version)
+		sl_count_event(SL_R_STALE);
+	rule = *rp;
+	return sl_enforce(p, &rule);
+}
+
+/* Parse in a function of its own: the walk is verified once, not in every caller's context. */
+__noinline int sl_parse_xdp(struct xdp_md *ctx, struct sl_pkt *p)
+{
+	if (!p)
+		return 0;
+	sl_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, p);
+	return 0;
+}
+
+SEC("xdp")
+int sluice_xdp(struct xdp_md *ctx)
+{
+	struct sl_pkt p = {};
+
+	sl_parse_xdp(ctx, &p);
+	return sl_decide(&p) == SL_V_DROP ? XDP_DROP : XDP_PASS;
+}

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * sluice.h - the one header shared by the kernel side and user space.
+ *
+ * Every struct that crosses the kernel/user boundary is defined here, once, with fixed-width
+ * types and explicit padding. User space never copies these by hand: scripts/gen-types.ts reads
+ * the BTF of the built object and writes src/generated/types.ts, and the build fails when the two
+ * drift apart.
+ *
+ * Conventions:
+ *   - "host order" means the byte order of the CPU; addresses are always in network order.
+ *   - A zero in any configuration field means its documented default, so that the object works
+ *     when it is loaded by iproute2 alone, with every map zeroed.
+ */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include <linux/types.h>
+
+/* Algorithms. 0 selects the default (fixed window), as does any unknown value. */
+enum sl_alg {
+	SL_ALG_DEFAULT = 0,
+	SL_ALG_FIXED   = 1, /* fixed window: at most budget per window                        */
+	SL_ALG_SLIDING = 2, /* two-window weighted counter                                     */
+	SL_ALG_TOKEN   = 3, /* token bucket, strict: the whole packet must fit in the bucket   */
+	SL_ALG_GCRA    = 4, /* generic cell rate algorithm: conforming if the backlog fits     */
+	SL_ALG_MAX     = 5,
+};
+
+/* What happens to a packet over its rule's limit. */
+enum sl_action {
+	SL_ACT_DROP   = 0, /* default */
+	SL_ACT_DRYRUN = 1, /* count as would-drop, pass */
+	SL_ACT_BLOCK  = 2, /* drop, and drop every packet of the key for block_ms without charging it */
+};
+
+/*
+ * Why a packet got its verdict. Counted per rule (stats_map[rule id]) or, for reasons decided
+ * before classification, in the global slot (stats_map[max_rules]).
+ */
+enum sl_reason {
+	SL_R_PASS       = 0,  /* pass: within the rule's limit                                  */
+	SL_R_LIMIT      = 1,  /* drop: over the rule's limit                                    */
+	SL_R_DRYRUN     = 2,  /* pass: over the limit, but the rule is in dry-run               */
+	SL_R_BLOCKED    = 3,  /* drop: the key is blocked for a while                           */
+	SL_R_CONTENDED  = 4,  /* drop: the state stayed contended past SL_CAS_TRIES retries      */
+	SL_R_NOSTATE    = 5,  /* pass: no state could be created (map full of fresh entries)    */
+	SL_R_MGMT       = 6,  /* pass: source in the management allowlist (global slot)         */
+	SL_R_DENYLIST   = 7,  /* drop: source in the denylist (global slot)                     */
+	SL_R_ALLOWLIST  = 8,  /* pass: source in the allowlist (global slot)                    */
+	SL_R_NON_IP     = 9,  /* pass: not IPv4/IPv6, e.g. ARP, LLDP (global slot)              */
+	SL_R_TRUNCATED  = 10, /* malformed: a header runs past the end of the frame             */
+	SL_R_BAD_IPV4   = 11, /* malformed: IPv4 version, IHL or total length inconsistent      */
+	SL_R_BAD_IPV6   = 12, /* malformed: IPv6 extension chain longer than SL_MAX_EXT or bad  */
+	SL_R_VLAN_DEPTH = 13, /* malformed: more than SL_MAX_VLAN VLAN tags                     */
+	SL_R_STALE      = 14, /* counted only: a table entry of another policy version was seen */
+	SL_R_MAX   = 16,
+};
+
+enum sl_verdict {
+	SL_V_PASS = 0,
+	SL_V_DROP = 1,
+	SL_V_MAX  = 2,
+};
+
+/* Rule flags (sl_rule.flags). */
+enum sl_rule_flags {
+	SL_RF_NO_PKT_LIMIT = 1 << 0, /* no packets-per-second limit (a bytes-only rule)    */
+	SL_RF_PER_RULE     = 1 << 1, /* one bucket for the whole rule instead of per key   */
+	SL_RF_MATCH_SYN    = 1 << 2, /* match only TCP segments with SYN set and ACK clear  */
+};
+
+/* Management / deny / allow list membership (effective: inherited from covering prefixes). */
+enum sl_list_flags {
+	SL_LIST_MGMT  = 1 << 0,
+	SL_LIST_DENY  = 1 << 1,
+	SL_LIST_ALLOW = 1 << 2,
+};
+
+/* Limits of the data path, documented in docs/policy.md. */
+enum sl_bounds {
+	SL_MAX_VLAN  = 2,  /* VLAN tags walked (802.1Q, 802.1ad)                */
+	SL_MAX_EXT   = 8,  /* IPv6 extension headers walked                      */
+	SL_MAX_CANDS = 15, /* rules in one candidate list                        */
+	SL_CAS_TRIES = 8,  /* compare-and-exchange attempts before SL_R_CONTENDED */
+};
+
+/* Documented defaults for zero fields. */
+enum sl_defaults {
+	SL_DEFAULT_PPS       = 1000,   /* packets per second of a rule with pkt.rate = 0 */
+	SL_DEFAULT_WINDOW_MS = 1000,   /* window of the window algorithms                */
+	SL_DEFAULT_KEY_V4    = 32,     /* IPv4 key prefix length                         */
+	SL_DEFAULT_KEY_V6    = 64,     /* IPv6 key prefix length                         */
+	SL_DEFAULT_MAX_RULES = 1024,   /* rule slots per policy half                     */
+	SL_DEFAULT_STATE_MAX = 100000, /* entries of rate_limit_map                      */
+};
+
+/* One dimension of a limit (packets or bytes). */
+struct sl_limit {
+	__u64 rate;   /* units per second; packets: 0 = SL_DEFAULT_PPS; bytes: 0 = no byte limit      */
+	__u64 burst;  /* units; 0 = default: one second's worth for token/gcra, none for the windows  */
+};
+
+/*
+ * A rule, as stored in sl_rules[half * max_rules + slot]. The data path reads it after
+ * classification. Match fields are ANDed; a zero match field matches everything.
+ */
+struct sl_rule {
+	__u32 version;      /* policy version that wrote this entry; must equal config.version      */
+	__u16 id;           /* stable rule id: index of its counters in stats_map, part of state keys */
+	__u8  alg;          /* enum sl_alg                                                          */
+	__u8  action;       /* enum sl_action                                                       */
+	__u32 flags;        /* SL_RF_*                                                              */
+	__u32 epoch;        /* state written under another epoch is re-initialised on its next packet */
+	__u8  key_v4;       /* IPv4 key prefix length, 1..32; 0 = 32                                */
+	__u8  key_v6;       /* IPv6 key prefix length, 1..128; 0 = 64                               */
+	__u8  proto;        /* match: IPPROTO_*; 0 = any                                            */
+	__u8  pad0;
+	__u16 dport_lo;     /* match: destination port range, host order; 0,0 = any                 */
+	__u16 dport_hi;
+	__u32 window_ms;    /* window of fixed/sliding, milliseconds; 0 = 1000                       */
+	__u32 block_ms;     /* SL_ACT_BLOCK: how long a key stays blocked, milliseconds              */
+	__u32 pad1;
+	struct sl_limit pkt;  /* packets per second and packet burst */
+	struct sl_limit byt;  /* bytes per second and byte burst (frame bytes, without FCS) */
+};
+
+/* An ordered list of rule slots; the first whose match fields fit the packet decides. */
+struct sl_cands {
+	__u32 version;               /* policy version that wrote this list */
+	__u16 n;                     /* entries used in slot[], 0..SL_MAX_CANDS */
+	__u16 slot[SL_MAX_CANDS];    /* rule slots within the half */
+};
+
+/* Per-half policy header: sl_policy[half]. */
+struct sl_half {
+	__u32 version;        /* policy version of this half                                     */
+	__u32 n_cidr;         /* entries in sl_cidr for this half; 0 skips the LPM lookup        */
+	struct sl_cands any;  /* candidates for a source that no CIDR entry covers                */
+};
+
+/*
+ * LPM trie key of sl_cidr (rules by source) and sl_lists. The trie compares bits from the start
+ * of the data: half and family are always matched in full, so prefixlen = 32 + address bits.
+ */
+struct sl_lpm_key {
+	__u32 prefixlen;  /* 32 + prefix length of addr */
+	__u8  half;       /* policy half (0 or 1); always 0 in sl_lists */
+	__u8  family;     /* 4 or 6 */
+	__u8  pad[2];
+	__u8  addr[16];   /* network order; IPv4 in the first 4 bytes, the rest zero */
+};
+
+struct sl_list_val {
+	__u32 flags;      /* SL_LIST_*, including those of every covering prefix */
+};
+
+/* Global settings: config_map[0]. */
+struct sl_config {
+	__u32 version;        /* active policy version; the live half is (version & 1)         */
+	__u8  malformed_drop; /* 0 = pass malformed packets (default), 1 = drop them           */
+	__u8  has_lists;      /* non-zero when sl_lists has entries; 0 skips its lookup        */
+	__u8  pad[2];
+};
+
+/* Key of rate_limit_map: one limiter state per (rule, masked source address). */
+struct sl_key {
+	__u16 rule_id;    /* sl_rule.id */
+	__u8  family;     /* 4 or 6; 0 for a per-rule bucket (addr all zero) */
+	__u8  plen;       /* prefix length the address was masked to */
+	__u32 pad;
+	__u8  addr[16];   /* network order, masked to plen */
+};
+
+/*
+ * Value of rate_limit_map. pkt and byt each hold one algorithm's whole state in one 64-bit word,
+ * committed with a compare-and-exchange, so no lock is needed (LRU maps refuse bpf_spin_lock).
+ *   fixed:   bits 63..32 window number (now / window), bits 31..0 units used in that window
+ *   sliding: bits 63..60 window number mod 16, 59..30 previous window's units, 29..0 current's
+ *   token:   the time (ns) at which the bucket is full again
+ *   gcra:    the theoretical arrival time (ns)
+ */
+struct sl_state {
+	__u64 pkt;            /* packet dimension word */
+	__u64 byt;            /* byte dimension word */
+	__u64 last_seen;      /* ns, kernel clock of the last packet (pass or drop) */
+	__u64 blocked_until;  /* ns; the key is blocked while now < blocked_until */
+	__u64 dropped;        /* packets of this key dropped by its limit, atomically added */
+	__u32 epoch;          /* sl_rule.epoch when this state was (re)initialised */
+	__u8  alg;            /* algorithm that wrote pkt and byt */
+	__u8  pad[3];
+};
+
+/* Per-CPU counters: stats_map[rule id], and stats_map[max_rules] for the global slot. */
+struct sl_counters {
+	__u64 packets[SL_V_MAX];          /* by verdict: pass, drop */
+	__u64 bytes[SL_V_MAX];
+	__u64 reason_packets[SL_R_MAX];
+	__u64 reason_bytes[SL_R_MAX];
+	__u64 new_states;                 /* rate_limit_map insertions (an LRU evicts silently) */
+};
+
+/* Test build only: sl_test[0] supplies the clock and a key salt. */
+struct sl_test_ctl {
+	__u64 now_ns;     /* the data path's clock; 0 = the kernel's fine clock */
+	__u32 salt_keys;  /* non-zero: XOR a per-CPU sequence into each key's address (new source per run) */
+	__u32 pad;
+};
+
+/*
+ * Not used by the data path: a .rodata variable whose type names every shared enum, so that they
+ * all reach the object's BTF and src/generated/ can be generated from it.
+ */
+struct sl_btf_anchor {
+	enum sl_alg alg;
+	enum sl_action action;
+	enum sl_reason reason;
+	enum sl_verdict verdict;
+	enum sl_rule_flags rule_flags;
+	enum sl_list_flags list_flags;
+	enum sl_bounds bounds;
+	enum sl_defaults defaults;
+};
+
+#endif /* SLUICE_H */

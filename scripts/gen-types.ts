@@ -1,0 +1,173 @@
+/**
+ * Generates src/generated/types.ts from the BTF of the built object: one interface, size constant,
+ * encoder and decoder per struct that bpf/sluice.h defines, and one constant object per enum.
+ * The struct list comes from the header, the layout from BTF (`bpftool -j btf dump file`), so a
+ * change to the header without regenerating fails `--check` (run by the test suite).
+ *
+ *   node dist/scripts/gen-types.js          write src/generated/types.ts
+ *   node dist/scripts/gen-types.js --check  exit 1 if the committed file differs
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+interface BtfMember { name: string; type_id: number; bits_offset: number; bitfield_size?: number }
+interface BtfType {
+  id: number; kind: string; name: string; size?: number; type_id?: number; nr_elems?: number;
+  members?: BtfMember[]; values?: { name: string; val: number }[];
+}
+
+// Compiled to dist/scripts/gen-types.js: the repository is two levels up.
+const repo = resolve(__dirname, '..', '..');
+const OBJECT = join(repo, 'bpf', 'sluice_test.bpf.o');
+const HEADER = join(repo, 'bpf', 'sluice.h');
+const OUT = join(repo, 'src', 'generated', 'types.ts');
+
+type Field =
+  | { kind: 'num'; bytes: 1 | 2 | 4; signed: boolean }
+  | { kind: 'big'; signed: boolean }
+  | { kind: 'bytes'; len: number }
+  | { kind: 'array'; elem: Field; n: number; elemSize: number }
+  | { kind: 'struct'; name: string };
+
+function load(): { types: Map<number, BtfType>; byName: Map<string, BtfType> } {
+  const json = execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', OBJECT], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const all = (JSON.parse(json) as { types: BtfType[] }).types;
+  const types = new Map(all.map((t) => [t.id, t]));
+  const byName = new Map<string, BtfType>();
+  for (const t of all) if ((t.kind === 'STRUCT' || t.kind === 'ENUM') && t.name) byName.set(t.name, t);
+  return { types, byName };
+}
+
+function resolveType(types: Map<number, BtfType>, id: number): BtfType {
+  let t = types.get(id);
+  while (t && (t.kind === 'TYPEDEF' || t.kind === 'VOLATILE' || t.kind === 'CONST')) t = types.get(t.type_id!);
+  if (!t) throw new Error(`BTF type ${id} not found`);
+  return t;
+}
+
+function sizeOf(types: Map<number, BtfType>, t: BtfType): number {
+  if (t.kind === 'ARRAY') return t.nr_elems! * sizeOf(types, resolveType(types, t.type_id!));
+  return t.size!;
+}
+
+function fieldOf(types: Map<number, BtfType>, id: number, name: string): Field {
+  const t = resolveType(types, id);
+  switch (t.kind) {
+    case 'INT':
+    case 'ENUM': {
+      const signed = t.kind === 'INT' && !/^(__u|unsigned|_Bool|char)/.test(t.name) && !t.name.startsWith('u');
+      if (t.size === 8) return { kind: 'big', signed };
+      return { kind: 'num', bytes: t.size as 1 | 2 | 4, signed };
+    }
+    case 'STRUCT':
+      return { kind: 'struct', name: t.name };
+    case 'ARRAY': {
+      const elemT = resolveType(types, t.type_id!);
+      const elem = fieldOf(types, t.type_id!, name);
+      if (elem.kind === 'num' && elem.bytes === 1) return { kind: 'bytes', len: t.nr_elems! };
+      return { kind: 'array', elem, n: t.nr_elems!, elemSize: sizeOf(types, elemT) };
+    }
+    default:
+      throw new Error(`unsupported BTF kind ${t.kind} for field ${name}`);
+  }
+}
+
+const camel = (s: string): string => s.replace(/^sl_/, '').replace(/(^|_)([a-z0-9])/g, (_, __, c: string) => c.toUpperCase());
+
+function tsType(f: Field): string {
+  switch (f.kind) {
+    case 'num': return 'number';
+    case 'big': return 'bigint';
+    case 'bytes': return 'Buffer';
+    case 'array': return `${tsType(f.elem)}[]`;
+    case 'struct': return camel(f.name);
+  }
+}
+
+function readExpr(f: Field, off: string): string {
+  switch (f.kind) {
+    case 'num': return f.bytes === 1 ? `b.read${f.signed ? 'Int8' : 'UInt8'}(${off})` : `b.read${f.signed ? 'Int' : 'UInt'}${f.bytes * 8}LE(${off})`;
+    case 'big': return `b.read${f.signed ? 'BigInt64' : 'BigUInt64'}LE(${off})`;
+    case 'bytes': return `Buffer.from(b.subarray(${off}, ${off} + ${f.len}))`;
+    case 'array': return `Array.from({ length: ${f.n} }, (_, i) => ${readExpr(f.elem, `${off} + i * ${f.elemSize}`)})`;
+    case 'struct': return `decode${camel(f.name)}(b, ${off})`;
+  }
+}
+
+function writeStmt(f: Field, off: string, val: string, depth = 0): string {
+  switch (f.kind) {
+    case 'num': return f.bytes === 1 ? `b.write${f.signed ? 'Int8' : 'UInt8'}(${val}, ${off});` : `b.write${f.signed ? 'Int' : 'UInt'}${f.bytes * 8}LE(${val}, ${off});`;
+    case 'big': return `b.write${f.signed ? 'BigInt64' : 'BigUInt64'}LE(BigInt(${val}), ${off});`;
+    case 'bytes': return `Buffer.from(${val}).copy(b, ${off}, 0, ${f.len});`;
+    case 'array': {
+      const i = `i${depth}`;
+      return `for (let ${i} = 0; ${i} < Math.min(${f.n}, ${val}.length); ${i}++) { ${writeStmt(f.elem, `${off} + ${i} * ${f.elemSize}`, `${val}[${i}]!`, depth + 1)} }`;
+    }
+    case 'struct': return `encode${camel(f.name)}(${val}, b, ${off});`;
+  }
+}
+
+export function generate(): string {
+  const { types, byName } = load();
+  const header = readFileSync(HEADER, 'utf8');
+  const structNames = [...header.matchAll(/^struct (sl_\w+) \{/gm)].map((m) => m[1]!);
+  const enumNames = [...header.matchAll(/^enum (sl_\w+) \{/gm)].map((m) => m[1]!);
+  const out: string[] = [
+    '// Generated by scripts/gen-types.ts from the BTF of bpf/sluice_test.bpf.o and the struct list of',
+    '// bpf/sluice.h. Do not edit: run `npm run gen:types` after changing the header.',
+    '/* eslint-disable */',
+    '',
+  ];
+  for (const name of enumNames) {
+    const t = byName.get(name);
+    if (!t || t.kind !== 'ENUM') throw new Error(`enum ${name} of sluice.h is missing from the BTF (add it to struct sl_btf_anchor)`);
+    const prefix = commonPrefix(t.values!.map((v) => v.name));
+    out.push(`export const ${camel(name)} = {`);
+    for (const v of t.values!) out.push(`  ${v.name.slice(prefix.length)}: ${v.val},`);
+    out.push('} as const;', '');
+  }
+  for (const name of structNames) {
+    const t = byName.get(name);
+    if (!t || t.kind !== 'STRUCT') throw new Error(`struct ${name} of sluice.h is missing from the BTF of ${OBJECT}`);
+    const T = camel(name);
+    const fields = t.members!.map((m) => {
+      if (m.bitfield_size) throw new Error(`${name}.${m.name}: bitfields are not supported in shared structs`);
+      return { name: m.name, off: m.bits_offset / 8, f: fieldOf(types, m.type_id, m.name) };
+    });
+    out.push(`export interface ${T} {`);
+    for (const f of fields) out.push(`  ${f.name}: ${tsType(f.f)};`);
+    out.push('}', '');
+    out.push(`export const ${name.toUpperCase()}_SIZE = ${t.size};`, '');
+    out.push(`export function decode${T}(b: Buffer, off = 0): ${T} {`);
+    out.push('  return {');
+    for (const f of fields) out.push(`    ${f.name}: ${readExpr(f.f, `off + ${f.off}`)},`);
+    out.push('  };', '}', '');
+    out.push(`export function encode${T}(v: Partial<${T}>, b: Buffer = Buffer.alloc(${t.size}), off = 0): Buffer {`);
+    out.push(`  if (b.length < off + ${t.size}) throw new TypeError(\`${name} needs ${t.size} bytes at offset \${off}, buffer has \${b.length}\`);`);
+    for (const f of fields) out.push(`  if (v.${f.name} !== undefined) { ${writeStmt(f.f, `off + ${f.off}`, `v.${f.name}`)} }`);
+    out.push('  return b;', '}', '');
+  }
+  return out.join('\n');
+}
+
+function commonPrefix(names: string[]): string {
+  let p = names[0] ?? '';
+  for (const n of names) while (!n.startsWith(p)) p = p.slice(0, -1);
+  return p.slice(0, p.lastIndexOf('_') + 1);
+}
+
+if (require.main === module) {
+  const text = generate();
+  if (process.argv.includes('--check')) {
+    const current = readFileSync(OUT, 'utf8');
+    if (current !== text) {
+      console.error(`src/generated/types.ts does not match the BTF of ${OBJECT}: run \`npm run gen:types\` and commit the result.`);
+      process.exit(1);
+    }
+    console.log('src/generated/types.ts matches the object BTF');
+  } else {
+    writeFileSync(OUT, text);
+    console.log(`wrote ${OUT}`);
+  }
+}

@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * BPF_PROG_TEST_RUN off the JS thread.
+ *
+ * progTestRun runs on a libuv pool thread. progTestRunOnCpu runs on a thread
+ * of its own pinned to one CPU: an XDP test run executes on the CPU of the
+ * calling thread (BPF_F_TEST_RUN_ON_CPU is for raw tracepoints only), so two
+ * such calls on CPU 0 and 1 exercise per-CPU and shared map state from both
+ * CPUs at the same time.
+ */
+#include "common.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <bpf/bpf.h>
+
+struct run_work {
+	napi_async_work work;
+	napi_deferred deferred;
+	int fd;
+	int cpu; /* -1: any */
+	void *in, *ctx_in, *out, *ctx_out;
+	uint32_t in_len, ctx_len, out_cap;
+	uint32_t repeat, flags, batch_size;
+	bool live;
+	/* results */
+	int err;
+	const char *err_op;
+	uint32_t retval, duration, out_len, ctx_out_len;
+};
+
+static void do_run(struct run_work *w)
+{
+	int err;
+
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = w->in, .data_size_in = w->in_len,
+		    .repeat = (int)w->repeat, .flags = w->flags, .batch_size = w->batch_size);
+	/* Live frames are consumed by the program (and possibly sent): nothing comes back. */
+	if (!w->live) {
+		opts.data_out = w->out;
+		opts.data_size_out = w->out_cap;
+	}
+	if (w->ctx_in) {
+		opts.ctx_in = w->ctx_in;
+		opts.ctx_size_in = w->ctx_len;
+		if (!w->live) {
+			opts.ctx_out = w->ctx_out;
+			opts.ctx_size_out = w->ctx_len;
+		}
+	}
+	err = bpf_prog_test_run_opts(w->fd, &opts);
+	if (err) {
+		w->err = -err;
+		w->err_op = "bpf_prog_test_run_opts";
+		return;
+	}
+	w->retval = opts.retval;
+	w->duration = opts.duration;
+	w->out_len = w->live ? 0 : opts.data_size_out;
+	w->ctx_out_len = w->ctx_in && !w->live ? opts.ctx_size_out : 0;
+}
+
+static void *pinned_main(void *arg)
+{
+	struct run_work *w = arg;
+	cpu_set_t set;
+	int err;
+
+	CPU_ZERO(&set);
+	CPU_SET(w->cpu, &set);
+	err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	if (err) {
+		w->err = err;
+		w->err_op = "pthread_setaffinity_np";
+		return NULL;
+	}
+	do_run(w);
+	return NULL;
+}
+
+static void run_execute(napi_env env, void *data)
+{
+	struct run_work *w = data;
+	pthread_t t;
+	int err;
+
+	if (w->cpu < 0) {
+		do_run(w);
+		return;
+	}
+	/* A thread of our own, so that no pool thread keeps a changed affinity. */
+	err = pthread_create(&t, NULL, pinned_main, w);
+	if (err) {
+		w->err = err;
+		w->err_op = "pthread_create";
+		return;
+	}
+	pthread_join(t, NULL);
+}
+
+static void run_free(struct run_work *w)
+{
+	free(w->in);
+	free(w->ctx_in);
+	free(w->out);
+	free(w->ctx_out);
+	free(w);
+}
+
+static void run_complete(napi_env env, napi_status status, void *data)
+{
+	struct run_work *w = data;
+	napi_value r;
+
+	if (status != napi_ok && !w->err) {
+		w->err = ECANCELED;
+		w->err_op = "napi_async_work";
+	}
+	if (w->err) {
+		napi_reject_deferred(env, w->deferred,
+				     sn_errno_error(env, w->err_op, w->err, NULL, NULL));
+	} else if (napi_create_object(env, &r) == napi_ok) {
+		uint32_t out_len = w->out_len < w->out_cap ? w->out_len : w->out_cap;
+
+		sn_set(env, r, "retval", sn_num(env, w->retval));
+		sn_set(env, r, "duration", sn_num(env, w->duration));
+		sn_set(env, r, "dataOut", w->live ? sn_null(env) : sn_buffer_copy(env, w->out, out_len));
+		sn_set(env, r, "dataSizeOut", sn_num(env, w->out_len));
+		if (w->ctx_in && !w->live)
+			sn_set(env, r, "ctxOut", sn_buffer_copy(env, w->ctx_out,
+								w->ctx_out_len < w->ctx_len ? w->ctx_out_len : w->ctx_len));
+		napi_resolve_deferred(env, w->deferred, r);
+	}
+	napi_delete_async_work(env, w->work);
+	run_free(w);
+}
+
+static void *dup_bytes(const void *p, size_t n)
+{
+	void *q = malloc(n ? n : 1);
+
+	if (q && n)
+		memcpy(q, p, n);
+	return q;
+}
+
+/*
+ * progTestRun(fd, data, {repeat, ctx, flags, batchSize, dataSizeOut}, cpu = -1)
+ *   -> Promise<{retval, duration, dataOut, dataSizeOut, ctxOut?}>
+ * duration is the kernel's average per repetition, in ns. The input is copied,
+ * so the caller may reuse its buffer at once.
+ */
+static napi_value test_run(napi_env env, napi_callback_info info, bool need_cpu)
+{
+	uint32_t repeat = 1, flags = 0, batch = 0, out_size = 0;
+	int32_t fd, cpu = -1;
+	struct run_work *w;
+	napi_value promise;
+	void *data, *ctx;
+	size_t dlen, clen;
+
+	SN_ARGS(env, info, 4);
+	if (!sn_get_i32(env, argv[0], "fd", &fd) || !sn_get_bytes(env, argv[1], "data", &data, &dlen) ||
+	    !sn_opt_u32(env, sn_prop(env, argv[2], "repeat"), "repeat", &repeat) ||
+	    !sn_opt_u32(env, sn_prop(env, argv[2], "flags"), "flags", &flags) ||
+	    !sn_opt_u32(env, sn_prop(env, argv[2], "batchSize"), "batchSize", &batch) ||
+	    !sn_opt_u32(env, sn_prop(env, argv[2], "dataSizeOut"), "dataSizeOut", &out_size) ||
+	    !sn_opt_bytes(env, sn_prop(env, argv[2], "ctx"), "ctx", &ctx, &clen) ||
+	    !sn_opt_i32(env, argv[3], "cpu", &cpu))
+		return NULL;
+	if (need_cpu && cpu < 0)
+		return sn_throw_type(env, "cpu must be given");
+	if (cpu >= CPU_SETSIZE)
+		return sn_throw_type(env, "cpu %d is out of range", cpu);
+	if (dlen > UINT32_MAX / 2 || clen > UINT32_MAX)
+		return sn_throw_type(env, "data is too large");
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return sn_throw_errno(env, "calloc", ENOMEM);
+	w->fd = fd;
+	w->cpu = cpu;
+	w->repeat = repeat;
+	w->flags = flags;
+	w->batch_size = batch;
+	w->live = flags & BPF_F_TEST_XDP_LIVE_FRAMES;
+	w->in_len = (uint32_t)dlen;
+	/* Room for a program that grows the packet (bpf_xdp_adjust_head/tail). */
+	w->out_cap = out_size ? out_size : (uint32_t)(dlen + 256 > 4096 ? dlen + 256 : 4096);
+	w->in = dup_bytes(data, dlen);
+	w->out = malloc(w->out_cap);
+	if (ctx) {
+		w->ctx_len = (uint32_t)clen;
+		w->ctx_in = dup_bytes(ctx, clen);
+		w->ctx_out = calloc(1, clen ? clen : 1);
+	}
+	if (!w->in || !w->out || (ctx && (!w->ctx_in || !w->ctx_out))) {
+		run_free(w);
+		return sn_throw_errno(env, "malloc", ENOMEM);
+	}
+	if (napi_create_promise(env, &w->deferred, &promise) != napi_ok ||
+	    napi_create_async_work(env, NULL, sn_str(env, "sluice:progTestRun"), run_execute,
+				   run_complete, w, &w->work) != napi_ok ||
+	    napi_queue_async_work(env, w->work) != napi_ok) {
+		run_free(w);
+		sn_throw_napi(env, "progTestRun");
+		return NULL;
+	}
+	return promise;
+}
+
+static napi_value prog_test_run(napi_env env, napi_callback_info info)
+{
+	return test_run(env, info, false);
+}
+
+/* progTestRunOnCpu(fd, data, opts, cpu): progTestRun on a thread pinned to `cpu` */
+static napi_value prog_test_run_on_cpu(napi_env env, napi_callback_info info)
+{
+	return test_run(env, info, true);
+}
+
+void sn_init_testrun(napi_env env, napi_value exports)
+{
+	static const struct sn_fn fns[] = {
+		{ "progTestRun", prog_test_run },
+		{ "progTestRunOnCpu", prog_test_run_on_cpu },
+	};
+
+	sn_register(env, exports, fns, SN_ARRAY_SIZE(fns));
+}

@@ -85,11 +85,54 @@ __noinline int sl_step(__u64 word, __u64 cost, const struct sl_tick *t,
 }
 
 /*
+ * Take back the one-packet charge that this CPU committed to *w (pw->charged, computed from old),
+ * after the byte dimension refused the packet. Exact whatever other CPUs did in between: the TAT forms
+ * are moved back by the charge's length with one atomic add; the window forms lose cost from the
+ * window it was counted in, if that window is still held (a window that has rolled past needs no
+ * refund).
+ */
+__noinline int sl_refund(__u64 *w, const struct sl_params *pr, const struct sl_tick *tick,
+			 __u64 old, const struct sl_words *pw)
+{
+	const __u64 cost = 1;
+	int i;
+
+	if (!w || !pr || !tick || !pw)
+		return 0;
+	if (pr->alg == SL_ALG_TOKEN || pr->alg == SL_ALG_GCRA) {
+		__u64 t = old > tick->now ? old : tick->now;
+
+		__sync_fetch_and_add(w, -(pw->charged - t));
+		return 0;
+	}
+	for (i = 0; i < SL_CAS_TRIES; i++) {
+		__u64 cur = READ_ONCE(*w), next;
+
+		if (pr->alg == SL_ALG_SLIDING) {
+			__u64 d = ((cur >> 60) - (pw->charged >> 60)) & 15;
+
+			if (d == 0 && (cur & SL_MASK30) >= cost)
+				next = cur - cost;
+			else if (d == 1 && ((cur >> 30) & SL_MASK30) >= cost)
+				next = cur - (cost << 30);
+			else
+				return 0;
+		} else {
+			if ((cur >> 32) != (pw->charged >> 32) || (cur & SL_MASK32) < cost)
+				return 0;
+			next = cur - cost;
+		}
+		if (__sync_val_compare_and_swap(w, cur, next) == cur)
+			return 0;
+	}
+	return 0;
+}
+
+/*
  * Decide and commit both dimensions. Each dimension's word changes only by a compare-and-exchange
  * from the exact value the decision was computed on, so neither limit is ever exceeded, however
  * many CPUs race on the key. When the byte word loses a race after the packet word was charged,
- * the packet charge is undone if still possible and the decision is retried: a lost undo only
- * ever charges a packet that did not pass (never admits one too many).
+ * the packet charge is refunded (exactly, see sl_refund) and the decision retried.
  * Returns 1 to pass, 0 to drop, -1 when still contended after SL_CAS_TRIES attempts.
  */
 static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *t, __u64 cost,
@@ -118,8 +161,8 @@ static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *
 		if (pn != po && __sync_val_compare_and_swap(&st->pkt, po, pn) != po)
 			continue;
 		if (bn != bo && __sync_val_compare_and_swap(&st->byt, bo, bn) != bo) {
-			if (pn != po)
-				__sync_val_compare_and_swap(&st->pkt, pn, po);
+			if (allow && has_p)
+				sl_refund(&st->pkt, pp, t, po, &pw);
 			continue;
 		}
 		return allow;

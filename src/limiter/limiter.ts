@@ -1,0 +1,147 @@
+/**
+ * The limiter as the control plane sees it: the data path's maps, written through the binding.
+ * Applies policies atomically (write the inactive half, wait out readers, flip one version number),
+ * reads counters and settings. Knows nothing about interfaces or pins (that is src/agent).
+ */
+import type { BpfMap } from '../ebpf';
+import {
+  decodeConfig, decodeCounters, decodeLpmKey, decodeRule, encodeCands, encodeConfig, encodeHalf,
+  encodeLpmKey, encodeRule, type Config, type Counters, type Rule,
+  SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
+} from '../generated/types';
+import { compilePolicy, type CompiledPolicy, type PolicySpec } from './policy';
+
+/** The maps of one loaded (or adopted) data path, by their names in bpf/maps.h. */
+export interface LimiterMaps {
+  config_map: BpfMap;
+  stats_map: BpfMap;
+  rate_limit_map: BpfMap;
+  sl_rules: BpfMap;
+  sl_policy: BpfMap;
+  sl_cidr: BpfMap;
+  sl_lists: BpfMap;
+  sl_rcu: BpfMap;
+  sl_rcu_inner: BpfMap;
+}
+
+export const LIMITER_MAP_NAMES: (keyof LimiterMaps)[] = [
+  'config_map', 'stats_map', 'rate_limit_map', 'sl_rules', 'sl_policy', 'sl_cidr', 'sl_lists', 'sl_rcu', 'sl_rcu_inner',
+];
+
+const u32key = (i: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(i);
+  return b;
+};
+
+/** Counters summed over CPUs. */
+export type CounterTotals = Counters;
+
+export function addCounters(a: Counters, b: Counters): Counters {
+  const add = (x: bigint[], y: bigint[]): bigint[] => x.map((v, i) => v + y[i]!);
+  return {
+    packets: add(a.packets, b.packets),
+    bytes: add(a.bytes, b.bytes),
+    reason_packets: add(a.reason_packets, b.reason_packets),
+    reason_bytes: add(a.reason_bytes, b.reason_bytes),
+    new_states: a.new_states + b.new_states,
+  };
+}
+
+export class Limiter {
+  readonly maxRules: number;
+
+  constructor(readonly maps: LimiterMaps) {
+    this.maxRules = maps.sl_rules.maxEntries / 2;
+    if (maps.stats_map.maxEntries !== this.maxRules + 1) {
+      throw new Error(`stats_map has ${maps.stats_map.maxEntries} entries, expected ${this.maxRules + 1} for ${this.maxRules} rule slots`);
+    }
+  }
+
+  config(): Config {
+    return decodeConfig(this.maps.config_map.lookup(u32key(0))!);
+  }
+
+  setConfig(change: Partial<Omit<Config, 'version' | 'pad'>>): void {
+    const cur = this.config();
+    const next = encodeConfig({ ...cur, ...change, version: cur.version }, Buffer.alloc(SL_CONFIG_SIZE));
+    this.maps.config_map.update(u32key(0), next);
+  }
+
+  /** The live policy version; the live half is version & 1. */
+  version(): number {
+    return this.config().version;
+  }
+
+  /** Rules of a half, by slot (all slots; unused ones are whatever was written last). */
+  rulesOf(half: number): Rule[] {
+    const out: Rule[] = [];
+    for (let s = 0; s < this.maxRules; s++) out.push(decodeRule(this.maps.sl_rules.lookup(u32key(half * this.maxRules + s))!));
+    return out;
+  }
+
+  /**
+   * Wait until no packet can still be reading a table that was live before the last flip.
+   * Updating an array-of-maps entry from user space returns after synchronize_rcu().
+   */
+  waitForReaders(): void {
+    this.maps.sl_rcu.update(u32key(0), u32key(this.maps.sl_rcu_inner.fd));
+  }
+
+  /**
+   * Compile and apply a policy atomically. An invalid policy throws PolicyError before anything is
+   * written; the data path sees the old policy until the one write that flips the version.
+   */
+  applyPolicy(spec: PolicySpec): CompiledPolicy {
+    const compiled = compilePolicy(spec, this.maxRules);
+    const cur = this.config();
+    const version = (cur.version + 1) >>> 0;
+    const half = version & 1;
+
+    // Epochs: a rule keeps its keys' state unless its algorithm or window changed. A new epoch
+    // is the new version number, which no state can carry yet.
+    // Slots that the live policy did not use carry an older version.
+    const live = new Map<number, Rule>();
+    for (const r of this.rulesOf(cur.version & 1)) if (r.version === cur.version) live.set(r.id, r);
+
+    this.waitForReaders();
+    compiled.rules.forEach((r, slot) => {
+      const prev = live.get(r.id);
+      const epoch = prev && prev.alg === r.alg && prev.window_ms === r.window_ms ? prev.epoch : version;
+      this.maps.sl_rules.update(u32key(half * this.maxRules + slot), encodeRule({ ...r, version, epoch }, Buffer.alloc(SL_RULE_SIZE)));
+    });
+    for (const key of [...this.maps.sl_cidr.keys()]) {
+      if (decodeLpmKey(key).half === half) this.maps.sl_cidr.delete(key);
+    }
+    for (const c of compiled.cidrs) {
+      const key = encodeLpmKey({ prefixlen: 32 + c.plen, half, family: c.family, addr: c.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
+      this.maps.sl_cidr.update(key, encodeCands({ version, n: c.slots.length, slot: c.slots }));
+    }
+    this.maps.sl_policy.update(u32key(half), encodeHalf({
+      version,
+      n_cidr: compiled.cidrs.length,
+      any: { version, n: compiled.any.length, slot: compiled.any },
+    }));
+    // The flip. Only the version changes, so the rest of config_map is rewritten byte for byte.
+    this.maps.config_map.update(u32key(0), encodeConfig({ ...cur, version }, Buffer.alloc(SL_CONFIG_SIZE)));
+    return compiled;
+  }
+
+  /** Counters of one slot of stats_map, summed over CPUs. */
+  counters(index: number): Counters {
+    const perCpu = this.maps.stats_map.lookupPerCpu(u32key(index));
+    return perCpu.map((b) => decodeCounters(b.subarray(0, SL_COUNTERS_SIZE))).reduce(addCounters);
+  }
+
+  /** Counters of the global slot (lists, non-IP, malformed). */
+  globalCounters(): Counters {
+    return this.counters(this.maxRules);
+  }
+
+  /** Totals over every rule and the global slot. */
+  totals(): Counters {
+    let t = this.globalCounters();
+    for (let i = 0; i < this.maxRules; i++) t = addCounters(t, this.counters(i));
+    return t;
+  }
+}

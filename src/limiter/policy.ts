@@ -1,0 +1,259 @@
+/**
+ * Policy compilation: rules as an operator states them -> the entries of the data path's tables
+ * (struct sl_rule per slot, source-prefix candidate lists for the LPM trie, the "any" list).
+ * Pure: nothing here touches the kernel. src/limiter/limiter.ts writes the result.
+ */
+import ipaddr from 'ipaddr.js';
+import { Action, Alg, Bounds, RuleFlags, type Rule } from '../generated/types';
+import { ALG_BY_NAME, type AlgName } from './models';
+
+export type ActionName = 'drop' | 'dry-run' | 'block';
+
+/** One rule. Slot order is evaluation order; rules[0] of a policy is the default rule. */
+export interface RuleSpec {
+  /** Stable id: index of the rule's counters, part of its state keys. 0 is the default rule. */
+  id: number;
+  name?: string;
+  /** Source prefixes, IPv4 and/or IPv6. Absent: any source. */
+  src?: string[];
+  /** IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6). */
+  proto?: number;
+  /** Destination port range, inclusive. */
+  dport?: [number, number];
+  /** Only TCP segments with SYN set and ACK clear. */
+  syn?: boolean;
+  alg?: AlgName;
+  /** Packets per second; null for no packet limit. Default 1000. */
+  pps?: number | bigint | null;
+  ppsBurst?: number | bigint;
+  /** Bytes per second (frame bytes); absent for no byte limit. */
+  bps?: number | bigint;
+  bpsBurst?: number | bigint;
+  /** Window of fixed and sliding, in milliseconds. Default 1000. */
+  windowMs?: number;
+  /** Per source prefix (v4/v6 lengths), or one bucket for the whole rule. */
+  key?: { v4?: number; v6?: number } | 'rule';
+  action?: ActionName;
+  /** With action 'block': how long a key stays blocked. */
+  blockMs?: number;
+}
+
+export interface PolicySpec {
+  rules: RuleSpec[];
+}
+
+export interface CidrEntry {
+  family: 4 | 6;
+  /** Prefix length of the address (0..32 or 0..128). */
+  plen: number;
+  /** Network order, masked, 16 bytes (IPv4 in the first 4). */
+  addr: Buffer;
+  /** Ordered rule slots. */
+  slots: number[];
+}
+
+export interface CompiledPolicy {
+  /** Rules by slot; version and epoch are filled in when written. */
+  rules: Omit<Rule, 'version' | 'epoch'>[];
+  cidrs: CidrEntry[];
+  any: number[];
+  /** id -> slot */
+  slotOf: Map<number, number>;
+}
+
+export class PolicyError extends Error {
+  readonly code = 'SLUICE_E_POLICY';
+  constructor(readonly problems: string[]) {
+    super(`invalid policy: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n  - ${problems.join('\n  - ')}`);
+    this.name = 'PolicyError';
+  }
+}
+
+const MAX_RATE = 1n << 40n;
+const MAX_BURST = 1n << 34n;
+
+export interface Prefix { family: 4 | 6; plen: number; addr: Buffer }
+
+/** Parse "a.b.c.d/n", "x::/n" or a bare address into a masked prefix. Throws with a clear message. */
+export function parsePrefix(text: string): Prefix {
+  let addr: ipaddr.IPv4 | ipaddr.IPv6;
+  let plen: number;
+  try {
+    if (text.includes('/')) {
+      [addr, plen] = ipaddr.parseCIDR(text);
+    } else {
+      addr = ipaddr.parse(text);
+      plen = addr.kind() === 'ipv4' ? 32 : 128;
+    }
+  } catch {
+    throw new Error(`"${text}" is not an IPv4 or IPv6 address or prefix (expected e.g. 192.0.2.0/24 or 2001:db8::/32)`);
+  }
+  if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
+    throw new Error(`"${text}" is an IPv4-mapped IPv6 address: write the IPv4 prefix instead`);
+  }
+  const family = addr.kind() === 'ipv4' ? 4 : 6;
+  const bytes = Buffer.alloc(16);
+  Buffer.from(addr.toByteArray()).copy(bytes);
+  maskInPlace(bytes, plen);
+  return { family, plen, addr: bytes };
+}
+
+export function maskInPlace(addr: Buffer, plen: number): void {
+  for (let i = 0; i < 16; i++) {
+    const keep = Math.max(0, Math.min(8, plen - i * 8));
+    addr[i]! &= (0xff << (8 - keep)) & 0xff;
+  }
+}
+
+export function formatPrefix(p: Prefix): string {
+  const bytes = [...p.addr.subarray(0, p.family === 4 ? 4 : 16)];
+  return `${ipaddr.fromByteArray(bytes).toString()}/${p.plen}`;
+}
+
+function covers(outer: Prefix, inner: Prefix): boolean {
+  if (outer.family !== inner.family || outer.plen > inner.plen) return false;
+  const a = Buffer.from(inner.addr);
+  maskInPlace(a, outer.plen);
+  return a.equals(outer.addr);
+}
+
+/** A whole number as bigint; 'bad' for anything else (fractions, NaN, strings). */
+function whole(v: unknown): bigint | 'bad' | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === 'bigint') return v;
+  return typeof v === 'number' && Number.isSafeInteger(v) ? BigInt(v) : 'bad';
+}
+
+/** Validate and compile. Every problem is reported at once; nothing is partially accepted. */
+export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPolicy {
+  const problems: string[] = [];
+  const { rules } = policy;
+  if (rules.length === 0) problems.push('rules: the default rule (rules[0]) is missing');
+  if (rules.length > maxRules) problems.push(`rules: ${rules.length} rules, but the program was loaded with room for ${maxRules}`);
+  const ids = new Set<number>();
+  const prefixes: Prefix[][] = [];
+  const out: CompiledPolicy['rules'] = [];
+
+  rules.forEach((r, slot) => {
+    const at = `rules[${slot}]${r.name ? ` (${r.name})` : ''}`;
+    const bad = (msg: string): void => { problems.push(`${at}: ${msg}`); };
+    if (!Number.isInteger(r.id) || r.id < 0 || r.id >= maxRules) bad(`id ${r.id} must be an integer from 0 to ${maxRules - 1}`);
+    else if (ids.has(r.id)) bad(`id ${r.id} is used twice`);
+    ids.add(r.id);
+    if (slot === 0 && r.id !== 0) bad('the default rule must have id 0');
+    if (slot > 0 && r.id === 0) bad('id 0 is reserved for the default rule');
+    if (slot === 0 && (r.src || r.proto !== undefined || r.dport || r.syn)) bad('the default rule matches everything: it takes no src, proto, dport or syn');
+
+    const pfx: Prefix[] = [];
+    for (const s of r.src ?? []) {
+      try { pfx.push(parsePrefix(s)); } catch (e) { bad(`src: ${(e as Error).message}`); }
+    }
+    if (r.src && r.src.length === 0) bad('src is empty: leave it out to match any source');
+    prefixes.push(pfx);
+
+    if (r.proto !== undefined && (!Number.isInteger(r.proto) || r.proto < 1 || r.proto > 255)) bad(`proto ${r.proto} must be an IP protocol number from 1 to 255`);
+    let dlo = 0;
+    let dhi = 0;
+    if (r.dport) {
+      [dlo, dhi] = r.dport;
+      if (!Number.isInteger(dlo) || !Number.isInteger(dhi) || dlo < 1 || dhi > 65535 || dlo > dhi) bad(`dport [${dlo}, ${dhi}] must be a range within 1..65535`);
+      if (r.proto !== undefined && ![6, 17, 132].includes(r.proto)) bad('dport needs proto tcp (6), udp (17) or sctp (132), or no proto');
+    }
+    const alg = r.alg ?? 'fixed';
+    if (!(alg in ALG_BY_NAME)) bad(`alg "${alg}" is not one of fixed, sliding, token, gcra`);
+
+    let flags = 0;
+    const rate = (name: string, v: unknown): bigint => {
+      const n = whole(v);
+      if (n === undefined) return 0n;
+      if (n === 'bad' || n < 1n || n > MAX_RATE) {
+        bad(`${name} ${String(v)} must be a whole number from 1 to ${MAX_RATE} per second`);
+        return 0n;
+      }
+      return n;
+    };
+    const burst = (name: string, v: unknown): bigint => {
+      const n = whole(v);
+      if (n === undefined) return 0n;
+      if (n === 'bad' || n < 0n || n > MAX_BURST) {
+        bad(`${name} ${String(v)} must be a whole number from 0 to ${MAX_BURST} (0: the default)`);
+        return 0n;
+      }
+      return n;
+    };
+    const pps = r.pps === null ? null : rate('pps', r.pps ?? 1000);
+    if (pps === null) flags |= RuleFlags.NO_PKT_LIMIT;
+    const bps = rate('bps', r.bps);
+    if (pps === null && r.bps === undefined) bad('a rule with no packet limit (pps: null) needs a byte limit (bps)');
+    const ppsBurst = burst('ppsBurst', r.ppsBurst);
+    const bpsBurst = burst('bpsBurst', r.bpsBurst);
+    if ((alg === 'token' || alg === 'gcra') && r.bps !== undefined && bpsBurst !== 0n && bpsBurst < 1514n) {
+      bad(`bpsBurst ${bpsBurst} is smaller than one full-size frame (1514 bytes): such packets could never pass`);
+    }
+    const windowMs = r.windowMs ?? 1000;
+    if (!Number.isInteger(windowMs) || windowMs < 1 || windowMs > 60000) bad(`windowMs ${windowMs} must be a whole number of milliseconds from 1 to 60000`);
+
+    let keyV4 = 32;
+    let keyV6 = 64;
+    if (r.key === 'rule') flags |= RuleFlags.PER_RULE;
+    else if (r.key) {
+      keyV4 = r.key.v4 ?? 32;
+      keyV6 = r.key.v6 ?? 64;
+      if (!Number.isInteger(keyV4) || keyV4 < 1 || keyV4 > 32) bad(`key.v4 ${keyV4} must be a prefix length from 1 to 32`);
+      if (!Number.isInteger(keyV6) || keyV6 < 1 || keyV6 > 128) bad(`key.v6 ${keyV6} must be a prefix length from 1 to 128`);
+    }
+    if (r.syn) flags |= RuleFlags.MATCH_SYN;
+    if (r.syn && r.proto !== undefined && r.proto !== 6) bad('syn matches TCP only: use proto 6 or leave proto out');
+    const action = r.action ?? 'drop';
+    if (!['drop', 'dry-run', 'block'].includes(action)) bad(`action "${action}" is not one of drop, dry-run, block`);
+    const blockMs = r.blockMs ?? 0;
+    if (action === 'block' && (!Number.isInteger(blockMs) || blockMs < 1 || blockMs > 0xffffffff)) bad('action block needs blockMs, a whole number of milliseconds from 1 to 4294967295');
+
+    out.push({
+      id: r.id,
+      alg: ALG_BY_NAME[alg] ?? Alg.FIXED,
+      action: action === 'dry-run' ? Action.DRYRUN : action === 'block' ? Action.BLOCK : Action.DROP,
+      flags,
+      key_v4: keyV4,
+      key_v6: keyV6,
+      proto: r.proto ?? 0,
+      pad0: 0,
+      dport_lo: dlo,
+      dport_hi: dhi,
+      window_ms: windowMs,
+      block_ms: action === 'block' ? blockMs : 0,
+      pad1: 0,
+      pkt: { rate: pps ?? 0n, burst: ppsBurst },
+      byt: { rate: bps, burst: bpsBurst },
+    });
+  });
+
+  // Candidate lists. Each distinct source prefix gets every rule that applies to it: rules one of
+  // whose prefixes covers it, and rules with no source condition (as if /0). Longest prefix first,
+  // then rule order. The trie returns the longest prefix that covers an address, and every rule
+  // prefix that covers the address covers that one too, so the list is complete for the address.
+  const distinct = new Map<string, Prefix>();
+  prefixes.forEach((list) => list.forEach((p) => distinct.set(`${p.family}|${p.addr.toString('hex')}|${p.plen}`, p)));
+  const anySlots = rules.map((r, slot) => (slot > 0 && !r.src ? slot : -1)).filter((s) => s > 0);
+  const cidrs: CidrEntry[] = [];
+  for (const p of distinct.values()) {
+    const applying: { slot: number; plen: number }[] = [];
+    rules.forEach((r, slot) => {
+      if (slot === 0) return;
+      if (!r.src) { applying.push({ slot, plen: -1 }); return; }
+      const best = Math.max(-1, ...prefixes[slot]!.filter((q) => covers(q, p)).map((q) => q.plen));
+      if (best >= 0) applying.push({ slot, plen: best });
+    });
+    applying.sort((a, b) => b.plen - a.plen || a.slot - b.slot);
+    const slots = applying.map((a) => a.slot);
+    if (slots.length > Bounds.MAX_CANDS) {
+      problems.push(`${formatPrefix(p)}: ${slots.length} rules apply to this source prefix; at most ${Bounds.MAX_CANDS} can (merge rules or narrow their sources)`);
+    }
+    cidrs.push({ family: p.family, plen: p.plen, addr: p.addr, slots });
+  }
+  if (anySlots.length > Bounds.MAX_CANDS) {
+    problems.push(`${anySlots.length} rules have no source condition; at most ${Bounds.MAX_CANDS} can`);
+  }
+  if (problems.length) throw new PolicyError(problems);
+  return { rules: out, cidrs, any: anySlots, slotOf: new Map(rules.map((r, slot) => [r.id, slot])) };
+}

@@ -1,0 +1,44 @@
+/**
+ * Loading: the verifier's work stays under a ceiling (a change that makes the program much harder
+ * to verify fails here, not on a user's kernel), and the state map loads and works at 1,000,000.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ObjectSpec } from '../../src/ebpf';
+import { PROD_OBJECT, TestDatapath } from '../lib/datapath';
+import { pkt } from '../lib/packet';
+
+/** Instructions the verifier processed for sluice_xdp when this ceiling was set: about 40,000. */
+export const VERIFIER_CEILING = 60_000;
+
+test(`the verifier processes at most ${VERIFIER_CEILING} instructions for sluice_xdp`, async () => {
+  const coll = await ObjectSpec.open(PROD_OBJECT).load();
+  try {
+    const info = coll.programs.get('sluice_xdp')!.info();
+    console.log(`sluice_xdp: verified_insns=${info.verifiedInsns}, xlated=${info.xlatedProgLen} B, jited=${info.jitedProgLen} B`);
+    assert.ok(info.verifiedInsns > 0);
+    assert.ok(info.verifiedInsns <= VERIFIER_CEILING, `verifier processed ${info.verifiedInsns} instructions, ceiling ${VERIFIER_CEILING}`);
+  } finally {
+    coll.close();
+  }
+});
+
+test('the state map loads and works with 1,000,000 entries', async () => {
+  const dp = await TestDatapath.load({ maxEntries: 1_000_000 });
+  try {
+    assert.equal(dp.limiter.maps.rate_limit_map.maxEntries, 1_000_000);
+    dp.limiter.applyPolicy({ rules: [{ id: 0, alg: 'token', pps: 10 }] });
+    dp.setSalt(true); // a new source on every run
+    dp.setNow(0n);
+    const frame = pkt().eth().ipv4({ src: '10.9.0.1', dst: '10.9.0.2' }).udp({ sport: 1, dport: 2 }).build();
+    await dp.run(frame, 50_000);
+    const c = dp.limiter.counters(0);
+    assert.equal(c.new_states, 50_000n, 'one state per new source');
+    assert.equal(c.reason_packets[0], 50_000n, 'a new source is within its limit');
+    let n = 0;
+    for (const _ of dp.limiter.maps.rate_limit_map.keys()) n++;
+    assert.equal(n, 50_000, 'all states are in the map (no eviction below the size)');
+  } finally {
+    dp.close();
+  }
+});

@@ -1,0 +1,289 @@
+/**
+ * A BPF map, owned through its fd. Keys and values are Buffers of exactly the
+ * map's sizes: a wrong size is a BufferSizeError (a TypeError) before any
+ * syscall. A per-CPU map's value is one slot per possible CPU, each slot
+ * valueSize rounded up to 8 bytes.
+ */
+import './dispose';
+import { PER_CPU_MAP_TYPES, UpdateFlags } from './constants';
+import { BpfError, BufferSizeError, NotSupportedError } from './errors';
+import { OwnedFd } from './fd';
+import { native, type RawMapInfo } from './native';
+import { numPossibleCpus } from './system';
+
+export type MapInfo = RawMapInfo;
+
+export interface MapSpecLike {
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+export interface BatchOptions {
+  /** Entries per syscall (default 256); grown when a hash bucket does not fit. */
+  batchSize?: number;
+  /** Delete what was read (BPF_MAP_LOOKUP_AND_DELETE_BATCH). */
+  delete?: boolean;
+}
+
+export type Entry = [key: Buffer, value: Buffer];
+
+const roundUp8 = (n: number): number => (n + 7) & ~7;
+
+export class BpfMap {
+  readonly name: string;
+  readonly type: number;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly flags: number;
+  readonly #fd: OwnedFd;
+
+  /** Takes ownership of fd. */
+  constructor(fd: number, spec: MapSpecLike) {
+    this.#fd = new OwnedFd(fd, `map '${spec.name}'`);
+    this.name = spec.name;
+    this.type = spec.type;
+    this.keySize = spec.keySize;
+    this.valueSize = spec.valueSize;
+    this.maxEntries = spec.maxEntries;
+    this.flags = spec.flags;
+  }
+
+  /** Wrap (and own) an fd, reading the map's shape from the kernel. */
+  static fromFd(fd: number): BpfMap {
+    let info: RawMapInfo;
+    try {
+      info = native().mapGetInfo(fd);
+    } catch (e) {
+      native().closeFd(fd);
+      throw e;
+    }
+    return new BpfMap(fd, info);
+  }
+
+  /** Open a map pinned in bpffs (readOnly: BPF_F_RDONLY). */
+  static fromPin(path: string, opts: { readOnly?: boolean } = {}): BpfMap {
+    return BpfMap.fromFd(native().objGet(path, opts.readOnly ? 8 : 0));
+  }
+
+  static fromId(id: number): BpfMap {
+    return BpfMap.fromFd(native().mapGetFdById(id));
+  }
+
+  get fd(): number {
+    return this.#fd.value;
+  }
+
+  get closed(): boolean {
+    return this.#fd.closed;
+  }
+
+  get isPerCpu(): boolean {
+    return PER_CPU_MAP_TYPES.has(this.type);
+  }
+
+  /** Bytes of one value as the kernel copies it: per-CPU maps hold round_up(valueSize, 8) × possible CPUs. */
+  get valueBufferSize(): number {
+    return this.isPerCpu ? roundUp8(this.valueSize) * numPossibleCpus() : this.valueSize;
+  }
+
+  info(): MapInfo {
+    return native().mapGetInfo(this.fd);
+  }
+
+  /** The value under key, or undefined. For a per-CPU map: all CPUs' slots in one Buffer (see lookupPerCpu). */
+  lookup(key: Uint8Array): Buffer | undefined {
+    this.#checkKey(key);
+    return native().mapLookupElem(this.fd, this.#k(key), this.valueBufferSize) ?? undefined;
+  }
+
+  /** One Buffer of valueSize bytes per possible CPU; an empty array when key is absent. */
+  lookupPerCpu(key: Uint8Array): Buffer[] {
+    if (!this.isPerCpu) throw new TypeError(`map '${this.name}' is not a per-CPU map`);
+    const raw = this.lookup(key);
+    return raw ? this.splitPerCpu(raw) : [];
+  }
+
+  /** Split a per-CPU value buffer into one valueSize slice per CPU. */
+  splitPerCpu(raw: Buffer): Buffer[] {
+    const stride = roundUp8(this.valueSize);
+    const out: Buffer[] = [];
+    for (let off = 0; off + stride <= raw.length; off += stride) out.push(raw.subarray(off, off + this.valueSize));
+    return out;
+  }
+
+  /**
+   * Set key to value (flags: UpdateFlags). For a per-CPU map, value is either
+   * the whole valueBufferSize buffer or one valueSize Buffer per possible CPU.
+   */
+  update(key: Uint8Array, value: Uint8Array | readonly Uint8Array[], flags: number = UpdateFlags.Any): void {
+    this.#checkKey(key);
+    native().mapUpdateElem(this.fd, this.#k(key), this.#value(value), flags);
+  }
+
+  /** Delete key; false when it was not there. */
+  delete(key: Uint8Array): boolean {
+    this.#checkKey(key);
+    return native().mapDeleteElem(this.fd, this.#k(key) ?? Buffer.alloc(0));
+  }
+
+  /** Read and delete key in one step (hash maps; queue/stack maps with a 0-byte key). */
+  lookupAndDelete(key: Uint8Array): Buffer | undefined {
+    this.#checkKey(key);
+    return native().mapLookupAndDeleteElem(this.fd, this.#k(key), this.valueBufferSize) ?? undefined;
+  }
+
+  /** Keys in the kernel's order (BPF_MAP_GET_NEXT_KEY). Changes during the walk may repeat or skip keys. */
+  *keys(): Generator<Buffer> {
+    let key: Buffer | null = null;
+    for (;;) {
+      key = native().mapGetNextKey(this.fd, key, this.keySize);
+      if (!key) return;
+      yield key;
+    }
+  }
+
+  /** [key, value] pairs, one lookup per key; keys deleted during the walk are skipped. */
+  *entries(): Generator<Entry> {
+    for (const key of this.keys()) {
+      const value = native().mapLookupElem(this.fd, key, this.valueBufferSize);
+      if (value) yield [key, value];
+    }
+  }
+
+  [Symbol.iterator](): Generator<Entry> {
+    return this.entries();
+  }
+
+  /**
+   * All entries in chunks of up to batchSize, with BPF_MAP_LOOKUP_BATCH (one
+   * syscall per chunk). Map types or kernels without batch operations fall
+   * back to key-by-key iteration, still in chunks.
+   */
+  *lookupBatch(opts: BatchOptions = {}): Generator<Entry[]> {
+    let size = opts.batchSize ?? 256;
+    if (!Number.isInteger(size) || size <= 0) throw new TypeError(`batchSize must be a positive integer, got ${size}`);
+    const del = opts.delete ?? false;
+    const vlen = this.valueBufferSize;
+    let token: Buffer | null = null;
+    let first = true;
+    for (;;) {
+      let r;
+      try {
+        r = native().mapLookupBatch(this.fd, token, this.keySize, vlen, size, { delete: del });
+      } catch (e) {
+        // A hash bucket with more entries than fit in one batch: grow and retry the same position.
+        if (e instanceof BpfError && e.errnoName === 'ENOSPC' && size < 1 << 20) {
+          size *= 2;
+          continue;
+        }
+        if (first && (e instanceof NotSupportedError || (e instanceof BpfError && e.errnoName === 'EINVAL'))) {
+          yield* this.#batchFallback(size, del);
+          return;
+        }
+        throw e;
+      }
+      first = false;
+      if (r.count > 0) {
+        const chunk: Entry[] = [];
+        for (let i = 0; i < r.count; i++) {
+          chunk.push([
+            r.keys.subarray(i * this.keySize, (i + 1) * this.keySize),
+            r.values.subarray(i * vlen, (i + 1) * vlen),
+          ]);
+        }
+        yield chunk;
+      }
+      if (r.done) return;
+      token = r.nextBatch;
+    }
+  }
+
+  *#batchFallback(size: number, del: boolean): Generator<Entry[]> {
+    let chunk: Entry[] = [];
+    if (del) {
+      // Drain from the head: after a delete, "next of nothing" is the new first key.
+      for (;;) {
+        const key = native().mapGetNextKey(this.fd, null, this.keySize);
+        if (!key) break;
+        const value = native().mapLookupElem(this.fd, key, this.valueBufferSize);
+        native().mapDeleteElem(this.fd, key);
+        if (value) chunk.push([key, value]);
+        if (chunk.length === size) {
+          yield chunk;
+          chunk = [];
+        }
+      }
+    } else {
+      for (const entry of this.entries()) {
+        chunk.push(entry);
+        if (chunk.length === size) {
+          yield chunk;
+          chunk = [];
+        }
+      }
+    }
+    if (chunk.length > 0) yield chunk;
+  }
+
+  /** Delete keys in one syscall (BPF_MAP_DELETE_BATCH); returns how many were deleted. */
+  deleteBatch(keys: readonly Uint8Array[]): number {
+    if (keys.length === 0) return 0;
+    keys.forEach((k) => this.#checkKey(k));
+    return native().mapDeleteBatch(this.fd, Buffer.concat(keys), keys.length);
+  }
+
+  /** Pin to a path in bpffs; the map then outlives this process. */
+  pin(path: string): void {
+    native().objPin(this.fd, path);
+  }
+
+  /** A second, independently owned handle of the same map. */
+  clone(): BpfMap {
+    return new BpfMap(this.#fd.dup(), this);
+  }
+
+  close(): void {
+    this.#fd.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #checkKey(key: Uint8Array): void {
+    if (!(key instanceof Uint8Array)) throw new TypeError(`map '${this.name}': key must be a Buffer`);
+    if (key.length !== this.keySize) throw new BufferSizeError(`map '${this.name}': key`, this.keySize, key.length);
+  }
+
+  /** Maps without keys (queue, stack) take a NULL key. */
+  #k(key: Uint8Array): Uint8Array | null {
+    return this.keySize === 0 ? null : key;
+  }
+
+  #value(value: Uint8Array | readonly Uint8Array[]): Uint8Array {
+    const size = this.valueBufferSize;
+    if (value instanceof Uint8Array) {
+      if (value.length !== size) {
+        const what = this.isPerCpu ? 'value (all CPUs: round_up(valueSize, 8) × possible CPUs)' : 'value';
+        throw new BufferSizeError(`map '${this.name}': ${what}`, size, value.length);
+      }
+      return value;
+    }
+    if (!Array.isArray(value)) throw new TypeError(`map '${this.name}': value must be a Buffer`);
+    if (!this.isPerCpu) throw new TypeError(`map '${this.name}' is not per-CPU: value must be one Buffer`);
+    const cpus = numPossibleCpus();
+    if (value.length !== cpus) throw new TypeError(`map '${this.name}': need one value per possible CPU (${cpus}), got ${value.length}`);
+    const stride = roundUp8(this.valueSize);
+    const out = Buffer.alloc(size);
+    value.forEach((v: Uint8Array, cpu: number) => {
+      if (v.length !== this.valueSize) throw new BufferSizeError(`map '${this.name}': value for CPU ${cpu}`, this.valueSize, v.length);
+      out.set(v, cpu * stride);
+    });
+    return out;
+  }
+}

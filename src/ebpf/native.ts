@@ -1,0 +1,271 @@
+/**
+ * The only importer of the native addon (build/Release/sluice_native.node).
+ *
+ * The addon mirrors libbpf 1:1; this file gives it types and turns its errors
+ * into the classes of errors.ts. It is loaded on first use, so that importing
+ * src/ebpf costs nothing where the addon is not needed.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fromNative, NativeMissingError } from './errors';
+
+/** Opaque handle of an opened bpf_object (a napi external). */
+export interface ObjectHandle {
+  readonly __brand: 'sluice.ObjectHandle';
+}
+
+export interface RawProgramSpec {
+  name: string;
+  section: string;
+  type: number;
+  expectedAttachType: number;
+  autoload: boolean;
+  insnCount: number;
+}
+
+export interface RawMapSpec {
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  internal: boolean;
+  initialValueSize: number;
+}
+
+export interface RawDatasecVar {
+  name: string;
+  offset: number;
+  size: number;
+}
+
+export interface RawLoadOptions {
+  logLevel?: number;
+  logSize?: number;
+  logSizeMax?: number;
+}
+
+export interface RawProgInfo {
+  id: number;
+  name: string;
+  type: number;
+  tag: string;
+  verifiedInsns: number;
+  runTimeNs: number;
+  runCnt: number;
+  recursionMisses: number;
+  nrMapIds: number;
+  mapIds: number[];
+  loadTime: number;
+  createdByUid: number;
+  btfId: number;
+  xlatedProgLen: number;
+  jitedProgLen: number;
+  gplCompatible: boolean;
+}
+
+export interface RawMapInfo {
+  id: number;
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  ifindex: number;
+  btfId: number;
+  mapExtra: number;
+}
+
+export interface RawLinkInfo {
+  id: number;
+  type: number;
+  progId: number;
+  ifindex?: number;
+  netnsIno?: number;
+  attachType?: number;
+}
+
+export interface RawBatch {
+  count: number;
+  keys: Buffer;
+  values: Buffer;
+  nextBatch: Buffer;
+  done: boolean;
+}
+
+export interface RawTestRunOptions {
+  repeat?: number;
+  ctx?: Uint8Array;
+  flags?: number;
+  batchSize?: number;
+  dataSizeOut?: number;
+}
+
+export interface RawTestRunResult {
+  retval: number;
+  /** Average per repetition, ns. */
+  duration: number;
+  /** null for BPF_F_TEST_XDP_LIVE_FRAMES runs. */
+  dataOut: Buffer | null;
+  /** The size the kernel reported; larger than dataOut when the buffer was too small. */
+  dataSizeOut: number;
+  ctxOut?: Buffer;
+}
+
+export interface RawXdpQuery {
+  progId: number;
+  drvProgId: number;
+  hwProgId: number;
+  skbProgId: number;
+  attachMode: number;
+}
+
+export interface RawTcFilter {
+  handle: number;
+  priority: number;
+  progId: number;
+}
+
+/** Every function of the addon. A trailing `netns` is a namespace path entered for the call only. */
+export interface NativeAddon {
+  libbpfVersion(): string;
+
+  // bpf_object
+  objectOpenFile(path: string): ObjectHandle;
+  objectClose(h: ObjectHandle): void;
+  objectPrograms(h: ObjectHandle): RawProgramSpec[];
+  objectMaps(h: ObjectHandle): RawMapSpec[];
+  objectDatasec(h: ObjectHandle, section: string): RawDatasecVar[];
+  objectLoad(h: ObjectHandle, opts?: RawLoadOptions): Promise<void>;
+  mapInitialValue(h: ObjectHandle, mapName: string): Buffer | null;
+  mapSetInitialValue(h: ObjectHandle, mapName: string, bytes: Uint8Array): void;
+  mapSetMaxEntries(h: ObjectHandle, mapName: string, n: number): void;
+  programSetAutoload(h: ObjectHandle, progName: string, autoload: boolean): void;
+  programSetType(h: ObjectHandle, progName: string, type: number): void;
+  programSetExpectedAttachType(h: ObjectHandle, progName: string, attachType: number): void;
+  programFd(h: ObjectHandle, name: string): number;
+  mapFd(h: ObjectHandle, name: string): number;
+
+  // maps
+  mapLookupElem(fd: number, key: Uint8Array | null, valueLen: number, flags?: number): Buffer | null;
+  mapUpdateElem(fd: number, key: Uint8Array | null, value: Uint8Array, flags?: number): void;
+  mapDeleteElem(fd: number, key: Uint8Array): boolean;
+  mapGetNextKey(fd: number, key: Uint8Array | null, keyLen: number): Buffer | null;
+  mapLookupAndDeleteElem(fd: number, key: Uint8Array | null, valueLen: number): Buffer | null;
+  mapLookupBatch(
+    fd: number,
+    inBatch: Uint8Array | null,
+    keyLen: number,
+    valueLen: number,
+    count: number,
+    opts?: { elemFlags?: number; delete?: boolean },
+  ): RawBatch;
+  mapDeleteBatch(fd: number, keys: Uint8Array, count: number): number;
+
+  // pins, info, ids
+  objPin(fd: number, path: string): void;
+  objGet(path: string, fileFlags?: number): number;
+  progGetInfo(fd: number): RawProgInfo;
+  mapGetInfo(fd: number): RawMapInfo;
+  linkGetInfo(fd: number): RawLinkInfo;
+  progGetNextId(startId?: number): number | null;
+  mapGetNextId(startId?: number): number | null;
+  linkGetNextId(startId?: number): number | null;
+  progGetFdById(id: number): number;
+  mapGetFdById(id: number): number;
+  linkGetFdById(id: number): number;
+
+  // links
+  linkCreate(progFd: number, targetFd: number, attachType: number, flags?: number, netns?: string): number;
+  linkUpdate(linkFd: number, newProgFd: number, oldProgFd?: number): void;
+  linkDetach(linkFd: number): void;
+
+  // misc
+  closeFd(fd: number): void;
+  dupFd(fd: number): number;
+  numPossibleCpus(): number;
+  enableStats(type?: number): number;
+
+  // test runs
+  progTestRun(fd: number, data: Uint8Array, opts?: RawTestRunOptions): Promise<RawTestRunResult>;
+  progTestRunOnCpu(fd: number, data: Uint8Array, opts: RawTestRunOptions | undefined, cpu: number): Promise<RawTestRunResult>;
+
+  // netlink XDP, tc
+  xdpAttach(ifindex: number, progFd: number, flags: number, oldProgFd?: number, netns?: string): void;
+  xdpDetach(ifindex: number, flags: number, oldProgFd?: number, netns?: string): void;
+  xdpQuery(ifindex: number, flags?: number, netns?: string): RawXdpQuery;
+  tcHookCreate(ifindex: number, attachPoint: number, netns?: string): boolean;
+  tcHookDestroy(ifindex: number, attachPoint: number, netns?: string): void;
+  tcAttach(
+    ifindex: number,
+    attachPoint: number,
+    progFd: number,
+    opts: { handle?: number; priority?: number; flags?: number },
+    netns?: string,
+  ): RawTcFilter;
+  tcDetach(ifindex: number, attachPoint: number, opts: { handle: number; priority: number }, netns?: string): void;
+  tcQuery(ifindex: number, attachPoint: number, opts: { handle: number; priority: number }, netns?: string): RawTcFilter | null;
+
+  // system
+  ifNameToIndex(name: string, netns?: string): number;
+  ifIndexToName(ifindex: number, netns?: string): string;
+  netnsEnter(path: string): number;
+  netnsReturn(savedFd: number): void;
+}
+
+const ADDON = join('build', 'Release', 'sluice_native.node');
+
+/**
+ * Where the addon is: $SLUICE_NATIVE if set, else build/Release under the
+ * first ancestor of this file that has it (src/ebpf/ and dist/src/ebpf/ alike).
+ */
+export function addonPath(): string {
+  const env = process.env['SLUICE_NATIVE'];
+  if (env) return resolve(env);
+  for (let dir = __dirname; ; dir = dirname(dir)) {
+    const candidate = join(dir, ADDON);
+    if (existsSync(candidate)) return candidate;
+    if (dirname(dir) === dir) break;
+  }
+  return join(__dirname, '..', '..', ADDON);
+}
+
+function wrap(raw: Record<string, unknown>): NativeAddon {
+  const out: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(raw)) {
+    if (typeof f !== 'function') continue;
+    out[name] = (...args: unknown[]): unknown => {
+      let r: unknown;
+      try {
+        r = f(...args);
+      } catch (e) {
+        throw fromNative(e);
+      }
+      return r instanceof Promise ? r.catch((e: unknown) => Promise.reject(fromNative(e))) : r;
+    };
+  }
+  return out as unknown as NativeAddon;
+}
+
+let addon: NativeAddon | undefined;
+
+/** The addon, loaded on first use. Throws NativeMissingError when it is not built. */
+export function native(): NativeAddon {
+  if (addon) return addon;
+  const path = addonPath();
+  let raw: Record<string, unknown>;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    raw = require(path) as Record<string, unknown>;
+  } catch (e) {
+    throw new NativeMissingError(
+      `cannot load the native addon at ${path}: ${(e as Error).message}. ` +
+        'Build it with `npm install` or `npm run build:native` (needs libbpf-dev, libelf-dev, zlib1g-dev).',
+      e,
+    );
+  }
+  addon = wrap(raw);
+  return addon;
+}

@@ -1,0 +1,47 @@
+/** Process-wide facts and switches: possible CPUs, run-time statistics, libbpf version. */
+import './dispose';
+import { StatsType } from './constants';
+import { native } from './native';
+
+export { capabilities, hasBpfPrivileges, type Capabilities } from './errors';
+
+let cpus: number | undefined;
+
+/** Possible CPUs (libbpf_num_possible_cpus): the number of slots in a per-CPU value. */
+export function numPossibleCpus(): number {
+  cpus ??= native().numPossibleCpus();
+  return cpus;
+}
+
+export function libbpfVersion(): string {
+  return native().libbpfVersion();
+}
+
+/** While open, the kernel accounts run time and count per program (ProgramInfo.runTimeNs/runCnt). */
+export class StatsHandle {
+  #fd: number;
+
+  constructor(fd: number) {
+    this.#fd = fd;
+  }
+
+  get fd(): number {
+    return this.#fd;
+  }
+
+  close(): void {
+    if (this.#fd < 0) return;
+    const fd = this.#fd;
+    this.#fd = -1;
+    native().closeFd(fd);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** Turn on BPF run-time statistics (BPF_ENABLE_STATS) until the handle is closed. */
+export function enableStats(type: number = StatsType.RunTime): StatsHandle {
+  return new StatsHandle(native().enableStats(type));
+}

@@ -4,6 +4,7 @@
  * finalizers do), so that a forgotten Program or BpfMap does not leak.
  */
 import './dispose';
+import { readlinkSync } from 'node:fs';
 import { ClosedError } from './errors';
 import { native } from './native';
 
@@ -61,4 +62,35 @@ export class OwnedFd {
     leaked.unregister(this);
     native().closeFd(fd);
   }
+}
+
+export type BpfFdKind = 'prog' | 'map' | 'link' | 'other';
+
+/** What kind of BPF object an fd refers to, from its anon inode name. */
+export function fdKind(fd: number): BpfFdKind {
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return 'other';
+  }
+  if (target === 'anon_inode:bpf-prog') return 'prog';
+  if (target === 'anon_inode:bpf-map') return 'map';
+  // A new link's fd says bpf_link, the same link opened from its pin says bpf-link.
+  if (target === 'anon_inode:bpf_link' || target === 'anon_inode:bpf-link') return 'link';
+  return 'other';
+}
+
+/**
+ * Take fd as an object of the expected kind: anything else (a map pinned where
+ * a program was expected) is closed and rejected, as bpf_obj_get_info_by_fd
+ * would otherwise fill the wrong structure without complaint.
+ */
+export function expectKind(fd: number, kind: BpfFdKind, source: string): number {
+  const actual = fdKind(fd);
+  if (actual !== kind) {
+    native().closeFd(fd);
+    throw new TypeError(`${source} is a BPF ${actual === 'other' ? 'object of another kind' : actual}, not a ${kind}`);
+  }
+  return fd;
 }

@@ -9,7 +9,7 @@
 import './dispose';
 import { AttachType, TcAttachPoint, TcFlags, XdpAttached, XdpFlags } from './constants';
 import { BpfError } from './errors';
-import { OwnedFd } from './fd';
+import { expectKind, OwnedFd } from './fd';
 import { native, type RawLinkInfo } from './native';
 import { optNetnsPath, resolveIfindex } from './netns';
 import type { Program } from './program';
@@ -63,7 +63,7 @@ export class Link {
   }
 
   static fromPin(path: string): Link {
-    return new Link(native().objGet(path));
+    return new Link(expectKind(native().objGet(path), 'link', path));
   }
 
   static fromId(id: number): Link {

@@ -5,9 +5,9 @@
  * valueSize rounded up to 8 bytes.
  */
 import './dispose';
-import { PER_CPU_MAP_TYPES, UpdateFlags } from './constants';
+import { FileFlags, PER_CPU_MAP_TYPES, UpdateFlags } from './constants';
 import { BpfError, BufferSizeError, NotSupportedError } from './errors';
-import { OwnedFd } from './fd';
+import { expectKind, OwnedFd } from './fd';
 import { native, type RawMapInfo } from './native';
 import { numPossibleCpus } from './system';
 
@@ -55,6 +55,7 @@ export class BpfMap {
 
   /** Wrap (and own) an fd, reading the map's shape from the kernel. */
   static fromFd(fd: number): BpfMap {
+    expectKind(fd, 'map', `fd ${fd}`);
     let info: RawMapInfo;
     try {
       info = native().mapGetInfo(fd);
@@ -67,7 +68,7 @@ export class BpfMap {
 
   /** Open a map pinned in bpffs (readOnly: BPF_F_RDONLY). */
   static fromPin(path: string, opts: { readOnly?: boolean } = {}): BpfMap {
-    return BpfMap.fromFd(native().objGet(path, opts.readOnly ? 8 : 0));
+    return BpfMap.fromFd(expectKind(native().objGet(path, opts.readOnly ? FileFlags.ReadOnly : 0), 'map', path));
   }
 
   static fromId(id: number): BpfMap {

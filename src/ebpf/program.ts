@@ -1,6 +1,6 @@
 /** A loaded BPF program, owned through its fd. */
 import './dispose';
-import { OwnedFd } from './fd';
+import { expectKind, OwnedFd } from './fd';
 import { native, type RawProgInfo } from './native';
 
 export type ProgramInfo = RawProgInfo;
@@ -43,6 +43,7 @@ export class Program {
 
   /** Wrap (and own) an fd, reading name and type from the kernel. */
   static fromFd(fd: number): Program {
+    expectKind(fd, 'prog', `fd ${fd}`);
     let info: RawProgInfo;
     try {
       info = native().progGetInfo(fd);
@@ -55,7 +56,8 @@ export class Program {
 
   /** Open a program pinned in bpffs. */
   static fromPin(path: string): Program {
-    return Program.fromFd(native().objGet(path));
+    const fd = native().objGet(path);
+    return Program.fromFd(expectKind(fd, 'prog', path));
   }
 
   /** Open a loaded program by its id. */

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import {
+  BpfError,
   BufferSizeError,
   ClosedError,
   Collection,
@@ -11,6 +12,7 @@ import {
   ObjectSpec,
   ProgramType,
   VerifierError,
+  enableStats,
   numPossibleCpus,
 } from '../../src/ebpf';
 import { fixture, frame, u32, XDP } from './helpers';
@@ -44,6 +46,11 @@ describe('ObjectSpec', () => {
     assert.throws(() => spec.setRodata(Buffer.alloc(3)), BufferSizeError);
     spec.setConstants({ drop_byte: 0x10, unused_knob: 0xffffffff });
     assert.deepEqual([...spec.rodata()], [0x10, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+  });
+
+  it('a missing file is ENOENT from bpf_object__open_file', () => {
+    assert.throws(() => ObjectSpec.open('/nonexistent/x.bpf.o'), (e: BpfError) =>
+      e instanceof BpfError && e.errnoName === 'ENOENT' && e.op === 'bpf_object__open_file');
   });
 
   it('is closed after close()', () => {
@@ -129,6 +136,24 @@ describe('Collection and Program.run', () => {
     assert.equal(afterRun[0]! - before[0]!, BigInt(N), 'CPU 0 slot');
     assert.equal(afterRun[1]! - before[1]!, BigInt(N), 'CPU 1 slot');
     assert.equal(byWord.lookup(key)?.readBigUInt64LE(0), BigInt(2 * N), 'shared entry, both CPUs');
+  });
+
+  it('counts run time while statistics are on', async () => {
+    const prog = coll.program('xdp_pass');
+    const before = prog.info().runCnt;
+    {
+      using _stats = enableStats();
+      await prog.run(frame(1), { repeat: 100 });
+    }
+    const info = prog.info();
+    assert.equal(info.runCnt - before, 100);
+    assert.ok(info.runTimeNs > 0);
+    await prog.run(frame(1), { repeat: 100 });
+    assert.equal(prog.info().runCnt - before, 100, 'not counted once statistics are off');
+  });
+
+  it('refuses a CPU that does not exist', async () => {
+    await assert.rejects(() => coll.program('xdp_pass').runOnCpu(1000, frame(1)), (e: BpfError) => e.op === 'pthread_setaffinity_np' && e.errnoName === 'EINVAL');
   });
 
   it('checks sizes before the kernel sees them', () => {

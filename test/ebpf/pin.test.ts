@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { BpfError, BpfMap, Collection, ObjectSpec, Program } from '../../src/ebpf';
+import { BpfError, BpfMap, Collection, Link, ObjectSpec, Program } from '../../src/ebpf';
 import { fixture, frame, leftovers, pinDir, removePinDir, runId, u32, u64, XDP } from './helpers';
 
 describe('pins', () => {
@@ -50,6 +50,15 @@ describe('pins', () => {
     assert.throws(() => ro.update(u32(1), u64(1)), (e: BpfError) => e.errnoName === 'EPERM');
     using byId = BpfMap.fromId(map.info().id);
     assert.equal(byId.lookup(u32(42))?.readBigUInt64LE(0), 4242n);
+  });
+
+  it('a pin of another kind is refused, and its fd closed', () => {
+    const path = join(dir, 'a_map');
+    coll.map('counters').pin(path);
+    assert.throws(() => Program.fromPin(path), /is a BPF map, not a prog/);
+    assert.throws(() => Link.fromPin(path), /is a BPF map, not a link/);
+    coll.program('xdp_pass').pin(join(dir, 'a_prog'));
+    assert.throws(() => BpfMap.fromPin(join(dir, 'a_prog')), /is a BPF prog, not a map/);
   });
 
   it('pinning over an existing path fails with EEXIST; a missing pin with ENOENT', () => {

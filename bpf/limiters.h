@@ -103,17 +103,21 @@ static __always_inline int sl_sliding(__u64 word, __u64 now, __u64 last_seen, __
  * Token bucket in its one-timestamp form: the word is the time at which the bucket is full again.
  * Refill is continuous to the nanosecond (no whole-second steps, nothing reset per packet). A
  * packet fits when the bucket holds all of its cost; its cost in time is rounded up, so the
- * long-run rate never exceeds the configured one.
+ * long-run rate never exceeds the configured one. A bucket is never more than empty: after a
+ * limit change shrinks it, debt beyond the new size is forgiven (the roll writes it back).
  */
 static __always_inline int sl_token(__u64 word, __u64 now, __u64 cost,
 				    const struct sl_params *pr, struct sl_words *out)
 {
-	__u64 cap = pr->burst * SL_NSEC / pr->rate;
+	/* Both rounded up: the bucket holds at least burst packets, and costs never undercharge. */
+	__u64 cap = (pr->burst * SL_NSEC + pr->rate - 1) / pr->rate;
 	__u64 inc = (cost * SL_NSEC + pr->rate - 1) / pr->rate;
 	__u64 t = word > now ? word : now;
 
-	out->rolled = word;
-	out->charged = word;
+	if (t - now > cap)
+		t = now + cap;
+	out->rolled = t > now ? t : word;
+	out->charged = out->rolled;
 	if (t + inc - now > cap)
 		return 0;
 	out->charged = t + inc;

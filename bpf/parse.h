@@ -131,6 +131,7 @@ static __always_inline void sl_parse_ipv4(void *pos, void *end, struct sl_pkt *p
 static __always_inline void sl_parse_ipv6(void *pos, void *end, struct sl_pkt *p)
 {
 	struct ipv6hdr *ip6 = pos;
+	__u32 plen;
 	__u8 nh;
 	int i;
 
@@ -147,6 +148,12 @@ static __always_inline void sl_parse_ipv6(void *pos, void *end, struct sl_pkt *p
 	__builtin_memcpy(p->dst, &ip6->daddr, 16);
 	nh = ip6->nexthdr;
 	pos = ip6 + 1;
+	/* The frame must hold the payload it announces (0: a jumbogram, length in an option). */
+	plen = bpf_ntohs(ip6->payload_len);
+	if (plen && pos + plen > end) {
+		p->reason = SL_R_TRUNCATED;
+		return;
+	}
 
 	/* Walk at most SL_MAX_EXT extension headers; a longer chain is malformed, not a bypass. */
 	for (i = 0; i < SL_MAX_EXT; i++) {

@@ -64,11 +64,13 @@ export function sliding(word: bigint, now: bigint, lastSeen: bigint, cost: bigin
 }
 
 export function token(word: bigint, now: bigint, cost: bigint, p: Params): StepResult {
-  const cap = u64(p.burst * NSEC) / p.rate;
+  const cap = u64(p.burst * NSEC + p.rate - 1n) / p.rate;
   const inc = u64(cost * NSEC + p.rate - 1n) / p.rate;
-  const t = word > now ? word : now;
-  if (u64(t + inc - now) > cap) return { allow: false, charged: word, rolled: word };
-  return { allow: true, charged: u64(t + inc), rolled: word };
+  let t = word > now ? word : now;
+  if (t - now > cap) t = now + cap;
+  const rolled = t > now ? t : word;
+  if (u64(t + inc - now) > cap) return { allow: false, charged: rolled, rolled };
+  return { allow: true, charged: u64(t + inc), rolled };
 }
 
 export function gcra(word: bigint, now: bigint, cost: bigint, p: Params): StepResult {

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what Sluice needs on a Debian 12 machine (as root) and builds it. Idempotent: packages
+# already present are not reinstalled, npm ci runs only when the lock file changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 make g++ python3 pkg-config iputils-ping procps)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Pins live in the BPF filesystem.
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
+# npm ci also builds the native addon (the package's install script runs node-gyp against the
+# headers in /usr/include/node, see .npmrc).
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
+   || [ ! -f build/Release/sluice_native.node ]; then
+  npm ci --no-audit --no-fund
+fi
+make -s -C bpf
+npx tsc -p tsconfig.json

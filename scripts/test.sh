@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command of the README: installs and builds what is needed, then runs every test through
+# the real kernel (BPF_PROG_TEST_RUN and network namespaces). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+node dist/scripts/gen-types.js --check
+mapfile -t files < <(find dist/test -name '*.test.js' | sort)
+export SLUICE_TEST_RUN_ID="${SLUICE_TEST_RUN_ID:-sl$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n' | cut -c1-6)}"
+node --test --test-concurrency=1 "${files[@]}"

@@ -7,12 +7,15 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { AlgName } from '../../src/limiter/models';
-import { TestDatapath } from '../lib/datapath';
+import { assertProgramsUnloaded, TestDatapath } from '../lib/datapath';
 import { pkt } from '../lib/packet';
 
 let dp: TestDatapath;
 before(async () => { dp = await TestDatapath.load(); });
-after(() => dp?.close());
+after(async () => {
+  dp?.close();
+  await assertProgramsUnloaded();
+});
 
 const frame = pkt().eth().ipv4({ src: '203.0.113.9', dst: '198.51.100.1' }).udp({ sport: 1, dport: 2 }).payload(50).build();
 

@@ -9,12 +9,15 @@ import { after, before, test } from 'node:test';
 import { Reason } from '../../src/generated/types';
 import type { AlgName } from '../../src/limiter/models';
 import type { RuleSpec } from '../../src/limiter/policy';
-import { TestDatapath } from '../lib/datapath';
+import { assertProgramsUnloaded, TestDatapath } from '../lib/datapath';
 import { pkt } from '../lib/packet';
 
 let dp: TestDatapath;
 before(async () => { dp = await TestDatapath.load(); });
-after(() => dp?.close());
+after(async () => {
+  dp?.close();
+  await assertProgramsUnloaded();
+});
 
 const RUNS_PER_CPU = 300_000;
 const BUDGET = 100_000;

@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import { Alg } from '../../src/generated/types';
 import { RuleModel, type AlgName } from '../../src/limiter/models';
 import { maskInPlace, parsePrefix, type RuleSpec } from '../../src/limiter/policy';
-import { TestDatapath } from '../lib/datapath';
+import { assertProgramsUnloaded, TestDatapath } from '../lib/datapath';
 import { pkt } from '../lib/packet';
 
 const PACKETS = Number(process.env.SLUICE_DIFF_PACKETS ?? 100_000);
@@ -29,7 +29,10 @@ function rng(seed: number): () => number {
 
 let dp: TestDatapath;
 before(async () => { dp = await TestDatapath.load(); });
-after(() => dp?.close());
+after(async () => {
+  dp?.close();
+  await assertProgramsUnloaded();
+});
 
 const SOURCES = ['192.0.2.1', '192.0.2.2', '192.0.2.77', '198.51.100.9', '2001:db8::1', '2001:db8::2', '2001:db8:0:1::5', '2001:db8:7::1'];
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Reason, type Counters } from '../../src/generated/types';
 import { FIXTURE_POLICY, FIXTURES, type ReasonName } from './fixtures';
-import { TestDatapath } from '../lib/datapath';
+import { assertProgramsUnloaded, TestDatapath } from '../lib/datapath';
 
 let dp: TestDatapath;
 
@@ -15,7 +15,10 @@ before(async () => {
   dp.limiter.applyPolicy(FIXTURE_POLICY);
   dp.setNow(5_000_000_000n);
 });
-after(() => dp?.close());
+after(async () => {
+  dp?.close();
+  await assertProgramsUnloaded();
+});
 
 function snapshot(): Map<string, Counters> {
   const m = new Map<string, Counters>();

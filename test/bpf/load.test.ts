@@ -3,9 +3,11 @@
  * to verify fails here, not on a user's kernel), and the state map loads and works at 1,000,000.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { ObjectSpec } from '../../src/ebpf';
-import { PROD_OBJECT, TestDatapath } from '../lib/datapath';
+import { assertProgramsUnloaded, PROD_OBJECT, TestDatapath } from '../lib/datapath';
+
+after(assertProgramsUnloaded);
 import { pkt } from '../lib/packet';
 
 /** Instructions the verifier processed for sluice_xdp when this ceiling was set: about 40,000. */

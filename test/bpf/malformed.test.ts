@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Reason, type Counters } from '../../src/generated/types';
-import { TestDatapath } from '../lib/datapath';
+import { assertProgramsUnloaded, TestDatapath } from '../lib/datapath';
 import { IPPROTO, pkt } from '../lib/packet';
 
 let dp: TestDatapath;
@@ -16,7 +16,10 @@ before(async () => {
   dp.limiter.applyPolicy({ rules: [{ id: 0, alg: 'token', pps: 1n << 40n, ppsBurst: 1n << 34n }] });
   dp.setNow(1_000_000_000n);
 });
-after(() => dp?.close());
+after(async () => {
+  dp?.close();
+  await assertProgramsUnloaded();
+});
 
 const VALID: [string, Buffer][] = [
   ['IPv4 UDP', pkt().eth().ipv4({ src: '192.0.2.1', dst: '192.0.2.2' }).udp({ sport: 1, dport: 2 }).payload(20).build()],

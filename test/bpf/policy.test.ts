@@ -6,12 +6,15 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Reason } from '../../src/generated/types';
 import { PolicyError } from '../../src/limiter/policy';
-import { TestDatapath } from '../lib/datapath';
+import { assertProgramsUnloaded, TestDatapath } from '../lib/datapath';
 import { pkt } from '../lib/packet';
 
 let dp: TestDatapath;
 before(async () => { dp = await TestDatapath.load(); });
-after(() => dp?.close());
+after(async () => {
+  dp?.close();
+  await assertProgramsUnloaded();
+});
 
 const from = (src: string): Buffer => (src.includes(':') ? pkt().eth().ipv6({ src, dst: '2001:db8:ff::1' }) : pkt().eth().ipv4({ src, dst: '198.51.100.1' })).udp({ sport: 1, dport: 2 }).build();
 

@@ -3,7 +3,7 @@
  * the real binding and driven through the real control plane (Limiter), run with BPF_PROG_TEST_RUN.
  */
 import { join } from 'node:path';
-import { ObjectSpec, type BpfMap, type Collection, type Program } from '../../src/ebpf';
+import { ObjectSpec, Program, type BpfMap, type Collection } from '../../src/ebpf';
 import { Limiter, LIMITER_MAP_NAMES, type LimiterMaps } from '../../src/limiter/limiter';
 import { encodeTestCtl, SL_TEST_CTL_SIZE } from '../../src/generated/types';
 
@@ -77,6 +77,33 @@ export class TestDatapath {
   }
 
   close(): void {
+    LOADED.push(...[...this.coll.programs.values()].map((p) => p.info().id));
     this.coll.close();
   }
+}
+
+/** Ids of every program a TestDatapath loaded in this process. */
+const LOADED: number[] = [];
+
+/**
+ * BPF objects cannot carry the run id in their names (they come from the ELF file), so leftovers
+ * are checked by id: every program this process loaded must be gone once closed (the kernel frees
+ * it after an RCU grace period, hence the short wait).
+ */
+export async function assertProgramsUnloaded(): Promise<void> {
+  const deadline = Date.now() + 3000;
+  let alive: number[] = [];
+  do {
+    alive = LOADED.filter((id) => {
+      try {
+        Program.fromId(id).close();
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    if (!alive.length) return;
+    await new Promise((r) => setTimeout(r, 50));
+  } while (Date.now() < deadline);
+  throw new Error(`programs still loaded after close: ${alive.join(', ')}`);
 }

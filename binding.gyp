@@ -8,7 +8,8 @@
         "native/object.c",
         "native/syscall.c",
         "native/testrun.c",
-        "native/net.c"
+        "native/net.c",
+        "native/ringbuf.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],

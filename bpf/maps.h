@@ -79,6 +79,20 @@ struct {
 	__type(value, struct sl_list_val);
 } sl_lists SEC(".maps");
 
+/* Sampled drop events for `sluice events`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} sl_events SEC(".maps");
+
+/* The event sampler's per-CPU budget (no atomics: only its CPU touches a slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sl_event_budget);
+} sl_event_budget SEC(".maps");
+
 /*
  * A grace-period barrier for the control plane, never read by the data path: updating an entry of
  * an array of maps from user space returns only after synchronize_rcu(), i.e. after every packet

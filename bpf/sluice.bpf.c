@@ -66,6 +66,48 @@ static __always_inline void sl_count_event(__u32 reason)
 		c->reason_packets[reason & (SL_R_MAX - 1)] += 1;
 }
 
+/*
+ * Emit a sampled event for a packet that was dropped (or would have been), within the CPU's
+ * budget of events_per_sec (GCRA, burst of one second's worth). Off the hot path of passes.
+ */
+__noinline int sl_event(const struct sl_pkt *p, __u32 rule_id, __u32 reason, __u32 verdict)
+{
+	__u32 zero = 0, rate;
+	struct sl_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	struct sl_event_budget *b = bpf_map_lookup_elem(&sl_event_budget, &zero);
+	struct sl_event *e;
+	__u64 now, t, interval;
+
+	if (!p || !cfg || !b || cfg->events_off)
+		return 0;
+	rate = cfg->events_per_sec ? cfg->events_per_sec : SL_DEFAULT_EVENTS;
+	interval = SL_NSEC / rate;
+	now = bpf_ktime_get_coarse_ns();
+	t = b->tat > now ? b->tat : now;
+	if (t - now > SL_NSEC - interval) {
+		b->suppressed++;
+		return 0;
+	}
+	b->tat = t + interval;
+	e = bpf_ringbuf_reserve(&sl_events, sizeof(*e), 0);
+	if (!e) {
+		b->lost++;
+		return 0;
+	}
+	e->ts_ns = now;
+	__builtin_memcpy(e->addr, p->src, 16);
+	e->rule_id = rule_id;
+	e->family = p->family;
+	e->reason = reason;
+	e->verdict = verdict;
+	e->proto = p->proto;
+	e->dport = p->dport;
+	e->len = p->len;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
 /* One algorithm step, verified once instead of at each of its call sites. */
 __noinline int sl_step(__u64 word, __u64 cost, const struct sl_tick *t,
 		       const struct sl_params *pr, struct sl_words *out)
@@ -342,6 +384,7 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 
 	if (READ_ONCE(st->blocked_until) > now) {
 		sl_count(r->id, SL_R_BLOCKED, SL_V_DROP, p->len, new_state);
+		sl_event(p, r->id, SL_R_BLOCKED, SL_V_DROP);
 		return SL_V_DROP;
 	}
 
@@ -361,16 +404,19 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 	}
 	if (allow < 0) {
 		sl_count(r->id, SL_R_CONTENDED, SL_V_DROP, p->len, new_state);
+		sl_event(p, r->id, SL_R_CONTENDED, SL_V_DROP);
 		return SL_V_DROP;
 	}
 	if (r->action == SL_ACT_DRYRUN) {
 		sl_count(r->id, SL_R_DRYRUN, SL_V_PASS, p->len, new_state);
+		sl_event(p, r->id, SL_R_DRYRUN, SL_V_PASS);
 		return SL_V_PASS;
 	}
 	__sync_fetch_and_add(&st->dropped, 1);
 	if (r->action == SL_ACT_BLOCK)
 		WRITE_ONCE(st->blocked_until, now + (__u64)r->block_ms * 1000000ULL);
 	sl_count(r->id, SL_R_LIMIT, SL_V_DROP, p->len, new_state);
+	sl_event(p, r->id, SL_R_LIMIT, SL_V_DROP);
 	return SL_V_DROP;
 }
 
@@ -391,6 +437,8 @@ __noinline int sl_decide(const struct sl_pkt *p)
 		__u32 v = cfg->malformed_drop ? SL_V_DROP : SL_V_PASS;
 
 		sl_count(max_rules, p->reason, v, p->len, 0);
+		if (v == SL_V_DROP)
+			sl_event(p, max_rules, p->reason, v);
 		return v;
 	}
 	if (!p->family) {
@@ -412,6 +460,7 @@ __noinline int sl_decide(const struct sl_pkt *p)
 		}
 		if (lv && (lv->flags & SL_LIST_DENY)) {
 			sl_count(max_rules, SL_R_DENYLIST, SL_V_DROP, p->len, 0);
+			sl_event(p, max_rules, SL_R_DENYLIST, SL_V_DROP);
 			return SL_V_DROP;
 		}
 		if (lv && (lv->flags & SL_LIST_ALLOW)) {

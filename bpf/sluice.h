@@ -93,6 +93,7 @@ enum sl_defaults {
 	SL_DEFAULT_KEY_V6    = 64,     /* IPv6 key prefix length                         */
 	SL_DEFAULT_MAX_RULES = 1024,   /* rule slots per policy half                     */
 	SL_DEFAULT_STATE_MAX = 100000, /* entries of rate_limit_map                      */
+	SL_DEFAULT_EVENTS    = 100,    /* drop events per second per CPU                 */
 };
 
 /* One dimension of a limit (packets or bytes). */
@@ -157,10 +158,34 @@ struct sl_list_val {
 
 /* Global settings: config_map[0]. */
 struct sl_config {
-	__u32 version;        /* active policy version; the live half is (version & 1)         */
-	__u8  malformed_drop; /* 0 = pass malformed packets (default), 1 = drop them           */
-	__u8  has_lists;      /* non-zero when sl_lists has entries; 0 skips its lookup        */
-	__u8  pad[2];
+	__u32 version;        /* active policy version; the live half is (version & 1)           */
+	__u8  malformed_drop; /* 0 = pass malformed packets (default), 1 = drop them             */
+	__u8  has_lists;      /* non-zero when sl_lists has entries; 0 skips its lookup          */
+	__u8  events_off;     /* non-zero: emit no drop events                                   */
+	__u8  pad;
+	__u32 events_per_sec; /* drop events each CPU may emit per second; 0 = SL_DEFAULT_EVENTS */
+	__u32 pad2;
+};
+
+/* A sampled drop (or would-drop) event, from the sl_events ring buffer. */
+struct sl_event {
+	__u64 ts_ns;      /* bpf_ktime_get_coarse_ns() */
+	__u8  addr[16];   /* source address, network order; IPv4 in the first 4 bytes */
+	__u16 rule_id;    /* rule that decided, or the global slot for list and malformed drops */
+	__u8  family;     /* 4 or 6; 0 when not IP */
+	__u8  reason;     /* enum sl_reason */
+	__u8  verdict;    /* enum sl_verdict */
+	__u8  proto;      /* IPPROTO_*, 0 when unknown */
+	__u16 dport;      /* host order */
+	__u32 len;        /* frame bytes */
+	__u32 pad;
+};
+
+/* Per-CPU state of the event sampler: sl_event_budget[0]. */
+struct sl_event_budget {
+	__u64 tat;        /* GCRA theoretical arrival time of the next event, ns */
+	__u64 suppressed; /* events not emitted because the budget was spent */
+	__u64 lost;       /* events not emitted because the ring buffer was full */
 };
 
 /* Key of rate_limit_map: one limiter state per (rule, masked source address). */
@@ -208,8 +233,8 @@ struct sl_test_ctl {
 };
 
 /*
- * Not used by the data path: a .rodata variable whose type names every shared enum, so that they
- * all reach the object's BTF and src/generated/ can be generated from it.
+ * Not used by the data path: a .rodata variable whose type names every shared enum (and the event
+ * record), so that they all reach the object's BTF and src/generated/ can be generated from it.
  */
 struct sl_btf_anchor {
 	enum sl_alg alg;
@@ -220,6 +245,7 @@ struct sl_btf_anchor {
 	enum sl_list_flags list_flags;
 	enum sl_bounds bounds;
 	enum sl_defaults defaults;
+	struct sl_event event;  /* reaches user space through a ring buffer, not a typed map */
 };
 
 #endif /* SLUICE_H */

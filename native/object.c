@@ -11,7 +11,9 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -22,12 +24,13 @@ enum sn_setting_kind {
 	SET_AUTOLOAD,
 	SET_PROG_TYPE,
 	SET_EXPECTED_ATTACH,
+	SET_REUSE_FD,
 };
 
 struct sn_setting {
 	enum sn_setting_kind kind;
 	char *name; /* map or program name */
-	uint32_t val;
+	uint32_t val;     /* SET_REUSE_FD: our own duplicate of the map fd */
 	void *data; /* SET_INITIAL_VALUE */
 	size_t len;
 };
@@ -60,11 +63,14 @@ static int apply_setting(struct bpf_object *obj, const struct sn_setting *s)
 	switch (s->kind) {
 	case SET_MAX_ENTRIES:
 	case SET_INITIAL_VALUE:
+	case SET_REUSE_FD:
 		map = bpf_object__find_map_by_name(obj, s->name);
 		if (!map)
 			return -ENOENT;
 		if (s->kind == SET_MAX_ENTRIES)
 			return bpf_map__set_max_entries(map, s->val);
+		if (s->kind == SET_REUSE_FD)
+			return bpf_map__reuse_fd(map, (int)s->val);
 		return bpf_map__set_initial_value(map, s->data, s->len);
 	case SET_AUTOLOAD:
 	case SET_PROG_TYPE:
@@ -84,6 +90,8 @@ static int apply_setting(struct bpf_object *obj, const struct sn_setting *s)
 static void free_settings(struct sn_object *h)
 {
 	for (size_t i = 0; i < h->nset; i++) {
+		if (h->set[i].kind == SET_REUSE_FD)
+			close((int)h->set[i].val);
 		free(h->set[i].name);
 		free(h->set[i].data);
 	}
@@ -192,6 +200,8 @@ static napi_value add_setting(napi_env env, struct sn_object *h, struct sn_setti
 	h->set[h->nset++] = s;
 	return sn_undefined(env);
 fail:
+	if (s.kind == SET_REUSE_FD)
+		close((int)s.val);
 	free(s.name);
 	free(s.data);
 	return sn_throw_errno(env, op, err);
@@ -434,6 +444,30 @@ bad:
 static napi_value map_set_max_entries(napi_env env, napi_callback_info info)
 {
 	return set_named(env, info, SET_MAX_ENTRIES, "mapName", "bpf_map__set_max_entries");
+}
+
+/*
+ * mapReuseFd(handle, mapName, fd): the object uses this existing map (e.g. a pinned one) instead
+ * of creating its own. The handle keeps a duplicate of fd for as long as it may replay settings.
+ */
+static napi_value map_reuse_fd(napi_env env, napi_callback_info info)
+{
+	struct sn_setting s = { .kind = SET_REUSE_FD };
+	struct sn_object *h;
+	int32_t fd;
+	int dup_fd;
+
+	SN_ARGS(env, info, 3);
+	h = get_handle(env, argv[0]);
+	if (!h || !sn_get_i32(env, argv[2], "fd", &fd) || !sn_get_string(env, argv[1], "mapName", &s.name))
+		return NULL;
+	dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (dup_fd < 0) {
+		free(s.name);
+		return sn_throw_errno(env, "fcntl(F_DUPFD_CLOEXEC)", errno);
+	}
+	s.val = (uint32_t)dup_fd;
+	return add_setting(env, h, s, "bpf_map__reuse_fd");
 }
 
 /* programSetAutoload(handle, progName, bool) */
@@ -715,6 +749,7 @@ void sn_init_object(napi_env env, napi_value exports)
 		{ "mapInitialValue", map_initial_value },
 		{ "mapSetInitialValue", map_set_initial_value },
 		{ "mapSetMaxEntries", map_set_max_entries },
+		{ "mapReuseFd", map_reuse_fd },
 		{ "programSetAutoload", program_set_autoload },
 		{ "programSetType", program_set_type },
 		{ "programSetExpectedAttachType", program_set_expected_attach_type },

@@ -58,3 +58,4 @@ export {
   StatsHandle,
   type Capabilities,
 } from './system';
+export { RingBuffer } from './ringbuf';

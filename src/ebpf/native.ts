@@ -9,6 +9,11 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fromNative, NativeMissingError } from './errors';
 
+/** Opaque handle of a ring buffer consumer (a napi external). */
+export interface RingbufHandle {
+  readonly __brand: 'sluice.RingbufHandle';
+}
+
 /** Opaque handle of an opened bpf_object (a napi external). */
 export interface ObjectHandle {
   readonly __brand: 'sluice.ObjectHandle';
@@ -142,6 +147,12 @@ export interface NativeAddon {
   mapInitialValue(h: ObjectHandle, mapName: string): Buffer | null;
   mapSetInitialValue(h: ObjectHandle, mapName: string, bytes: Uint8Array): void;
   mapSetMaxEntries(h: ObjectHandle, mapName: string, n: number): void;
+  mapReuseFd(h: ObjectHandle, mapName: string, fd: number): void;
+
+  // ring buffers
+  ringbufOpen(mapFd: number): RingbufHandle;
+  ringbufPoll(h: RingbufHandle, timeoutMs?: number, maxRecords?: number): Promise<Buffer[]>;
+  ringbufClose(h: RingbufHandle): void;
   programSetAutoload(h: ObjectHandle, progName: string, autoload: boolean): void;
   programSetType(h: ObjectHandle, progName: string, type: number): void;
   programSetExpectedAttachType(h: ObjectHandle, progName: string, attachType: number): void;

@@ -87,6 +87,15 @@ export class ObjectSpec {
     return this;
   }
 
+  /**
+   * Use an existing map (an adopted, pinned one) instead of creating this one at load. Its type,
+   * key and value sizes and max entries must match the spec, or load() fails.
+   */
+  reuseMap(map: string, existing: BpfMap): this {
+    native().mapReuseFd(this.#handle, map, existing.fd);
+    return this;
+  }
+
   setAutoload(program: string, autoload: boolean): this {
     native().programSetAutoload(this.#handle, program, autoload);
     return this;

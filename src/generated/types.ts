@@ -68,6 +68,7 @@ export const Defaults = {
   KEY_V6: 64,
   MAX_RULES: 1024,
   STATE_MAX: 100000,
+  EVENTS: 100,
 } as const;
 
 export interface Limit {
@@ -257,26 +258,104 @@ export interface Config {
   version: number;
   malformed_drop: number;
   has_lists: number;
-  pad: Buffer;
+  events_off: number;
+  pad: number;
+  events_per_sec: number;
+  pad2: number;
 }
 
-export const SL_CONFIG_SIZE = 8;
+export const SL_CONFIG_SIZE = 16;
 
 export function decodeConfig(b: Buffer, off = 0): Config {
   return {
     version: b.readUInt32LE(off + 0),
     malformed_drop: b.readUInt8(off + 4),
     has_lists: b.readUInt8(off + 5),
-    pad: Buffer.from(b.subarray(off + 6, off + 6 + 2)),
+    events_off: b.readUInt8(off + 6),
+    pad: b.readUInt8(off + 7),
+    events_per_sec: b.readUInt32LE(off + 8),
+    pad2: b.readUInt32LE(off + 12),
   };
 }
 
-export function encodeConfig(v: Partial<Config>, b: Buffer = Buffer.alloc(8), off = 0): Buffer {
-  if (b.length < off + 8) throw new TypeError(`sl_config needs 8 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeConfig(v: Partial<Config>, b: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  if (b.length < off + 16) throw new TypeError(`sl_config needs 16 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 0); }
   if (v.malformed_drop !== undefined) { b.writeUInt8(v.malformed_drop, off + 4); }
   if (v.has_lists !== undefined) { b.writeUInt8(v.has_lists, off + 5); }
-  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 6, 0, 2); }
+  if (v.events_off !== undefined) { b.writeUInt8(v.events_off, off + 6); }
+  if (v.pad !== undefined) { b.writeUInt8(v.pad, off + 7); }
+  if (v.events_per_sec !== undefined) { b.writeUInt32LE(v.events_per_sec, off + 8); }
+  if (v.pad2 !== undefined) { b.writeUInt32LE(v.pad2, off + 12); }
+  return b;
+}
+
+export interface Event {
+  ts_ns: bigint;
+  addr: Buffer;
+  rule_id: number;
+  family: number;
+  reason: number;
+  verdict: number;
+  proto: number;
+  dport: number;
+  len: number;
+  pad: number;
+}
+
+export const SL_EVENT_SIZE = 40;
+
+export function decodeEvent(b: Buffer, off = 0): Event {
+  return {
+    ts_ns: b.readBigUInt64LE(off + 0),
+    addr: Buffer.from(b.subarray(off + 8, off + 8 + 16)),
+    rule_id: b.readUInt16LE(off + 24),
+    family: b.readUInt8(off + 26),
+    reason: b.readUInt8(off + 27),
+    verdict: b.readUInt8(off + 28),
+    proto: b.readUInt8(off + 29),
+    dport: b.readUInt16LE(off + 30),
+    len: b.readUInt32LE(off + 32),
+    pad: b.readUInt32LE(off + 36),
+  };
+}
+
+export function encodeEvent(v: Partial<Event>, b: Buffer = Buffer.alloc(40), off = 0): Buffer {
+  if (b.length < off + 40) throw new TypeError(`sl_event needs 40 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.ts_ns !== undefined) { b.writeBigUInt64LE(BigInt(v.ts_ns), off + 0); }
+  if (v.addr !== undefined) { Buffer.from(v.addr).copy(b, off + 8, 0, 16); }
+  if (v.rule_id !== undefined) { b.writeUInt16LE(v.rule_id, off + 24); }
+  if (v.family !== undefined) { b.writeUInt8(v.family, off + 26); }
+  if (v.reason !== undefined) { b.writeUInt8(v.reason, off + 27); }
+  if (v.verdict !== undefined) { b.writeUInt8(v.verdict, off + 28); }
+  if (v.proto !== undefined) { b.writeUInt8(v.proto, off + 29); }
+  if (v.dport !== undefined) { b.writeUInt16LE(v.dport, off + 30); }
+  if (v.len !== undefined) { b.writeUInt32LE(v.len, off + 32); }
+  if (v.pad !== undefined) { b.writeUInt32LE(v.pad, off + 36); }
+  return b;
+}
+
+export interface EventBudget {
+  tat: bigint;
+  suppressed: bigint;
+  lost: bigint;
+}
+
+export const SL_EVENT_BUDGET_SIZE = 24;
+
+export function decodeEventBudget(b: Buffer, off = 0): EventBudget {
+  return {
+    tat: b.readBigUInt64LE(off + 0),
+    suppressed: b.readBigUInt64LE(off + 8),
+    lost: b.readBigUInt64LE(off + 16),
+  };
+}
+
+export function encodeEventBudget(v: Partial<EventBudget>, b: Buffer = Buffer.alloc(24), off = 0): Buffer {
+  if (b.length < off + 24) throw new TypeError(`sl_event_budget needs 24 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.tat !== undefined) { b.writeBigUInt64LE(BigInt(v.tat), off + 0); }
+  if (v.suppressed !== undefined) { b.writeBigUInt64LE(BigInt(v.suppressed), off + 8); }
+  if (v.lost !== undefined) { b.writeBigUInt64LE(BigInt(v.lost), off + 16); }
   return b;
 }
 
@@ -412,9 +491,10 @@ export interface BtfAnchor {
   list_flags: number;
   bounds: number;
   defaults: number;
+  event: Event;
 }
 
-export const SL_BTF_ANCHOR_SIZE = 32;
+export const SL_BTF_ANCHOR_SIZE = 72;
 
 export function decodeBtfAnchor(b: Buffer, off = 0): BtfAnchor {
   return {
@@ -426,11 +506,12 @@ export function decodeBtfAnchor(b: Buffer, off = 0): BtfAnchor {
     list_flags: b.readUInt32LE(off + 20),
     bounds: b.readUInt32LE(off + 24),
     defaults: b.readUInt32LE(off + 28),
+    event: decodeEvent(b, off + 32),
   };
 }
 
-export function encodeBtfAnchor(v: Partial<BtfAnchor>, b: Buffer = Buffer.alloc(32), off = 0): Buffer {
-  if (b.length < off + 32) throw new TypeError(`sl_btf_anchor needs 32 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeBtfAnchor(v: Partial<BtfAnchor>, b: Buffer = Buffer.alloc(72), off = 0): Buffer {
+  if (b.length < off + 72) throw new TypeError(`sl_btf_anchor needs 72 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.alg !== undefined) { b.writeUInt32LE(v.alg, off + 0); }
   if (v.action !== undefined) { b.writeUInt32LE(v.action, off + 4); }
   if (v.reason !== undefined) { b.writeUInt32LE(v.reason, off + 8); }
@@ -439,5 +520,6 @@ export function encodeBtfAnchor(v: Partial<BtfAnchor>, b: Buffer = Buffer.alloc(
   if (v.list_flags !== undefined) { b.writeUInt32LE(v.list_flags, off + 20); }
   if (v.bounds !== undefined) { b.writeUInt32LE(v.bounds, off + 24); }
   if (v.defaults !== undefined) { b.writeUInt32LE(v.defaults, off + 28); }
+  if (v.event !== undefined) { encodeEvent(v.event, b, off + 32); }
   return b;
 }

@@ -1,18 +1,29 @@
 /**
  * The `sluice` command. One module per subcommand under src/cli/commands/, each thin over
- * agent / limiter / lab; this file only assembles them.
+ * agent / limiter / lab; this file only assembles them and turns errors into exit codes.
  */
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { COMMANDS } from './commands';
+import { EXIT, failure } from './common';
 
 const program = new Command();
 program
   .name('sluice')
   .description('Per-client rate limiting in the kernel (XDP), run from user space')
   .version('0.1.0')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  .exitOverride();
 for (const register of COMMANDS) register(program);
+program.commands.forEach((c) => c.exitOverride());
+
 program.parseAsync().catch((e: unknown) => {
-  console.error(e instanceof Error ? e.message : String(e));
-  process.exitCode = 1;
+  if (e instanceof CommanderError) {
+    // commander has printed its message; help and version end with code 0.
+    process.exitCode = e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    return;
+  }
+  const f = failure(e);
+  console.error(`sluice: ${f.message}`);
+  if (process.env['SLUICE_DEBUG'] && e instanceof Error) console.error(e.stack);
+  process.exitCode = f.code;
 });

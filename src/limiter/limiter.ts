@@ -5,10 +5,11 @@
  */
 import type { BpfMap } from '../ebpf';
 import {
-  decodeConfig, decodeCounters, decodeLpmKey, decodeRule, encodeCands, encodeConfig, encodeHalf,
-  encodeLpmKey, encodeRule, type Config, type Counters, type Rule,
+  decodeConfig, decodeCounters, decodeListVal, decodeLpmKey, decodeRule, encodeCands, encodeConfig,
+  encodeHalf, encodeListVal, encodeLpmKey, encodeRule, type Config, type Counters, type Rule,
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
 } from '../generated/types';
+import { compileLists, type Lists } from './lists';
 import { compilePolicy, type CompiledPolicy, type PolicySpec } from './policy';
 
 /** The maps of one loaded (or adopted) data path, by their names in bpf/maps.h. */
@@ -125,6 +126,28 @@ export class Limiter {
     // The flip. Only the version changes, so the rest of config_map is rewritten byte for byte.
     this.maps.config_map.update(u32key(0), encodeConfig({ ...cur, version }, Buffer.alloc(SL_CONFIG_SIZE)));
     return compiled;
+  }
+
+  /**
+   * Make sl_lists hold exactly these lists. Entries are added or changed before stale ones are
+   * removed, so a prefix that stays listed is never missing; the lookup is switched on before the
+   * first entry matters and off only once the trie is empty.
+   */
+  applyLists(lists: Lists): number {
+    const entries = compileLists(lists);
+    const trie = this.maps.sl_lists;
+    const keyOf = (e: { family: number; plen: number; addr: Buffer }): Buffer =>
+      encodeLpmKey({ prefixlen: 32 + e.plen, half: 0, family: e.family, addr: e.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
+    const wanted = new Map(entries.map((e) => [keyOf(e).toString('hex'), e.flags]));
+    if (entries.length) this.setConfig({ has_lists: 1 });
+    for (const [hex, flags] of wanted) {
+      const key = Buffer.from(hex, 'hex');
+      const cur = trie.lookup(key);
+      if (!cur || decodeListVal(cur).flags !== flags) trie.update(key, encodeListVal({ flags }));
+    }
+    if (!entries.length) this.setConfig({ has_lists: 0 });
+    for (const key of [...trie.keys()]) if (!wanted.has(key.toString('hex'))) trie.delete(key);
+    return entries.length;
   }
 
   /** Counters of one slot of stats_map, summed over CPUs. */

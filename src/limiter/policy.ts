@@ -110,7 +110,8 @@ export function formatPrefix(p: Prefix): string {
   return `${ipaddr.fromByteArray(bytes).toString()}/${p.plen}`;
 }
 
-function covers(outer: Prefix, inner: Prefix): boolean {
+/** Whether outer (same family, no longer) contains inner. */
+export function covers(outer: Prefix, inner: Prefix): boolean {
   if (outer.family !== inner.family || outer.plen > inner.plen) return false;
   const a = Buffer.from(inner.addr);
   maskInPlace(a, outer.plen);

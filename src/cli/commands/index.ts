@@ -3,7 +3,16 @@
  * `sluice` program; keep one module per subcommand (or per group, like `lab`).
  */
 import type { Command } from 'commander';
+import * as down from './down';
+import * as dump from './dump';
+import * as events from './events';
+import * as lists from './lists';
+import * as set from './set';
+import * as stats from './stats';
+import * as status from './status';
+import * as top from './top';
+import * as up from './up';
 
 export type Register = (program: Command) => void;
 
-export const COMMANDS: Register[] = [];
+export const COMMANDS: Register[] = [up, down, set, stats, top, events, lists, status, dump].map((m) => m.register);

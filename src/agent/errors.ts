@@ -1,0 +1,25 @@
+/**
+ * Errors of the control plane, each with a stable code (docs/errors.md) and a message that says
+ * what to do.
+ */
+export const AgentCode = {
+  NoIface: 'SLUICE_E_NO_IFACE',
+  NoNetns: 'SLUICE_E_NO_NETNS',
+  XdpBusy: 'SLUICE_E_XDP_BUSY',
+  NativeUnsupported: 'SLUICE_E_NATIVE_UNSUPPORTED',
+  Bpffs: 'SLUICE_E_BPFFS',
+  StateIncompatible: 'SLUICE_E_STATE_INCOMPATIBLE',
+  NotProtected: 'SLUICE_E_NOT_PROTECTED',
+  InvalidArgument: 'SLUICE_E_INVALID_ARGUMENT',
+  ModeChange: 'SLUICE_E_MODE_CHANGE',
+  Busy: 'SLUICE_E_LOCKED',
+} as const;
+
+export type AgentCodeValue = (typeof AgentCode)[keyof typeof AgentCode];
+
+export class AgentError extends Error {
+  constructor(readonly code: AgentCodeValue, message: string) {
+    super(message);
+    this.name = 'AgentError';
+  }
+}

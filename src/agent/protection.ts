@@ -1,0 +1,390 @@
+/**
+ * Protecting an interface: load, attach by link, pin, adopt what is pinned, upgrade in place,
+ * change settings live, and take it all down again. One Protection is one protected interface,
+ * opened from its pins.
+ *
+ * Invariants: a failed load or attach leaves a working protection as it was (the new program is
+ * loaded and checked before anything is swapped); an upgrade replaces the program through the link
+ * (no moment without protection); an invalid policy never replaces a valid one (compiled first).
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import {
+  BpfError, BpfMap, hasBpfPrivileges, ifindex, Link, ObjectSpec, PermissionError, Program, xdpQuery,
+  type Collection,
+} from '../ebpf';
+import { Limiter, LIMITER_MAP_NAMES, type LimiterMaps } from '../limiter/limiter';
+import { emptyLists, normaliseLists, type Lists } from '../limiter/lists';
+import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
+import { AgentCode, AgentError } from './errors';
+import {
+  DEFAULT_LIMITS, loadSettings, pinDir, removeSettings, saveSettings, scopeOf, settingsPath, withLock,
+  type Limits, type Mode, type Place, type Settings,
+} from './state';
+
+export const DEFAULT_OBJECT = resolve(__dirname, '..', '..', '..', 'bpf', 'sluice.bpf.o');
+export const PROGRAM = 'sluice_xdp';
+export const DEFAULT_MAX_ENTRIES = 100_000;
+export const DEFAULT_MAX_RULES = 1024;
+
+export interface UpOptions extends Place {
+  mode?: 'auto' | Mode;
+  maxEntries?: number;
+  maxRules?: number;
+  object?: string;
+  resetState?: boolean;
+  limits?: Partial<Limits>;
+  rules?: RuleSpec[];
+  lists?: Lists;
+  malformedDrop?: boolean;
+  policyFile?: string | null;
+}
+
+export interface UpResult {
+  action: 'attached' | 'adopted' | 'upgraded';
+  warnings: string[];
+  protection: Protection;
+}
+
+const where = (p: Place): string => `${p.iface}${p.netns ? ` (network namespace ${p.netns})` : ''}`;
+
+/** The policy a Settings describes: the default rule from the limits, then the rules. */
+export function policyOf(s: Pick<Settings, 'limits' | 'rules'>): PolicySpec {
+  const l = s.limits;
+  const base: RuleSpec = {
+    id: 0,
+    name: 'default',
+    alg: l.algorithm,
+    pps: l.rate,
+    ppsBurst: l.burst,
+    windowMs: l.windowMs,
+    key: { v4: l.keyV4, v6: l.keyV6 },
+    ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst } : {}),
+  };
+  return { rules: [base, ...s.rules] };
+}
+
+function checkPrivileges(): void {
+  if (!hasBpfPrivileges()) {
+    throw new PermissionError('Sluice needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN: run it with sudo', {
+      errno: 1, errnoName: 'EPERM', op: 'capabilities',
+    });
+  }
+}
+
+function checkBpffs(): void {
+  const mounts = readFileSync('/proc/self/mounts', 'utf8');
+  if (!mounts.split('\n').some((l) => l.split(' ')[1] === '/sys/fs/bpf' && l.split(' ')[2] === 'bpf')) {
+    throw new AgentError(AgentCode.Bpffs, 'the BPF filesystem is not mounted at /sys/fs/bpf, so protection could not outlive this command: mount it with `mount -t bpf bpf /sys/fs/bpf` (scripts/setup.sh does)');
+  }
+}
+
+function resolveIfindex(p: Place): number {
+  if (p.netns && !existsSync(join('/var/run/netns', p.netns))) {
+    throw new AgentError(AgentCode.NoNetns, `no network namespace named "${p.netns}" (see \`ip netns list\`)`);
+  }
+  try {
+    return ifindex(p.iface, p.netns ?? undefined);
+  } catch {
+    throw new AgentError(AgentCode.NoIface, `no interface named "${p.iface}"${p.netns ? ` in network namespace ${p.netns}` : ''} (see \`ip${p.netns ? ` -n ${p.netns}` : ''} link\`)`);
+  }
+}
+
+function pinnedMaps(dir: string): Map<string, BpfMap> {
+  const out = new Map<string, BpfMap>();
+  const mapsDir = join(dir, 'maps');
+  if (!existsSync(mapsDir)) return out;
+  for (const name of readdirSync(mapsDir)) out.set(name, BpfMap.fromPin(join(mapsDir, name)));
+  return out;
+}
+
+function limiterOf(maps: Map<string, BpfMap>): Limiter {
+  const m = {} as Record<string, BpfMap>;
+  for (const name of LIMITER_MAP_NAMES) {
+    const map = maps.get(name);
+    if (!map) throw new AgentError(AgentCode.StateIncompatible, `the pinned state has no map ${name}: start afresh with \`sluice up --reset-state\``);
+    m[name] = map;
+  }
+  return new Limiter(m as unknown as LimiterMaps);
+}
+
+function validateLimits(l: Limits): void {
+  // compilePolicy checks ranges; this adds what only the command line can get wrong.
+  if (l.rate === null && l.bytesRate === null) {
+    throw new AgentError(AgentCode.InvalidArgument, 'a limit needs a packet rate (--rate) or a byte rate (--bytes-rate)');
+  }
+}
+
+function applyAll(limiter: Limiter, s: Settings): void {
+  limiter.applyPolicy(policyOf(s));
+  limiter.applyLists(s.lists);
+  limiter.setConfig({ malformed_drop: s.malformedDrop ? 1 : 0 });
+}
+
+/** Remove the scope's directories (pins and settings) once no interface of it is left. */
+function removeEmptyScope(p: Place): void {
+  for (const d of [dirname(pinDir(p)), dirname(settingsPath(p))]) {
+    try {
+      if (existsSync(d) && readdirSync(d).length === 0) rmdirSync(d);
+    } catch { /* another interface appeared meanwhile */ }
+  }
+}
+
+export class Protection {
+  private constructor(
+    readonly settings: Settings,
+    readonly maps: Map<string, BpfMap>,
+    readonly limiter: Limiter,
+    readonly link: Link,
+  ) {}
+
+  get place(): Place {
+    return { iface: this.settings.iface, netns: this.settings.netns };
+  }
+
+  /** Open an existing protection from its pins. */
+  static open(p: Place): Protection {
+    checkPrivileges();
+    const dir = pinDir(p);
+    const settings = loadSettings(p);
+    if (!existsSync(join(dir, 'link')) || !settings) {
+      throw new AgentError(AgentCode.NotProtected, `${where(p)} is not protected by Sluice (start with \`sluice up --iface ${p.iface}${p.netns ? ` --netns ${p.netns}` : ''}\`)`);
+    }
+    const maps = pinnedMaps(dir);
+    return new Protection(settings, maps, limiterOf(maps), Link.fromPin(join(dir, 'link')));
+  }
+
+  /** Load, attach and pin; or adopt (and upgrade) what is pinned. Then apply the settings. */
+  static async up(o: UpOptions): Promise<UpResult> {
+    checkPrivileges();
+    checkBpffs();
+    scopeOf(o.netns);
+    return withLock(o, async () => {
+      const ifidx = resolveIfindex(o);
+      const dir = pinDir(o);
+      const warnings: string[] = [];
+      let prior = loadSettings(o);
+      if (existsSync(dir) && o.resetState) {
+        await Protection.teardown(o);
+        prior = undefined;
+      }
+      if (existsSync(join(dir, 'link')) && prior && prior.ifindex !== ifidx) {
+        warnings.push(`${where(o)} was re-created since it was protected (ifindex ${prior.ifindex}, now ${ifidx}): starting afresh`);
+        await Protection.teardown(o);
+        prior = undefined;
+      }
+      const lists = o.lists ? normaliseLists(o.lists) : undefined;
+      const base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'> = {
+        format: 1,
+        iface: o.iface,
+        netns: o.netns ?? null,
+        maxEntries: o.maxEntries ?? prior?.maxEntries ?? DEFAULT_MAX_ENTRIES,
+        maxRules: o.maxRules ?? prior?.maxRules ?? DEFAULT_MAX_RULES,
+        object: resolve(o.object ?? prior?.object ?? DEFAULT_OBJECT),
+        limits: { ...DEFAULT_LIMITS, ...prior?.limits, ...o.limits },
+        rules: o.rules ?? prior?.rules ?? [],
+        lists: lists ?? prior?.lists ?? emptyLists(),
+        malformedDrop: o.malformedDrop ?? prior?.malformedDrop ?? false,
+        policyFile: o.policyFile !== undefined ? o.policyFile : prior?.policyFile ?? null,
+      };
+      validateLimits(base.limits);
+      compilePolicy(policyOf(base), base.maxRules); // refuse an invalid policy before touching anything
+
+      if (existsSync(join(dir, 'link')) && prior) return Protection.adopt(o, prior, base, warnings);
+      if (existsSync(dir)) {
+        warnings.push(`found incomplete pins for ${where(o)} (an interrupted command?): removed them`);
+        await Protection.teardown(o);
+      }
+      return Protection.attachFresh(o, ifidx, base, warnings);
+    });
+  }
+
+  private static spec(object: string, maxEntries: number, maxRules: number): ObjectSpec {
+    if (!existsSync(object)) throw new AgentError(AgentCode.InvalidArgument, `no BPF object at ${object}: build it with \`make -C bpf\``);
+    return ObjectSpec.open(object)
+      .setMaxEntries('rate_limit_map', maxEntries)
+      .setMaxEntries('sl_rules', 2 * maxRules)
+      .setMaxEntries('stats_map', maxRules + 1)
+      .setConstants({ max_rules: maxRules });
+  }
+
+  private static async attachFresh(o: UpOptions, ifidx: number, base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'>, warnings: string[]): Promise<UpResult> {
+    const q = xdpQuery(ifidx, { netns: o.netns ?? undefined });
+    if (q.mode !== 'none') {
+      const id = q.progId || q.nativeProgId || q.genericProgId || q.offloadProgId;
+      let name = '?';
+      try { const prog = Program.fromId(id); name = prog.info().name; prog.close(); } catch { /* gone meanwhile */ }
+      throw new AgentError(AgentCode.XdpBusy, `${where(o)} already has an XDP program (id ${id}, name ${name}, ${q.mode} mode) that Sluice did not attach; Sluice will not replace it. Remove it first (for example \`ip${o.netns ? ` -n ${o.netns}` : ''} link set dev ${o.iface} xdp off\`), then run up again`);
+    }
+    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules);
+    let coll: Collection | undefined;
+    let link: Link | undefined;
+    const dir = pinDir(o);
+    try {
+      coll = await spec.load();
+      const settings: Settings = { ...base, mode: 'native', ifindex: ifidx, attachedAt: new Date().toISOString(), updatedAt: '' };
+      const limiter = limiterOf(coll.maps);
+      applyAll(limiter, settings); // the policy is in place before the first packet meets the program
+      const prog = coll.programs.get(PROGRAM)!;
+      const want = o.mode ?? 'auto';
+      if (want === 'generic') {
+        link = Link.attachXdp(prog, ifidx, { mode: 'generic', netns: o.netns ?? undefined });
+        settings.mode = 'generic';
+      } else {
+        try {
+          link = Link.attachXdp(prog, ifidx, { mode: 'native', netns: o.netns ?? undefined });
+        } catch (e) {
+          if (want === 'native') {
+            throw new AgentError(AgentCode.NativeUnsupported, `native XDP could not be attached to ${where(o)}: ${(e as Error).message}. Use --mode generic (slower, works on any interface) or --mode auto`);
+          }
+          warnings.push(`native XDP is not available on ${where(o)} (${(e as Error).message}): attached in generic mode, which is slower`);
+          link = Link.attachXdp(prog, ifidx, { mode: 'generic', netns: o.netns ?? undefined });
+          settings.mode = 'generic';
+        }
+      }
+      mkdirSync(join(dir, 'maps'), { recursive: true });
+      for (const [name, map] of coll.maps) if (!name.includes('.')) map.pin(join(dir, 'maps', name));
+      prog.pin(join(dir, 'prog'));
+      link.pin(join(dir, 'link'));
+      saveSettings(settings);
+      link.close();
+      coll.close();
+      return { action: 'attached', warnings, protection: Protection.open(o) };
+    } catch (e) {
+      // Leave the interface as it was: no link, no pins, no settings.
+      try { link?.detach(); } catch { /* not attached */ }
+      link?.close();
+      coll?.close();
+      rmSync(dir, { recursive: true, force: true });
+      removeSettings(o);
+      removeEmptyScope(o);
+      throw e;
+    } finally {
+      spec.close();
+    }
+  }
+
+  private static async adopt(o: UpOptions, prior: Settings, base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'>, warnings: string[]): Promise<UpResult> {
+    const dir = pinDir(o);
+    if (o.mode && o.mode !== 'auto' && o.mode !== prior.mode) {
+      throw new AgentError(AgentCode.ModeChange, `${where(o)} is protected in ${prior.mode} mode; a link cannot change mode in place. Run \`sluice down\` then \`sluice up --mode ${o.mode}\` (traffic is unprotected in between)`);
+    }
+    const maps = pinnedMaps(dir);
+    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules);
+    let coll: Collection | undefined;
+    try {
+      // Everything the new object declares must fit what is pinned, or state cannot be kept.
+      const problems: string[] = [];
+      for (const m of spec.maps) {
+        if (m.name.includes('.')) continue; // .rodata and friends are per program
+        const pinned = maps.get(m.name);
+        if (!pinned) continue; // a map new in this object starts empty
+        const want = m.name === 'rate_limit_map' ? base.maxEntries : m.name === 'sl_rules' ? 2 * base.maxRules : m.name === 'stats_map' ? base.maxRules + 1 : m.maxEntries;
+        if (pinned.type !== m.type || pinned.keySize !== m.keySize || pinned.valueSize !== m.valueSize) {
+          problems.push(`${m.name}: pinned key/value ${pinned.keySize}/${pinned.valueSize} bytes, the object needs ${m.keySize}/${m.valueSize}`);
+        } else if (pinned.maxEntries !== want) {
+          problems.push(`${m.name}: pinned with ${pinned.maxEntries} entries, asked for ${want}`);
+        }
+        spec.reuseMap(m.name, pinned);
+      }
+      if (problems.length) {
+        throw new AgentError(AgentCode.StateIncompatible, `the state pinned for ${where(o)} cannot be reused: ${problems.join('; ')}. Keep the old sizes, or start with fresh state (counters and per-client state are lost) using \`sluice up --reset-state\``);
+      }
+      coll = await spec.load();
+      const link = Link.fromPin(join(dir, 'link'));
+      const pinnedProg = Program.fromPin(join(dir, 'prog'));
+      const newProg = coll.programs.get(PROGRAM)!;
+      let action: UpResult['action'] = 'adopted';
+      try {
+        if (pinnedProg.info().tag !== newProg.info().tag || link.info().progId !== pinnedProg.info().id) {
+          link.update(newProg); // atomic: the interface is never without a program
+          rmSync(join(dir, 'prog'), { force: true });
+          newProg.pin(join(dir, 'prog'));
+          action = 'upgraded';
+        }
+        // Maps new in this object are pinned alongside the adopted ones.
+        for (const [name, map] of coll.maps) if (!name.includes('.') && !maps.has(name)) map.pin(join(dir, 'maps', name));
+      } finally {
+        pinnedProg.close();
+        link.close();
+      }
+      const settings: Settings = { ...prior, ...base, mode: prior.mode, ifindex: prior.ifindex, attachedAt: prior.attachedAt, updatedAt: '' };
+      applyAll(limiterOf(pinnedMaps(dir)), settings);
+      saveSettings(settings);
+      return { action, warnings, protection: Protection.open(o) };
+    } finally {
+      coll?.close();
+      spec.close();
+      for (const m of maps.values()) m.close();
+    }
+  }
+
+  /** Detach and unpin. Idempotent: false when there was nothing to take down. */
+  static async down(p: Place): Promise<boolean> {
+    checkPrivileges();
+    return withLock(p, () => Protection.teardown(p));
+  }
+
+  private static async teardown(p: Place): Promise<boolean> {
+    const dir = pinDir(p);
+    const had = existsSync(dir) || existsSync(settingsPath(p));
+    if (existsSync(join(dir, 'link'))) {
+      const link = Link.fromPin(join(dir, 'link'));
+      try {
+        link.detach();
+      } catch (e) {
+        // A link whose interface is gone is already detached.
+        if (!(e instanceof BpfError)) throw e;
+      } finally {
+        link.close();
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+    removeSettings(p);
+    removeEmptyScope(p);
+    return had;
+  }
+
+  /** Change settings live: compiled and checked first, then one policy flip. */
+  async update(change: { limits?: Partial<Limits>; rules?: RuleSpec[]; lists?: Lists; malformedDrop?: boolean }): Promise<Settings> {
+    return withLock(this.place, () => {
+      const next: Settings = {
+        ...this.settings,
+        limits: { ...this.settings.limits, ...change.limits },
+        rules: change.rules ?? this.settings.rules,
+        lists: change.lists ? normaliseLists(change.lists) : this.settings.lists,
+        malformedDrop: change.malformedDrop ?? this.settings.malformedDrop,
+      };
+      validateLimits(next.limits);
+      compilePolicy(policyOf(next), next.maxRules);
+      applyAll(this.limiter, next);
+      saveSettings(next);
+      Object.assign(this.settings, next);
+      return next;
+    });
+  }
+
+  /** Rule ids and names of the live policy. */
+  ruleNames(): Map<number, string | undefined> {
+    return new Map(policyOf(this.settings).rules.map((r) => [r.id, r.name]));
+  }
+
+  programInfo(): { id: number; tag: string; verifiedInsns: number } {
+    const prog = Program.fromId(this.link.info().progId);
+    try {
+      const i = prog.info();
+      return { id: i.id, tag: i.tag, verifiedInsns: i.verifiedInsns };
+    } finally {
+      prog.close();
+    }
+  }
+
+  close(): void {
+    for (const m of this.maps.values()) m.close();
+    this.link.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

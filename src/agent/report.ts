@@ -1,0 +1,107 @@
+/**
+ * Reports of a protection, shared by the command line and the HTTP API: statistics (totals since
+ * attach, per rule and reason, rates between two snapshots) and status (how it is attached, what it
+ * enforces, how full its state map is).
+ */
+import { dropRate, rates, snapshot, type Rates, type RuleStats, type SlotStats, type Snapshot } from '../limiter/stats';
+import { readStates, heaviest, type StateEntry } from '../limiter/top';
+import type { Rule } from '../generated/types';
+import { listPlaces, type Limits, type Mode, type Place } from './state';
+import { Protection } from './protection';
+
+export interface StatsReport extends SlotStats {
+  iface: string;
+  netns: string | null;
+  drop_rate: number;
+  rates: Rates | null;
+  global: SlotStats;
+  rules: RuleStats[];
+}
+
+export function takeSnapshot(p: Protection): Snapshot {
+  return snapshot(p.limiter, p.ruleNames());
+}
+
+export function statsReport(p: Protection, cur: Snapshot, prev?: Snapshot): StatsReport {
+  return {
+    iface: p.settings.iface,
+    netns: p.settings.netns,
+    ...cur.totals,
+    drop_rate: +dropRate(cur.totals).toFixed(4),
+    rates: prev ? rates(prev, cur) : null,
+    global: cur.global,
+    rules: cur.rules,
+  };
+}
+
+export interface StatusReport {
+  iface: string;
+  netns: string | null;
+  ifindex: number;
+  mode: Mode;
+  attached_by: 'link';
+  program_id: number;
+  program_tag: string;
+  policy_version: number;
+  limits: Limits;
+  rules: number;
+  lists: { mgmt: number; deny: number; allow: number };
+  state_entries: number;
+  state_max_entries: number;
+  /** Insertions minus entries present: the evictions (and expiries) so far, at least. */
+  evictions: number;
+  attached_at: string;
+}
+
+/** Count the entries of the state map with batch lookups (yields between batches). */
+async function countStates(p: Protection): Promise<number> {
+  let n = 0;
+  for (const batch of p.limiter.maps.rate_limit_map.lookupBatch({ batchSize: 8192 })) {
+    n += batch.length;
+    await new Promise((r) => setImmediate(r));
+  }
+  return n;
+}
+
+export async function statusReport(p: Protection): Promise<StatusReport> {
+  const s = p.settings;
+  const prog = p.programInfo();
+  const entries = await countStates(p);
+  const snap = takeSnapshot(p);
+  return {
+    iface: s.iface,
+    netns: s.netns,
+    ifindex: s.ifindex,
+    mode: s.mode,
+    attached_by: 'link',
+    program_id: prog.id,
+    program_tag: prog.tag,
+    policy_version: p.limiter.version(),
+    limits: s.limits,
+    rules: 1 + s.rules.length,
+    lists: { mgmt: s.lists.mgmt.length, deny: s.lists.deny.length, allow: s.lists.allow.length },
+    state_entries: entries,
+    state_max_entries: p.limiter.maps.rate_limit_map.maxEntries,
+    evictions: Math.max(0, snap.totals.new_states - entries),
+    attached_at: s.attachedAt,
+  };
+}
+
+/** Every protected interface (pins present), opened; the caller closes them. */
+export function openAll(): Protection[] {
+  return listPlaces().map((pl: Place) => Protection.open(pl));
+}
+
+/** The live rules by id (for decoding state). */
+export function liveRules(p: Protection): Map<number, Rule> {
+  const v = p.limiter.version();
+  return new Map(p.limiter.rulesOf(v & 1).filter((r) => r.version === v).map((r) => [r.id, r]));
+}
+
+export async function topReport(p: Protection, n: number): Promise<StateEntry[]> {
+  return heaviest(await readStates(p.limiter.maps.rate_limit_map, liveRules(p)), n);
+}
+
+export async function dumpReport(p: Protection): Promise<StateEntry[]> {
+  return readStates(p.limiter.maps.rate_limit_map, liveRules(p));
+}

@@ -1,0 +1,152 @@
+/**
+ * Where a protection lives: its pins in the host's bpffs and its settings in /run (both vanish at
+ * reboot, together). Layout:
+ *
+ *   /sys/fs/bpf/sluice/<scope>/<iface>/link        the XDP link (keeps the program attached)
+ *                                     /prog        the program
+ *                                     /maps/<name> every map of the data path
+ *   /run/sluice/<scope>/<iface>.json               settings: limits, rules, lists, mode, sizes
+ *
+ * <scope> is "host" or the name of the network namespace the interface lives in, so that the same
+ * interface name in two namespaces never collides; the settings also record the ifindex, checked
+ * again on adoption (a re-created interface is a new one).
+ */
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { AlgName } from '../limiter/models';
+import type { Lists } from '../limiter/lists';
+import type { RuleSpec } from '../limiter/policy';
+import { AgentCode, AgentError } from './errors';
+
+export const PIN_ROOT = process.env['SLUICE_PIN_ROOT'] ?? '/sys/fs/bpf/sluice';
+export const STATE_ROOT = process.env['SLUICE_STATE_DIR'] ?? '/run/sluice';
+
+export type Mode = 'native' | 'generic';
+
+/** The default rule as the command line sets it. */
+export interface Limits {
+  algorithm: AlgName;
+  /** Packets per second; null: no packet limit. */
+  rate: number | null;
+  burst: number;
+  bytesRate: number | null;
+  bytesBurst: number;
+  windowMs: number;
+  keyV4: number;
+  keyV6: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  algorithm: 'fixed', rate: 1000, burst: 0, bytesRate: null, bytesBurst: 0, windowMs: 1000, keyV4: 32, keyV6: 64,
+};
+
+export interface Settings {
+  format: 1;
+  iface: string;
+  netns: string | null;
+  ifindex: number;
+  mode: Mode;
+  maxEntries: number;
+  maxRules: number;
+  object: string;
+  limits: Limits;
+  /** Rules after the default one (from a policy file). */
+  rules: RuleSpec[];
+  lists: Lists;
+  malformedDrop: boolean;
+  policyFile: string | null;
+  attachedAt: string;
+  updatedAt: string;
+}
+
+export interface Place {
+  iface: string;
+  netns: string | null;
+}
+
+export function scopeOf(netns: string | null | undefined): string {
+  if (netns === 'host') throw new AgentError(AgentCode.InvalidArgument, 'a network namespace named "host" cannot be told apart from the host scope of the pins: rename it');
+  return netns ?? 'host';
+}
+
+export function pinDir(p: Place): string {
+  return join(PIN_ROOT, scopeOf(p.netns), p.iface);
+}
+
+export function settingsPath(p: Place): string {
+  return join(STATE_ROOT, scopeOf(p.netns), `${p.iface}.json`);
+}
+
+export function loadSettings(p: Place): Settings | undefined {
+  const path = settingsPath(p);
+  if (!existsSync(path)) return undefined;
+  return JSON.parse(readFileSync(path, 'utf8')) as Settings;
+}
+
+/** Written whole or not at all (a rename within the directory). */
+export function saveSettings(s: Settings): void {
+  const path = settingsPath(s);
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify({ ...s, updatedAt: new Date().toISOString() }, null, 2) + '\n', { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+export function removeSettings(p: Place): void {
+  rmSync(settingsPath(p), { force: true });
+}
+
+/** Every place with pins: (scope, iface) pairs under the pin root. */
+export function listPlaces(): Place[] {
+  if (!existsSync(PIN_ROOT)) return [];
+  const out: Place[] = [];
+  for (const scope of readdirSync(PIN_ROOT)) {
+    const dir = join(PIN_ROOT, scope);
+    if (!statSync(dir).isDirectory()) continue;
+    for (const iface of readdirSync(dir)) out.push({ iface, netns: scope === 'host' ? null : scope });
+  }
+  return out.sort((a, b) => `${a.netns ?? ''}/${a.iface}`.localeCompare(`${b.netns ?? ''}/${b.iface}`));
+}
+
+/**
+ * One change at a time per interface, across processes: an exclusive lock file holding the owner's
+ * pid. A lock whose owner is gone is taken over.
+ */
+export async function withLock<T>(p: Place, fn: () => Promise<T> | T, timeoutMs = 10_000): Promise<T> {
+  const path = `${settingsPath(p)}.lock`;
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      writeFileSync(fd, String(process.pid));
+      closeSync(fd);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const owner = Number(readFileSync(path, 'utf8') || 0);
+      if (!owner || !alive(owner)) {
+        rmSync(path, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new AgentError(AgentCode.Busy, `${p.iface}${p.netns ? ` in ${p.netns}` : ''} is being changed by process ${owner}; wait for it, or end it`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    try { unlinkSync(path); } catch { /* already gone */ }
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,68 @@
+import type { Command } from 'commander';
+import { openAll, statsReport, takeSnapshot, type StatsReport } from '../../agent/report';
+import { Protection } from '../../agent/protection';
+import { parseDurationMs } from '../../limiter/units';
+import { human, num, parsed, printJson, table } from '../common';
+import type { Snapshot } from '../../limiter/stats';
+
+interface StatsOpts { iface?: string; netns?: string; watch?: number; json?: boolean; sample: number }
+
+function render(r: StatsReport, limit: string): string {
+  const rate = (x: number | undefined): string => (x === undefined ? '-' : num(x));
+  const lines = [
+    `${r.iface}${r.netns ? ` (netns ${r.netns})` : ''}  ${limit}`,
+    table([
+      ['allowed', num(r.allowed_packets), human(r.allowed_bytes), rate(r.rates?.allowed_pps)],
+      ['dropped', num(r.dropped_packets), human(r.dropped_bytes), rate(r.rates?.dropped_pps)],
+    ], ['', 'packets', 'bytes', 'now pkt/s']),
+    `drop rate ${(r.drop_rate * 100).toFixed(2)}%   new states ${num(r.new_states)}${r.rates ? ` (${num(r.rates.new_states_per_sec)}/s)` : ''}`,
+    '',
+    table(r.rules.map((x) => [`${x.id}${x.name ? ` ${x.name}` : ''}`, num(x.allowed_packets), num(x.dropped_packets), num(x.new_states)]), ['rule', 'allowed', 'dropped', 'new states']),
+    '',
+    `reasons: ${Object.entries(r.reasons).map(([k, v]) => `${k} ${num(v.packets)}`).join(' · ') || 'none yet'}`,
+  ];
+  return lines.join('\n');
+}
+
+export function register(program: Command): void {
+  program
+    .command('stats')
+    .description('allowed and dropped packets and bytes, drop rate, current rates, per rule and reason')
+    .option('-i, --iface <name>', 'the interface (default: every protected interface)')
+    .option('--netns <name>', 'the network namespace of the interface')
+    .option('-w, --watch <seconds>', 'refresh in place every N seconds until Ctrl-C', parsed((v) => parseDurationMs(v, 'watch interval', 100) / 1000))
+    .option('--sample <duration>', 'time between the two readings that give current rates (0: none)', parsed((v) => parseDurationMs(v, 'sample', 0)), 1000)
+    .option('--json', 'print JSON (totals since attach: allowed_packets, dropped_packets, allowed_bytes, dropped_bytes, …)')
+    .addHelpText('after', `
+Examples:
+  sluice stats --iface eth1
+  sluice stats --iface eth1 --watch 2
+  sluice stats --json`)
+    .action(async (o: StatsOpts) => {
+      const ps = o.iface ? [Protection.open({ iface: o.iface, netns: o.netns ?? null })] : openAll();
+      const limitText = (p: Protection): string => `${p.settings.mode} XDP, ${p.settings.limits.algorithm}, ${p.settings.limits.rate ?? '-'} pkt/s`;
+      try {
+        const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+        let prev: Snapshot[] = ps.map(takeSnapshot);
+        if (!o.watch) {
+          if (o.sample > 0) await sleep(o.sample);
+          const reports = ps.map((p, i) => statsReport(p, takeSnapshot(p), o.sample > 0 ? prev[i] : undefined));
+          if (o.json) printJson(o.iface ? reports[0] : { interfaces: reports });
+          else console.log(reports.map((r, i) => render(r, limitText(ps[i]!))).join('\n\n') || 'no interface is protected');
+          return;
+        }
+        let stop = false;
+        process.once('SIGINT', () => { stop = true; });
+        while (!stop) {
+          await sleep(o.watch * 1000);
+          const cur = ps.map(takeSnapshot);
+          const reports = ps.map((p, i) => statsReport(p, cur[i]!, prev[i]));
+          prev = cur;
+          if (o.json) printJson(o.iface ? reports[0] : { interfaces: reports });
+          else process.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()}  (every ${o.watch}s, Ctrl-C to stop)\n\n${reports.map((r, i) => render(r, limitText(ps[i]!))).join('\n\n')}\n`);
+        }
+      } finally {
+        ps.forEach((p) => p.close());
+      }
+    });
+}

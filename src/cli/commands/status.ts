@@ -1,0 +1,32 @@
+import type { Command } from 'commander';
+import { openAll, statusReport } from '../../agent/report';
+import { describeLimits, num, printJson, table } from '../common';
+
+export function register(program: Command): void {
+  program
+    .command('status')
+    .description('every protected interface: how it is attached, what it enforces, state map fill')
+    .option('--json', 'print JSON')
+    .addHelpText('after', `
+Sluice attaches by XDP link: \`ip link set dev IFACE xdp off\` cannot remove it; use \`sluice down\`.
+
+Examples:
+  sluice status
+  sluice status --json`)
+    .action(async (o: { json?: boolean }) => {
+      const ps = openAll();
+      try {
+        const reports = [];
+        for (const p of ps) reports.push(await statusReport(p));
+        if (o.json) return printJson({ interfaces: reports });
+        if (!reports.length) return console.log('no interface is protected');
+        console.log(table(reports.map((r) => [
+          `${r.iface}${r.netns ? `@${r.netns}` : ''}`, r.ifindex, `${r.mode} (link)`, r.program_id, r.rules,
+          `${num(r.state_entries)}/${num(r.state_max_entries)}`, num(r.evictions),
+        ]), ['interface', 'ifindex', 'xdp', 'program', 'rules', 'state', 'evicted']));
+        for (const r of reports) console.log(`${r.iface}${r.netns ? `@${r.netns}` : ''}: ${describeLimits(r.limits)}; lists: ${r.lists.mgmt} mgmt, ${r.lists.deny} deny, ${r.lists.allow} allow`);
+      } finally {
+        ps.forEach((p) => p.close());
+      }
+    });
+}

@@ -1,0 +1,63 @@
+import { Option, type Command } from 'commander';
+import { Protection } from '../../agent/protection';
+import { describeLimits, limitOptions, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
+import { parseRate } from '../../limiter/units';
+
+interface UpOpts extends PlaceOptions, LimitOptions {
+  mode: 'auto' | 'native' | 'generic';
+  maxEntries?: number;
+  maxRules?: number;
+  object?: string;
+  resetState?: boolean;
+  json?: boolean;
+  packetLimit?: boolean;
+}
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('up')
+    .description('protect an interface: load, attach (XDP link), pin, set limits; or adopt what is pinned')
+    .addHelpText('after', `
+Protection stays in force after the command exits. Running up again on a protected interface
+adopts its pins (state and counters kept), replaces the program atomically if it changed, and
+applies the limits given.
+
+Examples:
+  sluice up --iface eth1 --rate 1000
+  sluice up --iface veth0 --netns lab --algorithm token --rate 500 --burst 50
+  sluice up --iface eth1 --rate 10k --bytes-rate 50MB --key-v4 24 --key-v6 48
+  sluice up --iface eth1 --max-entries 1000000 --reset-state`);
+  placeOptions(cmd);
+  limitOptions(cmd);
+  cmd
+    .addOption(new Option('--mode <mode>', 'XDP mode; auto tries native, then generic').choices(['auto', 'native', 'generic']).default('auto'))
+    .option('--max-entries <n>', 'per-client state entries (LRU), fixed at load', parsed((v) => parseRate(v, 'max entries', 16)))
+    .option('--max-rules <n>', 'rule slots, fixed at load', parsed((v) => parseRate(v, 'max rules', 2)))
+    .option('--object <path>', 'the BPF object to load (default: bpf/sluice.bpf.o)')
+    .option('--reset-state', 'discard pinned state and counters, start afresh')
+    .option('--json', 'print the result as JSON')
+    .action(async (o: UpOpts) => {
+      const r = await Protection.up({
+        ...place(o),
+        mode: o.mode,
+        ...(o.maxEntries !== undefined ? { maxEntries: o.maxEntries } : {}),
+        ...(o.maxRules !== undefined ? { maxRules: o.maxRules } : {}),
+        ...(o.object !== undefined ? { object: o.object } : {}),
+        resetState: !!o.resetState,
+        limits: limitsFrom(o),
+      });
+      const p = r.protection;
+      try {
+        for (const w of r.warnings) console.error(`warning: ${w}`);
+        const prog = p.programInfo();
+        if (o.json) {
+          printJson({ action: r.action, iface: p.settings.iface, netns: p.settings.netns, ifindex: p.settings.ifindex, mode: p.settings.mode, program_id: prog.id, limits: p.settings.limits, warnings: r.warnings });
+          return;
+        }
+        console.log(`${r.action} ${p.settings.iface}${p.settings.netns ? ` in ${p.settings.netns}` : ''} (ifindex ${p.settings.ifindex}, ${p.settings.mode} XDP, program ${prog.id})`);
+        console.log(`limit: ${describeLimits(p.settings.limits)}`);
+      } finally {
+        p.close();
+      }
+    });
+}

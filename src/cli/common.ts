@@ -1,0 +1,130 @@
+/**
+ * What every subcommand shares: the interface options, limit options and their parsing, output
+ * for people or for scripts (--json), and exit codes.
+ */
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { AgentCode } from '../agent/errors';
+import type { Limits } from '../agent/state';
+import { ErrorCode } from '../ebpf';
+import { PolicyError } from '../limiter/policy';
+import type { StateEntry } from '../limiter/top';
+import { parseBytes, parseDurationMs, parseRate } from '../limiter/units';
+
+/** Exit codes, documented in docs/cli.md. */
+export const EXIT = { ok: 0, error: 1, usage: 2, notProtected: 3, permission: 4 } as const;
+
+export interface PlaceOptions {
+  iface: string;
+  netns?: string;
+}
+
+export function placeOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('-i, --iface <name>', 'the interface')
+    .option('--netns <name>', 'the network namespace the interface lives in (see `ip netns list`)');
+}
+
+export function place(o: PlaceOptions): { iface: string; netns: string | null } {
+  return { iface: o.iface, netns: o.netns ?? null };
+}
+
+/** Wrap a parser so that commander reports its message as an invalid argument (exit code 2). */
+export function parsed<T>(fn: (v: string) => T): (v: string) => T {
+  return (v: string) => {
+    try {
+      return fn(v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };
+}
+
+const prefixLen = (max: number, what: string) => parsed((v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${what} "${v}" must be a prefix length from 1 to ${max}`);
+  return n;
+});
+
+export interface LimitOptions {
+  rate?: number;
+  bytesRate?: number;
+  burst?: number;
+  bytesBurst?: number;
+  algorithm?: Limits['algorithm'];
+  window?: number;
+  keyV4?: number;
+  keyV6?: number;
+  noPacketLimit?: boolean;
+}
+
+export function limitOptions(cmd: Command): Command {
+  return cmd
+    .option('--rate <n>', 'packets per second per key (1000, 10k, 2.5M)', parsed((v) => parseRate(v, 'rate')))
+    .option('--bytes-rate <n>', 'bytes per second per key (1500000, 2MB, 1GiB)', parsed((v) => parseBytes(v, 'bytes rate')))
+    .option('--burst <n>', 'packets allowed at once (token, gcra: bucket size; windows: extra per window)', parsed((v) => parseRate(v, 'burst', 0)))
+    .option('--bytes-burst <n>', 'bytes allowed at once', parsed((v) => parseBytes(v, 'bytes burst', 0)))
+    .addOption(new Option('--algorithm <name>', 'the algorithm').choices(['fixed', 'sliding', 'token', 'gcra']))
+    .option('--window <duration>', 'window of fixed and sliding (1s, 500ms)', parsed((v) => parseDurationMs(v, 'window', 1, 60_000)))
+    .option('--key-v4 <len>', 'IPv4 key prefix length (32: per address, 24: per /24)', prefixLen(32, 'IPv4 key prefix'))
+    .option('--key-v6 <len>', 'IPv6 key prefix length (64: per /64)', prefixLen(128, 'IPv6 key prefix'))
+    .option('--no-packet-limit', 'limit bytes only (needs --bytes-rate)');
+}
+
+export function limitsFrom(o: LimitOptions & { packetLimit?: boolean }): Partial<Limits> {
+  const l: Partial<Limits> = {};
+  if (o.rate !== undefined) l.rate = o.rate;
+  if (o.packetLimit === false) l.rate = null;
+  if (o.bytesRate !== undefined) l.bytesRate = o.bytesRate;
+  if (o.burst !== undefined) l.burst = o.burst;
+  if (o.bytesBurst !== undefined) l.bytesBurst = o.bytesBurst;
+  if (o.algorithm !== undefined) l.algorithm = o.algorithm;
+  if (o.window !== undefined) l.windowMs = o.window;
+  if (o.keyV4 !== undefined) l.keyV4 = o.keyV4;
+  if (o.keyV6 !== undefined) l.keyV6 = o.keyV6;
+  return l;
+}
+
+export function describeLimits(l: Limits): string {
+  const parts: string[] = [];
+  if (l.rate !== null) parts.push(`${l.rate} packets/s${l.burst ? ` (burst ${l.burst})` : ''}`);
+  if (l.bytesRate !== null) parts.push(`${l.bytesRate} bytes/s${l.bytesBurst ? ` (burst ${l.bytesBurst})` : ''}`);
+  const key = `per /${l.keyV4} (IPv4), /${l.keyV6} (IPv6)`;
+  const win = l.algorithm === 'fixed' || l.algorithm === 'sliding' ? `, ${l.windowMs} ms window` : '';
+  return `${parts.join(' and ')}, ${l.algorithm}${win}, ${key}`;
+}
+
+export function printJson(v: unknown): void {
+  process.stdout.write(JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? Number(x) : x), 2) + '\n');
+}
+
+/** A fixed-width table for people. */
+export function table(rows: (string | number)[][], header: string[]): string {
+  const all = [header, ...rows.map((r) => r.map(String))];
+  const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
+  return all.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd()).join('\n');
+}
+
+/** Decoded state entries (top, dump) as a table. */
+export function stateTable(entries: StateEntry[]): string {
+  return table(entries.map((e) => [e.key, e.rule, e.algorithm, `${(e.usage * 100).toFixed(0)}%`, num(e.available), num(e.dropped), `${(e.idle_ms / 1000).toFixed(1)}s${e.blocked ? ' blocked' : ''}`]),
+    ['key', 'rule', 'alg', 'usage', 'available', 'dropped', 'idle']);
+}
+
+export const num = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '∞');
+
+export function human(bytes: number): string {
+  const u = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (bytes >= 1000 && i < u.length - 1) { bytes /= 1000; i++; }
+  return `${bytes.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+
+/** Exit code for an error, and the message to print. */
+export function failure(e: unknown): { code: number; message: string } {
+  const err = e as { code?: string; message?: string };
+  const message = e instanceof Error ? e.message : String(e);
+  if (e instanceof PolicyError || err.code === AgentCode.InvalidArgument) return { code: EXIT.usage, message };
+  if (err.code === AgentCode.NotProtected) return { code: EXIT.notProtected, message };
+  if (err.code === ErrorCode.Permission) return { code: EXIT.permission, message };
+  return { code: EXIT.error, message };
+}

@@ -9,7 +9,8 @@
         "native/syscall.c",
         "native/testrun.c",
         "native/net.c",
-        "native/ringbuf.c"
+        "native/ringbuf.c",
+        "native/lab.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],

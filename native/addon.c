@@ -6,6 +6,7 @@
  *         syscall.c  fd-level bpf(2) wrappers: maps, pins, info, ids, links
  *         testrun.c  BPF_PROG_TEST_RUN on a worker thread, optionally pinned to a CPU
  *         net.c      XDP (link and netlink), tc, interface names, network namespaces
+ *         lab.c      the lab generator: live-frame runs in a namespace, paced packet socket, GRO
  *         ringbuf.c  BPF ring buffer consumer, polled on a worker thread
  * Nothing but src/ebpf/native.ts imports this module.
  */
@@ -32,6 +33,7 @@ static napi_value init(napi_env env, napi_value exports)
 	sn_init_syscall(env, exports);
 	sn_init_testrun(env, exports);
 	sn_init_net(env, exports);
+	sn_init_lab(env, exports);
 	sn_init_ringbuf(env, exports);
 	return exports;
 }

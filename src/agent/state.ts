@@ -113,7 +113,8 @@ export function listPlaces(): Place[] {
  * pid. A lock whose owner is gone is taken over.
  */
 export async function withLock<T>(p: Place, fn: () => Promise<T> | T, timeoutMs = 10_000): Promise<T> {
-  const path = `${settingsPath(p)}.lock`;
+  // Outside the scope directory, so that removing an emptied scope is not blocked by the lock.
+  const path = join(STATE_ROOT, '.locks', `${scopeOf(p.netns)}--${p.iface}.lock`);
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const deadline = Date.now() + timeoutMs;
   for (;;) {

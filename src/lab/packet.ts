@@ -1,4 +1,4 @@
-// A small fluent packet builder for BPF_PROG_TEST_RUN fixtures.
+// A small fluent packet builder: fixtures for BPF_PROG_TEST_RUN, and the lab generator's frames.
 //
 //   pkt().eth().vlan(100).ipv4({ src: '10.0.0.1', dst: '10.0.0.2' }).udp({ sport: 1234, dport: 53 }).payload(100).build()
 //

@@ -8,10 +8,26 @@
 //  - cleanup() removes everything it created, is idempotent, and also runs from a process 'exit'
 //    hook and on SIGINT/SIGTERM as a last resort. Callers still register it with node:test's
 //    `after()` (or use `await using`, or withTestbed()).
-import { execFile, execFileSync, spawn as spawnChild, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn as spawnChild, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
+import {
+  addNetns,
+  configureEnd,
+  createVeth,
+  deleteNetns,
+  initNetns,
+  listNetns,
+  nsExec,
+  run,
+  waitLinkReady,
+  type ExecOpts,
+  type ExecResult,
+} from '../../src/lab/netns';
+
+// The namespace mechanics live in src/lab/netns.ts (the lab uses them too); tests import them here.
+export { ExecError, nsExec, run, type ExecOpts, type ExecResult } from '../../src/lab/netns';
 
 // ---------------------------------------------------------------------------------------------
 // Run id
@@ -44,74 +60,6 @@ export function runId(): string {
  *  itself always survives. */
 export function bpfObjName(base: string): string {
   return `${runId()}${base}`.slice(0, 15);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Running commands
-
-export interface ExecResult {
-  /** Exit code, or null when killed by a signal (e.g. on timeout). */
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-export interface ExecOpts {
-  /** Default 10 000 ms; the child is sent SIGKILL after it. */
-  timeoutMs?: number;
-  /** Throw (with stdout/stderr in the message) unless the exit code is 0. Default false. */
-  check?: boolean;
-  /** Written to the child's stdin. */
-  input?: string | Buffer;
-}
-
-export class ExecError extends Error {
-  constructor(
-    readonly argv: readonly string[],
-    readonly result: ExecResult,
-  ) {
-    const why = result.timedOut ? 'timed out' : result.code !== null ? `exited ${result.code}` : `killed by ${result.signal}`;
-    super(`${argv.join(' ')} ${why}\n--- stdout\n${result.stdout}--- stderr\n${result.stderr}`);
-    this.name = 'ExecError';
-  }
-}
-
-/** Runs a program (no shell) and resolves with its outcome; rejects only if it cannot be started,
- *  or with an ExecError when `check` is set and it did not exit 0. */
-export function run(cmd: string, args: readonly string[], o: ExecOpts = {}): Promise<ExecResult> {
-  const timeout = o.timeoutMs ?? 10_000;
-  return new Promise((resolve, reject) => {
-    const child = execFile(
-      cmd,
-      args as string[],
-      { timeout, killSignal: 'SIGKILL', maxBuffer: 64 << 20, encoding: 'utf8' },
-      (err, stdout, stderr) => {
-        const e = err as (NodeJS.ErrnoException & { code?: unknown; killed?: boolean; signal?: NodeJS.Signals | null }) | null;
-        if (e && typeof e.code === 'string') {
-          reject(e); // ENOENT and friends: the program is not there
-          return;
-        }
-        const result: ExecResult = {
-          code: e ? (typeof e.code === 'number' ? e.code : null) : 0,
-          signal: e?.signal ?? null,
-          stdout,
-          stderr,
-          timedOut: Boolean(e?.killed && e.signal === 'SIGKILL'),
-        };
-        if (o.check && result.code !== 0) reject(new ExecError([cmd, ...args], result));
-        else resolve(result);
-      },
-    );
-    if (o.input !== undefined) child.stdin?.end(o.input);
-    else child.stdin?.end();
-  });
-}
-
-/** Runs `cmd args` inside namespace `ns` (`ip netns exec`). */
-export function nsExec(ns: string, cmd: string, args: readonly string[] = [], o: ExecOpts = {}): Promise<ExecResult> {
-  return run('ip', ['netns', 'exec', ns, cmd, ...args], o);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -207,15 +155,12 @@ export class Testbed {
     // forgotten again if creation fails, so we never delete a namespace that is not ours.
     this.namespaces.push(ns);
     try {
-      await run('ip', ['netns', 'add', ns], { check: true });
+      await addNetns(ns);
     } catch (e) {
       this.namespaces.splice(this.namespaces.indexOf(ns), 1);
       throw e;
     }
-    await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up'], { check: true });
-    // Set the defaults before any veth exists, so new interfaces start without DAD and v6 works at once.
-    await nsExec(ns, 'sysctl', ['-q', '-w', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0',
-      'net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.default.disable_ipv6=0'], { check: true });
+    await initNetns(ns);
     return ns;
   }
 
@@ -248,25 +193,11 @@ export class Testbed {
     const p4 = o.prefix4 ?? 24;
     const p6 = o.prefix6 ?? 64;
 
-    const side = (ifname: string, ns: string, mac: string): string[] => {
-      const args = [ifname, 'netns', ns, 'address', mac];
-      if (o.numTxQueues !== undefined) args.push('numtxqueues', String(o.numTxQueues));
-      if (o.numRxQueues !== undefined) args.push('numrxqueues', String(o.numRxQueues));
-      if (o.mtu !== undefined) args.push('mtu', String(o.mtu));
-      return args;
-    };
-    // Both ends are born inside their namespaces: never in the host namespace.
-    await run('ip', ['link', 'add', ...side(ifA, nsA, macA), 'type', 'veth', 'peer', 'name', ...side(ifB, nsB, macB)], { check: true });
-    for (const [ns, ifname, v4, v6] of [[nsA, ifA, v4a, v6a], [nsB, ifB, v4b, v6b]] as const) {
-      await nsExec(ns, 'sysctl', ['-q', '-w', `net.ipv6.conf.${ifname}.accept_dad=0`], { check: true });
-      if (!o.noAddresses) {
-        await run('ip', ['-n', ns, 'addr', 'add', `${v4}/${p4}`, 'dev', ifname], { check: true });
-        await run('ip', ['-n', ns, '-6', 'addr', 'add', `${v6}/${p6}`, 'dev', ifname, 'nodad'], { check: true });
-      }
-      await run('ip', ['-n', ns, 'link', 'set', ifname, 'up'], { check: true });
+    const q = { numRxQueues: o.numRxQueues, numTxQueues: o.numTxQueues, mtu: o.mtu };
+    await createVeth({ ns: nsA, ifname: ifA, mac: macA, ...q }, { ns: nsB, ifname: ifB, mac: macB, ...q });
+    for (const [ns, ifname, ipv4, ipv6] of [[nsA, ifA, v4a, v6a], [nsB, ifB, v4b, v6b]] as const) {
+      await configureEnd(ns, ifname, o.noAddresses ? undefined : { ipv4, prefix4: p4, ipv6, prefix6: p6 });
     }
-    // Carrier-on reaches the device through linkwatch, which may wait up to a second; until then
-    // the device has the noop qdisc and drops what is sent (the first NS/ARP would be lost).
     await waitLinkReady(nsA, ifA);
     await waitLinkReady(nsB, ifB);
     return {
@@ -307,8 +238,8 @@ export class Testbed {
     }
     while (this.namespaces.length > 0) {
       const ns = this.namespaces[this.namespaces.length - 1]!;
-      const r = await run('ip', ['netns', 'del', ns]);
-      if (r.code !== 0 && (await nsExists(ns))) errors.push(`ip netns del ${ns}: ${r.stderr.trim()}`);
+      const r = await deleteNetns(ns);
+      if (!r.gone) errors.push(`ip netns del ${ns}: ${r.stderr}`);
       this.namespaces.pop();
     }
     this.closed = true;
@@ -355,26 +286,6 @@ export async function withTestbed<T>(fn: (tb: Testbed) => Promise<T>, o: Testbed
   } finally {
     await tb.cleanup();
   }
-}
-
-async function waitLinkReady(ns: string, ifname: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await run('ip', ['-n', ns, '-o', 'link', 'show', 'dev', ifname], { check: true });
-    if (/\bstate UP\b/.test(r.stdout) && !/\bqdisc noop\b/.test(r.stdout)) return;
-    if (Date.now() >= deadline) throw new Error(`${ifname} in ${ns} not up after ${timeoutMs} ms: ${r.stdout.trim()}`);
-    await new Promise((res) => setTimeout(res, 20));
-  }
-}
-
-async function nsExists(ns: string): Promise<boolean> {
-  return (await listNetns()).includes(ns);
-}
-
-async function listNetns(): Promise<string[]> {
-  const r = await run('ip', ['netns', 'list'], { check: true });
-  // Lines look like "name" or "name (id: 3)".
-  return r.stdout.split('\n').map((l) => l.trim().split(/\s+/)[0]!).filter((s) => s !== '');
 }
 
 // ---------------------------------------------------------------------------------------------

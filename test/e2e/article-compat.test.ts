@@ -5,45 +5,18 @@
  * by counting what arrives at a UDP receiver and what the program's own counters say.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { after, test } from 'node:test';
 import { BpfMap } from '../../src/ebpf';
 import { decodeCounters, Reason, SL_COUNTERS_SIZE } from '../../src/generated/types';
 import { PROD_OBJECT } from '../lib/datapath';
 import { assertNoLeftovers, run, Testbed } from '../lib/netns';
+import { udpReceiver, udpSend } from '../lib/traffic';
 
 const tb = new Testbed();
 after(async () => {
   await tb.cleanup();
   await assertNoLeftovers();
 });
-
-const RECEIVER = `
-const s = require('dgram').createSocket('udp4');
-let n = 0;
-s.on('message', () => n++);
-s.bind(9000, () => process.stdout.write('ready\\n'));
-setTimeout(() => { process.stdout.write(JSON.stringify({ received: n }) + '\\n'); process.exit(0); }, Number(process.argv[1]));
-`;
-
-// Sends N datagrams as fast as the socket takes them, awaiting each batch so none is dropped locally.
-const SENDER = `
-const s = require('dgram').createSocket('udp4');
-const [dst, n] = [process.argv[1], Number(process.argv[2])];
-const buf = Buffer.alloc(32);
-let sent = 0;
-const t0 = process.hrtime.bigint();
-(async () => {
-  while (sent < n) {
-    const batch = Math.min(100, n - sent);
-    await Promise.all(Array.from({ length: batch }, () => new Promise((res, rej) => s.send(buf, 9000, dst, (e) => e ? rej(e) : res()))));
-    sent += batch;
-  }
-  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  process.stdout.write(JSON.stringify({ sent, ms }) + '\\n');
-  s.close();
-})();
-`;
 
 test('ip link set dev IFACE xdp obj sluice.bpf.o sec xdp limits each source to 1000 packets per second', async () => {
   const cli = await tb.addNs('cli');
@@ -59,16 +32,9 @@ test('ip link set dev IFACE xdp obj sluice.bpf.o sec xdp limits each source to 1
   // Resolve the neighbour first so that no datagram waits in (or is dropped from) the ARP queue.
   await tb.exec(cli, 'ping', ['-c', '1', '-W', '1', veth.b.ipv4]);
 
-  const rx = tb.spawn(srv, process.execPath, ['-e', RECEIVER, '3000']);
-  let rxOut = '';
-  rx.stdout!.on('data', (d: Buffer) => { rxOut += d.toString(); });
-  while (!rxOut.includes('ready')) await once(rx.stdout!, 'data');
-
-  const tx = await tb.exec(cli, process.execPath, ['-e', SENDER, veth.b.ipv4, '5000'], { timeoutMs: 20_000 });
-  assert.equal(tx.code, 0, tx.stderr);
-  const { sent, ms } = JSON.parse(tx.stdout) as { sent: number; ms: number };
-  await once(rx, 'exit');
-  const { received } = JSON.parse(rxOut.split('\n').find((l) => l.startsWith('{'))!) as { received: number };
+  const rx = await udpReceiver(tb, srv, 9000, 3000);
+  const { sent, ms } = await udpSend(tb, cli, veth.b.ipv4, 5000);
+  const { received } = await rx.result();
 
   // Sent within well under a second, so the burst spans at most two fixed windows of 1000.
   assert.ok(ms < 900, `sending took ${ms} ms; the bound below assumes less than a second`);

@@ -163,15 +163,14 @@ export class Protection {
       const ifidx = resolveIfindex(o);
       const dir = pinDir(o);
       const warnings: string[] = [];
-      let prior = loadSettings(o);
+      // Settings carry over (limits, rules, lists) even when the pinned state cannot.
+      const prior = loadSettings(o);
       if (existsSync(dir) && o.resetState) {
         await Protection.teardown(o);
-        prior = undefined;
       }
       if (existsSync(join(dir, 'link')) && prior && prior.ifindex !== ifidx) {
         warnings.push(`${where(o)} was re-created since it was protected (ifindex ${prior.ifindex}, now ${ifidx}): starting afresh`);
         await Protection.teardown(o);
-        prior = undefined;
       }
       const lists = o.lists ? normaliseLists(o.lists) : undefined;
       const base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'> = {

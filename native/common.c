@@ -402,6 +402,19 @@ void sn_set(napi_env env, napi_value obj, const char *name, napi_value v)
 		napi_set_named_property(env, obj, name, v);
 }
 
+bool sn_async_reject(napi_env env, napi_status status, napi_deferred d, int *err, const char **op,
+		     const char *detail)
+{
+	if (status != napi_ok && !*err) {
+		*err = ECANCELED;
+		*op = "napi_async_work";
+	}
+	if (!*err)
+		return false;
+	napi_reject_deferred(env, d, sn_errno_error(env, *op, *err, detail, NULL));
+	return true;
+}
+
 /* ----------------------------------------------------------------- netns */
 
 int sn_netns_enter(const char *path, int *saved)

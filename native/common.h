@@ -64,6 +64,12 @@ napi_value sn_errno_error(napi_env env, const char *op, int err, const char *det
 /* Throw an errno Error (with the current thread's libbpf log); returns NULL. */
 napi_value sn_throw_errno(napi_env env, const char *op, int err);
 napi_value sn_throw_type(napi_env env, const char *fmt, ...);
+/*
+ * In an async work's complete callback: a failed napi status becomes ECANCELED in *err; when
+ * *err is set, reject `d` with an errno Error (op, detail) and return true.
+ */
+bool sn_async_reject(napi_env env, napi_status status, napi_deferred d, int *err, const char **op,
+		     const char *detail);
 void sn_throw_napi(napi_env env, const char *what);
 
 /* ---- argument parsing; each throws a TypeError and returns false on a bad value ---- */

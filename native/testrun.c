@@ -115,14 +115,8 @@ static void run_complete(napi_env env, napi_status status, void *data)
 	struct run_work *w = data;
 	napi_value r;
 
-	if (status != napi_ok && !w->err) {
-		w->err = ECANCELED;
-		w->err_op = "napi_async_work";
-	}
-	if (w->err) {
-		napi_reject_deferred(env, w->deferred,
-				     sn_errno_error(env, w->err_op, w->err, NULL, NULL));
-	} else if (napi_create_object(env, &r) == napi_ok) {
+	if (!sn_async_reject(env, status, w->deferred, &w->err, &w->err_op, NULL) &&
+	    napi_create_object(env, &r) == napi_ok) {
 		uint32_t out_len = w->out_len < w->out_cap ? w->out_len : w->out_cap;
 
 		sn_set(env, r, "retval", sn_num(env, w->retval));

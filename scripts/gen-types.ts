@@ -139,7 +139,7 @@ export function generate(target: Target = TARGETS[0]!): string {
   ];
   for (const name of enumNames) {
     const { t } = find(name);
-    if (!t || t.kind !== 'ENUM') throw new Error(`enum ${name} of sluice.h is missing from the BTF (add it to struct sl_btf_anchor)`);
+    if (!t || t.kind !== 'ENUM') throw new Error(`enum ${name} of ${target.header} is missing from the BTF (add it to a struct the object uses, like sl_btf_anchor)`);
     const prefix = commonPrefix(t.values!.map((v) => v.name));
     out.push(`export const ${camel(name)} = {`);
     for (const v of t.values!) out.push(`  ${v.name.slice(prefix.length)}: ${v.val},`);
@@ -147,7 +147,7 @@ export function generate(target: Target = TARGETS[0]!): string {
   }
   for (const name of structNames) {
     const { types, t } = find(name);
-    if (!t || t.kind !== 'STRUCT') throw new Error(`struct ${name} of sluice.h is missing from the BTF of ${OBJECT}`);
+    if (!t || t.kind !== 'STRUCT') throw new Error(`struct ${name} of ${target.header} is missing from the BTF of ${OBJECT}`);
     const T = camel(name);
     const fields = t.members!.map((m) => {
       if (m.bitfield_size) throw new Error(`${name}.${m.name}: bitfields are not supported in shared structs`);

@@ -25,4 +25,5 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund
 fi
 make -s -C bpf
+make -s -C bpf/lab
 npx tsc -p tsconfig.json

@@ -59,3 +59,13 @@ export {
   type Capabilities,
 } from './system';
 export { RingBuffer } from './ringbuf';
+export {
+  pacedSend,
+  setGro,
+  xdpLiveRun,
+  type LiveRunOptions,
+  type LiveRunResult,
+  type PacedSendOptions,
+  type PacedSendResult,
+  type SourceRewrite,
+} from './lab';

@@ -133,6 +133,35 @@ export interface RawTcFilter {
   progId: number;
 }
 
+export interface RawLiveRunResult {
+  frames: number;
+  /** Wall time of the test-run syscall, set-up included. */
+  elapsedNs: number;
+}
+
+export interface RawPacedSendOptions {
+  pps: number;
+  maxFrames?: number;
+  durationNs?: number;
+  record?: boolean;
+  addrOff?: number;
+  ipCsumOff?: number;
+  l4CsumOff?: number;
+  l4IsUdp?: boolean;
+  srcBase?: number;
+  srcCount?: number;
+  srcMask?: number;
+}
+
+export interface RawPacedSendResult {
+  sent: number;
+  startNs: number;
+  elapsedNs: number;
+  lateNsMax: number;
+  enobufs: number;
+  times: Buffer | null;
+}
+
 /** Every function of the addon. A trailing `netns` is a namespace path entered for the call only. */
 export interface NativeAddon {
   libbpfVersion(): string;
@@ -224,6 +253,11 @@ export interface NativeAddon {
   ifIndexToName(ifindex: number, netns?: string): string;
   netnsEnter(path: string): number;
   netnsReturn(savedFd: number): void;
+
+  // lab (native/lab.c)
+  labXdpLiveRun(progFd: number, frame: Uint8Array, opts: { repeat: number; batchSize?: number }, netns: string | null, cpu: number): Promise<RawLiveRunResult>;
+  labPacedSend(netns: string | null, ifindex: number, frame: Uint8Array, opts: RawPacedSendOptions, stop: Uint8Array, cpu: number): Promise<RawPacedSendResult>;
+  labSetGro(ifname: string, on: boolean, netns?: string): void;
 }
 
 const ADDON = join('build', 'Release', 'sluice_native.node');

@@ -1,0 +1,106 @@
+/**
+ * The transmit mechanics of the lab's packet generator (native/lab.c), typed. Mechanism only:
+ * src/lab/flood.ts decides what to send, how fast and for how long.
+ */
+import { native, type RawPacedSendOptions } from './native';
+import { optNetnsPath, resolveIfindex } from './netns';
+import type { Program } from './program';
+
+export interface LiveRunOptions {
+  /** Frames to run (each a fresh copy of the frame); keep to about 100 ms of work, since the
+   *  kernel does not look at signals while one run lasts. */
+  repeat: number;
+  /** Frames per batch inside the kernel (default 64, at most 256). */
+  batchSize?: number;
+  /** The namespace the worker thread enters for the run (a name or a path): where the program's
+   *  redirect target is resolved. */
+  netns?: string;
+  /** Run on a thread pinned to this CPU; the frames are then received on this CPU too. */
+  cpu?: number;
+}
+
+export interface LiveRunResult {
+  frames: number;
+  /** Wall time of the syscall, set-up included. */
+  elapsedNs: number;
+}
+
+/**
+ * One BPF_PROG_TEST_RUN in live-frame mode (BPF_F_TEST_XDP_LIVE_FRAMES): the program runs on
+ * `repeat` copies of `frame`, and what it redirects is really transmitted. The worker thread enters
+ * `netns` first and comes back afterwards (the process aborts if it cannot).
+ */
+export function xdpLiveRun(program: Program, frame: Uint8Array, o: LiveRunOptions): Promise<LiveRunResult> {
+  if (!Number.isInteger(o.repeat) || o.repeat < 1) throw new TypeError(`repeat must be a positive integer, got ${o.repeat}`);
+  const cpu = o.cpu ?? -1;
+  if (!Number.isInteger(cpu) || cpu < -1) throw new TypeError(`cpu must be a non-negative integer, got ${o.cpu}`);
+  const opts = o.batchSize === undefined ? { repeat: o.repeat } : { repeat: o.repeat, batchSize: o.batchSize };
+  return native().labXdpLiveRun(program.fd, frame, opts, optNetnsPath(o.netns) ?? null, cpu);
+}
+
+/** How each frame's source is written: the 32-bit word at addrOff becomes srcBase + (i mod
+ *  srcCount), or with srcCount 0 srcBase with the bits of srcMask random; the checksums at the
+ *  offsets given (0: none) are updated incrementally. Values in host order. */
+export type SourceRewrite = Pick<RawPacedSendOptions, 'addrOff' | 'ipCsumOff' | 'l4CsumOff' | 'l4IsUdp' | 'srcBase' | 'srcCount' | 'srcMask'>;
+
+export interface PacedSendOptions extends SourceRewrite {
+  /** Frames per second: frame i is due at start + i / pps. */
+  pps: number;
+  /** Stop after this many frames (default: no limit). */
+  maxFrames?: number;
+  /** Stop after this long, in seconds (default: no limit). */
+  seconds?: number;
+  /** Return each frame's send time (needs maxFrames). */
+  record?: boolean;
+  /** The namespace of the interface (the socket is created there). */
+  netns?: string;
+  /** Send from a thread pinned to this CPU. */
+  cpu?: number;
+  /** Stops the sender within one frame interval (or 10 ms while it sleeps). */
+  signal?: AbortSignal;
+}
+
+export interface PacedSendResult {
+  sent: number;
+  /** CLOCK_MONOTONIC ns (the clock of bpf_ktime_get_ns and process.hrtime) of the first due time. */
+  startNs: number;
+  elapsedNs: number;
+  /** The latest any frame left after its due time. */
+  lateNsMax: number;
+  /** Times the device refused frames for lack of room (they were sent again, late). */
+  enobufs: number;
+  /** Send time of each frame (CLOCK_MONOTONIC ns) when `record` was set. */
+  times?: BigUint64Array;
+}
+
+/**
+ * Send `frame` at an even rate from an AF_PACKET socket bound to `iface`, one frame per due time,
+ * on a worker thread that sleeps and then spins to each due time.
+ */
+export async function pacedSend(iface: number | string, frame: Uint8Array, o: PacedSendOptions): Promise<PacedSendResult> {
+  const stop = new Uint8Array(new SharedArrayBuffer(1));
+  const onAbort = (): void => {
+    Atomics.store(stop, 0, 1);
+  };
+  if (o.signal?.aborted) onAbort();
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  const { signal: _s, netns, cpu, seconds, ...rest } = o;
+  const raw: RawPacedSendOptions = { ...rest, ...(seconds !== undefined ? { durationNs: Math.round(seconds * 1e9) } : {}) };
+  try {
+    const ifidx = resolveIfindex(iface, netns);
+    const r = await native().labPacedSend(optNetnsPath(netns) ?? null, ifidx, frame, raw, stop, cpu ?? -1);
+    const { times, ...out } = r;
+    if (!times) return out;
+    const t = new BigUint64Array(times.length / 8); // a copy: the Buffer need not be 8-byte aligned
+    new Uint8Array(t.buffer).set(times);
+    return { ...out, times: t };
+  } finally {
+    o.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** GRO on or off (`ethtool -K IFACE gro on|off`). A veth runs NAPI only with GRO or an XDP
+ *  program on it, and frames redirected into its peer are lost without NAPI. */
+export function setGro(ifname: string, on: boolean, opts: { netns?: string } = {}): void {
+  native().labSetGro(ifname, on, optNetnsPath(opts.netns));
+}

@@ -1,0 +1,130 @@
+/**
+ * HTTP load from a client namespace to the lab's server, with autocannon.
+ *
+ * httpLoad() runs this same file as a child inside the client's namespace (`ip netns exec NS node
+ * http-load.js JSON`): the child's sockets then belong to that namespace. The child prints one JSON
+ * line with the summary. autocannon counts errors, timeouts and non-2xx answers; the wall time and
+ * the latency percentiles come from its per-response events, because its own duration is rounded
+ * up to its one-second sampling tick.
+ */
+import { spawn } from 'node:child_process';
+
+export interface HttpLoadOptions {
+  /** Requests in total. */
+  requests: number;
+  /** Connections open at once. */
+  concurrency: number;
+  /** Seconds before a request counts as timed out (default 5). */
+  timeoutS?: number;
+}
+
+export interface HttpLoadResult {
+  url: string;
+  requests: number;
+  /** Answered with a 2xx status. */
+  completed: number;
+  /** Connection errors and non-2xx answers (timeouts not included). */
+  failed: number;
+  timedOut: number;
+  seconds: number;
+  requestsPerSecond: number;
+  /** Milliseconds. */
+  latencyMs: { min: number; p50: number; p90: number; p99: number; max: number; mean: number };
+}
+
+interface ChildArgs extends HttpLoadOptions {
+  url: string;
+}
+
+/** The part of autocannon's API used here (it ships no type declarations). */
+interface AutocannonResult {
+  '2xx': number;
+  non2xx: number;
+  /** Every failed request, timeouts included. */
+  errors: number;
+  timeouts: number;
+}
+interface AutocannonInstance {
+  on(event: 'response', f: (client: unknown, status: number, bytes: number, ms: number) => void): void;
+  on(event: 'reqError', f: () => void): void;
+}
+type Autocannon = (
+  o: { url: string; amount: number; connections: number; timeout: number },
+  done: (err: Error | null, r: AutocannonResult) => void,
+) => AutocannonInstance;
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+/** The child side: run the load here (in whatever namespace this process is) and summarise. */
+export async function runLoadHere(a: ChildArgs): Promise<HttpLoadResult> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const autocannon = require('autocannon') as Autocannon;
+  const latencies: number[] = [];
+  let t0 = 0;
+  let last = 0;
+  const summary = await new Promise<AutocannonResult>((resolve, reject) => {
+    t0 = performance.now();
+    const inst = autocannon(
+      { url: a.url, amount: a.requests, connections: a.concurrency, timeout: a.timeoutS ?? 5 },
+      (err, r) => (err ? reject(err) : resolve(r)),
+    );
+    inst.on('response', (_client, _status, _bytes, ms) => {
+      latencies.push(ms);
+      last = performance.now();
+    });
+    inst.on('reqError', () => {
+      last = performance.now();
+    });
+  });
+  latencies.sort((x, y) => x - y);
+  const seconds = Math.max(last - t0, 1e-3) / 1000;
+  const completed = summary['2xx'];
+  const timedOut = summary.timeouts;
+  const round = (x: number): number => Math.round(x * 1000) / 1000;
+  return {
+    url: a.url,
+    requests: a.requests,
+    completed,
+    failed: Math.max(0, summary.errors - timedOut) + summary.non2xx,
+    timedOut,
+    seconds: round(seconds),
+    requestsPerSecond: Math.round(completed / seconds),
+    latencyMs: {
+      min: round(latencies[0] ?? 0),
+      p50: round(percentile(latencies, 50)),
+      p90: round(percentile(latencies, 90)),
+      p99: round(percentile(latencies, 99)),
+      max: round(latencies[latencies.length - 1] ?? 0),
+      mean: round(latencies.reduce((s, x) => s + x, 0) / Math.max(1, latencies.length)),
+    },
+  };
+}
+
+/** Run the load from inside namespace `netns` against `url`. */
+export async function httpLoadFrom(netns: string, url: string, o: HttpLoadOptions): Promise<HttpLoadResult> {
+  if (!Number.isInteger(o.requests) || o.requests < 1) throw new RangeError(`requests must be a positive integer, got ${o.requests}`);
+  if (!Number.isInteger(o.concurrency) || o.concurrency < 1) throw new RangeError(`concurrency must be a positive integer, got ${o.concurrency}`);
+  const args: ChildArgs = { ...o, url };
+  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, __filename, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  const line = out.split('\n').find((l) => l.startsWith('{'));
+  if (code !== 0 || !line) throw new Error(`HTTP load in ${netns} failed (exit ${code}): ${err.trim() || out.trim()}`);
+  return JSON.parse(line) as HttpLoadResult;
+}
+
+if (require.main === module) {
+  runLoadHere(JSON.parse(process.argv[2] ?? '{}') as ChildArgs).then(
+    (r) => process.stdout.write(`${JSON.stringify(r)}\n`),
+    (e: unknown) => {
+      process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import * as down from './down';
 import * as dump from './dump';
 import * as events from './events';
+import * as lab from './lab';
 import * as lists from './lists';
 import * as set from './set';
 import * as stats from './stats';
@@ -15,4 +16,4 @@ import * as up from './up';
 
 export type Register = (program: Command) => void;
 
-export const COMMANDS: Register[] = [up, down, set, stats, top, events, lists, status, dump].map((m) => m.register);
+export const COMMANDS: Register[] = [up, down, set, stats, top, events, lists, status, dump, lab].map((m) => m.register);

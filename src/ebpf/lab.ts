@@ -52,6 +52,8 @@ export interface PacedSendOptions extends SourceRewrite {
   seconds?: number;
   /** Return each frame's send time (needs maxFrames). */
   record?: boolean;
+  /** Send from a SCHED_FIFO thread, so that due times are kept while the CPUs are busy. */
+  realtime?: boolean;
   /** The namespace of the interface (the socket is created there). */
   netns?: string;
   /** Send from a thread pinned to this CPU. */
@@ -69,6 +71,8 @@ export interface PacedSendResult {
   lateNsMax: number;
   /** Times the device refused frames for lack of room (they were sent again, late). */
   enobufs: number;
+  /** The sender ran with SCHED_FIFO. */
+  realtime: boolean;
   /** Send time of each frame (CLOCK_MONOTONIC ns) when `record` was set. */
   times?: BigUint64Array;
 }

@@ -144,6 +144,7 @@ export interface RawPacedSendOptions {
   maxFrames?: number;
   durationNs?: number;
   record?: boolean;
+  realtime?: boolean;
   addrOff?: number;
   ipCsumOff?: number;
   l4CsumOff?: number;
@@ -159,6 +160,7 @@ export interface RawPacedSendResult {
   elapsedNs: number;
   lateNsMax: number;
   enobufs: number;
+  realtime: boolean;
   times: Buffer | null;
 }
 

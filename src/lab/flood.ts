@@ -193,6 +193,7 @@ export async function flood(t: FloodTarget, o: FloodOptions): Promise<FloodResul
       seconds: o.seconds,
       maxFrames,
       netns: t.netns,
+      realtime: true,
       ...(o.record ? { record: true } : {}),
       ...(o.signal ? { signal: o.signal } : {}),
     });

@@ -1,0 +1,195 @@
+/**
+ * The lab through the real kernel: one lab named with this run's id (its namespaces and interfaces
+ * carry the id), brought up and down several times; the HTTP generator, the flood generator on both
+ * paths, the receiver-side count, and a flood at full speed into a veth protected by the Sluice
+ * object (attached directly, with its documented default of 1000 packets per second per source),
+ * where the receiver's count must equal what Sluice says it passed.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { Link, ObjectSpec, type BpfMap, type Collection } from '../../src/ebpf';
+import { decodeCounters, Reason, SL_COUNTERS_SIZE } from '../../src/generated/types';
+import {
+  labCount,
+  labCountReset,
+  labDown,
+  labFlood,
+  labHttp,
+  labUp,
+  listLabs,
+  STATE_DIR,
+  type FloodProto,
+  type LabLayout,
+} from '../../src/lab';
+import { listNetns, netnsPids, nsExec } from '../../src/lab/netns';
+import { PROD_OBJECT, REPO } from '../lib/datapath';
+import { assertNoLeftovers, runId } from '../lib/netns';
+
+const ID = runId();
+const SLUICE = join(REPO, 'bin', 'sluice.js');
+let lab: LabLayout;
+
+before(async () => {
+  lab = (await labUp({ id: ID, clients: 2 })).layout;
+});
+
+after(async () => {
+  await labDown({ id: ID });
+  assert.ok(!existsSync(join(STATE_DIR, `${ID}.json`)), 'the state file is gone');
+  await assertNoLeftovers(ID, { waitMs: 2000 });
+});
+
+const labNamespaces = async (): Promise<string[]> => (await listNetns()).filter((ns) => ns.includes(ID));
+
+test('lab up is idempotent, and lab down also cleans up a lab whose state was lost', async () => {
+  assert.deepEqual((await labNamespaces()).sort(), [`sluice-lab-${ID}-c1`, `sluice-lab-${ID}-c2`, `sluice-lab-${ID}-srv`]);
+  const again = await labUp({ id: ID, clients: 2 });
+  assert.equal(again.created, false, 'a healthy lab is left as it is');
+  assert.equal(again.layout.server.http.pid, lab.server.http.pid);
+
+  // No route out of any lab namespace: only on-link prefixes.
+  for (const ns of await labNamespaces()) {
+    for (const fam of ['-4', '-6']) {
+      const routes = (await nsExec(ns, 'ip', [fam, 'route', 'show', 'default'], { check: true })).stdout.trim();
+      assert.equal(routes, '', `${ns} has no default route (${fam})`);
+    }
+  }
+  // The server's veths take packets on two queues.
+  const q = await nsExec(lab.server.netns, 'ls', [`/sys/class/net/${lab.clients[0]!.server.ifname}/queues`], { check: true });
+  assert.deepEqual(q.stdout.split(/\s+/).filter((s) => s.startsWith('rx-')).sort(), ['rx-0', 'rx-1']);
+
+  // A crash: the state file is gone, namespaces and the HTTP server remain. down finds them by name.
+  const { rmSync } = await import('node:fs');
+  rmSync(join(STATE_DIR, `${ID}.json`));
+  assert.ok((await listLabs()).includes(ID), 'the lab is found by its namespace names');
+  const pid = lab.server.http.pid;
+  const removed = await labDown({ id: ID });
+  assert.equal(removed.length, 3);
+  assert.deepEqual(await labNamespaces(), []);
+  assert.throws(() => process.kill(pid, 0), 'the HTTP server is gone with its namespace');
+  assert.deepEqual(await labDown({ id: ID }), [], 'down again: nothing to do');
+
+  lab = (await labUp({ id: ID, clients: 2 })).layout;
+  assert.ok((await netnsPids(lab.server.netns)).includes(lab.server.http.pid));
+});
+
+test('the HTTP generator completes every request, over IPv4 and IPv6', async () => {
+  for (const family of [4, 6] as const) {
+    const r = await labHttp(lab, { requests: 400, concurrency: 8, client: 2, family });
+    assert.equal(r.completed, 400, JSON.stringify(r));
+    assert.equal(r.failed, 0);
+    assert.equal(r.timedOut, 0);
+    assert.ok(r.requestsPerSecond > 0 && r.latencyMs.p99 >= r.latencyMs.p50);
+  }
+});
+
+test('a paced flood from K sources arrives at the server as K sources, every frame counted', async (t) => {
+  labCountReset(lab);
+  const K = 5;
+  const r = await labFlood(lab, { pps: 2000, seconds: 1, sources: K, record: true });
+  assert.equal(r.path, 'paced');
+  assert.equal(r.sent, 2000);
+  await new Promise((res) => setTimeout(res, 100));
+  const flood = labCount(lab).sources.filter((s) => s.address.startsWith('10.101.0.'));
+  assert.deepEqual(flood.map((s) => s.address).sort(), ['10.101.0.1', '10.101.0.2', '10.101.0.3', '10.101.0.4', '10.101.0.5']);
+  for (const s of flood) assert.equal(s.packets, r.sent / K, `${s.address}: ${s.packets}`);
+  // The stream is even: the median gap is the interval.
+  const times = r.times!;
+  const gaps = Array.from({ length: times.length - 1 }, (_, i) => Number(times[i + 1]! - times[i]!)).sort((a, b) => a - b);
+  t.diagnostic(`paced 2000 pps: median gap ${(gaps[gaps.length >> 1]! / 1000).toFixed(0)} µs, latest frame ${((r.lateNsMax ?? 0) / 1000).toFixed(0)} µs behind`);
+});
+
+test("the server's stack accepts the generator's frames: valid checksums on both paths, both families, every protocol", async () => {
+  const nstat = async (): Promise<Map<string, number>> => {
+    const out = (await nsExec(lab.server.netns, 'nstat', ['-asz'], { check: true })).stdout;
+    return new Map(out.split('\n').filter((l) => !l.startsWith('#')).map((l) => l.trim().split(/\s+/)).map(([k, v]) => [k!, Number(v)]));
+  };
+  // What a frame of each kind must move on the server (it counts only frames whose checksums hold).
+  const accepted: Record<FloodProto, Record<4 | 6, string>> = {
+    udp: { 4: 'UdpNoPorts', 6: 'Udp6NoPorts' }, // port 9 is closed
+    'tcp-syn': { 4: 'TcpInSegs', 6: 'TcpInSegs' },
+    icmp: { 4: 'IcmpInEchos', 6: 'Icmp6InEchos' },
+  };
+  const errors = ['IpInHdrErrors', 'Ip6InHdrErrors', 'UdpInCsumErrors', 'Udp6InCsumErrors', 'TcpInCsumErrors', 'IcmpInCsumErrors', 'Icmp6InCsumErrors'];
+  for (const path of ['paced', 'live'] as const) {
+    for (const family of [4, 6] as const) {
+      for (const proto of ['udp', 'tcp-syn', 'icmp'] as const) {
+        const before = await nstat();
+        const r = await labFlood(lab, { pps: 200, seconds: 0.2, sources: 3, family, proto, path, client: 2, size: 100 });
+        await new Promise((res) => setTimeout(res, 50));
+        const now = await nstat();
+        const delta = (k: string): number => (now.get(k) ?? 0) - (before.get(k) ?? 0);
+        const what = `${path} ${proto} IPv${family}`;
+        assert.equal(r.sent, 40, what);
+        assert.equal(delta(accepted[proto][family]), r.sent, `${what}: ${accepted[proto][family]}`);
+        for (const e of errors) assert.equal(delta(e), 0, `${what}: ${e}`);
+      }
+    }
+  }
+});
+
+/** Sum of one reason over every CPU of stats_map[rule]. */
+function counted(stats: BpfMap, reason: number, rule = 0): number {
+  const key = Buffer.alloc(4);
+  key.writeUInt32LE(rule);
+  return stats.lookupPerCpu(key).reduce((s, b) => s + Number(decodeCounters(b.subarray(0, SL_COUNTERS_SIZE)).reason_packets[reason]), 0);
+}
+
+test('flood --pps max into a Sluice-protected veth: what arrives equals what Sluice passed', async (t) => {
+  const srv = lab.clients[0]!.server;
+  let coll: Collection | undefined;
+  let link: Link | undefined;
+  try {
+    coll = await ObjectSpec.open(PROD_OBJECT).load();
+    link = Link.attachXdp(coll.program('sluice_xdp'), srv.ifname, { netns: lab.server.netns, mode: 'native' });
+    const stats = coll.map('stats_map');
+    labCountReset(lab);
+    const K = 16;
+    const r = await labFlood(lab, { pps: 'max', seconds: 2, sources: K });
+    await new Promise((res) => setTimeout(res, 200)); // the last frames in flight
+    const passed = counted(stats, Reason.PASS);
+    const dropped = counted(stats, Reason.LIMIT);
+    const c = labCount(lab);
+    const arrived = c.sources.reduce((s, x) => s + x.packets, 0);
+    const flood = c.sources.filter((s) => s.address.startsWith('10.101.0.'));
+
+    const decided = passed + dropped;
+    t.diagnostic(`flood --pps max, ${K} sources, ${r.threads} threads: sent ${r.sent} in ${r.seconds.toFixed(2)} s (${Math.round(r.pps)} pps offered); ` +
+      `Sluice decided ${decided} (${Math.round(decided / r.seconds)} pps): passed ${passed}, dropped ${dropped}; receiver counted ${arrived}`);
+    assert.equal(r.path, 'live');
+    // Exact: every packet Sluice passed reaches tc ingress, and nothing else does (no other traffic).
+    assert.equal(arrived, passed, 'receiver count = Sluice passed');
+    assert.equal(c.unrecorded, 0);
+    assert.equal(flood.length, K, 'every source arrived');
+    // Fixed window of 1000 per source: a 2-second flood spans at most 3 windows.
+    for (const s of flood) assert.ok(s.packets >= 1000 && s.packets <= 3000, `${s.address} passed ${s.packets}`);
+    // Nearly every frame sent reached Sluice (the veth's ring may overflow by a few at the end).
+    assert.ok(decided <= r.sent && decided >= r.sent * 0.99, `decided ${decided} of ${r.sent} sent`);
+    assert.ok(dropped > 0);
+  } finally {
+    link?.close();
+    coll?.close();
+  }
+});
+
+test('sluice lab flood stops on Ctrl-C and still reports; --json prints sent, seconds, pps, path', async () => {
+  const child = spawn(process.execPath, [SLUICE, 'lab', 'flood', '--pps', 'max', '--duration', '30', '--id', ID, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  await new Promise((res) => setTimeout(res, 1500));
+  const t0 = Date.now();
+  child.kill('SIGINT');
+  const code = await new Promise<number | null>((res) => child.once('exit', res));
+  const stopMs = Date.now() - t0;
+  assert.equal(code, 0, err);
+  assert.ok(stopMs < 5000, `stopped ${stopMs} ms after SIGINT`);
+  const r = JSON.parse(out) as { sent: number; seconds: number; pps: number; path: string };
+  assert.deepEqual(Object.keys(r).sort(), ['path', 'pps', 'seconds', 'sent']);
+  assert.equal(r.path, 'live');
+  assert.ok(r.sent > 0 && r.seconds < 10);
+});

@@ -2,7 +2,7 @@
  * The transmit mechanics of the lab's packet generator (native/lab.c), typed. Mechanism only:
  * src/lab/flood.ts decides what to send, how fast and for how long.
  */
-import { native, type RawPacedSendOptions } from './native';
+import { native, type RawPacedSendOptions, type RawPacedSendResult } from './native';
 import { optNetnsPath, resolveIfindex } from './netns';
 import type { Program } from './program';
 
@@ -62,17 +62,7 @@ export interface PacedSendOptions extends SourceRewrite {
   signal?: AbortSignal;
 }
 
-export interface PacedSendResult {
-  sent: number;
-  /** CLOCK_MONOTONIC ns (the clock of bpf_ktime_get_ns and process.hrtime) of the first due time. */
-  startNs: number;
-  elapsedNs: number;
-  /** The latest any frame left after its due time. */
-  lateNsMax: number;
-  /** Times the device refused frames for lack of room (they were sent again, late). */
-  enobufs: number;
-  /** The sender ran with SCHED_FIFO. */
-  realtime: boolean;
+export interface PacedSendResult extends Omit<RawPacedSendResult, 'times'> {
   /** Send time of each frame (CLOCK_MONOTONIC ns) when `record` was set. */
   times?: BigUint64Array;
 }

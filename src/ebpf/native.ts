@@ -156,11 +156,16 @@ export interface RawPacedSendOptions {
 
 export interface RawPacedSendResult {
   sent: number;
+  /** CLOCK_MONOTONIC ns (the clock of bpf_ktime_get_ns and process.hrtime) of the first due time. */
   startNs: number;
   elapsedNs: number;
+  /** The latest any frame left after its due time. */
   lateNsMax: number;
+  /** Times the device refused frames for lack of room (they were sent again, late). */
   enobufs: number;
+  /** The sender ran with SCHED_FIFO. */
   realtime: boolean;
+  /** Send time of each frame (u64 CLOCK_MONOTONIC ns, host order) when asked for. */
   times: Buffer | null;
 }
 

@@ -1,0 +1,26 @@
+/**
+ * The one error an invalid daemon config file gives: every problem at once, each with where it is
+ * (file, path, YAML line) and what is expected. Stable code SLUICE_E_CONFIG (docs/errors.md).
+ */
+export const CONFIG_ERROR = 'SLUICE_E_CONFIG';
+
+export interface ConfigProblem {
+  /** Where in the document: "interfaces[0].limits.rate"; "" for the document as a whole. */
+  path: string;
+  /** 1-based line in the file, when the YAML document tells. */
+  line?: number;
+  /** What is wrong and what is expected. */
+  message: string;
+}
+
+export function formatProblem(file: string, p: ConfigProblem): string {
+  return `${file}${p.line !== undefined ? `:${p.line}` : ''}: ${p.path ? `${p.path}: ` : ''}${p.message}`;
+}
+
+export class ConfigError extends Error {
+  readonly code = CONFIG_ERROR;
+  constructor(readonly file: string, readonly problems: ConfigProblem[]) {
+    super(`invalid config ${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n${problems.map((p) => `  - ${formatProblem(file, p)}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * Reading the daemon's config: YAML -> schema -> checks across fields -> one frozen object, or one
+ * ConfigError listing every problem (file, path, line, what is expected). Nothing here touches the
+ * kernel, so a reload can be validated in full before anything changes.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import { DEFAULT_LIMITS, type Limits } from '../agent/state';
+import type { Lists } from '../limiter/lists';
+import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
+import { ConfigError, type ConfigProblem } from './errors';
+import { z as zod } from 'zod';
+import { configSchema, interfaceSchema, shown, type LimitsInput, LOG_LEVELS } from './schema';
+
+/** The file's top level, interfaces still unchecked (each is checked on its own). */
+const topSchema = configSchema.extend({
+  interfaces: zod.array(zod.unknown(), { error: (iss) => `expected a list of interfaces, got ${shown(iss.input)}` }).nullable().default([]),
+});
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface InterfaceConfig {
+  iface: string;
+  netns: string | null;
+  mode: 'auto' | 'native' | 'generic';
+  maxEntries: number;
+  maxRules: number;
+  limits: Limits;
+  lists: Lists;
+  malformedDrop: boolean;
+}
+
+export interface TcpConfig {
+  host: string;
+  port: number;
+  tokenFile: string;
+  /** The secret itself (trimmed). Never log it. */
+  token: string;
+}
+
+export interface DaemonConfig {
+  /** Absolute path of the file read. */
+  file: string;
+  interfaces: InterfaceConfig[];
+  api: { socket: string | null; tcp: TcpConfig | null };
+  log: { level: LogLevel };
+  reconcileIntervalMs: number;
+  /** Not problems, but worth a log line (e.g. a token file others can read). */
+  warnings: string[];
+}
+
+/** Shortest accepted bearer token. */
+export const MIN_TOKEN_LENGTH = 16;
+
+type Seg = string | number;
+
+export function pathText(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const s of path) out += typeof s === 'number' ? `[${s}]` : `${out ? '.' : ''}${String(s)}`;
+  return out;
+}
+
+/** The YAML node at a path (the key's node when `key`), or the nearest ancestor that exists. */
+function nodeAt(doc: Document, path: readonly Seg[], key = false): Node | undefined {
+  let node = doc.contents as Node | null;
+  let found: Node | undefined = node ?? undefined;
+  for (let i = 0; i < path.length && node; i++) {
+    const seg = path[i]!;
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg));
+      if (!pair) break;
+      if (key && i === path.length - 1) return pair.key as Node;
+      node = (pair.value as Node | null) ?? (pair.key as Node);
+    } else if (isSeq(node) && typeof seg === 'number') {
+      node = (node.items[seg] as Node | undefined) ?? null;
+    } else {
+      break;
+    }
+    if (node) found = node;
+  }
+  return found;
+}
+
+function lineOf(doc: Document, lc: LineCounter, path: readonly Seg[], key = false): number | undefined {
+  const n = nodeAt(doc, path, key);
+  return n?.range ? lc.linePos(n.range[0]).line : undefined;
+}
+
+/** The object schema's keys at a path of the config schema (for "expected one of" on unknown keys). */
+function keysAt(path: readonly Seg[]): string[] {
+  let s = (configSchema as unknown as { _zod: { def: Record<string, unknown> } });
+  const unwrap = (): void => {
+    for (;;) {
+      const def = s._zod.def;
+      if (['optional', 'nullable', 'default', 'prefault'].includes(def['type'] as string)) s = def['innerType'] as typeof s;
+      else if (def['type'] === 'pipe') s = def['in'] as typeof s;
+      else return;
+    }
+  };
+  unwrap();
+  for (const seg of path) {
+    const def = s._zod.def;
+    if (def['type'] === 'object' && typeof seg === 'string') s = (def['shape'] as Record<string, typeof s>)[seg]!;
+    else if (def['type'] === 'array' && typeof seg === 'number') s = def['element'] as typeof s;
+    else return [];
+    if (!s) return [];
+    unwrap();
+  }
+  const def = s._zod.def;
+  return def['type'] === 'object' ? Object.keys(def['shape'] as object) : [];
+}
+
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0]!;
+    d[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = d[j]!;
+      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return d[b.length]!;
+}
+
+function unknownKeyMessage(key: string, allowed: string[]): string {
+  const near = allowed.filter((k) => distance(k, key) <= 2).sort((x, y) => distance(x, key) - distance(y, key))[0];
+  return `unknown key${near ? ` (did you mean ${near}?)` : ''}; expected ${allowed.length ? `one of ${allowed.join(', ')}` : 'no keys here'}`;
+}
+
+function zodProblems(error: zod.ZodError, doc: Document, lc: LineCounter, at: Seg[] = []): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  for (const iss of error.issues) {
+    const path = [...at, ...iss.path.filter((s): s is Seg => typeof s === 'string' || typeof s === 'number')];
+    if (iss.code === 'unrecognized_keys') {
+      for (const k of iss.keys) {
+        out.push({ path: pathText([...path, k]), line: lineOf(doc, lc, [...path, k], true), message: unknownKeyMessage(k, keysAt(path)) });
+      }
+      continue;
+    }
+    out.push({ path: pathText(path), line: lineOf(doc, lc, path), message: iss.message });
+  }
+  return out;
+}
+
+/** Limits from the file or the API over a base (the defaults, or what is in force). */
+export function mergeLimits(base: Limits, l: LimitsInput | undefined): Limits {
+  if (!l) return { ...base };
+  return {
+    algorithm: l.algorithm ?? base.algorithm,
+    rate: l.rate !== undefined ? l.rate : base.rate,
+    burst: l.burst ?? base.burst,
+    bytesRate: l.bytes_rate !== undefined ? l.bytes_rate : base.bytesRate,
+    bytesBurst: l.bytes_burst ?? base.bytesBurst,
+    windowMs: l.window ?? base.windowMs,
+    keyV4: l.key?.v4 ?? base.keyV4,
+    keyV6: l.key?.v6 ?? base.keyV6,
+  };
+}
+
+/**
+ * What is wrong with a whole set of limits, across fields: [key under `limits`, message]. The same
+ * checks the data path's policy compiler makes, said in the file's terms.
+ */
+export function limitsProblems(l: Limits): [string, string][] {
+  const out: [string, string][] = [];
+  if (l.rate === null && l.bytesRate === null) out.push(['rate', 'no packet limit (rate: none) needs a byte limit (bytes_rate)']);
+  if ((l.algorithm === 'token' || l.algorithm === 'gcra') && l.bytesRate !== null && l.bytesBurst > 0 && l.bytesBurst < 1514) {
+    out.push(['bytes_burst', `${l.bytesBurst} is smaller than one full-size frame (1514 bytes): such packets could never pass with ${l.algorithm}`]);
+  }
+  if (out.length) return out;
+  const rule: RuleSpec = {
+    id: 0, name: 'default', alg: l.algorithm, pps: l.rate, ppsBurst: l.burst, windowMs: l.windowMs, key: { v4: l.keyV4, v6: l.keyV6 },
+    ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst } : {}),
+  };
+  try {
+    compilePolicy({ rules: [rule] }, 2);
+  } catch (e) {
+    if (!(e instanceof PolicyError)) throw e;
+    for (const p of e.problems) out.push(['', p.replace(/^rules\[0\] \(default\): /, '')]);
+  }
+  return out;
+}
+
+function readToken(file: string, at: Seg[], doc: Document, lc: LineCounter, problems: ConfigProblem[], warnings: string[]): string {
+  const bad = (message: string): string => {
+    problems.push({ path: pathText(at), line: lineOf(doc, lc, at), message });
+    return '';
+  };
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+    const mode = statSync(file).mode & 0o777;
+    if (mode & 0o077) warnings.push(`the token file ${file} can be read by users other than its owner (mode ${mode.toString(8).padStart(4, '0')}): chmod 600 ${file}`);
+  } catch (e) {
+    return bad(`cannot read the token file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const token = text.trim();
+  if (token.length === 0) return bad(`the token file ${file} is empty`);
+  if (token.length < MIN_TOKEN_LENGTH) return bad(`the token in ${file} has ${token.length} characters; use at least ${MIN_TOKEN_LENGTH} (e.g. \`openssl rand -hex 32\`)`);
+  if (/\s/.test(token)) return bad(`the token in ${file} contains white space; it must be one word`);
+  return token;
+}
+
+/** In the order of the file; problems without a line first, otherwise as found. */
+function sortByLine(ps: ConfigProblem[]): ConfigProblem[] {
+  return ps.map((p, i) => [p, i] as const).sort(([a, i], [b, j]) => (a.line ?? 0) - (b.line ?? 0) || i - j).map(([p]) => p);
+}
+
+function deepFreeze<T>(v: T): T {
+  if (v && typeof v === 'object' && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v as object)) deepFreeze(x);
+  }
+  return v;
+}
+
+/** Validate a config given as text (`file` names it in messages and resolves relative paths). */
+export function parseConfig(text: string, file: string): DaemonConfig {
+  file = resolve(file);
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true });
+  const problems: ConfigProblem[] = [];
+  for (const e of doc.errors) {
+    // The message ends in " at line L, column C:" and a code frame; the line is given apart.
+    problems.push({ path: '', ...(e.linePos ? { line: e.linePos[0].line } : {}), message: `YAML: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:$/, '')}` });
+  }
+  if (problems.length) throw new ConfigError(file, problems);
+
+  // The top level and each interface apart, so that one bad interface does not hide the checks
+  // across fields of the others: every problem of the file is in the one error.
+  const raw = doc.toJS({ maxAliasCount: 100 }) as unknown;
+  if (raw === null || raw === undefined) {
+    // Never "no interfaces": a file caught empty while an editor rewrites it must not take
+    // every protection down. `interfaces: []` says so on purpose.
+    throw new ConfigError(file, [{ path: '', message: 'the file is empty; expected at least `interfaces:` (write `interfaces: []` for none)' }]);
+  }
+  const parsed = topSchema.safeParse(raw);
+  if (!parsed.success) problems.push(...zodProblems(parsed.error, doc, lc));
+  const items = parsed.success ? parsed.data.interfaces ?? [] : Array.isArray((raw as { interfaces?: unknown })?.interfaces) ? (raw as { interfaces: unknown[] }).interfaces : [];
+  const good: [number, zod.output<typeof interfaceSchema>][] = [];
+  const seen = new Map<string, number>();
+  items.forEach((item, n) => {
+    const { iface, netns } = (item ?? {}) as { iface?: unknown; netns?: unknown };
+    if (typeof iface === 'string') {
+      const key = `${typeof netns === 'string' ? netns : ''}/${iface}`;
+      const first = seen.get(key);
+      if (first !== undefined) {
+        problems.push({ path: `interfaces[${n}]`, line: lineOf(doc, lc, ['interfaces', n]), message: `${iface}${typeof netns === 'string' ? ` in ${netns}` : ''} is already configured in interfaces[${first}]` });
+      }
+      seen.set(key, n);
+    }
+    const r = interfaceSchema.safeParse(item);
+    if (r.success) good.push([n, r.data]);
+    else problems.push(...zodProblems(r.error, doc, lc, ['interfaces', n]));
+  });
+
+  const warnings: string[] = [];
+  const interfaces: InterfaceConfig[] = good.map(([n, i]) => {
+    const limits = mergeLimits(DEFAULT_LIMITS, i.limits);
+    for (const [k, message] of limitsProblems(limits)) {
+      const at: Seg[] = ['interfaces', n, 'limits', ...(k ? [k] : [])];
+      problems.push({ path: pathText(at), line: lineOf(doc, lc, at), message });
+    }
+    const uniq = (xs: string[] | undefined): string[] => [...new Set(xs ?? [])];
+    return {
+      iface: i.iface,
+      netns: i.netns ?? null,
+      mode: i.mode,
+      maxEntries: i.max_entries,
+      maxRules: i.max_rules,
+      limits,
+      lists: { mgmt: uniq(i.lists?.mgmt), deny: uniq(i.lists?.deny), allow: uniq(i.lists?.allow) },
+      malformedDrop: i.malformed === 'drop',
+    };
+  });
+
+  let tcp: TcpConfig | null = null;
+  const c = parsed.data;
+  if (c?.api.tcp) {
+    const tokenFile = resolve(file, '..', c.api.tcp.token_file);
+    const token = readToken(tokenFile, ['api', 'tcp', 'token_file'], doc, lc, problems, warnings);
+    tcp = { host: c.api.tcp.listen.host, port: c.api.tcp.listen.port, tokenFile, token };
+  }
+  if (problems.length || !c) throw new ConfigError(file, sortByLine(problems));
+
+  return deepFreeze({
+    file,
+    interfaces,
+    api: { socket: c.api.socket, tcp },
+    log: { level: c.log.level },
+    reconcileIntervalMs: c.reconcile_interval,
+    warnings,
+  });
+}
+
+/** Read and validate a config file. */
+export function loadConfig(file: string): DaemonConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError(resolve(file), [{ path: '', message: `cannot read the file (${code ?? (e as Error).message})${code === 'ENOENT' ? ': check the path given to --config' : ''}` }]);
+  }
+  return parseConfig(text, file);
+}
+
+export { shown };

@@ -1,0 +1,170 @@
+/**
+ * The daemon's config file, as one schema: every key, its default, and what it accepts. Unknown
+ * keys are refused (a misspelt key must not silently mean "the default"). Values that operators
+ * write with units ("10k", "2MB", "1s") go through src/limiter/units.ts, so that the file, the
+ * command line and the HTTP API say the same things about the same mistakes.
+ *
+ * To add a key: add it here (snake_case, with its default), carry it into the resolved type in
+ * load.ts, and describe it in docs/config.md.
+ */
+import { z } from 'zod';
+import { formatPrefix, parsePrefix } from '../limiter/policy';
+import { MAX_RATE, parseBytes, parseDurationMs, parseRate } from '../limiter/units';
+
+export const DEFAULT_SOCKET = '/run/sluice/api.sock';
+export const DEFAULT_MAX_ENTRIES = 100_000;
+export const DEFAULT_MAX_RULES = 1024;
+export const DEFAULT_RECONCILE_MS = 10_000;
+/** 2^28 state entries is some 20 GiB of kernel memory: beyond that it is a typo. */
+export const MAX_MAX_ENTRIES = 2 ** 28;
+/** Rule ids are 16 bits in the data path. */
+export const MAX_MAX_RULES = 65_535;
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** A value as the message about it shows it. */
+export function shown(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  if (typeof v === 'string') return JSON.stringify(v);
+  return String(v);
+}
+
+/** A number or a string with a unit, through one of the parsers of units.ts. */
+function unitValue<T>(parse: (v: string | number) => T, expected: string) {
+  return z.unknown().transform((v, ctx): T => {
+    if (typeof v !== 'number' && typeof v !== 'string') {
+      ctx.issues.push({ code: 'custom', message: `expected ${expected}, got ${shown(v)}`, input: v });
+      return z.NEVER;
+    }
+    try {
+      return parse(v);
+    } catch (e) {
+      ctx.issues.push({ code: 'custom', message: (e as Error).message, input: v });
+      return z.NEVER;
+    }
+  });
+}
+
+/** Like unitValue, and null or "none" mean "no limit of this kind" (null). */
+function optionalLimit(parse: (v: string | number) => number, expected: string) {
+  return z.unknown().transform((v, ctx): number | null => {
+    if (v === null || v === 'none') return null;
+    if (typeof v !== 'number' && typeof v !== 'string') {
+      ctx.issues.push({ code: 'custom', message: `expected ${expected}, or none; got ${shown(v)}`, input: v });
+      return z.NEVER;
+    }
+    try {
+      return parse(v);
+    } catch (e) {
+      ctx.issues.push({ code: 'custom', message: (e as Error).message, input: v });
+      return z.NEVER;
+    }
+  });
+}
+
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
+  z.enum(values, { error: (iss) => `expected one of ${values.join(', ')}, got ${shown(iss.input)}` });
+
+const wholeIn = (what: string, min: number, max: number) =>
+  z.number({ error: (iss) => `expected ${what}: a whole number from ${min} to ${max}, got ${shown(iss.input)}` })
+    .int({ error: (iss) => `${what} must be a whole number, got ${shown(iss.input)}` })
+    .min(min, { error: `${what} must be at least ${min}` })
+    .max(max, { error: `${what} must be at most ${max}` });
+
+/** The default rule's limits; every key optional (the config fills in defaults, the API changes only what it names). */
+export const limitsSchema = z.strictObject({
+  algorithm: oneOf(['fixed', 'sliding', 'token', 'gcra']).optional(),
+  rate: optionalLimit((v) => parseRate(v, 'rate'), 'packets per second (e.g. 1000, 10k)').optional(),
+  burst: unitValue((v) => parseRate(v, 'burst', 0), 'a number of packets (e.g. 50, 1k)').optional(),
+  bytes_rate: optionalLimit((v) => parseBytes(v, 'bytes rate'), 'bytes per second (e.g. 1500000, 2MB)').optional(),
+  bytes_burst: unitValue((v) => parseBytes(v, 'bytes burst', 0), 'a number of bytes (e.g. 64KB)').optional(),
+  window: unitValue((v) => parseDurationMs(v, 'window', 1, 60_000), 'a duration (e.g. 1s, 500ms)').optional(),
+  key: z.strictObject({
+    v4: wholeIn('IPv4 key prefix length', 1, 32).optional(),
+    v6: wholeIn('IPv6 key prefix length', 1, 128).optional(),
+  }, { error: (iss) => `expected a mapping such as { v4: 32, v6: 64 }, got ${shown(iss.input)}` }).optional(),
+}, { error: (iss) => `expected a mapping of limits (algorithm, rate, burst, bytes_rate, bytes_burst, window, key), got ${shown(iss.input)}` });
+
+export type LimitsInput = z.output<typeof limitsSchema>;
+
+const cidr = z.unknown().transform((v, ctx): string => {
+  if (typeof v !== 'string') {
+    ctx.issues.push({ code: 'custom', message: `expected an address or prefix such as 192.0.2.0/24 or 2001:db8::/32, got ${shown(v)}`, input: v });
+    return z.NEVER;
+  }
+  try {
+    return formatPrefix(parsePrefix(v));
+  } catch (e) {
+    ctx.issues.push({ code: 'custom', message: (e as Error).message, input: v });
+    return z.NEVER;
+  }
+});
+
+const cidrList = z.array(cidr, { error: (iss) => `expected a list of prefixes, got ${shown(iss.input)}` }).optional();
+
+export const listsSchema = z.strictObject({ mgmt: cidrList, allow: cidrList, deny: cidrList }, {
+  error: (iss) => `expected a mapping with mgmt, allow and deny lists, got ${shown(iss.input)}`,
+});
+
+// IFNAMSIZ is 16 with the NUL; '/' and whitespace cannot appear in an interface name.
+const ifaceName = z.string({ error: (iss) => (iss.input === undefined ? 'required: the interface name, e.g. eth1' : `expected an interface name, got ${shown(iss.input)}`) })
+  .regex(/^[^/\s:]{1,15}$/, { error: (iss) => `${shown(iss.input)} is not an interface name (1 to 15 characters, no "/", ":" or spaces)` });
+
+const netnsName = z.string({ error: (iss) => `expected the name of a network namespace (see \`ip netns list\`), got ${shown(iss.input)}` })
+  .regex(/^[A-Za-z0-9_.-]{1,64}$/, { error: (iss) => `${shown(iss.input)} is not a network namespace name (letters, digits, "_", "-", ".")` })
+  .refine((v) => v !== 'host', { error: 'a network namespace named "host" cannot be told apart from the host scope of the pins: rename it' });
+
+export const interfaceSchema = z.strictObject({
+  iface: ifaceName,
+  netns: netnsName.nullable().optional(),
+  mode: oneOf(['auto', 'native', 'generic']).default('auto'),
+  max_entries: unitValue((v) => parseRate(v, 'max_entries', 16), 'a number of entries (e.g. 100000, 1M)')
+    .pipe(z.number().max(MAX_MAX_ENTRIES, { error: `max_entries must be at most ${MAX_MAX_ENTRIES}` }))
+    .default(DEFAULT_MAX_ENTRIES),
+  max_rules: wholeIn('max_rules', 2, MAX_MAX_RULES).default(DEFAULT_MAX_RULES),
+  limits: limitsSchema.optional(),
+  lists: listsSchema.optional(),
+  malformed: oneOf(['pass', 'drop']).default('pass'),
+}, { error: (iss) => `expected a mapping with at least iface, got ${shown(iss.input)}` });
+
+const listen = z.unknown().transform((v, ctx): { host: string; port: number } => {
+  const text = typeof v === 'number' ? `127.0.0.1:${v}` : v;
+  const m = typeof text === 'string' ? /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(text) : null;
+  const port = m ? Number(m[3]) : 0;
+  if (!m || port < 1 || port > 65535) {
+    ctx.issues.push({ code: 'custom', message: `expected HOST:PORT such as 127.0.0.1:9180 or [::1]:9180, got ${shown(v)}`, input: v });
+    return z.NEVER;
+  }
+  return { host: (m[1] ?? m[2])!, port };
+});
+
+export const apiSchema = z.strictObject({
+  socket: z.string({ error: (iss) => `expected an absolute path for the Unix socket, or null for none; got ${shown(iss.input)}` })
+    .regex(/^\//, { error: 'the socket path must be absolute' })
+    .nullable()
+    .default(DEFAULT_SOCKET),
+  tcp: z.strictObject({
+    listen,
+    token_file: z.string({
+      error: (iss) => (iss.input === undefined
+        ? 'required: the TCP API is served only with a bearer token; put a secret in a file readable by root alone (`openssl rand -hex 32 > /etc/sluice/token && chmod 600 /etc/sluice/token`) and name it here'
+        : `expected the path of the token file, got ${shown(iss.input)}`),
+    }).min(1, { error: 'the token file path is empty' }),
+  }, { error: (iss) => `expected a mapping { listen: HOST:PORT, token_file: PATH }, got ${shown(iss.input)}` }).nullable().optional(),
+}, { error: (iss) => `expected a mapping with socket and/or tcp, got ${shown(iss.input)}` });
+
+export const configSchema = z.strictObject({
+  interfaces: z.array(interfaceSchema, { error: (iss) => `expected a list of interfaces, got ${shown(iss.input)}` }).nullable().default([]),
+  api: apiSchema.prefault({}),
+  log: z.strictObject({ level: oneOf(LOG_LEVELS).default('info') }, {
+    error: (iss) => `expected a mapping { level: info }, got ${shown(iss.input)}`,
+  }).prefault({}),
+  reconcile_interval: unitValue((v) => parseDurationMs(v, 'reconcile_interval', 1000, 3_600_000), 'a duration (e.g. 10s)')
+    .default(DEFAULT_RECONCILE_MS),
+}, { error: (iss) => `expected a mapping at the top of the file (interfaces, api, log), got ${shown(iss.input)}` });
+
+export type ConfigInput = z.output<typeof configSchema>;
+
+export { MAX_RATE };

@@ -1,0 +1,65 @@
+/**
+ * Errors of the daemon's HTTP API and how every error becomes an HTTP answer. One shape for all
+ * (docs/api.md):
+ *
+ *   { "error": { "code": "SLUICE_E_…", "message": "…", "problems"?: [{ "path", "line"?, "message" }] } }
+ */
+import { AgentCode } from '../agent/errors';
+import { CONFIG_ERROR, ConfigError } from '../config/errors';
+import { ErrorCode } from '../ebpf';
+import { PolicyError } from '../limiter/policy';
+
+export const ApiCode = {
+  BadRequest: 'SLUICE_E_API_BAD_REQUEST',
+  Unauthorized: 'SLUICE_E_API_UNAUTHORIZED',
+  NotFound: 'SLUICE_E_API_NOT_FOUND',
+  NotManaged: 'SLUICE_E_NOT_MANAGED',
+  SocketBusy: 'SLUICE_E_API_SOCKET_BUSY',
+  Internal: 'SLUICE_E_INTERNAL',
+} as const;
+
+export type ApiCodeValue = (typeof ApiCode)[keyof typeof ApiCode];
+
+export interface Problem {
+  path: string;
+  line?: number;
+  message: string;
+}
+
+export class ApiError extends Error {
+  constructor(readonly code: ApiCodeValue, readonly status: number, message: string, readonly problems?: Problem[]) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export interface ErrorBody {
+  error: { code: string; message: string; problems?: Problem[] };
+}
+
+/** The HTTP status and body for any error a handler may meet. */
+export function httpError(e: unknown): { status: number; body: ErrorBody } {
+  const body = (code: string, message: string, problems?: Problem[]): ErrorBody => ({ error: { code, message, ...(problems ? { problems } : {}) } });
+  if (e instanceof ApiError) return { status: e.status, body: body(e.code, e.message, e.problems) };
+  if (e instanceof ConfigError) {
+    return { status: 422, body: body(CONFIG_ERROR, `invalid config ${e.file}: ${e.problems.length} problem${e.problems.length === 1 ? '' : 's'}; the running policy stays`, e.problems) };
+  }
+  if (e instanceof PolicyError) return { status: 400, body: body(e.code, 'invalid limits', e.problems.map((message) => ({ path: 'limits', message }))) };
+  const err = e as { code?: unknown; message?: unknown; statusCode?: unknown };
+  const code = typeof err.code === 'string' ? err.code : '';
+  const message = typeof err.message === 'string' ? err.message : String(e);
+  switch (code) {
+    case AgentCode.InvalidArgument: return { status: 400, body: body(code, message) };
+    case AgentCode.NotProtected:
+    case AgentCode.NoIface:
+    case AgentCode.NoNetns: return { status: 503, body: body(code, message) };
+    case AgentCode.Busy: return { status: 409, body: body(code, message) };
+    default: break;
+  }
+  // fastify's own: malformed JSON, wrong content type, body too large.
+  if (code.startsWith('FST_') && typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+    return { status: err.statusCode, body: body(ApiCode.BadRequest, message) };
+  }
+  if (code.startsWith('SLUICE_E_') || code === ErrorCode.Permission) return { status: 500, body: body(code, message) };
+  return { status: 500, body: body(ApiCode.Internal, message) };
+}

@@ -12,8 +12,9 @@ import * as set from './set';
 import * as stats from './stats';
 import * as status from './status';
 import * as top from './top';
+import * as run from './run';
 import * as up from './up';
 
 export type Register = (program: Command) => void;
 
-export const COMMANDS: Register[] = [up, down, set, stats, top, events, lists, status, dump, lab].map((m) => m.register);
+export const COMMANDS: Register[] = [up, down, set, stats, top, events, lists, status, dump, lab, run].map((m) => m.register);

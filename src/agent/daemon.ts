@@ -1,0 +1,562 @@
+/**
+ * The long-running daemon (`sluice run --config FILE`): protects every interface of the config
+ * and keeps it so.
+ *
+ * - Start: each configured interface is brought up (Protection.up: attach, or adopt what is pinned
+ *   with its state and counters) and given the configured limits, lists and malformed verdict.
+ * - Reload (the file changes, SIGHUP, POST /v1/reload): the whole file is validated first; an
+ *   invalid file is refused with one message listing every problem, and nothing changes. A valid
+ *   one is reconciled: interfaces added are brought up, removed ones taken down, changed ones
+ *   updated in one atomic policy flip. Load-time sizes (mode, max_entries, max_rules) cannot change
+ *   in place: the daemon keeps what runs and logs what to do.
+ * - Reconcile (every reconcile_interval): a protection that vanished (someone ran `sluice down`)
+ *   is brought up again; settings changed behind the daemon's back are set back.
+ * - Exit (SIGTERM, SIGINT): protection stays in force, unless detachOnExit. After a SIGKILL it
+ *   stays in force too, and the next start adopts it (counters and per-client state kept).
+ *
+ * Every change goes through one queue, so that reloads, reconciles and API calls never interleave.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, watch, type FSWatcher } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import pino, { type Logger } from 'pino';
+import { Link } from '../ebpf';
+import { ApiCode, ApiError, type Problem } from '../api/errors';
+import { Metrics } from '../api/metrics';
+import { buildApi, listenTcp, listenUnix, type ApiBackend, type PlaceQuery } from '../api/server';
+import {
+  ConfigError, formatProblem, limitsProblems, loadConfig, mergeLimits, parseConfig,
+  type DaemonConfig, type InterfaceConfig, type LimitsInput,
+} from '../config';
+import type { Snapshot } from '../limiter/stats';
+import { Protection } from './protection';
+import { statsReport, statusReport, takeSnapshot, topReport } from './report';
+import { listPlaces, loadSettings, pinDir, type Limits, type Place, type Settings } from './state';
+
+export interface DaemonOptions {
+  configFile: string;
+  /** Take every managed interface down on stop() (SIGTERM); default: leave protection in force. */
+  detachOnExit?: boolean;
+  /** Default: pino JSON to stdout at the config's level. */
+  logger?: Logger;
+  /** Serve the API listeners of the config (default true; tests of handlers use buildApi + inject). */
+  listen?: boolean;
+  /** Watch the config file (default true). */
+  watch?: boolean;
+}
+
+interface Managed {
+  cfg: InterfaceConfig;
+  /** Limits set through the API since the config last changed this interface (replace the file's). */
+  override: Limits | null;
+  protection?: Protection;
+  linkId?: number;
+  /** The last failure to protect, logged once until it changes. */
+  error?: { code: string; message: string; at: string };
+  /** Load-time settings of the config that differ from what runs, logged once. */
+  pending?: string;
+  /** For current rates in /v1/stats. */
+  snap?: Snapshot;
+}
+
+export interface ReloadResult {
+  ok: boolean;
+  source: string;
+  at: string;
+  changes?: string[];
+  problems?: Problem[];
+  message?: string;
+}
+
+const keyOf = (p: Place): string => `${p.netns ?? ''}/${p.iface}`;
+const where = (p: Place): string => `${p.iface}${p.netns ? ` (netns ${p.netns})` : ''}`;
+const placeFlags = (p: Place): string => `--iface ${p.iface}${p.netns ? ` --netns ${p.netns}` : ''}`;
+const hash = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+function sameLimits(a: Limits, b: Limits): boolean {
+  return a.algorithm === b.algorithm && a.rate === b.rate && a.burst === b.burst && a.bytesRate === b.bytesRate &&
+    a.bytesBurst === b.bytesBurst && a.windowMs === b.windowMs && a.keyV4 === b.keyV4 && a.keyV6 === b.keyV6;
+}
+
+const listsText = (l: Settings['lists']): string => JSON.stringify([l.mgmt, l.deny, l.allow]);
+
+export function createLogger(level: string): Logger {
+  return pino({ level, base: { pid: process.pid, name: 'sluice' }, timestamp: pino.stdTimeFunctions.isoTime });
+}
+
+export class Daemon implements ApiBackend {
+  config: DaemonConfig;
+  readonly log: Logger;
+  readonly metricsRegistry: Metrics;
+  readonly startedAt = new Date().toISOString();
+  private readonly managed = new Map<string, Managed>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+  private watcher: FSWatcher | undefined;
+  private debounce: NodeJS.Timeout | undefined;
+  private fileHash: string;
+  private servers: FastifyInstance[] = [];
+  private stopped = false;
+  private readonly reloads = { ok: 0, failed: 0, lastOk: null as boolean | null, lastAt: null as number | null };
+  lastReload: ReloadResult | null = null;
+
+  private constructor(config: DaemonConfig, text: string, readonly opts: DaemonOptions) {
+    this.config = config;
+    this.fileHash = hash(text);
+    this.log = opts.logger ?? createLogger(config.log.level);
+    this.metricsRegistry = new Metrics({
+      metricInterfaces: () => [...this.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection })),
+      reloadCounts: () => ({ ...this.reloads }),
+    });
+  }
+
+  /**
+   * Read the config (a ConfigError if it is invalid: the daemon does not start on a bad file),
+   * protect every interface, then serve and watch.
+   */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const { text, config } = readConfig(opts.configFile);
+    const d = new Daemon(config, text, opts);
+    d.reloads.ok++;
+    d.reloads.lastOk = true;
+    d.reloads.lastAt = Date.now();
+    d.log.info({ event: 'start', config: config.file, interfaces: config.interfaces.length, detach_on_exit: !!opts.detachOnExit }, `sluice daemon starting with ${config.file}`);
+    for (const w of config.warnings) d.log.warn({ event: 'config_warning' }, w);
+    for (const i of config.interfaces) d.managed.set(keyOf(i), { cfg: i, override: null });
+    await d.serial(() => d.reconcileAll('start'));
+    const configured = new Set(d.managed.keys());
+    const others = listPlaces().filter((p) => !configured.has(keyOf(p)));
+    if (others.length) {
+      d.log.info({ event: 'unmanaged', interfaces: others.map(where) }, `protected but not in the config, left as they are (take them down with \`sluice down\`): ${others.map(where).join(', ')}`);
+    }
+    try {
+      if (opts.listen ?? true) await d.serve();
+    } catch (e) {
+      await d.stop({ detach: false });
+      throw e;
+    }
+    if (opts.watch ?? true) d.watchFile();
+    d.schedule();
+    d.log.info({ event: 'ready', protected: d.protectedCount(), socket: config.api.socket, tcp: config.api.tcp ? `${config.api.tcp.host}:${config.api.tcp.port}` : null }, `sluice daemon ready: ${d.protectedCount()} of ${d.managed.size} interfaces protected`);
+    return d;
+  }
+
+  private protectedCount(): number {
+    return [...this.managed.values()].filter((m) => m.protection).length;
+  }
+
+  /** Run one change at a time, in order; a failure does not block what follows. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Serving
+
+  private async serve(): Promise<void> {
+    const { socket, tcp } = this.config.api;
+    if (socket) {
+      const app = buildApi(this, { logger: this.log, listener: 'unix' });
+      this.servers.push(app);
+      await listenUnix(app, socket);
+      this.log.info({ event: 'listening', socket }, `API on unix:${socket} (root only)`);
+    }
+    if (tcp) {
+      const app = buildApi(this, { logger: this.log, listener: 'tcp', token: tcp.token });
+      this.servers.push(app);
+      await listenTcp(app, tcp.host, tcp.port);
+      this.log.info({ event: 'listening', tcp: `${tcp.host}:${tcp.port}` }, `API on http://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port} (bearer token required)`);
+    }
+  }
+
+  private watchFile(): void {
+    // The directory, not the file: editors save by writing a new file and renaming it over the
+    // old one, and Kubernetes swaps a symlink; a watch on the file itself would go deaf.
+    const dir = dirname(this.config.file);
+    try {
+      this.watcher = watch(dir, { persistent: false }, () => this.fileTouched());
+      this.watcher.on('error', (e) => this.log.warn({ event: 'watch_error', err: e.message }, `watching ${dir} failed (${e.message}); changes are still seen at each reconcile`));
+    } catch (e) {
+      this.log.warn({ event: 'watch_error', err: (e as Error).message }, `cannot watch ${dir} (${(e as Error).message}); changes are seen at each reconcile`);
+    }
+  }
+
+  private fileTouched(): void {
+    clearTimeout(this.debounce);
+    // A refused reload is logged by reloadNow; the running policy stays.
+    this.debounce = setTimeout(() => { this.reloadIfChanged('file').catch(() => undefined); }, 250);
+    this.debounce.unref();
+  }
+
+  /** Reload when the file's content differs from what was last read (valid or not). */
+  private async reloadIfChanged(source: string): Promise<void> {
+    if (this.stopped) return;
+    let text: string;
+    try {
+      text = readFileSync(this.config.file, 'utf8');
+    } catch {
+      return; // between an editor's unlink and rename; the next event or reconcile sees the file
+    }
+    if (hash(text) === this.fileHash) return;
+    await this.reload(source);
+  }
+
+  private schedule(): void {
+    clearInterval(this.timer);
+    this.timer = setInterval(() => {
+      void this.reloadIfChanged('file')
+        .catch(() => undefined) // refused: logged, the running policy stays
+        .then(() => this.serial(() => this.reconcileAll('periodic')))
+        .then(() => this.sample());
+    }, this.config.reconcileIntervalMs);
+    this.timer.unref();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reconciling
+
+  private desired(m: Managed): Limits {
+    return m.override ?? m.cfg.limits;
+  }
+
+  private async reconcileAll(reason: string): Promise<void> {
+    for (const m of this.managed.values()) await this.ensure(m, reason);
+  }
+
+  /** Make one interface protected as configured: bring it up if it is not, set back drifted settings. */
+  private async ensure(m: Managed, reason: string): Promise<void> {
+    const p = m.cfg;
+    const limits = this.desired(m);
+    try {
+      if (m.protection && this.stillOurs(m)) {
+        const s = loadSettings(p);
+        if (s && (!sameLimits(s.limits, limits) || listsText(s.lists) !== listsText(p.lists) || s.malformedDrop !== p.malformedDrop || s.rules.length > 0)) {
+          await m.protection.update({ limits, lists: p.lists, malformedDrop: p.malformedDrop, rules: [] });
+          this.log.warn({ event: 'drift', iface: p.iface, netns: p.netns }, `the settings of ${where(p)} were changed outside the daemon (sluice set?): set back to the config's. Change them in ${this.config.file} or with PUT /v1/limits`);
+        }
+        return;
+      }
+      if (m.protection) {
+        this.log.warn({ event: 'vanished', iface: p.iface, netns: p.netns }, `the protection of ${where(p)} vanished (sluice down?): protecting it again`);
+        this.close(m);
+      }
+      const pinned = loadSettings(p);
+      const sizes = this.sizesFor(m, pinned);
+      const r = await Protection.up({
+        iface: p.iface, netns: p.netns, mode: sizes.mode, maxEntries: sizes.maxEntries, maxRules: sizes.maxRules,
+        limits, rules: [], lists: p.lists, malformedDrop: p.malformedDrop, policyFile: null,
+      });
+      m.protection = r.protection;
+      m.linkId = r.protection.link.info().id;
+      m.snap = takeSnapshot(r.protection);
+      for (const w of r.warnings) this.log.warn({ event: 'up_warning', iface: p.iface, netns: p.netns }, w);
+      const prog = r.protection.programInfo();
+      const t = takeSnapshot(r.protection).totals;
+      this.log.info({
+        event: r.action, reason, iface: p.iface, netns: p.netns, mode: r.protection.settings.mode, program_id: prog.id,
+        allowed_packets: t.allowed_packets, dropped_packets: t.dropped_packets,
+      }, `${r.action} ${where(p)} (${r.protection.settings.mode} XDP, program ${prog.id})${r.action === 'attached' ? '' : `: counters kept (${t.allowed_packets} allowed, ${t.dropped_packets} dropped so far)`}`);
+      if (m.error) this.log.info({ event: 'recovered', iface: p.iface, netns: p.netns }, `${where(p)} is protected again`);
+      m.error = undefined;
+    } catch (e) {
+      const err = e as { code?: string; message?: string };
+      const error = { code: err.code ?? 'SLUICE_E_INTERNAL', message: err.message ?? String(e), at: new Date().toISOString() };
+      if (!m.error || m.error.message !== error.message) {
+        this.log.error({ event: 'protect_failed', iface: p.iface, netns: p.netns, code: error.code }, `cannot protect ${where(p)}: ${error.message} (retried every ${this.config.reconcileIntervalMs / 1000} s)`);
+      }
+      m.error = error;
+    }
+  }
+
+  /** Whether the pins still hold the link the daemon opened (not taken down, not replaced). */
+  private stillOurs(m: Managed): boolean {
+    const path = join(pinDir(m.cfg), 'link');
+    if (!existsSync(path)) return false;
+    try {
+      const l = Link.fromPin(path);
+      try {
+        const info = l.info();
+        return info.id === m.linkId && info.ifindex !== 0;
+      } finally {
+        l.close();
+      }
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Load-time settings for up: what the config says, unless something pinned runs with others.
+   * Those cannot change in place (a new program, maps of another size: state and counters would be
+   * lost), so the daemon adopts what runs and says how to apply the change.
+   */
+  private sizesFor(m: Managed, pinned: Settings | undefined): { mode: InterfaceConfig['mode']; maxEntries: number; maxRules: number } {
+    const c = m.cfg;
+    if (!pinned || !existsSync(join(pinDir(c), 'link'))) return { mode: c.mode, maxEntries: c.maxEntries, maxRules: c.maxRules };
+    const diffs: string[] = [];
+    if (c.mode !== 'auto' && c.mode !== pinned.mode) diffs.push(`mode ${pinned.mode} -> ${c.mode}`);
+    if (c.maxEntries !== pinned.maxEntries) diffs.push(`max_entries ${pinned.maxEntries} -> ${c.maxEntries}`);
+    if (c.maxRules !== pinned.maxRules) diffs.push(`max_rules ${pinned.maxRules} -> ${c.maxRules}`);
+    this.notePending(m, diffs);
+    return { mode: 'auto', maxEntries: pinned.maxEntries, maxRules: pinned.maxRules };
+  }
+
+  private notePending(m: Managed, diffs: string[]): void {
+    const note = diffs.join(', ');
+    if (note && note !== m.pending) {
+      this.log.warn({ event: 'needs_reattach', iface: m.cfg.iface, netns: m.cfg.netns, changes: diffs },
+        `${where(m.cfg)}: ${note} needs the program loaded afresh, which cannot happen in place; it keeps running as before. To apply it, run \`sluice down ${placeFlags(m.cfg)}\` and then \`kill -HUP ${process.pid}\` (or POST /v1/reload): the daemon attaches anew (per-client state and counters start from zero; the interface is unprotected in between)`);
+    }
+    m.pending = note || undefined;
+  }
+
+  private close(m: Managed): void {
+    try { m.protection?.close(); } catch { /* already closed */ }
+    m.protection = undefined;
+    m.linkId = undefined;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reload
+
+  /** Validate the file in full, then apply it; an invalid file changes nothing. */
+  reload(source: string): Promise<ReloadResult> {
+    return this.serial(() => this.reloadNow(source));
+  }
+
+  private async reloadNow(source: string): Promise<ReloadResult> {
+    const at = new Date().toISOString();
+    this.reloads.lastAt = Date.now();
+    let next: DaemonConfig;
+    try {
+      const r = readConfig(this.config.file, (text) => { this.fileHash = hash(text); });
+      next = r.config;
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      this.reloads.failed++;
+      this.reloads.lastOk = false;
+      this.log.error({ event: 'reload_refused', source, file: e.file, problems: e.problems.map((p) => formatProblem(e.file, p)) },
+        `config reload refused, the running policy stays: ${e.message}`);
+      this.lastReload = { ok: false, source, at, problems: e.problems, message: e.message };
+      throw e;
+    }
+    const changes = await this.apply(next);
+    this.reloads.ok++;
+    this.reloads.lastOk = true;
+    this.lastReload = { ok: true, source, at, changes };
+    this.log.info({ event: 'reloaded', source, changes }, `config reloaded (${source}): ${changes.length ? changes.join('; ') : 'nothing changed'}`);
+    return this.lastReload;
+  }
+
+  private async apply(next: DaemonConfig): Promise<string[]> {
+    const prev = this.config;
+    const changes: string[] = [];
+    for (const w of next.warnings) this.log.warn({ event: 'config_warning' }, w);
+    if (next.log.level !== prev.log.level) {
+      this.log.level = next.log.level;
+      changes.push(`log level ${prev.log.level} -> ${next.log.level}`);
+    }
+    if (JSON.stringify(next.api) !== JSON.stringify(prev.api)) {
+      this.log.warn({ event: 'api_changed' }, 'the api settings changed: they take effect when the daemon restarts (protection stays in force across a restart)');
+    }
+    const wanted = new Map(next.interfaces.map((i) => [keyOf(i), i]));
+    for (const [key, m] of this.managed) {
+      if (wanted.has(key)) continue;
+      this.close(m);
+      this.managed.delete(key);
+      this.metricsRegistry.forget(m.cfg.iface, m.cfg.netns);
+      try {
+        await Protection.down(m.cfg);
+        changes.push(`${where(m.cfg)}: removed from the config, protection taken down`);
+      } catch (e) {
+        this.log.error({ event: 'down_failed', iface: m.cfg.iface, netns: m.cfg.netns }, `cannot take down ${where(m.cfg)}: ${(e as Error).message}`);
+      }
+    }
+    for (const [key, cfg] of wanted) {
+      const m = this.managed.get(key);
+      if (!m) {
+        const fresh: Managed = { cfg, override: null };
+        this.managed.set(key, fresh);
+        await this.ensure(fresh, 'reload');
+        changes.push(`${where(cfg)}: added, ${fresh.protection ? 'protected' : `not protected (${fresh.error?.message})`}`);
+        continue;
+      }
+      const old = m.cfg;
+      m.cfg = cfg;
+      const live = m.protection?.settings;
+      const runtime: string[] = [];
+      if (!sameLimits(old.limits, cfg.limits)) runtime.push('limits');
+      if (listsText(old.lists) !== listsText(cfg.lists)) runtime.push('lists');
+      if (old.malformedDrop !== cfg.malformedDrop) runtime.push('malformed');
+      if (runtime.length) {
+        if (m.override && !sameLimits(m.override, cfg.limits)) changes.push(`${where(cfg)}: limits set through the API replaced by the file's`);
+        m.override = null;
+        if (m.protection && this.stillOurs(m)) {
+          try {
+            await m.protection.update({ limits: cfg.limits, lists: cfg.lists, malformedDrop: cfg.malformedDrop, rules: [] });
+            changes.push(`${where(cfg)}: ${runtime.join(', ')} updated (policy version ${m.protection.limiter.version()})`);
+          } catch (e) {
+            this.log.error({ event: 'update_failed', iface: cfg.iface, netns: cfg.netns }, `cannot update ${where(cfg)}: ${(e as Error).message}`);
+          }
+        }
+      }
+      if (live) {
+        const diffs: string[] = [];
+        if (cfg.mode !== 'auto' && cfg.mode !== live.mode) diffs.push(`mode ${live.mode} -> ${cfg.mode}`);
+        if (cfg.maxEntries !== live.maxEntries) diffs.push(`max_entries ${live.maxEntries} -> ${cfg.maxEntries}`);
+        if (cfg.maxRules !== live.maxRules) diffs.push(`max_rules ${live.maxRules} -> ${cfg.maxRules}`);
+        this.notePending(m, diffs);
+        if (diffs.length) changes.push(`${where(cfg)}: ${diffs.join(', ')} pending (needs a fresh attach; see the log)`);
+      }
+      await this.ensure(m, 'reload');
+    }
+    this.config = next;
+    if (next.reconcileIntervalMs !== prev.reconcileIntervalMs) {
+      changes.push(`reconcile interval ${prev.reconcileIntervalMs} -> ${next.reconcileIntervalMs} ms`);
+      if (this.timer) this.schedule();
+    }
+    return changes;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The API
+
+  private find(q: PlaceQuery): Managed {
+    const m = this.managed.get(keyOf(q));
+    if (!m) {
+      throw new ApiError(ApiCode.NotManaged, 404, `${where(q)} is not in this daemon's config (${this.config.file}); interfaces: ${[...this.managed.values()].map((x) => where(x.cfg)).join(', ') || 'none'}`);
+    }
+    return m;
+  }
+
+  private protectionOf(m: Managed): Protection {
+    if (!m.protection) {
+      throw Object.assign(new Error(`${where(m.cfg)} is configured but not protected now: ${m.error?.message ?? 'not attached yet'}`), { code: 'SLUICE_E_NOT_PROTECTED' });
+    }
+    return m.protection;
+  }
+
+  async status(): Promise<unknown> {
+    const interfaces = [];
+    for (const m of this.managed.values()) {
+      const base = { iface: m.cfg.iface, netns: m.cfg.netns, configured: { mode: m.cfg.mode, max_entries: m.cfg.maxEntries, max_rules: m.cfg.maxRules } };
+      const extra = { limits_from: m.override ? 'api' : 'config', ...(m.pending ? { pending: m.pending } : {}) };
+      if (!m.protection) {
+        interfaces.push({ ...base, protected: false, error: m.error ?? null, ...extra });
+        continue;
+      }
+      try {
+        interfaces.push({ ...(await statusReport(m.protection)), ...base, protected: true, ...extra });
+      } catch (e) {
+        interfaces.push({ ...base, protected: false, error: { code: (e as { code?: string }).code ?? 'SLUICE_E_INTERNAL', message: (e as Error).message }, ...extra });
+      }
+    }
+    const configured = new Set(this.managed.keys());
+    return {
+      daemon: {
+        pid: process.pid,
+        config: this.config.file,
+        started_at: this.startedAt,
+        detach_on_exit: !!this.opts.detachOnExit,
+        reconcile_interval_ms: this.config.reconcileIntervalMs,
+        last_reload: this.lastReload,
+      },
+      interfaces,
+      unmanaged: listPlaces().filter((p) => !configured.has(keyOf(p))),
+    };
+  }
+
+  async stats(q?: PlaceQuery): Promise<unknown> {
+    const report = (m: Managed): unknown => {
+      const p = this.protectionOf(m);
+      const cur = takeSnapshot(p);
+      const prev = m.snap && cur.at_ns - m.snap.at_ns >= 500_000_000n ? m.snap : undefined;
+      return statsReport(p, cur, prev);
+    };
+    if (q) return report(this.find(q));
+    return { interfaces: [...this.managed.values()].filter((m) => m.protection).map(report) };
+  }
+
+  async top(q: PlaceQuery, n: number): Promise<unknown> {
+    const m = this.find(q);
+    const t0 = process.hrtime.bigint();
+    const top = await topReport(this.protectionOf(m), n);
+    return { iface: q.iface, netns: q.netns, read_ms: +(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1), top };
+  }
+
+  /** Limits through the API: validated as in the file, then one policy flip; kept until the config changes this interface. */
+  setLimits(q: PlaceQuery, input: LimitsInput): Promise<Settings> {
+    return this.serial(async () => {
+      const m = this.find(q);
+      if (!m.protection || !this.stillOurs(m)) await this.ensure(m, 'api');
+      const p = this.protectionOf(m);
+      const limits = mergeLimits(this.desired(m), input);
+      const problems = limitsProblems(limits);
+      if (problems.length) {
+        throw new ApiError(ApiCode.BadRequest, 400, `invalid limits: ${problems.map(([k, msg]) => `${k ? `${k}: ` : ''}${msg}`).join('; ')}`,
+          problems.map(([k, message]) => ({ path: `limits${k ? `.${k}` : ''}`, message })));
+      }
+      const s = await p.update({ limits });
+      m.override = sameLimits(limits, m.cfg.limits) ? null : limits;
+      this.log.info({ event: 'limits_set', iface: q.iface, netns: q.netns, limits, version: p.limiter.version() }, `limits of ${where(q)} set through the API (until the config changes them)`);
+      return s;
+    });
+  }
+
+  async metrics(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.metricsRegistry.contentType, body: await this.metricsRegistry.render() };
+  }
+
+  /** For tests and embedding: an API instance over this daemon, not listening. */
+  api(token: string | null = null): FastifyInstance {
+    return buildApi(this, { logger: this.log, token, listener: 'inject' });
+  }
+
+  /** Snapshots for current rates, taken at each reconcile (called by the timer through ensure). */
+  sample(): void {
+    for (const m of this.managed.values()) if (m.protection) m.snap = takeSnapshot(m.protection);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Stop
+
+  /** Stop serving and watching; leave protection in force unless detach (default: detachOnExit). */
+  async stop(o: { detach?: boolean } = {}): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    const detach = o.detach ?? !!this.opts.detachOnExit;
+    clearInterval(this.timer);
+    clearTimeout(this.debounce);
+    this.watcher?.close();
+    await Promise.allSettled(this.servers.map((s) => s.close()));
+    await this.serial(async () => {
+      for (const m of this.managed.values()) {
+        this.close(m);
+        if (detach) {
+          try {
+            await Protection.down(m.cfg);
+          } catch (e) {
+            this.log.error({ event: 'down_failed', iface: m.cfg.iface, netns: m.cfg.netns }, `cannot take down ${where(m.cfg)}: ${(e as Error).message}`);
+          }
+        }
+      }
+    });
+    const n = this.managed.size;
+    this.log.info({ event: 'stop', detached: detach }, detach ? `sluice daemon stopped: protection taken down on ${n} interface${n === 1 ? '' : 's'}` : `sluice daemon stopped: protection stays in force on ${n} interface${n === 1 ? '' : 's'} (the next start adopts it)`);
+  }
+}
+
+/** The file's text and the config it gives (a ConfigError if unreadable or invalid). */
+function readConfig(file: string, onText?: (text: string) => void): { text: string; config: DaemonConfig } {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return { text: '', config: loadConfig(file) }; // throws the ConfigError that says why
+  }
+  onText?.(text);
+  return { text, config: parseConfig(text, file) };
+}

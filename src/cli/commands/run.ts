@@ -1,0 +1,34 @@
+import type { Command } from 'commander';
+import { Daemon } from '../../agent/daemon';
+
+interface RunOpts { config: string; detachOnExit?: boolean }
+
+export function register(program: Command): void {
+  program
+    .command('run')
+    .description('the daemon: protect every interface of a config file, keep it so, serve the HTTP API and metrics')
+    .requiredOption('-c, --config <file>', 'the config file (YAML; see docs/config.md)')
+    .option('--detach-on-exit', 'take protection down on SIGTERM/SIGINT (default: it stays in force, and the next start adopts it)')
+    .addHelpText('after', `
+Reloads when the file changes, on SIGHUP, and on POST /v1/reload; an invalid file is refused with
+every problem listed, and the running policy stays. Logs are JSON lines on stdout.
+
+Examples:
+  sluice run --config /etc/sluice/sluice.yaml
+  kill -HUP $(pidof sluice)                      # reload now
+  curl --unix-socket /run/sluice/api.sock http://sluice/v1/status`)
+    .action(async (o: RunOpts) => {
+      const d = await Daemon.start({ configFile: o.config, detachOnExit: !!o.detachOnExit });
+      await new Promise<void>((resolve) => {
+        const onHup = (): void => { d.reload('sighup').catch(() => undefined); };
+        const onStop = (signal: string) => (): void => {
+          d.log.info({ event: 'signal', signal }, `${signal}: stopping`);
+          process.removeListener('SIGHUP', onHup);
+          d.stop().catch((e: unknown) => d.log.error({ event: 'stop_failed' }, (e as Error).message)).finally(resolve);
+        };
+        process.on('SIGHUP', onHup);
+        process.once('SIGTERM', onStop('SIGTERM'));
+        process.once('SIGINT', onStop('SIGINT'));
+      });
+    });
+}

@@ -15,6 +15,9 @@
 /* Rule slots per policy half. sl_rules holds 2 * max_rules entries, stats_map max_rules + 1. */
 const volatile __u32 max_rules = SL_DEFAULT_MAX_RULES;
 
+/* CPUs that share a rule's aggregate limit (each enforces 1/nr_cpus of it); 0 = 1. */
+const volatile __u32 nr_cpus = 0;
+
 /* Bit (1 << alg) set: that algorithm reads bpf_ktime_get_coarse_ns() instead of the fine clock. */
 const volatile __u32 coarse_clock = 0;
 
@@ -69,6 +72,42 @@ struct {
 	__type(key, struct sl_lpm_key);
 	__type(value, struct sl_cands);
 } sl_cidr SEC(".maps");
+
+/* Source prefix -> GeoIP tier, both halves in one trie like sl_cidr (a dataset reload is a flip). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_lpm_key);
+	__type(value, struct sl_geo_val);
+} sl_geo SEC(".maps");
+
+/* Each rule's aggregate limiter, per CPU (each CPU enforces its share without atomics). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_DEFAULT_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct sl_agg_state);
+} sl_agg SEC(".maps");
+
+/*
+ * Operator-supplied programs a rule can hand its packets to (bpf_tail_call). One array per program
+ * type, since a program array binds to one; pinned, since an array is emptied when the last user
+ * space holder closes it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, SL_PLUGIN_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} sl_plugins_xdp SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, SL_PLUGIN_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} sl_plugins_tc SEC(".maps");
 
 /* Management, deny and allow lists by source CIDR; checked before any rule. */
 struct {

@@ -7,6 +7,7 @@
  */
 #include <linux/bpf.h>
 #include <linux/errno.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "sluice.h"
@@ -127,7 +128,7 @@ __noinline int sl_step(__u64 word, __u64 cost, const struct sl_tick *t,
 }
 
 /*
- * Take back the one-packet charge that this CPU committed to *w (pw->charged, computed from old),
+ * Take back the packet charge that this CPU committed to *w (pw->charged, computed from old),
  * after the byte dimension refused the packet. Exact whatever other CPUs did in between: the TAT forms
  * are moved back by the charge's length with one atomic add; the window forms lose cost from the
  * window it was counted in, if that window is still held (a window that has rolled past needs no
@@ -136,7 +137,7 @@ __noinline int sl_step(__u64 word, __u64 cost, const struct sl_tick *t,
 __noinline int sl_refund(__u64 *w, const struct sl_params *pr, const struct sl_tick *tick,
 			 __u64 old, const struct sl_words *pw)
 {
-	const __u64 cost = 1;
+	__u64 cost;
 	int i;
 
 	if (!w || !pr || !tick || !pw)
@@ -147,6 +148,8 @@ __noinline int sl_refund(__u64 *w, const struct sl_params *pr, const struct sl_t
 		__sync_fetch_and_add(w, -(pw->charged - t));
 		return 0;
 	}
+	/* The window forms charged cost to the count field of the rolled word. */
+	cost = pw->charged - pw->rolled;
 	for (i = 0; i < SL_CAS_TRIES; i++) {
 		__u64 cur = READ_ONCE(*w), next;
 
@@ -177,9 +180,9 @@ __noinline int sl_refund(__u64 *w, const struct sl_params *pr, const struct sl_t
  * the packet charge is refunded (exactly, see sl_refund) and the decision retried.
  * Returns 1 to pass, 0 to drop, -1 when still contended after SL_CAS_TRIES attempts.
  */
-static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *t, __u64 cost,
-				     const struct sl_params *pp, const struct sl_params *bp,
-				     __u32 has_p, __u32 has_b)
+static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *t, __u64 pkts,
+				     __u64 cost, const struct sl_params *pp,
+				     const struct sl_params *bp, __u32 has_p, __u32 has_b)
 {
 	int i;
 
@@ -191,7 +194,7 @@ static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *
 
 		pw.charged = pw.rolled = po;
 		bw.charged = bw.rolled = bo;
-		if (has_p && !sl_step(po, 1, t, pp, &pw))
+		if (has_p && !sl_step(po, pkts, t, pp, &pw))
 			allow = 0;
 		if (has_b && !sl_step(bo, cost, t, bp, &bw))
 			allow = 0;
@@ -229,6 +232,8 @@ static __always_inline void sl_params_of(const struct sl_limit *l, __u64 rate, _
 static __always_inline void sl_make_key(const struct sl_pkt *p, const struct sl_rule *r,
 					struct sl_key *k)
 {
+	const __u8 *addr = (r->flags & SL_RF_KEY_DST) ? p->dst : p->src;
+
 	k->rule_id = r->id;
 	if (r->flags & SL_RF_PER_RULE)
 		return;
@@ -239,7 +244,7 @@ static __always_inline void sl_make_key(const struct sl_pkt *p, const struct sl_
 
 		if (plen > 32)
 			plen = 32;
-		__builtin_memcpy(&a, p->src, 4);
+		__builtin_memcpy(&a, addr, 4);
 		a &= bpf_htonl(~0U << (32 - plen));
 		__builtin_memcpy(k->addr, &a, 4);
 		k->plen = plen;
@@ -249,8 +254,8 @@ static __always_inline void sl_make_key(const struct sl_pkt *p, const struct sl_
 
 		if (plen > 128)
 			plen = 128;
-		__builtin_memcpy(&hi, p->src, 8);
-		__builtin_memcpy(&lo, p->src + 8, 8);
+		__builtin_memcpy(&hi, addr, 8);
+		__builtin_memcpy(&lo, addr + 8, 8);
 		if (plen <= 64) {
 			hi &= bpf_cpu_to_be64(~0ULL << (64 - plen));
 			lo = 0;
@@ -279,9 +284,36 @@ static __always_inline void sl_make_key(const struct sl_pkt *p, const struct sl_
 #endif
 }
 
-static __always_inline int sl_rule_matches(const struct sl_rule *r, const struct sl_pkt *p)
+/* Whether addr (16 bytes, network order) lies in the prefix (family, plen, pfx). */
+static __always_inline int sl_in_prefix(const __u8 *addr, const __u8 *pfx, __u32 plen)
 {
+	__u64 a, b, m;
+
+	__builtin_memcpy(&a, addr, 8);
+	__builtin_memcpy(&b, pfx, 8);
+	m = plen >= 64 ? ~0ULL : plen ? bpf_cpu_to_be64(~0ULL << (64 - plen)) : 0;
+	if ((a & m) != b)
+		return 0;
+	if (plen <= 64)
+		return 1;
+	__builtin_memcpy(&a, addr + 8, 8);
+	__builtin_memcpy(&b, pfx + 8, 8);
+	m = plen >= 128 ? ~0ULL : bpf_cpu_to_be64(~0ULL << (128 - plen));
+	return (a & m) == b;
+}
+
+/* Verified once on its own: the candidate loop calls it up to SL_MAX_CANDS times. */
+__noinline int sl_rule_matches(const struct sl_rule *r, const struct sl_pkt *p)
+{
+	if (!r || !p)
+		return 0;
+	if (!((r->dir ? r->dir : SL_DIR_INGRESS) & p->dir))
+		return 0;
 	if (r->proto && r->proto != p->proto)
+		return 0;
+	if (r->tier && r->tier != p->tier)
+		return 0;
+	if (r->dst_family && (r->dst_family != p->family || !sl_in_prefix(p->dst, r->dst_addr, r->dst_plen)))
 		return 0;
 	if ((r->dport_lo || r->dport_hi) && (p->dport < r->dport_lo || p->dport > r->dport_hi))
 		return 0;
@@ -297,7 +329,7 @@ static __always_inline int sl_rule_matches(const struct sl_rule *r, const struct
  * with no CIDR rules at all, the half's "any" list. The first candidate whose other match
  * fields fit decides; none means slot 0, the default rule. Returns the slot.
  */
-__noinline int sl_classify(const struct sl_pkt *p, __u32 version)
+__noinline int sl_classify(struct sl_pkt *p, __u32 version)
 {
 	__u32 half = version & 1, i, n;
 	struct sl_half *h = bpf_map_lookup_elem(&sl_policy, &half);
@@ -305,6 +337,21 @@ __noinline int sl_classify(const struct sl_pkt *p, __u32 version)
 
 	if (!p || !h)
 		return 0;
+	if (h->n_geo) {
+		struct sl_lpm_key gk = {
+			.prefixlen = 32 + (p->family == 4 ? 32 : 128),
+			.half = half,
+			.family = p->family,
+		};
+		struct sl_geo_val *g;
+
+		__builtin_memcpy(gk.addr, p->src, 16);
+		g = bpf_map_lookup_elem(&sl_geo, &gk);
+		if (g && g->version == h->geo_version)
+			p->tier = g->tier;
+		else if (g)
+			sl_count_event(SL_R_STALE);
+	}
 	c = &h->any;
 	if (h->n_cidr) {
 		struct sl_lpm_key lk = {
@@ -339,6 +386,36 @@ __noinline int sl_classify(const struct sl_pkt *p, __u32 version)
 	return 0;
 }
 
+/*
+ * The rule's aggregate limit over all its keys, on this CPU's share (GCRA, per-CPU state: only this
+ * CPU touches its slot, so no atomics). Returns 1 when within; *next is the state to store if the
+ * packet then passes. Default: SL_DEFAULT_AGG_KEYS keys at the rule's packet rate, so that it never
+ * holds back a crowd of well-behaved sources and only bites on floods of (spoofed) new ones.
+ */
+static __always_inline int sl_aggregate(const struct sl_rule *r, struct sl_agg_state *ag, __u64 pps,
+					__u64 now, __u64 pkts, __u64 *next)
+{
+	__u64 cpus = nr_cpus ? nr_cpus : 1;
+	__u64 rate = r->agg.rate ? r->agg.rate : pps * SL_DEFAULT_AGG_KEYS;
+	__u64 burst = r->agg.burst ? r->agg.burst : rate;
+	__u64 t, interval, tau;
+
+	rate = rate / cpus ? rate / cpus : 1;
+	burst = burst / cpus ? burst / cpus : 1;
+	interval = SL_NSEC / rate;
+	tau = (burst - 1) * interval;
+	if (ag->epoch != r->epoch) {
+		ag->tat = 0;
+		ag->epoch = r->epoch;
+	}
+	t = ag->tat > now ? ag->tat : now;
+	/* A debt beyond one packet past the tolerance (a lowered limit) is forgiven. */
+	if (t - now > tau + interval)
+		t = now + tau + interval;
+	*next = t + interval * pkts;
+	return t - now <= tau;
+}
+
 /* Limit, act and count one classified packet. Returns an sl_verdict. */
 __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 {
@@ -346,8 +423,9 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 	struct sl_tick tick;
 	struct sl_key key = {};
 	struct sl_state *st;
-	__u32 alg, new_state = 0, has_p, has_b;
-	__u64 now, pps;
+	struct sl_agg_state *ag = NULL;
+	__u32 alg, new_state = 0, has_p, has_b, id;
+	__u64 now, pps, pkts, ag_next = 0;
 	int allow;
 
 	if (!p || !r)
@@ -356,6 +434,20 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 	if (alg == SL_ALG_DEFAULT || alg >= SL_ALG_MAX)
 		alg = SL_ALG_FIXED;
 	now = sl_now(alg);
+	pkts = p->segs ? p->segs : 1;
+	pps = r->pkt.rate ? r->pkt.rate : SL_DEFAULT_PPS;
+	has_p = !(r->flags & SL_RF_NO_PKT_LIMIT);
+	has_b = r->byt.rate != 0;
+
+	/* A flood of new sources passes every per-key check; the aggregate holds it. */
+	id = r->id;
+	if (has_p && !(r->flags & SL_RF_NO_AGG))
+		ag = bpf_map_lookup_elem(&sl_agg, &id);
+	if (ag && !sl_aggregate(r, ag, pps, now, pkts, &ag_next)) {
+		sl_count(r->id, SL_R_AGGREGATE, SL_V_DROP, p->len, 0);
+		sl_event(p, r->id, SL_R_AGGREGATE, SL_V_DROP);
+		return SL_V_DROP;
+	}
 
 	sl_make_key(p, r, &key);
 	st = bpf_map_lookup_elem(&rate_limit_map, &key);
@@ -391,14 +483,13 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 	{
 		__u64 wms = r->window_ms ? r->window_ms : SL_DEFAULT_WINDOW_MS;
 
-		pps = r->pkt.rate ? r->pkt.rate : SL_DEFAULT_PPS;
-		has_p = !(r->flags & SL_RF_NO_PKT_LIMIT);
-		has_b = r->byt.rate != 0;
 		sl_params_of(&r->pkt, pps, alg, wms, &pp);
 		sl_params_of(&r->byt, r->byt.rate, alg, wms, &bp);
 	}
-	allow = sl_charge(st, &tick, p->len, &pp, &bp, has_p, has_b);
+	allow = sl_charge(st, &tick, pkts, p->len, &pp, &bp, has_p, has_b);
 	if (allow > 0) {
+		if (ag)
+			ag->tat = ag_next;
 		sl_count(r->id, SL_R_PASS, SL_V_PASS, p->len, new_state);
 		return SL_V_PASS;
 	}
@@ -420,8 +511,15 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 	return SL_V_DROP;
 }
 
-/* Everything after parsing, independent of the hook. Returns an sl_verdict. */
-__noinline int sl_decide(const struct sl_pkt *p)
+/* sl_decide's answer for a rule whose packets go to a plugged program: this | slot | rule id << 16. */
+#define SL_PLUGIN_CALL 0x100
+
+/*
+ * Everything after parsing, independent of the hook. Returns an sl_verdict, or SL_PLUGIN_CALL |
+ * slot when plugins is set and the rule hands its packets to a plugged program (the caller then
+ * tail-calls it, and decides again with plugins clear if the slot is empty).
+ */
+__noinline int sl_decide(struct sl_pkt *p, int plugins)
 {
 	__u32 zero = 0, slot, idx;
 	struct sl_config *cfg;
@@ -477,7 +575,24 @@ __noinline int sl_decide(const struct sl_pkt *p)
 	if (rp->version != cfg->version)
 		sl_count_event(SL_R_STALE);
 	rule = *rp;
+	if (rule.plugin && plugins) {
+		sl_count(rule.id, SL_R_PLUGIN, SL_V_PASS, p->len, 0);
+		return SL_PLUGIN_CALL | ((rule.plugin - 1) & (SL_PLUGIN_SLOTS - 1)) | (rule.id & 0x7fff) << 16;
+	}
 	return sl_enforce(p, &rule);
+}
+
+/* Take back the PLUGIN count of a packet whose plugin slot was empty (same CPU, so exact). */
+static __always_inline void sl_plugin_missed(__u32 slot_of_rule, __u32 len)
+{
+	struct sl_counters *c = bpf_map_lookup_elem(&stats_map, &slot_of_rule);
+
+	if (!c)
+		return;
+	c->packets[SL_V_PASS] -= 1;
+	c->bytes[SL_V_PASS] -= len;
+	c->reason_packets[SL_R_PLUGIN] -= 1;
+	c->reason_bytes[SL_R_PLUGIN] -= len;
 }
 
 /* Parse in a function of its own: the walk is verified once, not in every caller's context. */
@@ -492,8 +607,50 @@ __noinline int sl_parse_xdp(struct xdp_md *ctx, struct sl_pkt *p)
 SEC("xdp")
 int sluice_xdp(struct xdp_md *ctx)
 {
-	struct sl_pkt p = {};
+	struct sl_pkt p = { .segs = 1, .dir = SL_DIR_INGRESS };
+	int v;
 
 	sl_parse_xdp(ctx, &p);
-	return sl_decide(&p) == SL_V_DROP ? XDP_DROP : XDP_PASS;
+	v = sl_decide(&p, 1);
+	if (v & SL_PLUGIN_CALL) {
+		bpf_tail_call(ctx, &sl_plugins_xdp, v & (SL_PLUGIN_SLOTS - 1));
+		/* The slot is empty: the built-in limiter decides. */
+		sl_plugin_missed((v >> 16) & 0x7fff, p.len);
+		v = sl_decide(&p, 0);
+	}
+	return v == SL_V_DROP ? XDP_DROP : XDP_PASS;
+}
+
+/*
+ * tc: parse what the skb holds linearly (pulled first, at most 512 bytes: headers, not payload).
+ * A GSO packet stands for gso_segs packets on the wire; it is charged as that many.
+ */
+__noinline int sl_parse_skb(struct __sk_buff *skb, struct sl_pkt *p)
+{
+	__u32 len = skb->len < 512 ? skb->len : 512;
+
+	if (!p)
+		return 0;
+	bpf_skb_pull_data(skb, len);
+	sl_parse((void *)(long)skb->data, (void *)(long)skb->data_end, p);
+	p->len = skb->len;
+	p->segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	return 0;
+}
+
+/* Egress at tc clsact. Passing returns TC_ACT_UNSPEC so that other tools' filters still run. */
+SEC("tc")
+int sluice_tc_egress(struct __sk_buff *skb)
+{
+	struct sl_pkt p = { .segs = 1, .dir = SL_DIR_EGRESS };
+	int v;
+
+	sl_parse_skb(skb, &p);
+	v = sl_decide(&p, 1);
+	if (v & SL_PLUGIN_CALL) {
+		bpf_tail_call(skb, &sl_plugins_tc, v & (SL_PLUGIN_SLOTS - 1));
+		sl_plugin_missed((v >> 16) & 0x7fff, p.len);
+		v = sl_decide(&p, 0);
+	}
+	return v == SL_V_DROP ? TC_ACT_SHOT : TC_ACT_UNSPEC;
 }

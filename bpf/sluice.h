@@ -54,7 +54,9 @@ enum sl_reason {
 	SL_R_BAD_IPV6   = 12, /* malformed: IPv6 extension chain longer than SL_MAX_EXT or bad  */
 	SL_R_VLAN_DEPTH = 13, /* malformed: more than SL_MAX_VLAN VLAN tags                     */
 	SL_R_STALE      = 14, /* counted only: a table entry of another policy version was seen */
-	SL_R_MAX   = 16,
+	SL_R_AGGREGATE  = 15, /* drop: over the rule's aggregate limit over all its keys         */
+	SL_R_PLUGIN     = 16, /* handed to the rule's plugged program, which decides             */
+	SL_R_MAX        = 32,
 };
 
 enum sl_verdict {
@@ -68,6 +70,14 @@ enum sl_rule_flags {
 	SL_RF_NO_PKT_LIMIT = 1 << 0, /* no packets-per-second limit (a bytes-only rule)    */
 	SL_RF_PER_RULE     = 1 << 1, /* one bucket for the whole rule instead of per key   */
 	SL_RF_MATCH_SYN    = 1 << 2, /* match only TCP segments with SYN set and ACK clear  */
+	SL_RF_KEY_DST      = 1 << 3, /* key by destination address instead of source       */
+	SL_RF_NO_AGG       = 1 << 4, /* no aggregate limit over the rule's keys            */
+};
+
+/* Directions a rule applies in (sl_rule.dir); 0 means ingress only. */
+enum sl_dir {
+	SL_DIR_INGRESS = 1 << 0, /* XDP */
+	SL_DIR_EGRESS  = 1 << 1, /* tc clsact egress */
 };
 
 /* Management / deny / allow list membership (effective: inherited from covering prefixes). */
@@ -83,6 +93,7 @@ enum sl_bounds {
 	SL_MAX_EXT   = 8,  /* IPv6 extension headers walked                      */
 	SL_MAX_CANDS = 15, /* rules in one candidate list                        */
 	SL_CAS_TRIES = 8,  /* compare-and-exchange attempts before SL_R_CONTENDED */
+	SL_PLUGIN_SLOTS = 16, /* slots of each plugin program array               */
 };
 
 /* Documented defaults for zero fields. */
@@ -94,6 +105,7 @@ enum sl_defaults {
 	SL_DEFAULT_MAX_RULES = 1024,   /* rule slots per policy half                     */
 	SL_DEFAULT_STATE_MAX = 100000, /* entries of rate_limit_map                      */
 	SL_DEFAULT_EVENTS    = 100,    /* drop events per second per CPU                 */
+	SL_DEFAULT_AGG_KEYS  = 16384,  /* aggregate limit = this many keys at their limit */
 };
 
 /* One dimension of a limit (packets or bytes). */
@@ -116,14 +128,20 @@ struct sl_rule {
 	__u8  key_v4;       /* IPv4 key prefix length, 1..32; 0 = 32                                */
 	__u8  key_v6;       /* IPv6 key prefix length, 1..128; 0 = 64                               */
 	__u8  proto;        /* match: IPPROTO_*; 0 = any                                            */
-	__u8  pad0;
+	__u8  tier;         /* match: GeoIP tier of the source (sl_geo); 0 = any                    */
 	__u16 dport_lo;     /* match: destination port range, host order; 0,0 = any                 */
 	__u16 dport_hi;
 	__u32 window_ms;    /* window of fixed/sliding, milliseconds; 0 = 1000                       */
 	__u32 block_ms;     /* SL_ACT_BLOCK: how long a key stays blocked, milliseconds              */
+	__u8  dir;          /* match: enum sl_dir bits; 0 = ingress only                            */
+	__u8  plugin;       /* 1 + slot of the plugin program that decides this rule's packets; 0 = none */
+	__u8  dst_family;   /* match: destination prefix family (4, 6); 0 = any destination        */
+	__u8  dst_plen;     /* match: destination prefix length                                     */
+	__u8  dst_addr[16]; /* match: destination prefix, network order, masked                     */
 	__u32 pad1;
 	struct sl_limit pkt;  /* packets per second and packet burst */
 	struct sl_limit byt;  /* bytes per second and byte burst (frame bytes, without FCS) */
+	struct sl_limit agg;  /* packets per second over all keys; 0 = pkt rate x SL_DEFAULT_AGG_KEYS */
 };
 
 /* An ordered list of rule slots; the first whose match fields fit the packet decides. */
@@ -138,6 +156,25 @@ struct sl_half {
 	__u32 version;        /* policy version of this half                                     */
 	__u32 n_cidr;         /* entries in sl_cidr for this half; 0 skips the LPM lookup        */
 	struct sl_cands any;  /* candidates for a source that no CIDR entry covers                */
+	__u32 n_geo;          /* entries in sl_geo for this half; 0 skips the GeoIP lookup       */
+	__u32 geo_version;    /* version that wrote this half's sl_geo entries (they may be older
+	                       * than the policy: an unchanged dataset is not rewritten)          */
+	__u32 pad;
+	__u64 geo_hash;       /* identity of the dataset in this half (user space's, opaque here) */
+};
+
+/* Value of sl_geo: the GeoIP tier of a source prefix (country -> tier, compiled in user space). */
+struct sl_geo_val {
+	__u32 version;        /* policy version that wrote this entry */
+	__u8  tier;           /* 1.. ; 0 would mean "the default tier" and is never stored */
+	__u8  pad[3];
+};
+
+/* Per-CPU aggregate limiter of a rule: sl_agg[rule id]. */
+struct sl_agg_state {
+	__u64 tat;            /* GCRA theoretical arrival time for this CPU's share, ns */
+	__u32 epoch;          /* sl_rule.epoch that wrote it */
+	__u32 pad;
 };
 
 /*
@@ -245,6 +282,7 @@ struct sl_btf_anchor {
 	enum sl_list_flags list_flags;
 	enum sl_bounds bounds;
 	enum sl_defaults defaults;
+	enum sl_dir dir;
 	struct sl_event event;  /* reaches user space through a ring buffer, not a typed map */
 };
 

@@ -10,10 +10,10 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import {
-  BpfError, BpfMap, hasBpfPrivileges, ifindex, Link, ObjectSpec, PermissionError, Program, xdpQuery,
+  BpfError, BpfMap, hasBpfPrivileges, ifindex, Link, numPossibleCpus, ObjectSpec, PermissionError, Program, xdpQuery,
   type Collection,
 } from '../ebpf';
-import { Limiter, LIMITER_MAP_NAMES, type LimiterMaps } from '../limiter/limiter';
+import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, type LimiterMaps } from '../limiter/limiter';
 import { emptyLists, normaliseLists, type Lists } from '../limiter/lists';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
@@ -200,11 +200,9 @@ export class Protection {
 
   private static spec(object: string, maxEntries: number, maxRules: number): ObjectSpec {
     if (!existsSync(object)) throw new AgentError(AgentCode.InvalidArgument, `no BPF object at ${object}: build it with \`make -C bpf\``);
-    return ObjectSpec.open(object)
-      .setMaxEntries('rate_limit_map', maxEntries)
-      .setMaxEntries('sl_rules', 2 * maxRules)
-      .setMaxEntries('stats_map', maxRules + 1)
-      .setConstants({ max_rules: maxRules });
+    const spec = ObjectSpec.open(object).setMaxEntries('rate_limit_map', maxEntries);
+    for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) spec.setMaxEntries(name, size(maxRules));
+    return spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus() });
   }
 
   private static async attachFresh(o: UpOptions, ifidx: number, base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'>, warnings: string[]): Promise<UpResult> {
@@ -278,7 +276,8 @@ export class Protection {
         if (m.name.includes('.')) continue; // .rodata and friends are per program
         const pinned = maps.get(m.name);
         if (!pinned) continue; // a map new in this object starts empty
-        const want = m.name === 'rate_limit_map' ? base.maxEntries : m.name === 'sl_rules' ? 2 * base.maxRules : m.name === 'stats_map' ? base.maxRules + 1 : m.maxEntries;
+        const sized = RULE_SIZED_MAPS[m.name];
+        const want = m.name === 'rate_limit_map' ? base.maxEntries : sized ? sized(base.maxRules) : m.maxEntries;
         if (pinned.type !== m.type || pinned.keySize !== m.keySize || pinned.valueSize !== m.valueSize) {
           problems.push(`${m.name}: pinned key/value ${pinned.keySize}/${pinned.valueSize} bytes, the object needs ${m.keySize}/${m.valueSize}`);
         } else if (pinned.maxEntries !== want) {

@@ -33,7 +33,9 @@ export const Reason = {
   BAD_IPV6: 12,
   VLAN_DEPTH: 13,
   STALE: 14,
-  MAX: 16,
+  AGGREGATE: 15,
+  PLUGIN: 16,
+  MAX: 32,
 } as const;
 
 export const Verdict = {
@@ -46,6 +48,13 @@ export const RuleFlags = {
   NO_PKT_LIMIT: 1,
   PER_RULE: 2,
   MATCH_SYN: 4,
+  KEY_DST: 8,
+  NO_AGG: 16,
+} as const;
+
+export const Dir = {
+  INGRESS: 1,
+  EGRESS: 2,
 } as const;
 
 export const ListFlags = {
@@ -59,6 +68,7 @@ export const Bounds = {
   MAX_EXT: 8,
   MAX_CANDS: 15,
   CAS_TRIES: 8,
+  PLUGIN_SLOTS: 16,
 } as const;
 
 export const Defaults = {
@@ -69,6 +79,7 @@ export const Defaults = {
   MAX_RULES: 1024,
   STATE_MAX: 100000,
   EVENTS: 100,
+  AGG_KEYS: 16384,
 } as const;
 
 export interface Limit {
@@ -102,17 +113,23 @@ export interface Rule {
   key_v4: number;
   key_v6: number;
   proto: number;
-  pad0: number;
+  tier: number;
   dport_lo: number;
   dport_hi: number;
   window_ms: number;
   block_ms: number;
+  dir: number;
+  plugin: number;
+  dst_family: number;
+  dst_plen: number;
+  dst_addr: Buffer;
   pad1: number;
   pkt: Limit;
   byt: Limit;
+  agg: Limit;
 }
 
-export const SL_RULE_SIZE = 72;
+export const SL_RULE_SIZE = 104;
 
 export function decodeRule(b: Buffer, off = 0): Rule {
   return {
@@ -125,19 +142,25 @@ export function decodeRule(b: Buffer, off = 0): Rule {
     key_v4: b.readUInt8(off + 16),
     key_v6: b.readUInt8(off + 17),
     proto: b.readUInt8(off + 18),
-    pad0: b.readUInt8(off + 19),
+    tier: b.readUInt8(off + 19),
     dport_lo: b.readUInt16LE(off + 20),
     dport_hi: b.readUInt16LE(off + 22),
     window_ms: b.readUInt32LE(off + 24),
     block_ms: b.readUInt32LE(off + 28),
-    pad1: b.readUInt32LE(off + 32),
-    pkt: decodeLimit(b, off + 40),
-    byt: decodeLimit(b, off + 56),
+    dir: b.readUInt8(off + 32),
+    plugin: b.readUInt8(off + 33),
+    dst_family: b.readUInt8(off + 34),
+    dst_plen: b.readUInt8(off + 35),
+    dst_addr: Buffer.from(b.subarray(off + 36, off + 36 + 16)),
+    pad1: b.readUInt32LE(off + 52),
+    pkt: decodeLimit(b, off + 56),
+    byt: decodeLimit(b, off + 72),
+    agg: decodeLimit(b, off + 88),
   };
 }
 
-export function encodeRule(v: Partial<Rule>, b: Buffer = Buffer.alloc(72), off = 0): Buffer {
-  if (b.length < off + 72) throw new TypeError(`sl_rule needs 72 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeRule(v: Partial<Rule>, b: Buffer = Buffer.alloc(104), off = 0): Buffer {
+  if (b.length < off + 104) throw new TypeError(`sl_rule needs 104 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 0); }
   if (v.id !== undefined) { b.writeUInt16LE(v.id, off + 4); }
   if (v.alg !== undefined) { b.writeUInt8(v.alg, off + 6); }
@@ -147,14 +170,20 @@ export function encodeRule(v: Partial<Rule>, b: Buffer = Buffer.alloc(72), off =
   if (v.key_v4 !== undefined) { b.writeUInt8(v.key_v4, off + 16); }
   if (v.key_v6 !== undefined) { b.writeUInt8(v.key_v6, off + 17); }
   if (v.proto !== undefined) { b.writeUInt8(v.proto, off + 18); }
-  if (v.pad0 !== undefined) { b.writeUInt8(v.pad0, off + 19); }
+  if (v.tier !== undefined) { b.writeUInt8(v.tier, off + 19); }
   if (v.dport_lo !== undefined) { b.writeUInt16LE(v.dport_lo, off + 20); }
   if (v.dport_hi !== undefined) { b.writeUInt16LE(v.dport_hi, off + 22); }
   if (v.window_ms !== undefined) { b.writeUInt32LE(v.window_ms, off + 24); }
   if (v.block_ms !== undefined) { b.writeUInt32LE(v.block_ms, off + 28); }
-  if (v.pad1 !== undefined) { b.writeUInt32LE(v.pad1, off + 32); }
-  if (v.pkt !== undefined) { encodeLimit(v.pkt, b, off + 40); }
-  if (v.byt !== undefined) { encodeLimit(v.byt, b, off + 56); }
+  if (v.dir !== undefined) { b.writeUInt8(v.dir, off + 32); }
+  if (v.plugin !== undefined) { b.writeUInt8(v.plugin, off + 33); }
+  if (v.dst_family !== undefined) { b.writeUInt8(v.dst_family, off + 34); }
+  if (v.dst_plen !== undefined) { b.writeUInt8(v.dst_plen, off + 35); }
+  if (v.dst_addr !== undefined) { Buffer.from(v.dst_addr).copy(b, off + 36, 0, 16); }
+  if (v.pad1 !== undefined) { b.writeUInt32LE(v.pad1, off + 52); }
+  if (v.pkt !== undefined) { encodeLimit(v.pkt, b, off + 56); }
+  if (v.byt !== undefined) { encodeLimit(v.byt, b, off + 72); }
+  if (v.agg !== undefined) { encodeLimit(v.agg, b, off + 88); }
   return b;
 }
 
@@ -186,23 +215,83 @@ export interface Half {
   version: number;
   n_cidr: number;
   any: Cands;
+  n_geo: number;
+  geo_version: number;
+  pad: number;
+  geo_hash: bigint;
 }
 
-export const SL_HALF_SIZE = 44;
+export const SL_HALF_SIZE = 64;
 
 export function decodeHalf(b: Buffer, off = 0): Half {
   return {
     version: b.readUInt32LE(off + 0),
     n_cidr: b.readUInt32LE(off + 4),
     any: decodeCands(b, off + 8),
+    n_geo: b.readUInt32LE(off + 44),
+    geo_version: b.readUInt32LE(off + 48),
+    pad: b.readUInt32LE(off + 52),
+    geo_hash: b.readBigUInt64LE(off + 56),
   };
 }
 
-export function encodeHalf(v: Partial<Half>, b: Buffer = Buffer.alloc(44), off = 0): Buffer {
-  if (b.length < off + 44) throw new TypeError(`sl_half needs 44 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeHalf(v: Partial<Half>, b: Buffer = Buffer.alloc(64), off = 0): Buffer {
+  if (b.length < off + 64) throw new TypeError(`sl_half needs 64 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 0); }
   if (v.n_cidr !== undefined) { b.writeUInt32LE(v.n_cidr, off + 4); }
   if (v.any !== undefined) { encodeCands(v.any, b, off + 8); }
+  if (v.n_geo !== undefined) { b.writeUInt32LE(v.n_geo, off + 44); }
+  if (v.geo_version !== undefined) { b.writeUInt32LE(v.geo_version, off + 48); }
+  if (v.pad !== undefined) { b.writeUInt32LE(v.pad, off + 52); }
+  if (v.geo_hash !== undefined) { b.writeBigUInt64LE(BigInt(v.geo_hash), off + 56); }
+  return b;
+}
+
+export interface GeoVal {
+  version: number;
+  tier: number;
+  pad: Buffer;
+}
+
+export const SL_GEO_VAL_SIZE = 8;
+
+export function decodeGeoVal(b: Buffer, off = 0): GeoVal {
+  return {
+    version: b.readUInt32LE(off + 0),
+    tier: b.readUInt8(off + 4),
+    pad: Buffer.from(b.subarray(off + 5, off + 5 + 3)),
+  };
+}
+
+export function encodeGeoVal(v: Partial<GeoVal>, b: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  if (b.length < off + 8) throw new TypeError(`sl_geo_val needs 8 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 0); }
+  if (v.tier !== undefined) { b.writeUInt8(v.tier, off + 4); }
+  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 5, 0, 3); }
+  return b;
+}
+
+export interface AggState {
+  tat: bigint;
+  epoch: number;
+  pad: number;
+}
+
+export const SL_AGG_STATE_SIZE = 16;
+
+export function decodeAggState(b: Buffer, off = 0): AggState {
+  return {
+    tat: b.readBigUInt64LE(off + 0),
+    epoch: b.readUInt32LE(off + 8),
+    pad: b.readUInt32LE(off + 12),
+  };
+}
+
+export function encodeAggState(v: Partial<AggState>, b: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  if (b.length < off + 16) throw new TypeError(`sl_agg_state needs 16 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.tat !== undefined) { b.writeBigUInt64LE(BigInt(v.tat), off + 0); }
+  if (v.epoch !== undefined) { b.writeUInt32LE(v.epoch, off + 8); }
+  if (v.pad !== undefined) { b.writeUInt32LE(v.pad, off + 12); }
   return b;
 }
 
@@ -436,25 +525,25 @@ export interface Counters {
   new_states: bigint;
 }
 
-export const SL_COUNTERS_SIZE = 296;
+export const SL_COUNTERS_SIZE = 552;
 
 export function decodeCounters(b: Buffer, off = 0): Counters {
   return {
     packets: Array.from({ length: 2 }, (_, i) => b.readBigUInt64LE(off + 0 + i * 8)),
     bytes: Array.from({ length: 2 }, (_, i) => b.readBigUInt64LE(off + 16 + i * 8)),
-    reason_packets: Array.from({ length: 16 }, (_, i) => b.readBigUInt64LE(off + 32 + i * 8)),
-    reason_bytes: Array.from({ length: 16 }, (_, i) => b.readBigUInt64LE(off + 160 + i * 8)),
-    new_states: b.readBigUInt64LE(off + 288),
+    reason_packets: Array.from({ length: 32 }, (_, i) => b.readBigUInt64LE(off + 32 + i * 8)),
+    reason_bytes: Array.from({ length: 32 }, (_, i) => b.readBigUInt64LE(off + 288 + i * 8)),
+    new_states: b.readBigUInt64LE(off + 544),
   };
 }
 
-export function encodeCounters(v: Partial<Counters>, b: Buffer = Buffer.alloc(296), off = 0): Buffer {
-  if (b.length < off + 296) throw new TypeError(`sl_counters needs 296 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeCounters(v: Partial<Counters>, b: Buffer = Buffer.alloc(552), off = 0): Buffer {
+  if (b.length < off + 552) throw new TypeError(`sl_counters needs 552 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.packets !== undefined) { for (let i0 = 0; i0 < Math.min(2, v.packets.length); i0++) { b.writeBigUInt64LE(BigInt(v.packets[i0]!), off + 0 + i0 * 8); } }
   if (v.bytes !== undefined) { for (let i0 = 0; i0 < Math.min(2, v.bytes.length); i0++) { b.writeBigUInt64LE(BigInt(v.bytes[i0]!), off + 16 + i0 * 8); } }
-  if (v.reason_packets !== undefined) { for (let i0 = 0; i0 < Math.min(16, v.reason_packets.length); i0++) { b.writeBigUInt64LE(BigInt(v.reason_packets[i0]!), off + 32 + i0 * 8); } }
-  if (v.reason_bytes !== undefined) { for (let i0 = 0; i0 < Math.min(16, v.reason_bytes.length); i0++) { b.writeBigUInt64LE(BigInt(v.reason_bytes[i0]!), off + 160 + i0 * 8); } }
-  if (v.new_states !== undefined) { b.writeBigUInt64LE(BigInt(v.new_states), off + 288); }
+  if (v.reason_packets !== undefined) { for (let i0 = 0; i0 < Math.min(32, v.reason_packets.length); i0++) { b.writeBigUInt64LE(BigInt(v.reason_packets[i0]!), off + 32 + i0 * 8); } }
+  if (v.reason_bytes !== undefined) { for (let i0 = 0; i0 < Math.min(32, v.reason_bytes.length); i0++) { b.writeBigUInt64LE(BigInt(v.reason_bytes[i0]!), off + 288 + i0 * 8); } }
+  if (v.new_states !== undefined) { b.writeBigUInt64LE(BigInt(v.new_states), off + 544); }
   return b;
 }
 
@@ -491,10 +580,11 @@ export interface BtfAnchor {
   list_flags: number;
   bounds: number;
   defaults: number;
+  dir: number;
   event: Event;
 }
 
-export const SL_BTF_ANCHOR_SIZE = 72;
+export const SL_BTF_ANCHOR_SIZE = 80;
 
 export function decodeBtfAnchor(b: Buffer, off = 0): BtfAnchor {
   return {
@@ -506,12 +596,13 @@ export function decodeBtfAnchor(b: Buffer, off = 0): BtfAnchor {
     list_flags: b.readUInt32LE(off + 20),
     bounds: b.readUInt32LE(off + 24),
     defaults: b.readUInt32LE(off + 28),
-    event: decodeEvent(b, off + 32),
+    dir: b.readUInt32LE(off + 32),
+    event: decodeEvent(b, off + 40),
   };
 }
 
-export function encodeBtfAnchor(v: Partial<BtfAnchor>, b: Buffer = Buffer.alloc(72), off = 0): Buffer {
-  if (b.length < off + 72) throw new TypeError(`sl_btf_anchor needs 72 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeBtfAnchor(v: Partial<BtfAnchor>, b: Buffer = Buffer.alloc(80), off = 0): Buffer {
+  if (b.length < off + 80) throw new TypeError(`sl_btf_anchor needs 80 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.alg !== undefined) { b.writeUInt32LE(v.alg, off + 0); }
   if (v.action !== undefined) { b.writeUInt32LE(v.action, off + 4); }
   if (v.reason !== undefined) { b.writeUInt32LE(v.reason, off + 8); }
@@ -520,6 +611,7 @@ export function encodeBtfAnchor(v: Partial<BtfAnchor>, b: Buffer = Buffer.alloc(
   if (v.list_flags !== undefined) { b.writeUInt32LE(v.list_flags, off + 20); }
   if (v.bounds !== undefined) { b.writeUInt32LE(v.bounds, off + 24); }
   if (v.defaults !== undefined) { b.writeUInt32LE(v.defaults, off + 28); }
-  if (v.event !== undefined) { encodeEvent(v.event, b, off + 32); }
+  if (v.dir !== undefined) { b.writeUInt32LE(v.dir, off + 32); }
+  if (v.event !== undefined) { encodeEvent(v.event, b, off + 40); }
   return b;
 }

@@ -5,8 +5,9 @@
  */
 import type { BpfMap } from '../ebpf';
 import {
-  decodeConfig, decodeCounters, decodeListVal, decodeLpmKey, decodeRule, encodeCands, encodeConfig,
-  encodeHalf, encodeListVal, encodeLpmKey, encodeRule, type Config, type Counters, type Rule,
+  decodeConfig, decodeCounters, decodeHalf, decodeListVal, decodeLpmKey, decodeRule, encodeCands, encodeConfig,
+  encodeGeoVal, encodeHalf, encodeListVal, encodeLpmKey, encodeRule, type Config, type Counters, type Rule,
+  SL_GEO_VAL_SIZE,
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
 } from '../generated/types';
 import { compileLists, type Lists } from './lists';
@@ -23,11 +24,27 @@ export interface LimiterMaps {
   sl_lists: BpfMap;
   sl_rcu: BpfMap;
   sl_rcu_inner: BpfMap;
+  sl_geo: BpfMap;
 }
 
 export const LIMITER_MAP_NAMES: (keyof LimiterMaps)[] = [
-  'config_map', 'stats_map', 'rate_limit_map', 'sl_rules', 'sl_policy', 'sl_cidr', 'sl_lists', 'sl_rcu', 'sl_rcu_inner',
+  'config_map', 'stats_map', 'rate_limit_map', 'sl_rules', 'sl_policy', 'sl_cidr', 'sl_lists', 'sl_rcu', 'sl_rcu_inner', 'sl_geo',
 ];
+
+/** Maps sized by the number of rule slots: name -> entries for max_rules slots. */
+export const RULE_SIZED_MAPS: Record<string, (maxRules: number) => number> = {
+  sl_rules: (n) => 2 * n,
+  stats_map: (n) => n + 1,
+  sl_agg: (n) => n,
+};
+
+/** Source prefix -> GeoIP tier (1..255), as compiled by src/limiter/geoip.ts. */
+export interface GeoEntry {
+  family: 4 | 6;
+  plen: number;
+  addr: Buffer;
+  tier: number;
+}
 
 const u32key = (i: number): Buffer => {
   const b = Buffer.alloc(4);
@@ -93,11 +110,12 @@ export class Limiter {
    * Compile and apply a policy atomically. An invalid policy throws PolicyError before anything is
    * written; the data path sees the old policy until the one write that flips the version.
    */
-  applyPolicy(spec: PolicySpec): CompiledPolicy {
+  applyPolicy(spec: PolicySpec, geo?: { entries: GeoEntry[]; hash: bigint }): CompiledPolicy {
     const compiled = compilePolicy(spec, this.maxRules);
     const cur = this.config();
     const version = (cur.version + 1) >>> 0;
     const half = version & 1;
+    const idle = decodeHalf(this.maps.sl_policy.lookup(u32key(half))!);
 
     // Epochs: a rule keeps its keys' state unless its algorithm or window changed. A new epoch
     // is the new version number, which no state can carry yet.
@@ -118,10 +136,27 @@ export class Limiter {
       const key = encodeLpmKey({ prefixlen: 32 + c.plen, half, family: c.family, addr: c.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
       this.maps.sl_cidr.update(key, encodeCands({ version, n: c.slots.length, slot: c.slots }));
     }
+    // The GeoIP entries of this half are rewritten only when the dataset differs from the one
+    // the half already holds (a dataset is large; most policy changes do not touch it).
+    const geoEntries = geo?.entries ?? [];
+    const geoHash = geo?.hash ?? 0n;
+    let geoVersion = idle.geo_version;
+    if (idle.geo_hash !== geoHash || idle.n_geo !== geoEntries.length || (geoEntries.length && idle.geo_version === 0)) {
+      geoVersion = version;
+      for (const key of [...this.maps.sl_geo.keys()]) if (decodeLpmKey(key).half === half) this.maps.sl_geo.delete(key);
+      const val = Buffer.alloc(SL_GEO_VAL_SIZE);
+      for (const g of geoEntries) {
+        const key = encodeLpmKey({ prefixlen: 32 + g.plen, half, family: g.family, addr: g.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
+        this.maps.sl_geo.update(key, encodeGeoVal({ version: geoVersion, tier: g.tier }, val));
+      }
+    }
     this.maps.sl_policy.update(u32key(half), encodeHalf({
       version,
       n_cidr: compiled.cidrs.length,
       any: { version, n: compiled.any.length, slot: compiled.any },
+      n_geo: geoEntries.length,
+      geo_version: geoVersion,
+      geo_hash: geoHash,
     }));
     // The flip. Only the version changes, so the rest of config_map is rewritten byte for byte.
     this.maps.config_map.update(u32key(0), encodeConfig({ ...cur, version }, Buffer.alloc(SL_CONFIG_SIZE)));

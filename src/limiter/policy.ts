@@ -4,7 +4,7 @@
  * Pure: nothing here touches the kernel. src/limiter/limiter.ts writes the result.
  */
 import ipaddr from 'ipaddr.js';
-import { Action, Alg, Bounds, RuleFlags, type Rule } from '../generated/types';
+import { Action, Alg, Bounds, Dir, RuleFlags, type Rule } from '../generated/types';
 import { ALG_BY_NAME, type AlgName } from './models';
 
 export type ActionName = 'drop' | 'dry-run' | 'block';
@@ -36,6 +36,21 @@ export interface RuleSpec {
   action?: ActionName;
   /** With action 'block': how long a key stays blocked. */
   blockMs?: number;
+  /** Destination prefix (one). */
+  dst?: string;
+  /** GeoIP tier number of the source (1..255), as numbered by the GeoIP compilation. */
+  tier?: number;
+  /** Where the rule applies. Default: ingress. */
+  dir?: 'ingress' | 'egress' | 'both';
+  /** Key by the packet's destination instead of its source (e.g. for egress limits per remote). */
+  keyBy?: 'src' | 'dst';
+  /** Hand the rule's packets to the program plugged into this slot (0..15). */
+  plugin?: number;
+  /**
+   * Aggregate packets-per-second limit over all keys of the rule (flood safety).
+   * Default: 16,384 keys at the per-key rate. null: none.
+   */
+  aggregate?: { pps: number | bigint; burst?: number | bigint } | null;
 }
 
 export interface PolicySpec {
@@ -143,7 +158,7 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
     ids.add(r.id);
     if (slot === 0 && r.id !== 0) bad('the default rule must have id 0');
     if (slot > 0 && r.id === 0) bad('id 0 is reserved for the default rule');
-    if (slot === 0 && (r.src || r.proto !== undefined || r.dport || r.syn)) bad('the default rule matches everything: it takes no src, proto, dport or syn');
+    if (slot === 0 && (r.src || r.proto !== undefined || r.dport || r.syn || r.dst || r.tier)) bad('the default rule matches everything: it takes no src, dst, proto, dport, syn or tier');
 
     const pfx: Prefix[] = [];
     for (const s of r.src ?? []) {
@@ -210,6 +225,20 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
     const blockMs = r.blockMs ?? 0;
     if (action === 'block' && (!Number.isInteger(blockMs) || blockMs < 1 || blockMs > 0xffffffff)) bad('action block needs blockMs, a whole number of milliseconds from 1 to 4294967295');
 
+    let dst: Prefix | undefined;
+    if (r.dst !== undefined) {
+      try { dst = parsePrefix(r.dst); } catch (e) { bad(`dst: ${(e as Error).message}`); }
+    }
+    if (r.tier !== undefined && (!Number.isInteger(r.tier) || r.tier < 1 || r.tier > 255)) bad(`tier ${r.tier} must be a tier number from 1 to 255`);
+    const dir = r.dir ?? 'ingress';
+    if (!['ingress', 'egress', 'both'].includes(dir)) bad(`dir "${dir}" is not one of ingress, egress, both`);
+    if (r.keyBy === 'dst') flags |= RuleFlags.KEY_DST;
+    else if (r.keyBy !== undefined && r.keyBy !== 'src') bad(`keyBy "${r.keyBy}" is not one of src, dst`);
+    if (r.plugin !== undefined && (!Number.isInteger(r.plugin) || r.plugin < 0 || r.plugin >= Bounds.PLUGIN_SLOTS)) bad(`plugin slot ${r.plugin} must be from 0 to ${Bounds.PLUGIN_SLOTS - 1}`);
+    let agg = { rate: 0n, burst: 0n };
+    if (r.aggregate === null) flags |= RuleFlags.NO_AGG;
+    else if (r.aggregate) agg = { rate: rate('aggregate pps', r.aggregate.pps), burst: burst('aggregate burst', r.aggregate.burst) };
+
     out.push({
       id: r.id,
       alg: ALG_BY_NAME[alg] ?? Alg.FIXED,
@@ -218,14 +247,20 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
       key_v4: keyV4,
       key_v6: keyV6,
       proto: r.proto ?? 0,
-      pad0: 0,
+      tier: r.tier ?? 0,
       dport_lo: dlo,
       dport_hi: dhi,
       window_ms: windowMs,
       block_ms: action === 'block' ? blockMs : 0,
+      dir: dir === 'egress' ? Dir.EGRESS : dir === 'both' ? Dir.INGRESS | Dir.EGRESS : Dir.INGRESS,
+      plugin: r.plugin === undefined ? 0 : r.plugin + 1,
+      dst_family: dst?.family ?? 0,
+      dst_plen: dst?.plen ?? 0,
+      dst_addr: dst?.addr ?? Buffer.alloc(16),
       pad1: 0,
       pkt: { rate: pps ?? 0n, burst: ppsBurst },
       byt: { rate: bps, burst: bpsBurst },
+      agg,
     });
   });
 

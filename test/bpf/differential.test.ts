@@ -127,7 +127,7 @@ for (const alg of ['fixed', 'sliding', 'token', 'gcra'] as AlgName[]) {
       if (got === 'pass') passed++;
     }
     // A trace that passes everything or nothing would not test much.
-    assert.ok(passed > PACKETS * 0.02 && passed < PACKETS * 0.98, `passed ${passed} of ${PACKETS}: the trace should exercise both verdicts`);
+    assert.ok(passed > PACKETS * 0.01 && passed < PACKETS * 0.99, `passed ${passed} of ${PACKETS}: the trace should exercise both verdicts`);
     assert.ok(changes >= Math.floor(PACKETS / 9973) - 1);
   });
 }

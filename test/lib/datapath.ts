@@ -3,8 +3,8 @@
  * the real binding and driven through the real control plane (Limiter), run with BPF_PROG_TEST_RUN.
  */
 import { join } from 'node:path';
-import { ObjectSpec, Program, type BpfMap, type Collection } from '../../src/ebpf';
-import { Limiter, LIMITER_MAP_NAMES, type LimiterMaps } from '../../src/limiter/limiter';
+import { numPossibleCpus, ObjectSpec, Program, type BpfMap, type Collection } from '../../src/ebpf';
+import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, type LimiterMaps } from '../../src/limiter/limiter';
 import { encodeTestCtl, SL_TEST_CTL_SIZE } from '../../src/generated/types';
 
 export const REPO = join(__dirname, '..', '..', '..');
@@ -45,11 +45,9 @@ export class TestDatapath {
   static async load(o: LoadOptions = {}): Promise<TestDatapath> {
     const spec = ObjectSpec.open(o.object ?? TEST_OBJECT);
     if (o.maxEntries) spec.setMaxEntries('rate_limit_map', o.maxEntries);
-    if (o.maxRules) {
-      spec.setMaxEntries('sl_rules', 2 * o.maxRules);
-      spec.setMaxEntries('stats_map', o.maxRules + 1);
-      spec.setConstants({ max_rules: o.maxRules });
-    }
+    const maxRules = o.maxRules ?? 1024;
+    for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) spec.setMaxEntries(name, size(maxRules));
+    spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus() });
     return new TestDatapath(await spec.load());
   }
 
@@ -70,10 +68,17 @@ export class TestDatapath {
     return r.retval === XDP_PASS ? 'pass' : 'drop';
   }
 
-  /** Forget every key's state. */
+  /** Forget every key's state and every rule's aggregate state. */
   clearState(): void {
     const m = this.limiter.maps.rate_limit_map;
     for (const k of [...m.keys()]) m.delete(k);
+    const agg = this.coll.maps.get('sl_agg')!;
+    const zeroes = Buffer.alloc(agg.valueBufferSize);
+    for (let i = 0; i < agg.maxEntries; i++) {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(i);
+      agg.update(key, zeroes);
+    }
   }
 
   close(): void {

@@ -236,13 +236,11 @@ async function liveLoop(prog: Program, frame: Buffer, netns: string, cpu: number
     }
     return sent;
   }
-  let owed = 0; // the fraction of a frame carried to the next slot
-  for (let slot = 0; !signal?.aborted; slot++) {
-    const slotStart = t0 + slot * SLOT_S;
-    if (slotStart >= end) break;
-    owed += pps * Math.min(SLOT_S, end - slotStart);
-    const n = Math.floor(owed);
-    owed -= n;
+  // Frames due by the end of each slot, from times relative to the start (so that rounding of
+  // absolute clock values never loses a frame).
+  for (let slot = 0; slot * SLOT_S < seconds && !signal?.aborted; slot++) {
+    const due = Math.floor(pps * Math.min(seconds, (slot + 1) * SLOT_S) + 1e-6);
+    const n = due - sent;
     if (n > 0) {
       await run(n);
       sent += n;

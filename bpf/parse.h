@@ -35,7 +35,7 @@ struct sl_pkt {
 	__u32 len;        /* frame bytes, as charged to byte limits */
 	__u16 segs;       /* packets this frame stands for (GSO segments at egress), >= 1 */
 	__u8  dir;        /* enum sl_dir: where it was seen */
-	__u8  tier;       /* GeoIP tier of the source, filled by classification; 0 = default */
+	__u8  tier;       /* GeoIP tier of the source, filled by classification */
 	__u8  src[16];    /* network order; IPv4 in the first 4 bytes */
 	__u8  dst[16];
 };

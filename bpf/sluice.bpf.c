@@ -337,6 +337,7 @@ __noinline int sl_classify(struct sl_pkt *p, __u32 version)
 
 	if (!p || !h)
 		return 0;
+	p->tier = SL_TIER_DEFAULT;
 	if (h->n_geo) {
 		struct sl_lpm_key gk = {
 			.prefixlen = 32 + (p->family == 4 ? 32 : 128),
@@ -575,6 +576,11 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 	if (rp->version != cfg->version)
 		sl_count_event(SL_R_STALE);
 	rule = *rp;
+	if (!((rule.dir ? rule.dir : SL_DIR_INGRESS) & p->dir)) {
+		/* Only the default rule gets here unmatched (candidates are matched on direction). */
+		sl_count(max_rules, SL_R_UNMATCHED, SL_V_PASS, p->len, 0);
+		return SL_V_PASS;
+	}
 	if (rule.plugin && plugins) {
 		sl_count(rule.id, SL_R_PLUGIN, SL_V_PASS, p->len, 0);
 		return SL_PLUGIN_CALL | ((rule.plugin - 1) & (SL_PLUGIN_SLOTS - 1)) | (rule.id & 0x7fff) << 16;

@@ -56,6 +56,8 @@ enum sl_reason {
 	SL_R_STALE      = 14, /* counted only: a table entry of another policy version was seen */
 	SL_R_AGGREGATE  = 15, /* drop: over the rule's aggregate limit over all its keys         */
 	SL_R_PLUGIN     = 16, /* handed to the rule's plugged program, which decides             */
+	SL_R_UNMATCHED  = 17, /* pass: no rule applies in this direction (the default rule is
+	                       * ingress-only unless it says otherwise) (global slot)            */
 	SL_R_MAX        = 32,
 };
 
@@ -94,6 +96,7 @@ enum sl_bounds {
 	SL_MAX_CANDS = 15, /* rules in one candidate list                        */
 	SL_CAS_TRIES = 8,  /* compare-and-exchange attempts before SL_R_CONTENDED */
 	SL_PLUGIN_SLOTS = 16, /* slots of each plugin program array               */
+	SL_TIER_DEFAULT = 255, /* the tier of a source no GeoIP entry covers        */
 };
 
 /* Documented defaults for zero fields. */
@@ -128,7 +131,8 @@ struct sl_rule {
 	__u8  key_v4;       /* IPv4 key prefix length, 1..32; 0 = 32                                */
 	__u8  key_v6;       /* IPv6 key prefix length, 1..128; 0 = 64                               */
 	__u8  proto;        /* match: IPPROTO_*; 0 = any                                            */
-	__u8  tier;         /* match: GeoIP tier of the source (sl_geo); 0 = any                    */
+	__u8  tier;         /* match: GeoIP tier of the source (sl_geo), SL_TIER_DEFAULT for sources
+	                     * in no listed tier; 0 = any                                          */
 	__u16 dport_lo;     /* match: destination port range, host order; 0,0 = any                 */
 	__u16 dport_hi;
 	__u32 window_ms;    /* window of fixed/sliding, milliseconds; 0 = 1000                       */

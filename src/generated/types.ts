@@ -35,6 +35,7 @@ export const Reason = {
   STALE: 14,
   AGGREGATE: 15,
   PLUGIN: 16,
+  UNMATCHED: 17,
   MAX: 32,
 } as const;
 
@@ -69,6 +70,7 @@ export const Bounds = {
   MAX_CANDS: 15,
   CAS_TRIES: 8,
   PLUGIN_SLOTS: 16,
+  TIER_DEFAULT: 255,
 } as const;
 
 export const Defaults = {

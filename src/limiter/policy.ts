@@ -18,8 +18,8 @@ export interface RuleSpec {
   src?: string[];
   /** IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6). */
   proto?: number;
-  /** Destination port range, inclusive. */
-  dport?: [number, number];
+  /** Destination port ranges, inclusive: [lo, hi] or a list of them (a rule per range, one id). */
+  dport?: [number, number] | [number, number][];
   /** Only TCP segments with SYN set and ACK clear. */
   syn?: boolean;
   alg?: AlgName;
@@ -36,9 +36,9 @@ export interface RuleSpec {
   action?: ActionName;
   /** With action 'block': how long a key stays blocked. */
   blockMs?: number;
-  /** Destination prefix (one). */
-  dst?: string;
-  /** GeoIP tier number of the source (1..255), as numbered by the GeoIP compilation. */
+  /** Destination prefix, or several (a rule per prefix, one id). */
+  dst?: string | string[];
+  /** GeoIP tier number of the source (1..254 as numbered by the GeoIP compilation; 255: the default tier). */
   tier?: number;
   /** Where the rule applies. Default: ingress. */
   dir?: 'ingress' | 'egress' | 'both';
@@ -68,12 +68,15 @@ export interface CidrEntry {
 }
 
 export interface CompiledPolicy {
-  /** Rules by slot; version and epoch are filled in when written. */
+  /**
+   * Rules by slot; version and epoch are filled in when written. A rule with several port ranges
+   * or destinations takes a slot for each, all with its id (counters and state are shared).
+   */
   rules: Omit<Rule, 'version' | 'epoch'>[];
   cidrs: CidrEntry[];
   any: number[];
-  /** id -> slot */
-  slotOf: Map<number, number>;
+  /** id -> its slots */
+  slotsOf: Map<number, number[]>;
 }
 
 export class PolicyError extends Error {
@@ -145,12 +148,13 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
   const problems: string[] = [];
   const { rules } = policy;
   if (rules.length === 0) problems.push('rules: the default rule (rules[0]) is missing');
-  if (rules.length > maxRules) problems.push(`rules: ${rules.length} rules, but the program was loaded with room for ${maxRules}`);
   const ids = new Set<number>();
   const prefixes: Prefix[][] = [];
   const out: CompiledPolicy['rules'] = [];
+  const slotsOf = new Map<number, number[]>();
 
-  rules.forEach((r, slot) => {
+  rules.forEach((r, index) => {
+    const slot = index; // position in the policy; kernel slots are in slotsOf
     const at = `rules[${slot}]${r.name ? ` (${r.name})` : ''}`;
     const bad = (msg: string): void => { problems.push(`${at}: ${msg}`); };
     if (!Number.isInteger(r.id) || r.id < 0 || r.id >= maxRules) bad(`id ${r.id} must be an integer from 0 to ${maxRules - 1}`);
@@ -158,7 +162,7 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
     ids.add(r.id);
     if (slot === 0 && r.id !== 0) bad('the default rule must have id 0');
     if (slot > 0 && r.id === 0) bad('id 0 is reserved for the default rule');
-    if (slot === 0 && (r.src || r.proto !== undefined || r.dport || r.syn || r.dst || r.tier)) bad('the default rule matches everything: it takes no src, dst, proto, dport, syn or tier');
+    if (slot === 0 && (r.src || r.proto !== undefined || r.dport || r.syn || r.dst || r.tier)) bad('the default rule matches everything: it takes no src, dst, proto, dport, syn or tier (it may take dir)');
 
     const pfx: Prefix[] = [];
     for (const s of r.src ?? []) {
@@ -168,13 +172,12 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
     prefixes.push(pfx);
 
     if (r.proto !== undefined && (!Number.isInteger(r.proto) || r.proto < 1 || r.proto > 255)) bad(`proto ${r.proto} must be an IP protocol number from 1 to 255`);
-    let dlo = 0;
-    let dhi = 0;
-    if (r.dport) {
-      [dlo, dhi] = r.dport;
-      if (!Number.isInteger(dlo) || !Number.isInteger(dhi) || dlo < 1 || dhi > 65535 || dlo > dhi) bad(`dport [${dlo}, ${dhi}] must be a range within 1..65535`);
-      if (r.proto !== undefined && ![6, 17, 132].includes(r.proto)) bad('dport needs proto tcp (6), udp (17) or sctp (132), or no proto');
+    const ranges: [number, number][] = !r.dport ? [[0, 0]] : typeof r.dport[0] === 'number' ? [r.dport as [number, number]] : (r.dport as [number, number][]);
+    for (const [lo, hi] of r.dport ? ranges : []) {
+      if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 1 || hi > 65535 || lo > hi) bad(`dport [${lo}, ${hi}] must be a port or range within 1..65535`);
     }
+    if (r.dport && ranges.length === 0) bad('dport is an empty list: leave it out to match any port');
+    if (r.dport && r.proto !== undefined && ![6, 17, 132].includes(r.proto)) bad('dport needs proto tcp (6), udp (17) or sctp (132), or no proto');
     const alg = r.alg ?? 'fixed';
     if (!(alg in ALG_BY_NAME)) bad(`alg "${alg}" is not one of fixed, sliding, token, gcra`);
 
@@ -225,11 +228,13 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
     const blockMs = r.blockMs ?? 0;
     if (action === 'block' && (!Number.isInteger(blockMs) || blockMs < 1 || blockMs > 0xffffffff)) bad('action block needs blockMs, a whole number of milliseconds from 1 to 4294967295');
 
-    let dst: Prefix | undefined;
-    if (r.dst !== undefined) {
-      try { dst = parsePrefix(r.dst); } catch (e) { bad(`dst: ${(e as Error).message}`); }
+    const dsts: (Prefix | undefined)[] = [];
+    for (const d of r.dst === undefined ? [] : typeof r.dst === 'string' ? [r.dst] : r.dst) {
+      try { dsts.push(parsePrefix(d)); } catch (e) { bad(`dst: ${(e as Error).message}`); }
     }
-    if (r.tier !== undefined && (!Number.isInteger(r.tier) || r.tier < 1 || r.tier > 255)) bad(`tier ${r.tier} must be a tier number from 1 to 255`);
+    if (r.dst !== undefined && typeof r.dst !== 'string' && r.dst.length === 0) bad('dst is an empty list: leave it out to match any destination');
+    if (!dsts.length) dsts.push(undefined);
+    if (r.tier !== undefined && (!Number.isInteger(r.tier) || r.tier < 1 || r.tier > 255)) bad(`tier ${r.tier} must be a tier number from 1 to 254, or 255 for the default tier`);
     const dir = r.dir ?? 'ingress';
     if (!['ingress', 'egress', 'both'].includes(dir)) bad(`dir "${dir}" is not one of ingress, egress, both`);
     if (r.keyBy === 'dst') flags |= RuleFlags.KEY_DST;
@@ -239,7 +244,8 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
     if (r.aggregate === null) flags |= RuleFlags.NO_AGG;
     else if (r.aggregate) agg = { rate: rate('aggregate pps', r.aggregate.pps), burst: burst('aggregate burst', r.aggregate.burst) };
 
-    out.push({
+    const first = out.length;
+    for (const [dlo, dhi] of ranges) for (const dst of dsts) out.push({
       id: r.id,
       alg: ALG_BY_NAME[alg] ?? Alg.FIXED,
       action: action === 'dry-run' ? Action.DRYRUN : action === 'block' ? Action.BLOCK : Action.DROP,
@@ -262,7 +268,9 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
       byt: { rate: bps, burst: bpsBurst },
       agg,
     });
+    slotsOf.set(r.id, Array.from({ length: out.length - first }, (_, i) => first + i));
   });
+  if (out.length > maxRules) problems.push(`the rules take ${out.length} slots (one per port range and destination), but the program was loaded with room for ${maxRules}`);
 
   // Candidate lists. Each distinct source prefix gets every rule that applies to it: rules one of
   // whose prefixes covers it, and rules with no source condition (as if /0). Longest prefix first,
@@ -270,26 +278,27 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
   // prefix that covers the address covers that one too, so the list is complete for the address.
   const distinct = new Map<string, Prefix>();
   prefixes.forEach((list) => list.forEach((p) => distinct.set(`${p.family}|${p.addr.toString('hex')}|${p.plen}`, p)));
-  const anySlots = rules.map((r, slot) => (slot > 0 && !r.src ? slot : -1)).filter((s) => s > 0);
+  const slotsAt = (index: number): number[] => slotsOf.get(rules[index]!.id) ?? [];
+  const anySlots = rules.flatMap((r, i) => (i > 0 && !r.src ? slotsAt(i) : []));
   const cidrs: CidrEntry[] = [];
   for (const p of distinct.values()) {
-    const applying: { slot: number; plen: number }[] = [];
-    rules.forEach((r, slot) => {
-      if (slot === 0) return;
-      if (!r.src) { applying.push({ slot, plen: -1 }); return; }
-      const best = Math.max(-1, ...prefixes[slot]!.filter((q) => covers(q, p)).map((q) => q.plen));
-      if (best >= 0) applying.push({ slot, plen: best });
+    const applying: { index: number; plen: number }[] = [];
+    rules.forEach((r, index) => {
+      if (index === 0) return;
+      if (!r.src) { applying.push({ index, plen: -1 }); return; }
+      const best = Math.max(-1, ...prefixes[index]!.filter((q) => covers(q, p)).map((q) => q.plen));
+      if (best >= 0) applying.push({ index, plen: best });
     });
-    applying.sort((a, b) => b.plen - a.plen || a.slot - b.slot);
-    const slots = applying.map((a) => a.slot);
+    applying.sort((a, b) => b.plen - a.plen || a.index - b.index);
+    const slots = applying.flatMap((a) => slotsAt(a.index));
     if (slots.length > Bounds.MAX_CANDS) {
-      problems.push(`${formatPrefix(p)}: ${slots.length} rules apply to this source prefix; at most ${Bounds.MAX_CANDS} can (merge rules or narrow their sources)`);
+      problems.push(`${formatPrefix(p)}: ${slots.length} rule slots apply to this source prefix (a rule takes one per port range and destination); at most ${Bounds.MAX_CANDS} can (merge rules or narrow their sources)`);
     }
     cidrs.push({ family: p.family, plen: p.plen, addr: p.addr, slots });
   }
   if (anySlots.length > Bounds.MAX_CANDS) {
-    problems.push(`${anySlots.length} rules have no source condition; at most ${Bounds.MAX_CANDS} can`);
+    problems.push(`${anySlots.length} rule slots have no source condition (a rule takes one per port range and destination); at most ${Bounds.MAX_CANDS} can`);
   }
   if (problems.length) throw new PolicyError(problems);
-  return { rules: out, cidrs, any: anySlots, slotOf: new Map(rules.map((r, slot) => [r.id, slot])) };
+  return { rules: out, cidrs, any: anySlots, slotsOf };
 }

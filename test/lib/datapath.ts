@@ -29,6 +29,7 @@ export class TestDatapath {
   private readonly testMap: BpfMap | undefined;
   private readonly ctl = Buffer.alloc(SL_TEST_CTL_SIZE);
   private salt = 0;
+  private now = 0n;
 
   private constructor(readonly coll: Collection) {
     const maps = {} as Record<string, BpfMap>;
@@ -53,6 +54,7 @@ export class TestDatapath {
 
   /** Set the data path's clock (test build). 0n: the kernel's clock. */
   setNow(ns: bigint): void {
+    this.now = ns;
     encodeTestCtl({ now_ns: ns, salt_keys: this.salt }, this.ctl);
     this.testMap!.update(zero, this.ctl);
   }
@@ -60,6 +62,7 @@ export class TestDatapath {
   /** Salt every key with a per-CPU sequence: a new source on every run (test build). */
   setSalt(on: boolean): void {
     this.salt = on ? 1 : 0;
+    this.setNow(this.now);
   }
 
   async run(packet: Buffer, repeat = 1): Promise<'pass' | 'drop'> {

@@ -61,7 +61,6 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly stateCacheMs: number;
   private data: Promise<InterfaceData[]> | undefined;
-  private dataAt = 0;
   private readonly counts = new Map<string, { at: number; entries: number; newStates: number; pending?: Promise<void> }>();
   /** Highest eviction estimate reported per interface: a counter must not go down. */
   private readonly evictHigh = new Map<string, number>();
@@ -189,11 +188,14 @@ export class Metrics {
     return this.registry.metrics();
   }
 
-  /** One reading of the maps shared by every metric of one scrape (and by scrapes 250 ms apart). */
+  /**
+   * One reading of the maps shared by every metric of one scrape: the registry asks every metric
+   * in one synchronous pass, so the reading is kept until the next turn of the event loop.
+   */
   private collectOnce(): Promise<InterfaceData[]> {
-    if (!this.data || Date.now() - this.dataAt > 250) {
-      this.dataAt = Date.now();
+    if (!this.data) {
       this.data = this.read();
+      setImmediate(() => { this.data = undefined; });
     }
     return this.data;
   }

@@ -132,3 +132,14 @@ export async function freePort(): Promise<number> {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Wait for the start of the next fixed window (plus 20 ms). The data path numbers windows by
+ * CLOCK_MONOTONIC / window, the clock of process.hrtime, so a flood started now and sent within
+ * the window meets a fresh budget: its passes are exactly min(sent, rate).
+ */
+export async function nextWindow(windowMs = 1000): Promise<void> {
+  const w = BigInt(windowMs) * 1_000_000n;
+  const into = process.hrtime.bigint() % w;
+  await sleep(Number(w - into) / 1e6 + 20);
+}

@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { Daemon } from '../../agent/daemon';
+import { ConfigError } from '../../config';
+import { EXIT } from '../common';
 
 interface RunOpts { config: string; detachOnExit?: boolean }
 
@@ -18,7 +20,16 @@ Examples:
   kill -HUP $(pidof sluice)                      # reload now
   curl --unix-socket /run/sluice/api.sock http://sluice/v1/status`)
     .action(async (o: RunOpts) => {
-      const d = await Daemon.start({ configFile: o.config, detachOnExit: !!o.detachOnExit });
+      let d: Daemon;
+      try {
+        d = await Daemon.start({ configFile: o.config, detachOnExit: !!o.detachOnExit });
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        // An invalid file is a usage error: every problem listed, nothing attached.
+        console.error(`sluice: ${e.message}`);
+        process.exitCode = EXIT.usage;
+        return;
+      }
       await new Promise<void>((resolve) => {
         const onHup = (): void => { d.reload('sighup').catch(() => undefined); };
         const onStop = (signal: string) => (): void => {

@@ -10,12 +10,14 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import {
-  BpfError, BpfMap, hasBpfPrivileges, ifindex, Link, numPossibleCpus, ObjectSpec, PermissionError, Program, xdpQuery,
+  BpfError, BpfMap, hasBpfPrivileges, ifindex, Link, numPossibleCpus, ObjectSpec, PermissionError, Program,
+  tcAttach, tcDetach, tcHookCreate, tcQuery, xdpQuery,
   type Collection,
 } from '../ebpf';
 import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, type LimiterMaps } from '../limiter/limiter';
 import { emptyLists, normaliseLists, type Lists } from '../limiter/lists';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
+import { plugProgram, unplugProgram, type Hook } from '../limiter/plugins';
 import { AgentCode, AgentError } from './errors';
 import {
   DEFAULT_LIMITS, loadSettings, pinDir, removeSettings, saveSettings, scopeOf, settingsPath, withLock,
@@ -24,6 +26,9 @@ import {
 
 export const DEFAULT_OBJECT = resolve(__dirname, '..', '..', '..', 'bpf', 'sluice.bpf.o');
 export const PROGRAM = 'sluice_xdp';
+export const TC_PROGRAM = 'sluice_tc_egress';
+/** Sluice's tc egress filter: this handle and priority, replaced in place on upgrade. */
+export const TC_FILTER = { handle: 0x51c, priority: 0x51c } as const;
 export const DEFAULT_MAX_ENTRIES = 100_000;
 export const DEFAULT_MAX_RULES = 1024;
 
@@ -37,6 +42,7 @@ export interface UpOptions extends Place {
   rules?: RuleSpec[];
   lists?: Lists;
   malformedDrop?: boolean;
+  egress?: boolean;
   policyFile?: string | null;
 }
 
@@ -184,6 +190,8 @@ export class Protection {
         rules: o.rules ?? prior?.rules ?? [],
         lists: lists ?? prior?.lists ?? emptyLists(),
         malformedDrop: o.malformedDrop ?? prior?.malformedDrop ?? false,
+        egress: o.egress ?? prior?.egress ?? false,
+        plugins: prior?.plugins ?? { xdp: {}, tc: {} },
         policyFile: o.policyFile !== undefined ? o.policyFile : prior?.policyFile ?? null,
       };
       validateLimits(base.limits);
@@ -243,13 +251,15 @@ export class Protection {
       for (const [name, map] of coll.maps) if (!name.includes('.')) map.pin(join(dir, 'maps', name));
       prog.pin(join(dir, 'prog'));
       link.pin(join(dir, 'link'));
+      if (settings.egress) Protection.attachEgress(o, coll.programs.get(TC_PROGRAM)!, dir);
       saveSettings(settings);
       link.close();
       coll.close();
       return { action: 'attached', warnings, protection: Protection.open(o) };
     } catch (e) {
-      // Leave the interface as it was: no link, no pins, no settings.
+      // Leave the interface as it was: no link, no filter, no pins, no settings.
       try { link?.detach(); } catch { /* not attached */ }
+      Protection.detachEgress(o);
       link?.close();
       coll?.close();
       rmSync(dir, { recursive: true, force: true });
@@ -302,6 +312,16 @@ export class Protection {
         }
         // Maps new in this object are pinned alongside the adopted ones.
         for (const [name, map] of coll.maps) if (!name.includes('.') && !maps.has(name)) map.pin(join(dir, 'maps', name));
+        // Egress: attach, replace in place (same handle and priority), or remove, as asked.
+        if (base.egress) {
+          const tcProg = coll.programs.get(TC_PROGRAM)!;
+          const pinned = existsSync(join(dir, 'tc_prog')) ? Program.fromPin(join(dir, 'tc_prog')) : undefined;
+          const same = pinned && pinned.info().tag === tcProg.info().tag && tcQuery(prior.ifindex, 'egress', { ...TC_FILTER, netns: o.netns ?? undefined })?.progId === pinned.info().id;
+          pinned?.close();
+          if (!same) Protection.attachEgress(o, tcProg, dir);
+        } else if (prior.egress) {
+          Protection.detachEgress(o);
+        }
       } finally {
         pinnedProg.close();
         link.close();
@@ -337,10 +357,72 @@ export class Protection {
         link.close();
       }
     }
+    Protection.detachEgress(p);
     rmSync(dir, { recursive: true, force: true });
     removeSettings(p);
     removeEmptyScope(p);
     return had;
+  }
+
+  /**
+   * Attach (or replace in place) the egress filter. The clsact qdisc is created if missing and never
+   * removed: other tools' filters may hang off it.
+   */
+  private static attachEgress(p: Place, prog: Program, dir: string): void {
+    const netns = p.netns ?? undefined;
+    tcHookCreate(p.iface, 'egress', { netns });
+    tcAttach(p.iface, 'egress', prog, { ...TC_FILTER, replace: true, netns });
+    rmSync(join(dir, 'tc_prog'), { force: true });
+    prog.pin(join(dir, 'tc_prog'));
+  }
+
+  /** Remove Sluice's egress filter, if any; the qdisc and other filters stay. */
+  private static detachEgress(p: Place): void {
+    try {
+      if (tcQuery(p.iface, 'egress', { ...TC_FILTER, netns: p.netns ?? undefined })) tcDetach(p.iface, 'egress', { ...TC_FILTER, netns: p.netns ?? undefined });
+    } catch {
+      // No clsact qdisc, or the interface is gone: nothing to remove.
+    }
+    rmSync(join(pinDir(p), 'tc_prog'), { force: true });
+  }
+
+  /**
+   * Load an operator's program and plug it into a slot: rules with that plugin slot hand their
+   * packets to it (tail call) instead of the built-in limiter. It must be an XDP program for the
+   * xdp hook, a SCHED_CLS (tc) program for the tc hook.
+   */
+  async plug(hook: Hook, slot: number, object: string, program: string): Promise<void> {
+    if (!existsSync(object)) throw new AgentError(AgentCode.InvalidArgument, `no BPF object at ${object}`);
+    await withLock(this.place, async () => {
+      let prog: Program;
+      try {
+        prog = await plugProgram(this.maps.get(`sl_plugins_${hook}`)!, hook, slot, object, program);
+      } catch (e) {
+        if (e instanceof RangeError || !(e instanceof BpfError)) throw new AgentError(AgentCode.InvalidArgument, (e as Error).message);
+        throw e;
+      }
+      try {
+        const pinPath = join(pinDir(this.place), 'plugins', `${hook}_${slot}`);
+        mkdirSync(dirname(pinPath), { recursive: true });
+        rmSync(pinPath, { force: true });
+        prog.pin(pinPath);
+      } finally {
+        prog.close();
+      }
+      this.settings.plugins[hook][String(slot)] = { object: resolve(object), program };
+      saveSettings(this.settings);
+    });
+  }
+
+  /** Empty a plugin slot: its rules go back to the built-in limiter. Idempotent. */
+  async unplug(hook: Hook, slot: number): Promise<boolean> {
+    return withLock(this.place, () => {
+      const had = unplugProgram(this.maps.get(`sl_plugins_${hook}`)!, slot);
+      rmSync(join(pinDir(this.place), 'plugins', `${hook}_${slot}`), { force: true });
+      delete this.settings.plugins[hook][String(slot)];
+      saveSettings(this.settings);
+      return had;
+    });
   }
 
   /** Change settings live: compiled and checked first, then one policy flip. */

@@ -54,9 +54,18 @@ export interface Settings {
   rules: RuleSpec[];
   lists: Lists;
   malformedDrop: boolean;
+  /** Also enforce at tc clsact egress (rules with dir egress or both). */
+  egress: boolean;
+  /** Operator programs plugged into the plugin slots, by hook and slot. */
+  plugins: { xdp: Record<string, PluginRef>; tc: Record<string, PluginRef> };
   policyFile: string | null;
   attachedAt: string;
   updatedAt: string;
+}
+
+export interface PluginRef {
+  object: string;
+  program: string;
 }
 
 export interface Place {

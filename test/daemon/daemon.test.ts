@@ -179,6 +179,37 @@ test('a protection taken down behind the daemon is restored at the next reconcil
   assert.ok(d.allowed <= 400 && d.dropped >= 1600, `allowed ${d.allowed}, dropped ${d.dropped}`);
 });
 
+test('a reload brings added interfaces up, takes removed ones down, and logs load-time changes it cannot make in place', async () => {
+  const second = await tb.addVeth(cli, place.netns!);
+  const other: Place = { iface: second.b.ifname, netns: place.netns };
+  const base = config({ algorithm: 'fixed', rate: 200 }) as { interfaces: Record<string, unknown>[] };
+  let n = daemon.logs.length;
+  writeConfig(configFile, {
+    ...base,
+    interfaces: [{ ...base.interfaces[0], max_entries: 8192 }, { iface: other.iface, netns: other.netns, limits: { rate: 50 } }],
+  });
+  const added = await daemon.waitLog((x) => daemon.logs.indexOf(x) >= n && x.event === 'reloaded', 'the reload that adds an interface');
+  const changes = added['changes'] as string[];
+  assert.ok(changes.some((c) => c.startsWith(`${other.iface} (netns ${other.netns}): added, protected`)), changes.join('\n'));
+  assert.ok(changes.some((c) => /max_entries 4096 -> 8192 pending/.test(c)), changes.join('\n'));
+  const note = daemon.logs.find((x) => daemon.logs.indexOf(x) >= n && x.event === 'needs_reattach');
+  assert.ok(note && /sluice down --iface .* and then `kill -HUP/.test(note.msg), note?.msg);
+  const st = await http(unix, 'GET', '/v1/status');
+  assert.equal(st.json.interfaces[0].state_max_entries, 4096, 'the running map is kept');
+  assert.equal(st.json.interfaces[0].pending, 'max_entries 4096 -> 8192');
+  assert.equal(st.json.interfaces[1].protected, true);
+  assert.equal(totals(other).dropped_packets, 0);
+
+  n = daemon.logs.length;
+  writeConfig(configFile, base);
+  const removed = await daemon.waitLog((x) => daemon.logs.indexOf(x) >= n && x.event === 'reloaded', 'the reload that removes it');
+  assert.ok((removed['changes'] as string[]).some((c) => c.includes('removed from the config, protection taken down')));
+  assert.throws(() => Protection.open(other), (e: { code?: string }) => e.code === 'SLUICE_E_NOT_PROTECTED');
+  const after = await http(unix, 'GET', '/v1/status');
+  assert.equal(after.json.interfaces.length, 1);
+  assert.equal(after.json.interfaces[0].pending, undefined);
+});
+
 test('kill -9 under traffic: traffic over the limit is still dropped, and a restart adopts with the counters it had', async () => {
   // 3,000 packets per second for 4 s against 200 per second.
   const sending = udpSend(tb, cli, veth.b.ipv4, 12_000, 3000);

@@ -17,7 +17,7 @@ every problem listed, and the running policy stays. Logs are JSON lines on stdou
 
 Examples:
   sluice run --config /etc/sluice/sluice.yaml
-  kill -HUP $(pidof sluice)                      # reload now
+  kill -HUP PID                                  # reload now (the pid is in every log line and in /v1/status)
   curl --unix-socket /run/sluice/api.sock http://sluice/v1/status`)
     .action(async (o: RunOpts) => {
       let d: Daemon;

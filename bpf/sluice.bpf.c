@@ -646,7 +646,7 @@ __noinline int sl_parse_skb(struct __sk_buff *skb, struct sl_pkt *p)
 
 /* Egress at tc clsact. Passing returns TC_ACT_UNSPEC so that other tools' filters still run. */
 SEC("tc")
-int sluice_tc_egress(struct __sk_buff *skb)
+int sluice_egress(struct __sk_buff *skb)
 {
 	struct sl_pkt p = { .segs = 1, .dir = SL_DIR_EGRESS };
 	int v;

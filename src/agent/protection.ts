@@ -18,6 +18,7 @@ import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, type LimiterMaps } from '.
 import { emptyLists, normaliseLists, type Lists } from '../limiter/lists';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
 import { plugProgram, unplugProgram, type Hook } from '../limiter/plugins';
+import { compileGeo, type GeoCompiled, type GeoConfig } from '../limiter/geoip';
 import { AgentCode, AgentError } from './errors';
 import {
   DEFAULT_LIMITS, loadSettings, pinDir, removeSettings, saveSettings, scopeOf, settingsPath, withLock,
@@ -26,7 +27,7 @@ import {
 
 export const DEFAULT_OBJECT = resolve(__dirname, '..', '..', '..', 'bpf', 'sluice.bpf.o');
 export const PROGRAM = 'sluice_xdp';
-export const TC_PROGRAM = 'sluice_tc_egress';
+export const TC_PROGRAM = 'sluice_egress';
 /** Sluice's tc egress filter: this handle and priority, replaced in place on upgrade. */
 export const TC_FILTER = { handle: 0x51c, priority: 0x51c } as const;
 export const DEFAULT_MAX_ENTRIES = 100_000;
@@ -43,6 +44,8 @@ export interface UpOptions extends Place {
   lists?: Lists;
   malformedDrop?: boolean;
   egress?: boolean;
+  geoip?: GeoConfig | null;
+  ruleIds?: Record<string, number>;
   policyFile?: string | null;
 }
 
@@ -121,8 +124,26 @@ function validateLimits(l: Limits): void {
   }
 }
 
+/** GeoIP compilations by configuration: a dataset is read once per process. */
+const geoCache = new Map<string, GeoCompiled>();
+
+export function geoOf(cfg: GeoConfig): GeoCompiled {
+  const key = JSON.stringify(cfg);
+  let g = geoCache.get(key);
+  if (!g) {
+    try {
+      g = compileGeo(cfg);
+    } catch (e) {
+      throw new AgentError(AgentCode.InvalidArgument, (e as Error).message);
+    }
+    geoCache.set(key, g);
+  }
+  return g;
+}
+
 function applyAll(limiter: Limiter, s: Settings): void {
-  limiter.applyPolicy(policyOf(s));
+  const geo = s.geoip ? geoOf(s.geoip) : undefined;
+  limiter.applyPolicy(policyOf(s), geo ? { entries: geo.entries, hash: geo.hash } : undefined);
   limiter.applyLists(s.lists);
   limiter.setConfig({ malformed_drop: s.malformedDrop ? 1 : 0 });
 }
@@ -191,6 +212,8 @@ export class Protection {
         lists: lists ?? prior?.lists ?? emptyLists(),
         malformedDrop: o.malformedDrop ?? prior?.malformedDrop ?? false,
         egress: o.egress ?? prior?.egress ?? false,
+        geoip: o.geoip !== undefined ? o.geoip : prior?.geoip ?? null,
+        ruleIds: o.ruleIds ?? prior?.ruleIds ?? {},
         plugins: prior?.plugins ?? { xdp: {}, tc: {} },
         policyFile: o.policyFile !== undefined ? o.policyFile : prior?.policyFile ?? null,
       };
@@ -426,7 +449,7 @@ export class Protection {
   }
 
   /** Change settings live: compiled and checked first, then one policy flip. */
-  async update(change: { limits?: Partial<Limits>; rules?: RuleSpec[]; lists?: Lists; malformedDrop?: boolean }): Promise<Settings> {
+  async update(change: { limits?: Partial<Limits>; rules?: RuleSpec[]; lists?: Lists; malformedDrop?: boolean; geoip?: GeoConfig | null; ruleIds?: Record<string, number> }): Promise<Settings> {
     return withLock(this.place, () => {
       const next: Settings = {
         ...this.settings,
@@ -434,6 +457,8 @@ export class Protection {
         rules: change.rules ?? this.settings.rules,
         lists: change.lists ? normaliseLists(change.lists) : this.settings.lists,
         malformedDrop: change.malformedDrop ?? this.settings.malformedDrop,
+        geoip: change.geoip !== undefined ? change.geoip : this.settings.geoip,
+        ruleIds: change.ruleIds ?? this.settings.ruleIds,
       };
       validateLimits(next.limits);
       compilePolicy(policyOf(next), next.maxRules);

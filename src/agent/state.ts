@@ -13,6 +13,7 @@
  */
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import type { GeoConfig } from '../limiter/geoip';
 import type { AlgName } from '../limiter/models';
 import type { Lists } from '../limiter/lists';
 import type { RuleSpec } from '../limiter/policy';
@@ -56,6 +57,10 @@ export interface Settings {
   malformedDrop: boolean;
   /** Also enforce at tc clsact egress (rules with dir egress or both). */
   egress: boolean;
+  /** GeoIP tiers, or null for none. */
+  geoip: GeoConfig | null;
+  /** Rule name -> stable id (from the policy file). */
+  ruleIds: Record<string, number>;
   /** Operator programs plugged into the plugin slots, by hook and slot. */
   plugins: { xdp: Record<string, PluginRef>; tc: Record<string, PluginRef> };
   policyFile: string | null;
@@ -89,7 +94,8 @@ export function settingsPath(p: Place): string {
 export function loadSettings(p: Place): Settings | undefined {
   const path = settingsPath(p);
   if (!existsSync(path)) return undefined;
-  return JSON.parse(readFileSync(path, 'utf8')) as Settings;
+  // Fields added since format 1 was written get their defaults.
+  return { egress: false, plugins: { xdp: {}, tc: {} }, geoip: null, ruleIds: {}, ...JSON.parse(readFileSync(path, 'utf8')) } as Settings;
 }
 
 /** Written whole or not at all (a rename within the directory). */

@@ -53,7 +53,7 @@ export interface DaemonConfig {
 /** Shortest accepted bearer token. */
 export const MIN_TOKEN_LENGTH = 16;
 
-type Seg = string | number;
+export type Seg = string | number;
 
 export function pathText(path: readonly PropertyKey[]): string {
   let out = '';
@@ -82,14 +82,14 @@ function nodeAt(doc: Document, path: readonly Seg[], key = false): Node | undefi
   return found;
 }
 
-function lineOf(doc: Document, lc: LineCounter, path: readonly Seg[], key = false): number | undefined {
+export function lineOf(doc: Document, lc: LineCounter, path: readonly Seg[], key = false): number | undefined {
   const n = nodeAt(doc, path, key);
   return n?.range ? lc.linePos(n.range[0]).line : undefined;
 }
 
-/** The object schema's keys at a path of the config schema (for "expected one of" on unknown keys). */
-function keysAt(path: readonly Seg[]): string[] {
-  let s = (configSchema as unknown as { _zod: { def: Record<string, unknown> } });
+/** The object schema's keys at a path of a schema (for "expected one of" on unknown keys). */
+function keysAt(path: readonly Seg[], root: zod.ZodType): string[] {
+  let s = (root as unknown as { _zod: { def: Record<string, unknown> } });
   const unwrap = (): void => {
     for (;;) {
       const def = s._zod.def;
@@ -130,13 +130,14 @@ function unknownKeyMessage(key: string, allowed: string[]): string {
   return `unknown key${near ? ` (did you mean ${near}?)` : ''}; expected ${allowed.length ? `one of ${allowed.join(', ')}` : 'no keys here'}`;
 }
 
-function zodProblems(error: zod.ZodError, doc: Document, lc: LineCounter, at: Seg[] = []): ConfigProblem[] {
+/** Every issue of a zod error as a problem with its path and line. `root`: the schema parsed at `at`. */
+export function zodProblems(error: zod.ZodError, doc: Document, lc: LineCounter, at: Seg[] = [], root: zod.ZodType = configSchema): ConfigProblem[] {
   const out: ConfigProblem[] = [];
   for (const iss of error.issues) {
     const path = [...at, ...iss.path.filter((s): s is Seg => typeof s === 'string' || typeof s === 'number')];
     if (iss.code === 'unrecognized_keys') {
       for (const k of iss.keys) {
-        out.push({ path: pathText([...path, k]), line: lineOf(doc, lc, [...path, k], true), message: unknownKeyMessage(k, keysAt(path)) });
+        out.push({ path: pathText([...path, k]), line: lineOf(doc, lc, [...path, k], true), message: unknownKeyMessage(k, keysAt(path.slice(at.length), root)) });
       }
       continue;
     }
@@ -205,11 +206,11 @@ function readToken(file: string, at: Seg[], doc: Document, lc: LineCounter, prob
 }
 
 /** In the order of the file; problems without a line first, otherwise as found. */
-function sortByLine(ps: ConfigProblem[]): ConfigProblem[] {
+export function sortByLine(ps: ConfigProblem[]): ConfigProblem[] {
   return ps.map((p, i) => [p, i] as const).sort(([a, i], [b, j]) => (a.line ?? 0) - (b.line ?? 0) || i - j).map(([p]) => p);
 }
 
-function deepFreeze<T>(v: T): T {
+export function deepFreeze<T>(v: T): T {
   if (v && typeof v === 'object' && !Object.isFrozen(v)) {
     Object.freeze(v);
     for (const x of Object.values(v as object)) deepFreeze(x);
@@ -254,7 +255,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
     }
     const r = interfaceSchema.safeParse(item);
     if (r.success) good.push([n, r.data]);
-    else problems.push(...zodProblems(r.error, doc, lc, ['interfaces', n]));
+    else problems.push(...zodProblems(r.error, doc, lc, ['interfaces', n], interfaceSchema));
   });
 
   const warnings: string[] = [];

@@ -32,7 +32,7 @@ export function shown(v: unknown): string {
 }
 
 /** A number or a string with a unit, through one of the parsers of units.ts. */
-function unitValue<T>(parse: (v: string | number) => T, expected: string) {
+export function unitValue<T>(parse: (v: string | number) => T, expected: string) {
   return z.unknown().transform((v, ctx): T => {
     if (typeof v !== 'number' && typeof v !== 'string') {
       ctx.issues.push({ code: 'custom', message: `expected ${expected}, got ${shown(v)}`, input: v });
@@ -48,7 +48,7 @@ function unitValue<T>(parse: (v: string | number) => T, expected: string) {
 }
 
 /** Like unitValue, and null or "none" mean "no limit of this kind" (null). */
-function optionalLimit(parse: (v: string | number) => number, expected: string) {
+export function optionalLimit(parse: (v: string | number) => number, expected: string) {
   return z.unknown().transform((v, ctx): number | null => {
     if (v === null || v === 'none') return null;
     if (typeof v !== 'number' && typeof v !== 'string') {
@@ -64,10 +64,10 @@ function optionalLimit(parse: (v: string | number) => number, expected: string) 
   });
 }
 
-const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
+export const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: (iss) => `expected one of ${values.join(', ')}, got ${shown(iss.input)}` });
 
-const wholeIn = (what: string, min: number, max: number) =>
+export const wholeIn = (what: string, min: number, max: number) =>
   z.number({ error: (iss) => `expected ${what}: a whole number from ${min} to ${max}, got ${shown(iss.input)}` })
     .int({ error: (iss) => `${what} must be a whole number, got ${shown(iss.input)}` })
     .min(min, { error: `${what} must be at least ${min}` })
@@ -89,7 +89,7 @@ export const limitsSchema = z.strictObject({
 
 export type LimitsInput = z.output<typeof limitsSchema>;
 
-const cidr = z.unknown().transform((v, ctx): string => {
+export const cidr = z.unknown().transform((v, ctx): string => {
   if (typeof v !== 'string') {
     ctx.issues.push({ code: 'custom', message: `expected an address or prefix such as 192.0.2.0/24 or 2001:db8::/32, got ${shown(v)}`, input: v });
     return z.NEVER;

@@ -4,6 +4,7 @@
  * syscall. A per-CPU map's value is one slot per possible CPU, each slot
  * valueSize rounded up to 8 bytes.
  */
+import { readFileSync } from 'node:fs';
 import './dispose';
 import { FileFlags, PER_CPU_MAP_TYPES, UpdateFlags } from './constants';
 import { BpfError, BufferSizeError, NotSupportedError } from './errors';
@@ -94,6 +95,15 @@ export class BpfMap {
 
   info(): MapInfo {
     return native().mapGetInfo(this.fd);
+  }
+
+  /**
+   * Kernel memory charged to the map, in bytes, from the kernel's own accounting (the `memlock`
+   * line of /proc/self/fdinfo; exact per map type since Linux 6.4), or undefined if not reported.
+   */
+  memoryUsage(): number | undefined {
+    const m = /^memlock:\s*(\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${this.fd}`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
   }
 
   /** The value under key, or undefined. For a per-CPU map: all CPUs' slots in one Buffer (see lookupPerCpu). */

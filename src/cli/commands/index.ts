@@ -8,6 +8,7 @@ import * as dump from './dump';
 import * as events from './events';
 import * as lab from './lab';
 import * as lists from './lists';
+import * as policy from './policy';
 import * as set from './set';
 import * as stats from './stats';
 import * as status from './status';
@@ -17,4 +18,4 @@ import * as up from './up';
 
 export type Register = (program: Command) => void;
 
-export const COMMANDS: Register[] = [up, down, set, stats, top, events, lists, status, dump, lab, run].map((m) => m.register);
+export const COMMANDS: Register[] = [up, down, set, policy, stats, top, events, lists, status, dump, run, lab].map((m) => m.register);

@@ -1,5 +1,7 @@
 import { Option, type Command } from 'commander';
 import { Protection } from '../../agent/protection';
+import { loadSettings } from '../../agent/state';
+import { loadPolicy } from '../../config/policy-file';
 import { describeLimits, limitOptions, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
 import { parseRate } from '../../limiter/units';
 
@@ -9,6 +11,8 @@ interface UpOpts extends PlaceOptions, LimitOptions {
   maxRules?: number;
   object?: string;
   resetState?: boolean;
+  policy?: string;
+  egress?: boolean;
   json?: boolean;
   packetLimit?: boolean;
 }
@@ -34,17 +38,23 @@ Examples:
     .option('--max-entries <n>', 'per-client state entries (LRU), fixed at load', parsed((v) => parseRate(v, 'max entries', 16)))
     .option('--max-rules <n>', 'rule slots, fixed at load', parsed((v) => parseRate(v, 'max rules', 2)))
     .option('--object <path>', 'the BPF object to load (default: bpf/sluice.bpf.o)')
+    .option('--policy <file>', 'a policy file (rules, lists, GeoIP tiers; see docs/policy.md); limits on the command line override its defaults')
+    .option('--egress', 'also enforce at tc egress (implied by a policy with egress rules)')
     .option('--reset-state', 'discard pinned state and counters, start afresh')
     .option('--json', 'print the result as JSON')
     .action(async (o: UpOpts) => {
+      const prior = loadSettings(place(o));
+      const pf = o.policy ? loadPolicy(o.policy, prior?.ruleIds ?? {}, o.maxRules ?? prior?.maxRules) : undefined;
       const r = await Protection.up({
         ...place(o),
+        ...(pf ? { rules: pf.rules, lists: pf.lists, malformedDrop: pf.malformedDrop, egress: pf.egress, geoip: pf.geoip, ruleIds: pf.ruleIds, policyFile: pf.file } : {}),
+        ...(o.egress ? { egress: true } : {}),
         mode: o.mode,
         ...(o.maxEntries !== undefined ? { maxEntries: o.maxEntries } : {}),
         ...(o.maxRules !== undefined ? { maxRules: o.maxRules } : {}),
         ...(o.object !== undefined ? { object: o.object } : {}),
         resetState: !!o.resetState,
-        limits: limitsFrom(o),
+        limits: { ...pf?.limits, ...limitsFrom(o) },
       });
       const p = r.protection;
       try {

@@ -1,0 +1,189 @@
+import { Option, type Command } from 'commander';
+import { clearPending, readPending, startRollbackWatcher, writePending } from '../../agent/pending';
+import { geoOf, Protection } from '../../agent/protection';
+import { loadSettings } from '../../agent/state';
+import { loadPolicy, type PolicyFile } from '../../config/policy-file';
+import { GEOIP_ATTRIBUTION } from '../../limiter/geoip';
+import { compileLists } from '../../limiter/lists';
+import { compilePolicy, formatPrefix } from '../../limiter/policy';
+import { REASON_NAMES } from '../../limiter/stats';
+import { parseDurationMs } from '../../limiter/units';
+import { human, num, parsed, place, placeOptions, printJson, table, type PlaceOptions } from '../common';
+
+/** Estimated kernel memory of an LPM trie entry (node, key, value, and its share of inner nodes). */
+const LPM_BYTES_PER_ENTRY = 2 * 96;
+
+function policyOfFile(pf: PolicyFile) {
+  return [{ id: 0, name: 'default', alg: pf.limits.algorithm, pps: pf.limits.rate, ppsBurst: pf.limits.burst, windowMs: pf.limits.windowMs, key: { v4: pf.limits.keyV4, v6: pf.limits.keyV6 }, ...(pf.limits.bytesRate !== null ? { bps: pf.limits.bytesRate, bpsBurst: pf.limits.bytesBurst } : {}) }, ...pf.rules];
+}
+
+function describeMatch(r: PolicyFile['rules'][number]): string {
+  const parts: string[] = [];
+  if (r.src) parts.push(`src ${[r.src].flat().join(',')}`);
+  if (r.dst) parts.push(`dst ${[r.dst].flat().join(',')}`);
+  if (r.proto) parts.push(`proto ${r.proto}`);
+  if (r.dport) parts.push(`port ${(typeof r.dport[0] === 'number' ? [r.dport as [number, number]] : (r.dport as [number, number][])).map(([a, b]) => (a === b ? a : `${a}-${b}`)).join(',')}`);
+  if (r.syn) parts.push('syn');
+  if (r.tier) parts.push(`tier ${r.tier === 255 ? 'default' : r.tier}`);
+  if (r.dir && r.dir !== 'ingress') parts.push(r.dir);
+  return parts.join(' ') || 'any';
+}
+
+export function register(program: Command): void {
+  const policy = program.command('policy').description('policy files: check, apply (with rollback), show; plug operator programs into slots');
+
+  policy
+    .command('check <file>')
+    .description('validate a policy file and print what it compiles to, without touching the kernel')
+    .option('--max-rules <n>', 'rule slots of the target (default 1024)', (v) => Number(v), 1024)
+    .option('--json', 'print JSON')
+    .addHelpText('after', `
+Rules are evaluated in this order: the management allowlist, the denylist, the allowlist, then the
+candidate rules of the longest source prefix that matches (rules with that prefix first, then those
+of shorter prefixes, then rules without a source condition, each group in file order); the first
+whose other conditions match decides; none: the default rule.
+
+Examples:
+  sluice policy check examples/policy.yaml
+  sluice policy check policy.yaml --json | jq .rules`)
+    .action((file: string, o: { maxRules: number; json?: boolean }) => {
+      const pf = loadPolicy(file, {}, o.maxRules);
+      const compiled = compilePolicy({ rules: policyOfFile(pf) }, o.maxRules);
+      const lists = compileLists(pf.lists);
+      const geo = pf.geoip ? geoOf(pf.geoip) : undefined;
+      const summary = {
+        file: pf.file,
+        default: pf.limits,
+        rules: pf.rules.map((r) => ({ name: r.name, id: r.id, slots: compiled.slotsOf.get(r.id), match: describeMatch(r), alg: r.alg, pps: r.pps, bps: r.bps ?? null, key: r.key, key_by: r.keyBy, action: r.action ?? 'drop', plugin: r.plugin ?? null })),
+        map_entries: {
+          rule_slots: compiled.rules.length,
+          cidr_entries: compiled.cidrs.length,
+          list_entries: lists.length,
+          geo_entries: geo?.entries.length ?? 0,
+        },
+        candidates: compiled.cidrs.map((c) => ({ prefix: formatPrefix(c), slots: c.slots })).concat([{ prefix: '(no prefix)', slots: compiled.any }]),
+        geoip: geo ? { tiers: Object.fromEntries(geo.tierIds), source: geo.source, input_ranges: geo.ranges, entries: geo.entries.length, estimated_kernel_bytes: geo.entries.length * LPM_BYTES_PER_ENTRY, attribution: GEOIP_ATTRIBUTION } : null,
+        egress: pf.egress,
+      };
+      if (o.json) return printJson(summary);
+      console.log(`${pf.file}: valid`);
+      console.log(`default: ${pf.limits.algorithm} ${pf.limits.rate ?? '-'}/s per /${pf.limits.keyV4} and /${pf.limits.keyV6}`);
+      console.log(table(summary.rules.map((r) => [r.name ?? '', r.id, (r.slots ?? []).join(','), r.match, r.alg ?? '', String(r.pps ?? '-'), r.key === 'rule' ? 'rule' : `${r.key_by} /${(r.key as { v4: number }).v4} /${(r.key as { v6: number }).v6}`, r.action + (r.plugin !== null ? ` plugin ${r.plugin}` : '')]),
+        ['rule', 'id', 'slots', 'match', 'alg', 'pps', 'key', 'action']));
+      console.log(`\ncandidates by source prefix (longest first, then file order):`);
+      for (const c of summary.candidates) console.log(`  ${c.prefix.padEnd(24)} -> slots ${c.slots.join(', ') || '(default rule)'}`);
+      console.log(`\nmap entries: ${summary.map_entries.rule_slots} rule slots, ${summary.map_entries.cidr_entries} source prefixes, ${summary.map_entries.list_entries} list entries, ${summary.map_entries.geo_entries} GeoIP prefixes`);
+      if (summary.geoip) {
+        console.log(`GeoIP: ${Object.entries(summary.geoip.tiers).map(([k, v]) => `${k}=${v === 255 ? 'default' : v}`).join(', ')}; ${num(summary.geoip.input_ranges.v4)} IPv4 and ${num(summary.geoip.input_ranges.v6)} IPv6 ranges merged into ${num(summary.geoip.entries)} prefixes, about ${human(summary.geoip.estimated_kernel_bytes)} of kernel memory`);
+        console.log(GEOIP_ATTRIBUTION);
+      }
+    });
+
+  placeOptions(policy.command('apply <file>').description('apply a policy file to a protected interface, atomically'))
+    .option('--confirm-within <duration>', 'roll back to the previous policy unless `sluice policy confirm` arrives in time (e.g. 60s)', parsed((v) => parseDurationMs(v, 'confirm-within', 1000, 3_600_000)))
+    .option('--json', 'print JSON')
+    .addHelpText('after', `
+Examples:
+  sluice policy apply policy.yaml --iface eth1
+  sluice policy apply policy.yaml --iface eth1 --confirm-within 60s   # then: sluice policy confirm --iface eth1`)
+    .action(async (file: string, o: PlaceOptions & { confirmWithin?: number; json?: boolean }) => {
+      const pl = place(o);
+      const prior = loadSettings(pl);
+      const p0 = Protection.open(pl); // refuses an interface that is not protected
+      p0.close();
+      const pf = loadPolicy(file, prior?.ruleIds ?? {}, prior?.maxRules);
+      const r = await Protection.up({
+        ...pl, limits: pf.limits, rules: pf.rules, lists: pf.lists, malformedDrop: pf.malformedDrop, egress: pf.egress,
+        geoip: pf.geoip, ruleIds: pf.ruleIds, policyFile: pf.file,
+      });
+      const deadline = o.confirmWithin ? Date.now() + o.confirmWithin : null;
+      if (deadline && prior) {
+        writePending(pl, { deadline, previous: prior, applied: pf.file });
+        startRollbackWatcher(pl, deadline);
+      }
+      for (const w of r.warnings) console.error(`warning: ${w}`);
+      const version = r.protection.limiter.version();
+      r.protection.close();
+      if (o.json) return printJson({ iface: o.iface, netns: o.netns ?? null, file: pf.file, version, rules: pf.rules.length + 1, confirm_by: deadline ? new Date(deadline).toISOString() : null });
+      console.log(`${o.iface}: ${pf.file} is live (policy version ${version}, ${pf.rules.length + 1} rules)`);
+      if (deadline) console.log(`it rolls back at ${new Date(deadline).toISOString()} unless you run: sluice policy confirm --iface ${o.iface}${o.netns ? ` --netns ${o.netns}` : ''}`);
+    });
+
+  placeOptions(policy.command('confirm').description('keep a policy applied with --confirm-within'))
+    .action((o: PlaceOptions) => {
+      const had = clearPending(place(o));
+      console.log(had ? `${o.iface}: confirmed; no rollback` : `${o.iface}: nothing to confirm`);
+    });
+
+  placeOptions(policy.command('_rollback', { hidden: true }))
+    .requiredOption('--deadline <ms>', 'epoch milliseconds', (v) => Number(v))
+    .action(async (o: PlaceOptions & { deadline: number }) => {
+      const pl = place(o);
+      await new Promise((r) => setTimeout(r, Math.max(0, o.deadline - Date.now())));
+      const pending = readPending(pl);
+      if (!pending || pending.deadline !== o.deadline) return; // confirmed, or superseded
+      const prev = pending.previous;
+      await Protection.up({
+        ...pl, limits: prev.limits, rules: prev.rules, lists: prev.lists, malformedDrop: prev.malformedDrop, egress: prev.egress,
+        geoip: prev.geoip, ruleIds: prev.ruleIds, policyFile: prev.policyFile,
+      }).then((r) => r.protection.close());
+      clearPending(pl);
+    });
+
+  placeOptions(policy.command('show').description('the live policy of an interface, with per-rule counters'))
+    .option('--json', 'print JSON')
+    .action((o: PlaceOptions & { json?: boolean }) => {
+      const p = Protection.open(place(o));
+      try {
+        const s = p.settings;
+        const names = p.ruleNames();
+        const rules = [...names].map(([id, name]) => {
+          const c = p.limiter.counters(id);
+          const by = (r: string): number => Number(c.reason_packets[REASON_NAMES.indexOf(r)] ?? 0n);
+          return { id, name: name ?? null, matched: Number(c.reason_packets.reduce((a, b) => a + b, 0n)), allowed: by('pass'), dropped: Number(c.packets[1]), would_drop: by('dryrun'), blocked: by('blocked'), aggregate: by('aggregate'), bytes: Number(c.bytes[0] + c.bytes[1]) };
+        });
+        const geoMap = p.maps.get('sl_geo');
+        const geo = s.geoip ? { tiers: s.geoip.tiers, default_tier: s.geoip.defaultTier, kernel_bytes: geoMap?.memoryUsage() ?? null, attribution: GEOIP_ATTRIBUTION } : null;
+        const pending = readPending(p.place);
+        const out = { iface: s.iface, netns: s.netns, version: p.limiter.version(), file: s.policyFile, default: s.limits, lists: s.lists, egress: s.egress, plugins: s.plugins, geoip: geo, rules, rollback_at: pending ? new Date(pending.deadline).toISOString() : null };
+        if (o.json) return printJson(out);
+        console.log(`${s.iface}: policy version ${out.version}${s.policyFile ? ` from ${s.policyFile}` : ''}${pending ? ` (rolls back at ${out.rollback_at} unless confirmed)` : ''}`);
+        console.log(table(rules.map((r) => [`${r.id} ${r.name ?? ''}`, num(r.matched), num(r.allowed), num(r.dropped), num(r.would_drop), num(r.blocked), num(r.aggregate)]), ['rule', 'matched', 'allowed', 'dropped', 'would drop', 'blocked', 'aggregate']));
+        console.log(`lists: ${s.lists.mgmt.length} mgmt, ${s.lists.deny.length} deny, ${s.lists.allow.length} allow; egress ${s.egress ? 'on' : 'off'}`);
+        if (geo) console.log(`GeoIP: tiers ${Object.keys(s.geoip!.tiers).join(', ')} (default ${s.geoip!.defaultTier}); kernel memory of the GeoIP map ${geo.kernel_bytes !== null ? human(geo.kernel_bytes) : 'unknown'}. ${GEOIP_ATTRIBUTION}`);
+      } finally {
+        p.close();
+      }
+    });
+
+  const hookOption = (): Option => new Option('--hook <hook>', 'xdp (ingress) or tc (egress)').choices(['xdp', 'tc']).default('xdp');
+  placeOptions(policy.command('plug').description('load an operator program into a plugin slot: rules with `plugin: N` hand it their packets'))
+    .requiredOption('--slot <n>', 'slot 0..15', (v) => Number(v))
+    .requiredOption('--object <file>', 'the BPF object')
+    .requiredOption('--section <name>', 'the program, by section (e.g. xdp) or function name')
+    .addOption(hookOption())
+    .addHelpText('after', `
+Example:
+  make -C bpf && sluice policy plug --iface eth1 --slot 3 --object bpf/plugins/drop_ssdp.bpf.o --section xdp`)
+    .action(async (o: PlaceOptions & { slot: number; object: string; section: string; hook: 'xdp' | 'tc' }) => {
+      const p = Protection.open(place(o));
+      try {
+        await p.plug(o.hook, o.slot, o.object, o.section);
+        console.log(`${o.iface}: ${o.section} of ${o.object} plugged into ${o.hook} slot ${o.slot}`);
+      } finally {
+        p.close();
+      }
+    });
+  placeOptions(policy.command('unplug').description('empty a plugin slot: its rules go back to the built-in limiter'))
+    .requiredOption('--slot <n>', 'slot 0..15', (v) => Number(v))
+    .addOption(hookOption())
+    .action(async (o: PlaceOptions & { slot: number; hook: 'xdp' | 'tc' }) => {
+      const p = Protection.open(place(o));
+      try {
+        const had = await p.unplug(o.hook, o.slot);
+        console.log(had ? `${o.iface}: ${o.hook} slot ${o.slot} emptied` : `${o.iface}: ${o.hook} slot ${o.slot} was empty`);
+      } finally {
+        p.close();
+      }
+    });
+}

@@ -1,0 +1,238 @@
+/**
+ * The policy file (YAML): defaults, lists, GeoIP tiers and rules, validated by one schema into one
+ * error that lists every problem (file, path, line, what is expected), then compiled into what the
+ * control plane applies: the default rule's limits, rules with stable ids, lists, GeoIP tiers.
+ * Nothing here touches the kernel; `sluice policy check` shows the result.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { LineCounter, parseDocument } from 'yaml';
+import { z } from 'zod';
+import { DEFAULT_LIMITS, type Limits } from '../agent/state';
+import type { GeoConfig } from '../limiter/geoip';
+import type { Lists } from '../limiter/lists';
+import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
+import { parseDurationMs, parseRate } from '../limiter/units';
+import { ConfigError, type ConfigProblem } from './errors';
+import { deepFreeze, limitsProblems, lineOf, mergeLimits, pathText, sortByLine, zodProblems, type Seg } from './load';
+import { cidr, limitsSchema, listsSchema, oneOf, shown, unitValue, wholeIn } from './schema';
+
+const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
+
+const oneOrMany = <T extends z.ZodType>(item: T) => z.union([item, z.array(item)], {
+  error: (iss) => `expected one value or a list, got ${shown(iss.input)}`,
+}).transform((v) => (Array.isArray(v) ? v : [v]) as z.output<T>[]);
+
+/** 53, "1000-2000", or a list of them -> ranges. */
+const ports = z.unknown().transform((v, ctx): [number, number][] => {
+  const one = (x: unknown): [number, number] | undefined => {
+    if (typeof x === 'number' && Number.isInteger(x) && x >= 1 && x <= 65535) return [x, x];
+    const m = typeof x === 'string' ? /^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$/.exec(x) : null;
+    if (m && Number(m[1]) >= 1 && Number(m[2]) <= 65535 && Number(m[1]) <= Number(m[2])) return [Number(m[1]), Number(m[2])];
+    ctx.issues.push({ code: 'custom', message: `expected a port (1..65535) or a range such as "1000-2000", got ${shown(x)}`, input: x });
+    return undefined;
+  };
+  const list = Array.isArray(v) ? v : [v];
+  if (list.length === 0) ctx.issues.push({ code: 'custom', message: 'an empty list of ports matches nothing: leave dst_port out to match any', input: v });
+  return list.map(one).filter((r): r is [number, number] => !!r);
+});
+
+const proto = z.unknown().transform((v, ctx): number => {
+  if (typeof v === 'string' && PROTOCOLS[v.toLowerCase()] !== undefined) return PROTOCOLS[v.toLowerCase()]!;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 255) return v;
+  ctx.issues.push({ code: 'custom', message: `expected a protocol (${Object.keys(PROTOCOLS).join(', ')}) or its number (1..255), got ${shown(v)}`, input: v });
+  return z.NEVER;
+});
+
+const matchSchema = z.strictObject({
+  src: oneOrMany(cidr).optional(),
+  dst: oneOrMany(cidr).optional(),
+  proto: proto.optional(),
+  dst_port: ports.optional(),
+  tcp_flags: oneOf(['syn']).optional(),
+  tier: z.string({ error: (iss) => `expected the name of a GeoIP tier, got ${shown(iss.input)}` }).optional(),
+  dir: oneOf(['ingress', 'egress', 'both']).optional(),
+}, { error: (iss) => `expected a mapping of conditions (src, dst, proto, dst_port, tcp_flags, tier, dir), got ${shown(iss.input)}` });
+
+const per = z.union([
+  oneOf(['source', 'rule', 'destination']),
+  z.strictObject({ v4: wholeIn('IPv4 key prefix length', 1, 32).optional(), v6: wholeIn('IPv6 key prefix length', 1, 128).optional() }),
+], { error: (iss) => `expected source, destination, rule, or prefix lengths such as { v4: 24, v6: 48 }; got ${shown(iss.input)}` });
+
+const aggregate = z.union([
+  z.literal('none'),
+  z.strictObject({
+    rate: unitValue((v) => parseRate(v, 'aggregate rate'), 'packets per second (e.g. 50k)'),
+    burst: unitValue((v) => parseRate(v, 'aggregate burst', 0), 'a number of packets').optional(),
+  }),
+], { error: (iss) => `expected none or { rate, burst }, got ${shown(iss.input)}` });
+
+const ruleLimitSchema = limitsSchema.omit({ key: true }).extend({ per: per.optional(), aggregate: aggregate.optional() });
+
+const ruleSchema = z.strictObject({
+  name: z.string({ error: (iss) => (iss.input === undefined ? 'required: a name for the rule (its counters and state follow the name across changes)' : `expected a name, got ${shown(iss.input)}`) })
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, { error: (iss) => `${shown(iss.input)} is not a rule name (letters, digits, "_", "-", "."; at most 63)` }),
+  match: matchSchema.optional(),
+  limit: ruleLimitSchema.optional(),
+  on_exceed: z.union([oneOf(['drop']), z.strictObject({ block: unitValue((v) => parseDurationMs(v, 'block', 1), 'a duration (e.g. 30s)') })], {
+    error: (iss) => `expected drop or { block: DURATION }, got ${shown(iss.input)}`,
+  }).optional(),
+  mode: oneOf(['enforce', 'dry-run']).optional(),
+  plugin: wholeIn('plugin slot', 0, 15).optional(),
+}, { error: (iss) => `expected a rule: a mapping with name, match, limit, on_exceed, mode, plugin; got ${shown(iss.input)}` });
+
+const geoSchema = z.strictObject({
+  tiers: z.record(z.string(), z.array(z.string({ error: (iss) => `expected a country code such as DE, got ${shown(iss.input)}` }))),
+  default_tier: z.string({ error: 'required: the name of the tier of every source not listed (e.g. foreign)' }),
+  csv: z.string().optional(),
+}, { error: (iss) => `expected { tiers: { NAME: [CC, …] }, default_tier: NAME, csv?: PATH }, got ${shown(iss.input)}` });
+
+export const policySchema = z.strictObject({
+  defaults: limitsSchema.extend({ aggregate: aggregate.optional() }).optional(),
+  mgmt: listsSchema.shape.mgmt,
+  allow: listsSchema.shape.allow,
+  deny: listsSchema.shape.deny,
+  malformed: oneOf(['pass', 'drop']).optional(),
+  egress: z.boolean().optional(),
+  geoip: geoSchema.optional(),
+  rules: z.array(ruleSchema, { error: (iss) => `expected a list of rules, got ${shown(iss.input)}` }).optional(),
+}, { error: (iss) => `expected a mapping (defaults, mgmt, allow, deny, malformed, egress, geoip, rules), got ${shown(iss.input)}` });
+
+export interface PolicyFile {
+  file: string;
+  /** The default rule. */
+  limits: Limits;
+  /** Rules after the default one, ids assigned. */
+  rules: RuleSpec[];
+  lists: Lists;
+  malformedDrop: boolean;
+  egress: boolean;
+  geoip: GeoConfig | null;
+  /** Rule name -> stable id (pass the previous one back in to keep ids across changes). */
+  ruleIds: Record<string, number>;
+}
+
+/**
+ * Validate and compile a policy file's text. `previousIds` keeps rule ids stable across changes
+ * (a rule keeps its counters and state while its name stays). maxRules: the rule slots loaded.
+ */
+export function parsePolicy(text: string, file: string, previousIds: Record<string, number> = {}, maxRules = 1024): PolicyFile {
+  file = resolve(file);
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true });
+  const problems: ConfigProblem[] = [];
+  const at = (path: Seg[], message: string): void => { problems.push({ path: pathText(path), line: lineOf(doc, lc, path), message }); };
+  for (const e of doc.errors) problems.push({ path: '', ...(e.linePos ? { line: e.linePos[0].line } : {}), message: `YAML: ${e.message.split('\n')[0]!}` });
+  if (problems.length) throw new ConfigError(file, problems);
+  const raw = (doc.toJS({ maxAliasCount: 100 }) as unknown) ?? {};
+  const parsed = policySchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(file, sortByLine(zodProblems(parsed.error, doc, lc, [], policySchema)));
+  const p = parsed.data;
+
+  const limits = mergeLimits(DEFAULT_LIMITS, p.defaults);
+  for (const [k, message] of limitsProblems(limits)) at(['defaults', ...(k ? [k] : [])], message);
+
+  // Tiers, and ids by name (kept from before, new names take the lowest free ids).
+  const tiers = new Map<string, number>();
+  if (p.geoip) {
+    Object.keys(p.geoip.tiers).forEach((name, i) => tiers.set(name, i + 1));
+    tiers.set(p.geoip.default_tier, 255);
+  }
+  const names = new Map<string, number>();
+  (p.rules ?? []).forEach((r, i) => {
+    if (names.has(r.name)) at(['rules', i, 'name'], `the name ${r.name} is used by rules[${names.get(r.name)}] too`);
+    names.set(r.name, i);
+  });
+  const ruleIds: Record<string, number> = {};
+  const used = new Set<number>([0]);
+  for (const name of names.keys()) {
+    const prev = previousIds[name];
+    if (prev !== undefined && prev > 0 && prev < maxRules && !used.has(prev)) { ruleIds[name] = prev; used.add(prev); }
+  }
+  let free = 1;
+  for (const name of names.keys()) {
+    if (ruleIds[name] !== undefined) continue;
+    while (used.has(free)) free++;
+    ruleIds[name] = free;
+    used.add(free);
+  }
+
+  const rules: RuleSpec[] = (p.rules ?? []).map((r, i) => {
+    // A burst belongs to its rate: a rule that sets its own rate does not inherit the defaults' burst.
+    const base: Limits = {
+      ...limits,
+      ...(r.limit?.rate !== undefined ? { burst: 0 } : {}),
+      ...(r.limit?.bytes_rate !== undefined ? { bytesBurst: 0 } : {}),
+    };
+    const l = mergeLimits(base, r.limit);
+    const m = r.match ?? {};
+    if (m.tier !== undefined && !tiers.has(m.tier)) {
+      at(['rules', i, 'match', 'tier'], p.geoip ? `no tier named ${m.tier} (the tiers: ${[...tiers.keys()].join(', ')})` : `tier ${m.tier} needs a geoip section that defines tiers`);
+    }
+    if (m.tcp_flags && m.proto !== undefined && m.proto !== 6) at(['rules', i, 'match', 'tcp_flags'], 'tcp_flags needs proto tcp');
+    const perKey = r.limit?.per;
+    const dir = m.dir ?? 'ingress';
+    const spec: RuleSpec = {
+      id: ruleIds[r.name]!,
+      name: r.name,
+      ...(m.src ? { src: m.src } : {}),
+      ...(m.dst ? { dst: m.dst } : {}),
+      ...(m.proto !== undefined ? { proto: m.proto } : m.tcp_flags ? { proto: 6 } : {}),
+      ...(m.dst_port ? { dport: m.dst_port } : {}),
+      ...(m.tcp_flags === 'syn' ? { syn: true } : {}),
+      ...(m.tier !== undefined && tiers.has(m.tier) ? { tier: tiers.get(m.tier)! } : {}),
+      dir,
+      alg: l.algorithm,
+      pps: l.rate,
+      ppsBurst: l.burst,
+      ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst } : {}),
+      windowMs: l.windowMs,
+      key: perKey === 'rule' ? 'rule' : typeof perKey === 'object' ? { v4: perKey.v4 ?? l.keyV4, v6: perKey.v6 ?? l.keyV6 } : { v4: l.keyV4, v6: l.keyV6 },
+      // Egress rules are keyed by the remote end unless they say otherwise.
+      keyBy: perKey === 'destination' || (perKey === undefined && dir === 'egress') ? 'dst' : 'src',
+      ...(r.mode === 'dry-run' ? { action: 'dry-run' as const } : typeof r.on_exceed === 'object' ? { action: 'block' as const, blockMs: r.on_exceed.block } : {}),
+      ...(r.plugin !== undefined ? { plugin: r.plugin } : {}),
+    };
+    const agg = r.limit?.aggregate ?? p.defaults?.aggregate;
+    if (agg === 'none') spec.aggregate = null;
+    else if (agg) spec.aggregate = { pps: agg.rate, ...(agg.burst !== undefined ? { burst: agg.burst } : {}) };
+    if (r.mode === 'dry-run' && typeof r.on_exceed === 'object') at(['rules', i, 'on_exceed'], 'a dry-run rule never blocks: drop on_exceed or the mode');
+    return spec;
+  });
+
+  // What only the compiler sees (candidate lists, slot counts), mapped back to the rules.
+  if (!problems.length) {
+    try {
+      compilePolicy({ rules: [{ id: 0, name: 'default', alg: limits.algorithm, pps: limits.rate, ppsBurst: limits.burst, windowMs: limits.windowMs, key: { v4: limits.keyV4, v6: limits.keyV6 } }, ...rules] }, maxRules);
+    } catch (e) {
+      if (!(e instanceof PolicyError)) throw e;
+      for (const msg of e.problems) {
+        const m = /^rules\[(\d+)\]/.exec(msg);
+        if (m && Number(m[1]) > 0) at(['rules', Number(m[1]) - 1], msg.replace(/^rules\[\d+\]( \([^)]*\))?: /, ''));
+        else at(m ? ['defaults'] : ['rules'], msg.replace(/^rules\[0\] \(default\): /, ''));
+      }
+    }
+  }
+  if (problems.length) throw new ConfigError(file, sortByLine(problems));
+  const uniq = (xs: string[] | undefined): string[] => [...new Set(xs ?? [])];
+  return deepFreeze({
+    file,
+    limits,
+    rules,
+    lists: { mgmt: uniq(p.mgmt), deny: uniq(p.deny), allow: uniq(p.allow) },
+    malformedDrop: p.malformed === 'drop',
+    egress: p.egress ?? rules.some((r) => r.dir !== 'ingress'),
+    geoip: p.geoip ? { tiers: p.geoip.tiers, defaultTier: p.geoip.default_tier, ...(p.geoip.csv ? { csv: resolve(file, '..', p.geoip.csv) } : {}) } : null,
+    ruleIds,
+  });
+}
+
+export function loadPolicy(file: string, previousIds?: Record<string, number>, maxRules?: number): PolicyFile {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(resolve(file), [{ path: '', message: `cannot read the policy file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` }]);
+  }
+  return parsePolicy(text, file, previousIds, maxRules);
+}

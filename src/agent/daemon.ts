@@ -74,6 +74,11 @@ const where = (p: Place): string => `${p.iface}${p.netns ? ` (netns ${p.netns})`
 const placeFlags = (p: Place): string => `--iface ${p.iface}${p.netns ? ` --netns ${p.netns}` : ''}`;
 const hash = (text: string): string => createHash('sha256').update(text).digest('hex');
 
+/** Rules and GeoIP tiers, compared as text (bigints included). */
+function rulesText(x: { rules: readonly unknown[]; geoip: unknown }): string {
+  return JSON.stringify([x.rules, x.geoip], (_, v) => (typeof v === 'bigint' ? v.toString() : v));
+}
+
 function sameLimits(a: Limits, b: Limits): boolean {
   return a.algorithm === b.algorithm && a.rate === b.rate && a.burst === b.burst && a.bytesRate === b.bytesRate &&
     a.bytesBurst === b.bytesBurst && a.windowMs === b.windowMs && a.keyV4 === b.keyV4 && a.keyV6 === b.keyV6;
@@ -233,8 +238,8 @@ export class Daemon implements ApiBackend {
     try {
       if (m.protection && this.stillOurs(m)) {
         const s = loadSettings(p);
-        if (s && (!sameLimits(s.limits, limits) || listsText(s.lists) !== listsText(p.lists) || s.malformedDrop !== p.malformedDrop || s.rules.length > 0)) {
-          await m.protection.update({ limits, lists: p.lists, malformedDrop: p.malformedDrop, rules: [] });
+        if (s && (!sameLimits(s.limits, limits) || listsText(s.lists) !== listsText(p.lists) || s.malformedDrop !== p.malformedDrop || rulesText(s) !== rulesText(p))) {
+          await m.protection.update({ limits, lists: p.lists, malformedDrop: p.malformedDrop, rules: p.rules, geoip: p.geoip, ruleIds: p.ruleIds });
           this.log.warn({ event: 'drift', iface: p.iface, netns: p.netns }, `the settings of ${where(p)} were changed outside the daemon (sluice set?): set back to the config's. Change them in ${this.config.file} or with PUT /v1/limits`);
         }
         return;
@@ -247,7 +252,8 @@ export class Daemon implements ApiBackend {
       const sizes = this.sizesFor(m, pinned);
       const r = await Protection.up({
         iface: p.iface, netns: p.netns, mode: sizes.mode, maxEntries: sizes.maxEntries, maxRules: sizes.maxRules,
-        limits, rules: [], lists: p.lists, malformedDrop: p.malformedDrop, policyFile: null,
+        limits, rules: p.rules, lists: p.lists, malformedDrop: p.malformedDrop, policyFile: p.policyFile,
+        geoip: p.geoip, ruleIds: p.ruleIds, egress: p.egress,
       });
       m.protection = r.protection;
       m.linkId = r.protection.link.info().id;
@@ -391,12 +397,14 @@ export class Daemon implements ApiBackend {
       if (!sameLimits(old.limits, cfg.limits)) runtime.push('limits');
       if (listsText(old.lists) !== listsText(cfg.lists)) runtime.push('lists');
       if (old.malformedDrop !== cfg.malformedDrop) runtime.push('malformed');
+      if (rulesText(old) !== rulesText(cfg)) runtime.push('rules');
+      if (old.egress !== cfg.egress) changes.push(`${where(cfg)}: egress ${cfg.egress ? 'on' : 'off'} takes effect with \`sluice up\` or a daemon restart`);
       if (runtime.length) {
         if (m.override && !sameLimits(m.override, cfg.limits)) changes.push(`${where(cfg)}: limits set through the API replaced by the file's`);
         m.override = null;
         if (m.protection && this.stillOurs(m)) {
           try {
-            await m.protection.update({ limits: cfg.limits, lists: cfg.lists, malformedDrop: cfg.malformedDrop, rules: [] });
+            await m.protection.update({ limits: cfg.limits, lists: cfg.lists, malformedDrop: cfg.malformedDrop, rules: cfg.rules, geoip: cfg.geoip, ruleIds: cfg.ruleIds });
             changes.push(`${where(cfg)}: ${runtime.join(', ')} updated (policy version ${m.protection.limiter.version()})`);
           } catch (e) {
             this.log.error({ event: 'update_failed', iface: cfg.iface, netns: cfg.netns }, `cannot update ${where(cfg)}: ${(e as Error).message}`);

@@ -6,10 +6,12 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
-import { DEFAULT_LIMITS, type Limits } from '../agent/state';
+import { DEFAULT_LIMITS, loadSettings, type Limits } from '../agent/state';
 import type { Lists } from '../limiter/lists';
 import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
-import { ConfigError, type ConfigProblem } from './errors';
+import { ConfigError, formatProblem, type ConfigProblem } from './errors';
+import { loadPolicy, type PolicyFile } from './policy-file';
+import type { GeoConfig } from '../limiter/geoip';
 import { z as zod } from 'zod';
 import { configSchema, interfaceSchema, shown, type LimitsInput, LOG_LEVELS } from './schema';
 
@@ -29,6 +31,12 @@ export interface InterfaceConfig {
   limits: Limits;
   lists: Lists;
   malformedDrop: boolean;
+  /** From the interface's policy file (empty without one). */
+  rules: RuleSpec[];
+  geoip: GeoConfig | null;
+  ruleIds: Record<string, number>;
+  egress: boolean;
+  policyFile: string | null;
 }
 
 export interface TcpConfig {
@@ -260,7 +268,18 @@ export function parseConfig(text: string, file: string): DaemonConfig {
 
   const warnings: string[] = [];
   const interfaces: InterfaceConfig[] = good.map(([n, i]) => {
-    const limits = mergeLimits(DEFAULT_LIMITS, i.limits);
+    // A policy file gives rules, lists and GeoIP tiers; the interface's own limits and lists add to it.
+    let pol: PolicyFile | undefined;
+    if (i.policy) {
+      const pfile = resolve(file, '..', i.policy);
+      try {
+        pol = loadPolicy(pfile, loadSettings({ iface: i.iface, netns: i.netns ?? null })?.ruleIds ?? {}, i.max_rules);
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        for (const q of e.problems) problems.push({ path: pathText(['interfaces', n, 'policy']), line: lineOf(doc, lc, ['interfaces', n, 'policy']), message: formatProblem(pfile, q) });
+      }
+    }
+    const limits = mergeLimits(pol?.limits ?? DEFAULT_LIMITS, i.limits);
     for (const [k, message] of limitsProblems(limits)) {
       const at: Seg[] = ['interfaces', n, 'limits', ...(k ? [k] : [])];
       problems.push({ path: pathText(at), line: lineOf(doc, lc, at), message });
@@ -273,8 +292,17 @@ export function parseConfig(text: string, file: string): DaemonConfig {
       maxEntries: i.max_entries,
       maxRules: i.max_rules,
       limits,
-      lists: { mgmt: uniq(i.lists?.mgmt), deny: uniq(i.lists?.deny), allow: uniq(i.lists?.allow) },
-      malformedDrop: i.malformed === 'drop',
+      lists: {
+        mgmt: uniq([...pol?.lists.mgmt ?? [], ...i.lists?.mgmt ?? []]),
+        deny: uniq([...pol?.lists.deny ?? [], ...i.lists?.deny ?? []]),
+        allow: uniq([...pol?.lists.allow ?? [], ...i.lists?.allow ?? []]),
+      },
+      malformedDrop: i.malformed === 'drop' || !!pol?.malformedDrop,
+      rules: pol ? [...pol.rules] : [],
+      geoip: pol?.geoip ?? null,
+      ruleIds: pol ? { ...pol.ruleIds } : {},
+      egress: i.egress ?? pol?.egress ?? false,
+      policyFile: pol?.file ?? null,
     };
   });
 

@@ -127,6 +127,9 @@ export const interfaceSchema = z.strictObject({
   limits: limitsSchema.optional(),
   lists: listsSchema.optional(),
   malformed: oneOf(['pass', 'drop']).default('pass'),
+  /** A policy file (docs/policy.md), relative to this file: rules, lists, GeoIP tiers. */
+  policy: z.string({ error: (iss) => `expected the path of a policy file, got ${shown(iss.input)}` }).min(1).optional(),
+  egress: z.boolean({ error: (iss) => `expected true or false, got ${shown(iss.input)}` }).optional(),
 }, { error: (iss) => `expected a mapping with at least iface, got ${shown(iss.input)}` });
 
 const listen = z.unknown().transform((v, ctx): { host: string; port: number } => {

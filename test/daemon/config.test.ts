@@ -159,3 +159,41 @@ test('the TCP API needs a readable token of 16 characters or more', () => {
 test('a missing file is one problem that says so', () => {
   assert.throws(() => loadConfig(join(dir, 'nope.yaml')), (e: ConfigError) => e.code === 'SLUICE_E_CONFIG' && /cannot read the file \(ENOENT\)/.test(e.message));
 });
+
+test('an interface\'s policy file is compiled with the config; its problems join the config\'s', () => {
+  writeFileSync(join(dir, 'good-policy.yaml'), `
+defaults: { algorithm: gcra, rate: 500 }
+deny: [198.18.0.0/15]
+rules:
+  - name: dns
+    match: { proto: udp, dst_port: 53 }
+    limit: { rate: 20k, per: rule }
+  - name: out
+    match: { dir: egress }
+    limit: { rate: 100 }
+`);
+  const c = parseConfig(`
+interfaces:
+  - iface: eth1
+    policy: good-policy.yaml
+    lists: { deny: [192.0.2.0/24] }
+`, join(dir, 'p.yaml'));
+  const i = c.interfaces[0]!;
+  assert.equal(i.limits.algorithm, 'gcra');
+  assert.equal(i.limits.rate, 500);
+  assert.deepEqual(i.rules.map((r) => [r.name, r.id, r.key, r.keyBy]), [['dns', 1, 'rule', 'src'], ['out', 2, { v4: 32, v6: 64 }, 'dst']]);
+  assert.deepEqual(i.lists.deny, ['198.18.0.0/15', '192.0.2.0/24'], 'lists of both');
+  assert.equal(i.egress, true, 'an egress rule turns egress on');
+  assert.equal(i.policyFile, join(dir, 'good-policy.yaml'));
+
+  writeFileSync(join(dir, 'bad-policy.yaml'), 'rules:\n  - name: x\n    limit: { rate: 0 }\n');
+  const e = problemsOf(`
+interfaces:
+  - iface: eth1
+    policy: bad-policy.yaml
+    limits: { rate: none }
+`);
+  assert.equal(e.problems.length, 2, e.message);
+  assert.match(e.message, /interfaces\[0\]\.policy: .*bad-policy\.yaml:3: rules\[0\]\.limit\.rate: rate "0" must be at least 1/);
+  assert.match(e.message, /interfaces\[0\]\.limits\.rate/);
+});

@@ -3,6 +3,7 @@
  * `sluice` program; keep one module per subcommand (or per group, like `lab`).
  */
 import type { Command } from 'commander';
+import * as demo from './demo';
 import * as down from './down';
 import * as dump from './dump';
 import * as events from './events';
@@ -18,4 +19,4 @@ import * as up from './up';
 
 export type Register = (program: Command) => void;
 
-export const COMMANDS: Register[] = [up, down, set, policy, stats, top, events, lists, status, dump, run, lab].map((m) => m.register);
+export const COMMANDS: Register[] = [up, down, set, policy, stats, top, events, lists, status, dump, run, lab, demo].map((m) => m.register);

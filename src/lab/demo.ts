@@ -77,8 +77,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     let prev = { snaps: protections.map(takeSnapshot), counts: passedBy(layout), at: t0 };
     let changed = false;
     const status: string[] = [];
-    while (Date.now() - t0 < o.seconds * 1000 && !ac.signal.aborted) {
-      await new Promise((r) => setTimeout(r, 1000));
+    for (let tick = 1; tick <= o.seconds && !ac.signal.aborted; tick++) {
+      await new Promise((r) => setTimeout(r, Math.max(0, t0 + tick * 1000 - Date.now())));
       const elapsed = (Date.now() - t0) / 1000;
       if (!changed && elapsed >= o.seconds / 2) {
         for (const p of protections) await p.update({ limits: { rate: o.rateAfter, burst: Math.ceil(o.rateAfter / 10) } });

@@ -10,8 +10,11 @@ import { REASON_NAMES } from '../../limiter/stats';
 import { parseDurationMs } from '../../limiter/units';
 import { human, num, parsed, place, placeOptions, printJson, table, type PlaceOptions } from '../common';
 
-/** Estimated kernel memory of an LPM trie entry (node, key, value, and its share of inner nodes). */
-const LPM_BYTES_PER_ENTRY = 2 * 96;
+/**
+ * Kernel memory of an sl_geo entry, as the kernel's own accounting reports it (fdinfo memlock of
+ * the LPM trie, measured on 6.18 with 10,000 to 116,000 entries: 52 bytes each).
+ */
+const LPM_BYTES_PER_ENTRY = 52;
 
 function policyOfFile(pf: PolicyFile) {
   return [{ id: 0, name: 'default', alg: pf.limits.algorithm, pps: pf.limits.rate, ppsBurst: pf.limits.burst, windowMs: pf.limits.windowMs, key: { v4: pf.limits.keyV4, v6: pf.limits.keyV6 }, ...(pf.limits.bytesRate !== null ? { bps: pf.limits.bytesRate, bpsBurst: pf.limits.bytesBurst } : {}) }, ...pf.rules];

@@ -38,7 +38,8 @@ test('ip link set dev IFACE xdp obj sluice.bpf.o sec xdp limits each source to 1
 
   // Sent within well under a second, so the burst spans at most two fixed windows of 1000.
   assert.ok(ms < 900, `sending took ${ms} ms; the bound below assumes less than a second`);
-  assert.ok(received >= 990 && received <= 2000, `received ${received} of ${sent} (expected 1000 per window, at most two windows)`);
+  // The receiver's socket may overflow in a burst, so its count bounds the limiter's from below only.
+  assert.ok(received <= 2000, `received ${received} of ${sent}: at most two windows of 1000`);
 
   // The program's own counters, found from the attached program's maps as bpftool would.
   const info = JSON.parse((await run('bpftool', ['-j', 'prog', 'show', 'id', String(progId)])).stdout) as { map_ids: number[] };
@@ -57,9 +58,11 @@ test('ip link set dev IFACE xdp obj sluice.bpf.o sec xdp limits each source to 1
     const totals = stats.lookupPerCpu(Buffer.alloc(4)).map((b) => decodeCounters(b.subarray(0, SL_COUNTERS_SIZE)));
     const dropped = totals.reduce((s, c) => s + Number(c.reason_packets[Reason.LIMIT]), 0);
     const passed = totals.reduce((s, c) => s + Number(c.reason_packets[Reason.PASS]), 0);
-    // Everything the receiver got passed the limiter; every datagram was decided one way or the other.
+    // Everything the receiver got passed the limiter; every datagram was decided one way or the other
+    // (plus the ping and a few packets of neighbour discovery from the same sources).
     assert.ok(passed >= received, `limiter passed ${passed}, receiver got ${received}`);
-    assert.ok(dropped >= sent - received - 5 && dropped <= sent - received + 5, `limiter dropped ${dropped}, expected about ${sent - received}`);
+    assert.ok(passed >= 1000 && passed <= 2000 + 5, `limiter passed ${passed}: one or two windows of 1000`);
+    assert.ok(passed + dropped >= sent && passed + dropped <= sent + 10, `limiter decided ${passed + dropped} of ${sent} sent`);
   } finally {
     stats.close();
   }

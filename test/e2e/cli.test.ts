@@ -120,9 +120,13 @@ test('allow and deny lists change at runtime', async () => {
   await ok('deny', 'del', ...on, `${veth.a.ipv4}/32`);
   await ok('allow', 'add', ...on, '10.0.0.0/8');
   await new Promise((r) => setTimeout(r, 1100)); // a fresh window
+  const before = await json<{ global: { reasons: Record<string, { packets: number }> }; dropped_packets: number }>('stats', ...on, '--sample', '0');
   rx = await udpReceiver(tb, srv, 9000, 3000);
-  await udpSend(tb, cli, veth.b.ipv4, 500);
+  await udpSend(tb, cli, veth.b.ipv4, 500, 2000); // paced: the receiver's socket keeps up
   assert.equal((await rx.result()).received, 500, 'allowlisted: no limit applies');
+  const after_ = await json<{ global: { reasons: Record<string, { packets: number }> }; dropped_packets: number }>('stats', ...on, '--sample', '0');
+  assert.ok(after_.global.reasons['allowlist']!.packets - (before.global.reasons['allowlist']?.packets ?? 0) >= 500, 'counted as allowlisted');
+  assert.equal(after_.dropped_packets, before.dropped_packets, 'nothing dropped');
   const l = await json<{ allow: string[] }>('allow', 'list', ...on);
   assert.deepEqual(l.allow, ['10.0.0.0/8']);
   await ok('allow', 'del', ...on, '10.0.0.0/8');

@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { COMMANDS } from './commands';
+import { VerifierError } from '../ebpf';
 import { EXIT, failure } from './common';
 
 const program = new Command();
@@ -11,6 +12,7 @@ program
   .name('sluice')
   .description('Per-client rate limiting in the kernel (XDP), run from user space')
   .version('0.1.0')
+  .option('-v, --verbose', 'on failure, print everything known: the whole verifier log, the stack')
   .showHelpAfterError()
   .exitOverride();
 for (const register of COMMANDS) register(program);
@@ -24,6 +26,11 @@ program.parseAsync().catch((e: unknown) => {
   }
   const f = failure(e);
   console.error(`sluice: ${f.message}`);
-  if (process.env['SLUICE_DEBUG'] && e instanceof Error) console.error(e.stack);
+  const verbose = program.opts<{ verbose?: boolean }>().verbose || !!process.env['SLUICE_DEBUG'];
+  if (e instanceof VerifierError) {
+    if (verbose) console.error(`\nverifier log of ${e.program ?? 'the program'}:\n${e.log}`);
+    else console.error('(the whole verifier log: run again with --verbose)');
+  }
+  if (verbose && e instanceof Error) console.error(e.stack);
   process.exitCode = f.code;
 });

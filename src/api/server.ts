@@ -3,6 +3,7 @@
  * Served on a Unix socket (root only) and, when configured, on TCP with a bearer token. The
  * handlers are built by buildApi() without listening, so that tests drive them with inject().
  */
+import { DASHBOARD_HTML } from './dashboard';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -91,7 +92,8 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
   const expected = o.token ?? null;
 
   app.addHook('onRequest', async (req) => {
-    if (expected === null) return;
+    // The dashboard page holds neither data nor secrets; its requests to /v1 carry the token.
+    if (expected === null || (req.method === 'GET' && req.url === '/')) return;
     const h = req.headers.authorization;
     const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
     if (!m) throw new ApiError(ApiCode.Unauthorized, 401, 'this listener needs `Authorization: Bearer <token>` (the token in the file named by api.tcp.token_file)');
@@ -112,10 +114,12 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
   });
 
   app.setNotFoundHandler(async (req, reply) => {
-    return reply.code(404).send({ error: { code: ApiCode.NotFound, message: `no route ${req.method} ${req.url.split('?')[0]}: see docs/api.md (GET /v1/status, /v1/stats, /v1/top, /metrics; PUT /v1/limits; POST /v1/reload)` } });
+    return reply.code(404).send({ error: { code: ApiCode.NotFound, message: `no route ${req.method} ${req.url.split('?')[0]}: see docs/api.md (GET / (the dashboard), /v1/status, /v1/stats, /v1/top, /metrics; PUT /v1/limits; POST /v1/reload)` } });
   });
 
   const place = (q: { iface: string; netns?: string | null | undefined }): PlaceQuery => ({ iface: q.iface, netns: q.netns ?? null });
+
+  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(DASHBOARD_HTML));
 
   app.get('/v1/status', async (req) => {
     valid(z.strictObject({}), req.query, 'query');

@@ -86,6 +86,16 @@ test('with a token, every route needs Authorization: Bearer <token>; a wrong one
   assert.equal(ok.json().interfaces[0].limits.rate, 100, 'the refused PUT changed nothing');
 });
 
+test('the dashboard page is served without a token (it holds no data); its API calls still need one', async () => {
+  const page = await authed.inject({ method: 'GET', url: '/' });
+  assert.equal(page.statusCode, 200);
+  assert.match(page.headers['content-type'] as string, /text\/html/);
+  assert.match(page.body, /<title>Sluice<\/title>/);
+  assert.match(page.body, /DB-IP/, 'the GeoIP attribution');
+  assert.match(page.body, /\/v1\/stats/, 'it reads the API');
+  assert.equal((await authed.inject({ method: 'GET', url: '/?x=1' })).statusCode, 401, 'only the page itself is open');
+});
+
 test('every input is validated; errors come in one shape with a stable code', async () => {
   const cases: { method: 'GET' | 'PUT' | 'POST'; url: string; payload?: unknown; headers?: Record<string, string>; status: number; code: string; problems?: string[] }[] = [
     { method: 'GET', url: '/v1/stats?iface=nope0', status: 404, code: 'SLUICE_E_NOT_MANAGED' },

@@ -80,6 +80,7 @@ async function refresh() {
     prev.set(id, { at: now, s });
     const total = s.allowed_packets + s.dropped_packets;
     const rules = (s.rules ?? []).map((r) => "<tr><td>" + esc(r.id + " " + (r.name ?? "")) + "</td><td class=pass>" + fmt(r.allowed_packets) + "</td><td class=drop>" + fmt(r.dropped_packets) + "</td><td>" + fmt(r.new_states) + "</td></tr>").join("");
+    const before = Object.entries((s.global ?? {}).reasons ?? {}).map(([k, v]) => esc(k) + " " + fmt(v.packets)).join(" · ");
     const srcs = (top.top ?? []).map((e) => "<tr><td>" + esc(e.key) + "</td><td>" + e.rule + "</td><td>" + (e.usage * 100).toFixed(0) + "%</td><td class=drop>" + fmt(e.dropped) + "</td><td>" + (e.idle_ms / 1000).toFixed(1) + " s</td></tr>").join("");
     out.push("<section><h2>" + esc(st.iface) + (st.netns ? " <small>(netns " + esc(st.netns) + ")</small>" : "") + "</h2>" +
       "<div class=sub>" + esc(st.mode ?? "") + " XDP, program " + esc(st.program_id ?? "?") + " · " + esc(st.limits ? limitText(st.limits) : "") + "</div>" +
@@ -90,7 +91,8 @@ async function refresh() {
       "<div class=kpi><b>" + fmt(s.dropped_packets) + "</b><small>dropped (" + bytes(s.dropped_bytes) + ")</small></div>" +
       "<div class=kpi><b>" + (total ? (100 * s.dropped_packets / total).toFixed(1) : "0.0") + "%</b><small>drop rate</small></div>" +
       "<div class=kpi><b>" + fmt(st.state_entries ?? 0) + "</b><small>tracked of " + fmt(st.state_max_entries ?? 0) + "</small></div>" +
-      "</div><div class=cols><div><table><tr><th>rule</th><th>passed</th><th>dropped</th><th>new states</th></tr>" + rules + "</table></div>" +
+      "</div>" + (before ? "<div class=sub>decided before any rule: " + before + "</div>" : "") +
+      "<div class=cols><div><table><tr><th>rule</th><th>passed</th><th>dropped</th><th>new states</th></tr>" + rules + "</table></div>" +
       "<div><table><tr><th>heaviest sources</th><th>rule</th><th>usage</th><th>dropped</th><th>idle</th></tr>" + srcs + "</table></div></div></section>");
   }
   document.getElementById("ifaces").innerHTML = out.join("") || "<section>No interface is protected.</section>";

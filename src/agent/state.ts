@@ -41,7 +41,29 @@ export const DEFAULT_LIMITS: Limits = {
   algorithm: 'fixed', rate: 1000, burst: 0, bytesRate: null, bytesBurst: 0, windowMs: 1000, keyV4: 32, keyV6: 64,
 };
 
-export interface Settings {
+/** What a policy says, whether it comes from a file, the command line or the daemon's config. */
+export interface PolicyContent {
+  /** The default rule. */
+  limits: Limits;
+  /** Rules after the default one. */
+  rules: RuleSpec[];
+  lists: Lists;
+  malformedDrop: boolean;
+  /** Also enforce at tc clsact egress (rules with dir egress or both). */
+  egress: boolean;
+  /** GeoIP tiers, or null for none. */
+  geoip: GeoConfig | null;
+  /** Rule name -> stable id (a rule keeps its counters and state while its name stays). */
+  ruleIds: Record<string, number>;
+}
+
+/** Just the policy fields of x (e.g. of saved Settings, to re-apply them). */
+export function policyContent(x: PolicyContent): PolicyContent {
+  const { limits, rules, lists, malformedDrop, egress, geoip, ruleIds } = x;
+  return { limits, rules, lists, malformedDrop, egress, geoip, ruleIds };
+}
+
+export interface Settings extends PolicyContent {
   format: 1;
   iface: string;
   netns: string | null;
@@ -50,17 +72,6 @@ export interface Settings {
   maxEntries: number;
   maxRules: number;
   object: string;
-  limits: Limits;
-  /** Rules after the default one (from a policy file). */
-  rules: RuleSpec[];
-  lists: Lists;
-  malformedDrop: boolean;
-  /** Also enforce at tc clsact egress (rules with dir egress or both). */
-  egress: boolean;
-  /** GeoIP tiers, or null for none. */
-  geoip: GeoConfig | null;
-  /** Rule name -> stable id (from the policy file). */
-  ruleIds: Record<string, number>;
   /** Operator programs plugged into the plugin slots, by hook and slot. */
   plugins: { xdp: Record<string, PluginRef>; tc: Record<string, PluginRef> };
   policyFile: string | null;

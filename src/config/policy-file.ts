@@ -8,9 +8,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
-import { DEFAULT_LIMITS, type Limits } from '../agent/state';
-import type { GeoConfig } from '../limiter/geoip';
-import type { Lists } from '../limiter/lists';
+import { DEFAULT_LIMITS, type Limits, type PolicyContent } from '../agent/state';
 import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
 import { parseDurationMs, parseRate } from '../limiter/units';
 import { ConfigError, type ConfigProblem } from './errors';
@@ -98,18 +96,9 @@ export const policySchema = z.strictObject({
   rules: z.array(ruleSchema, { error: (iss) => `expected a list of rules, got ${shown(iss.input)}` }).optional(),
 }, { error: (iss) => `expected a mapping (defaults, mgmt, allow, deny, malformed, egress, geoip, rules), got ${shown(iss.input)}` });
 
-export interface PolicyFile {
+/** A compiled policy file (pass its ruleIds back in to keep ids across changes). */
+export interface PolicyFile extends PolicyContent {
   file: string;
-  /** The default rule. */
-  limits: Limits;
-  /** Rules after the default one, ids assigned. */
-  rules: RuleSpec[];
-  lists: Lists;
-  malformedDrop: boolean;
-  egress: boolean;
-  geoip: GeoConfig | null;
-  /** Rule name -> stable id (pass the previous one back in to keep ids across changes). */
-  ruleIds: Record<string, number>;
 }
 
 /**

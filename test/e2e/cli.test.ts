@@ -4,30 +4,15 @@
  * lists, the errors people will hit. Each command runs as a real process.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Program } from '../../src/ebpf';
 import { REPO, TEST_OBJECT } from '../lib/datapath';
+import { json, ok, sluice } from '../lib/cli';
 import { assertNoLeftovers, Testbed, type Veth } from '../lib/netns';
 import { udpReceiver, udpSend } from '../lib/traffic';
 
-const BIN = join(REPO, 'bin', 'sluice.js');
 
-interface Run { code: number; stdout: string; stderr: string }
-function sluice(...args: string[]): Promise<Run> {
-  return new Promise((res) => {
-    execFile(process.execPath, [BIN, ...args], { timeout: 60_000 }, (err, stdout, stderr) => {
-      res({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-  });
-}
-async function ok(...args: string[]): Promise<string> {
-  const r = await sluice(...args);
-  assert.equal(r.code, 0, `sluice ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return r.stdout;
-}
-const json = async <T = Record<string, unknown>>(...args: string[]): Promise<T> => JSON.parse(await ok(...args, '--json')) as T;
 
 const tb = new Testbed();
 let cli: string;

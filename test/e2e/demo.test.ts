@@ -6,12 +6,10 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { test } from 'node:test';
-import { REPO } from '../lib/datapath';
+import { BIN } from '../lib/cli';
 import { run, runId } from '../lib/netns';
 
-const BIN = join(REPO, 'bin', 'sluice.js');
 const ID = runId().slice(0, 8);
 
 async function leftovers(id: string): Promise<string[]> {

@@ -4,25 +4,15 @@
  * the live one in force, and a plugged program deciding its rule's packets.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { REPO } from '../lib/datapath';
+import { ok, sluice } from '../lib/cli';
 import { assertNoLeftovers, Testbed, type Veth } from '../lib/netns';
 import { udpReceiver, udpSend } from '../lib/traffic';
 
-const BIN = join(REPO, 'bin', 'sluice.js');
-interface Run { code: number; stdout: string; stderr: string }
-const sluice = (...args: string[]): Promise<Run> => new Promise((res) => {
-  execFile(process.execPath, [BIN, ...args], { timeout: 60_000 }, (err, stdout, stderr) => res({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
-});
-async function ok(...args: string[]): Promise<string> {
-  const r = await sluice(...args);
-  assert.equal(r.code, 0, `sluice ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return r.stdout;
-}
 
 const tb = new Testbed();
 const dir = mkdtempSync(join(tmpdir(), 'sluice-policy-'));

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { clearPending, readPending, startRollbackWatcher, writePending } from '../../agent/pending';
 import { geoOf, Protection } from '../../agent/protection';
-import { loadSettings } from '../../agent/state';
+import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy, type PolicyFile } from '../../config/policy-file';
 import { GEOIP_ATTRIBUTION } from '../../limiter/geoip';
 import { compileLists } from '../../limiter/lists';
@@ -95,10 +95,7 @@ Examples:
       const p0 = Protection.open(pl); // refuses an interface that is not protected
       p0.close();
       const pf = loadPolicy(file, prior?.ruleIds ?? {}, prior?.maxRules);
-      const r = await Protection.up({
-        ...pl, limits: pf.limits, rules: pf.rules, lists: pf.lists, malformedDrop: pf.malformedDrop, egress: pf.egress,
-        geoip: pf.geoip, ruleIds: pf.ruleIds, policyFile: pf.file,
-      });
+      const r = await Protection.up({ ...pl, ...policyContent(pf), policyFile: pf.file });
       const deadline = o.confirmWithin ? Date.now() + o.confirmWithin : null;
       if (deadline && prior) {
         writePending(pl, { deadline, previous: prior, applied: pf.file });
@@ -126,10 +123,7 @@ Examples:
       const pending = readPending(pl);
       if (!pending || pending.deadline !== o.deadline) return; // confirmed, or superseded
       const prev = pending.previous;
-      await Protection.up({
-        ...pl, limits: prev.limits, rules: prev.rules, lists: prev.lists, malformedDrop: prev.malformedDrop, egress: prev.egress,
-        geoip: prev.geoip, ruleIds: prev.ruleIds, policyFile: prev.policyFile,
-      }).then((r) => r.protection.close());
+      await Protection.up({ ...pl, ...policyContent(prev), policyFile: prev.policyFile }).then((r) => r.protection.close());
       clearPending(pl);
     });
 

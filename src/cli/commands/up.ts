@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { Protection } from '../../agent/protection';
-import { loadSettings } from '../../agent/state';
+import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy } from '../../config/policy-file';
 import { describeLimits, limitOptions, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
 import { parseRate } from '../../limiter/units';
@@ -47,7 +47,7 @@ Examples:
       const pf = o.policy ? loadPolicy(o.policy, prior?.ruleIds ?? {}, o.maxRules ?? prior?.maxRules) : undefined;
       const r = await Protection.up({
         ...place(o),
-        ...(pf ? { rules: pf.rules, lists: pf.lists, malformedDrop: pf.malformedDrop, egress: pf.egress, geoip: pf.geoip, ruleIds: pf.ruleIds, policyFile: pf.file } : {}),
+        ...(pf ? { ...policyContent(pf), policyFile: pf.file } : {}),
         ...(o.egress ? { egress: true } : {}),
         mode: o.mode,
         ...(o.maxEntries !== undefined ? { maxEntries: o.maxEntries } : {}),

@@ -19,16 +19,6 @@
 #define SL_MASK32 0xffffffffULL
 #define SL_MASK30 0x3fffffffULL
 
-/* One dimension's limits, defaults already resolved. */
-struct sl_params {
-	__u32 alg;        /* enum sl_alg, resolved (never SL_ALG_DEFAULT) */
-	__u32 pad;
-	__u64 rate;       /* units per second, > 0 */
-	__u64 burst;      /* units */
-	__u64 window_ms;  /* fixed and sliding */
-	__u64 window_ns;
-};
-
 /* The packet's moment: the clock now and when the key last saw a packet. */
 struct sl_tick {
 	__u64 now;
@@ -40,12 +30,29 @@ struct sl_words {
 	__u64 rolled;
 };
 
-/* Units a window may hold: rate over the window, plus the burst. */
-static __always_inline __u64 sl_window_budget(const struct sl_params *pr, __u64 cap)
+/*
+ * Fill pr->limit and pr->inc1 from the limit (rate, burst, window), with exactly the arithmetic the
+ * algorithms below would otherwise do per packet. Done once per rule and CPU (struct sl_derived).
+ */
+static __always_inline void sl_params_derive(struct sl_params *pr)
 {
-	__u64 b = pr->rate * pr->window_ms / 1000 + pr->burst;
+	__u64 rate = pr->rate ? pr->rate : 1;  /* never 0 here; a guard for a dimension not in use */
 
-	return b > cap ? cap : b;
+	if (pr->alg == SL_ALG_TOKEN) {
+		/* Both rounded up: the bucket holds at least burst units, and costs never undercharge. */
+		pr->limit = (pr->burst * SL_NSEC + rate - 1) / rate;
+		pr->inc1 = (SL_NSEC + rate - 1) / rate;
+	} else if (pr->alg == SL_ALG_GCRA) {
+		pr->limit = (pr->burst - 1) * SL_NSEC / rate;
+		pr->inc1 = SL_NSEC / rate;
+	} else {
+		/* Units a window may hold: rate over the window, plus the burst, capped to the word. */
+		__u64 cap = pr->alg == SL_ALG_SLIDING ? SL_MASK30 : SL_MASK32;
+		__u64 b = rate * pr->window_ms / 1000 + pr->burst;
+
+		pr->limit = b > cap ? cap : b;
+		pr->inc1 = 0;
+	}
 }
 
 /* Fixed window. Word: window number (32 bits) | units used in it (32 bits). */
@@ -54,7 +61,7 @@ static __always_inline int sl_fixed(__u64 word, __u64 now, __u64 cost,
 {
 	__u64 wid = (now / pr->window_ns) & SL_MASK32;
 	__u64 used = (word >> 32) == wid ? (word & SL_MASK32) : 0;
-	__u64 budget = sl_window_budget(pr, SL_MASK32);
+	__u64 budget = pr->limit;
 
 	out->rolled = wid << 32 | used;
 	out->charged = out->rolled;
@@ -75,7 +82,7 @@ static __always_inline int sl_sliding(__u64 word, __u64 now, __u64 last_seen, __
 	__u64 w = pr->window_ns;
 	__u64 wid = now / w;
 	__u64 prev = 0, cur = 0, elapsed, weight, est;
-	__u64 budget = sl_window_budget(pr, SL_MASK30);
+	__u64 budget = pr->limit;
 
 	if (last_seen + 2 * w > now) {
 		__u64 d = (wid - (word >> 60)) & 15;
@@ -109,9 +116,10 @@ static __always_inline int sl_sliding(__u64 word, __u64 now, __u64 last_seen, __
 static __always_inline int sl_token(__u64 word, __u64 now, __u64 cost,
 				    const struct sl_params *pr, struct sl_words *out)
 {
-	/* Both rounded up: the bucket holds at least burst packets, and costs never undercharge. */
-	__u64 cap = (pr->burst * SL_NSEC + pr->rate - 1) / pr->rate;
-	__u64 inc = (cost * SL_NSEC + pr->rate - 1) / pr->rate;
+	/* Both rounded up (sl_params_derive): the bucket holds at least burst units, and costs
+	 * never undercharge. */
+	__u64 cap = pr->limit;
+	__u64 inc = cost == 1 ? pr->inc1 : (cost * SL_NSEC + pr->rate - 1) / pr->rate;
 	__u64 t = word > now ? word : now;
 
 	if (t - now > cap)
@@ -133,8 +141,8 @@ static __always_inline int sl_token(__u64 word, __u64 now, __u64 cost,
 static __always_inline int sl_gcra(__u64 word, __u64 now, __u64 cost,
 				   const struct sl_params *pr, struct sl_words *out)
 {
-	__u64 tau = (pr->burst - 1) * SL_NSEC / pr->rate;
-	__u64 inc = cost * SL_NSEC / pr->rate;
+	__u64 tau = pr->limit;
+	__u64 inc = cost == 1 ? pr->inc1 : cost * SL_NSEC / pr->rate;
 	__u64 t = word > now ? word : now;
 
 	out->rolled = word;

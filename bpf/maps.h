@@ -18,7 +18,10 @@ const volatile __u32 max_rules = SL_DEFAULT_MAX_RULES;
 /* CPUs that share a rule's aggregate limit (each enforces 1/nr_cpus of it); 0 = 1. */
 const volatile __u32 nr_cpus = 0;
 
-/* Bit (1 << alg) set: that algorithm reads bpf_ktime_get_coarse_ns() instead of the fine clock. */
+/*
+ * Bit (1 << alg) set: that algorithm reads bpf_ktime_get_coarse_ns() instead of the fine clock, for
+ * rules whose time scale is SL_COARSE_MIN_MS or more.
+ */
 const volatile __u32 coarse_clock = 0;
 
 /* See struct sl_btf_anchor. */
@@ -89,6 +92,17 @@ struct {
 	__type(key, __u32);
 	__type(value, struct sl_agg_state);
 } sl_agg SEC(".maps");
+
+/*
+ * What the data path derives from each rule (limits resolved, divisions done), per CPU, indexed by
+ * rule id modulo SL_DERIVED_SLOTS and tagged with the rule's id and version.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_DERIVED_SLOTS);
+	__type(key, __u32);
+	__type(value, struct sl_derived);
+} sl_derived SEC(".maps");
 
 /*
  * Operator-supplied programs a rule can hand its packets to (bpf_tail_call). One array per program

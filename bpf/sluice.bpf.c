@@ -22,7 +22,8 @@
 
 char _license[] SEC("license") = "GPL";
 
-static __always_inline __u64 sl_now(__u32 alg)
+/* The clock a rule reads: coarse (one jiffy of resolution, a few ns to read) or fine. */
+static __always_inline __u64 sl_now(__u32 coarse)
 {
 #ifdef SLUICE_TEST
 	__u32 zero = 0;
@@ -31,12 +32,10 @@ static __always_inline __u64 sl_now(__u32 alg)
 	/* 0: the kernel clock, so that benchmarks of the test build measure the real thing */
 	if (t && t->now_ns)
 		return t->now_ns;
-	return bpf_ktime_get_ns();
-#else
-	if (coarse_clock & (1U << alg))
+#endif
+	if (coarse)
 		return bpf_ktime_get_coarse_ns();
 	return bpf_ktime_get_ns();
-#endif
 }
 
 /*
@@ -215,17 +214,74 @@ static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *
 	return -1;
 }
 
-/* Resolve a dimension's zero fields to their documented defaults. */
+/* Resolve a dimension's zero fields to their documented defaults, and derive the rest. */
 static __always_inline void sl_params_of(const struct sl_limit *l, __u64 rate, __u32 alg,
 					 __u64 window_ms, struct sl_params *out)
 {
 	out->alg = alg;
+	out->pad = 0;
 	out->rate = rate;
 	out->burst = l->burst;
 	if (!out->burst && (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA))
 		out->burst = rate;  /* one second's worth */
 	out->window_ms = window_ms;
 	out->window_ns = window_ms * 1000000ULL;
+	sl_params_derive(out);
+}
+
+/*
+ * The time scale of one dimension: the window, or the depth of the bucket (burst / rate). The
+ * coarse clock moves in steps of one jiffy, so a rule reads it only when every dimension it uses
+ * spans at least SL_COARSE_MIN_MS: its error (one step against the time scale) stays at a few
+ * percent at the worst and well under one percent at the defaults (docs/datapath.md, Time).
+ */
+static __always_inline int sl_long_enough(const struct sl_params *pr)
+{
+	if (pr->alg == SL_ALG_TOKEN || pr->alg == SL_ALG_GCRA)
+		return pr->burst * 1000 >= pr->rate * SL_COARSE_MIN_MS;
+	return pr->window_ms >= SL_COARSE_MIN_MS;
+}
+
+/*
+ * Fill this CPU's derived values for rule r (a miss in sl_derived: a new policy, or another rule
+ * in the slot). Verified once on its own; the divisions it holds are off the per-packet path.
+ * Only this CPU writes its slot, and XDP and tc programs of one CPU do not nest (both run with
+ * bottom halves off), so no packet sees a slot half written.
+ */
+__noinline int sl_derive(const struct sl_rule *r, struct sl_derived *d)
+{
+	__u32 alg;
+	__u64 wms, pps, rate, burst, cpus = nr_cpus ? nr_cpus : 1;
+
+	if (!r || !d)
+		return 0;
+	alg = r->alg;
+	if (alg == SL_ALG_DEFAULT || alg >= SL_ALG_MAX)
+		alg = SL_ALG_FIXED;
+	wms = r->window_ms ? r->window_ms : SL_DEFAULT_WINDOW_MS;
+	pps = r->pkt.rate ? r->pkt.rate : SL_DEFAULT_PPS;
+	d->has_pkt = !(r->flags & SL_RF_NO_PKT_LIMIT);
+	d->has_byt = r->byt.rate != 0;
+	d->has_agg = d->has_pkt && !(r->flags & SL_RF_NO_AGG);
+	sl_params_of(&r->pkt, pps, alg, wms, &d->pkt);
+	sl_params_of(&r->byt, r->byt.rate, alg, wms, &d->byt);
+
+	/* The aggregate: each CPU enforces its share, as GCRA. Default: SL_DEFAULT_AGG_KEYS keys at
+	 * the rule's packet rate, so that it never holds back a crowd of well-behaved sources and
+	 * only bites on floods of (spoofed) new ones. */
+	rate = r->agg.rate ? r->agg.rate : pps * SL_DEFAULT_AGG_KEYS;
+	burst = r->agg.burst ? r->agg.burst : rate;
+	rate = rate / cpus ? rate / cpus : 1;
+	burst = burst / cpus ? burst / cpus : 1;
+	d->agg_interval = SL_NSEC / rate;
+	d->agg_tau = (burst - 1) * d->agg_interval;
+
+	d->coarse = (coarse_clock & (1U << alg)) && (!d->has_pkt || sl_long_enough(&d->pkt)) &&
+		    (!d->has_byt || sl_long_enough(&d->byt));
+	d->id = r->id;
+	d->version = r->version;
+	d->valid = 1;
+	return 0;
 }
 
 /* Mask an address to the rule's key prefix (or to nothing for a per-rule bucket). */
@@ -390,21 +446,13 @@ __noinline int sl_classify(struct sl_pkt *p, __u32 version)
 /*
  * The rule's aggregate limit over all its keys, on this CPU's share (GCRA, per-CPU state: only this
  * CPU touches its slot, so no atomics). Returns 1 when within; *next is the state to store if the
- * packet then passes. Default: SL_DEFAULT_AGG_KEYS keys at the rule's packet rate, so that it never
- * holds back a crowd of well-behaved sources and only bites on floods of (spoofed) new ones.
+ * packet then passes. Its rate and tolerance are derived once per rule (sl_derive).
  */
-static __always_inline int sl_aggregate(const struct sl_rule *r, struct sl_agg_state *ag, __u64 pps,
-					__u64 now, __u64 pkts, __u64 *next)
+static __always_inline int sl_aggregate(const struct sl_rule *r, const struct sl_derived *d,
+					struct sl_agg_state *ag, __u64 now, __u64 pkts, __u64 *next)
 {
-	__u64 cpus = nr_cpus ? nr_cpus : 1;
-	__u64 rate = r->agg.rate ? r->agg.rate : pps * SL_DEFAULT_AGG_KEYS;
-	__u64 burst = r->agg.burst ? r->agg.burst : rate;
-	__u64 t, interval, tau;
+	__u64 interval = d->agg_interval, tau = d->agg_tau, t;
 
-	rate = rate / cpus ? rate / cpus : 1;
-	burst = burst / cpus ? burst / cpus : 1;
-	interval = SL_NSEC / rate;
-	tau = (burst - 1) * interval;
 	if (ag->epoch != r->epoch) {
 		ag->tat = 0;
 		ag->epoch = r->epoch;
@@ -420,33 +468,34 @@ static __always_inline int sl_aggregate(const struct sl_rule *r, struct sl_agg_s
 /* Limit, act and count one classified packet. Returns an sl_verdict. */
 __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 {
-	struct sl_params pp, bp;
 	struct sl_tick tick;
 	struct sl_key key = {};
 	struct sl_state *st;
+	struct sl_derived *d;
 	struct sl_agg_state *ag = NULL;
-	__u32 alg, new_state = 0, has_p, has_b, id;
-	__u64 now, pps, pkts, ag_next = 0;
+	__u32 alg, new_state = 0, id, slot;
+	__u64 now, pkts, ag_next = 0;
 	int allow;
 
 	if (!p || !r)
 		return SL_V_PASS;
-	alg = r->alg;
-	if (alg == SL_ALG_DEFAULT || alg >= SL_ALG_MAX)
-		alg = SL_ALG_FIXED;
-	now = sl_now(alg);
+	id = r->id;
+	slot = id & (SL_DERIVED_SLOTS - 1);
+	d = bpf_map_lookup_elem(&sl_derived, &slot);
+	if (!d)
+		return SL_V_PASS;
+	if (!d->valid || d->id != id || d->version != r->version)
+		sl_derive(r, d);
+	alg = d->pkt.alg;
+	now = sl_now(d->coarse);
 	pkts = p->segs ? p->segs : 1;
-	pps = r->pkt.rate ? r->pkt.rate : SL_DEFAULT_PPS;
-	has_p = !(r->flags & SL_RF_NO_PKT_LIMIT);
-	has_b = r->byt.rate != 0;
 
 	/* A flood of new sources passes every per-key check; the aggregate holds it. */
-	id = r->id;
-	if (has_p && !(r->flags & SL_RF_NO_AGG))
+	if (d->has_agg)
 		ag = bpf_map_lookup_elem(&sl_agg, &id);
-	if (ag && !sl_aggregate(r, ag, pps, now, pkts, &ag_next)) {
-		sl_count(r->id, SL_R_AGGREGATE, SL_V_DROP, p->len, 0);
-		sl_event(p, r->id, SL_R_AGGREGATE, SL_V_DROP);
+	if (ag && !sl_aggregate(r, d, ag, now, pkts, &ag_next)) {
+		sl_count(id, SL_R_AGGREGATE, SL_V_DROP, p->len, 0);
+		sl_event(p, id, SL_R_AGGREGATE, SL_V_DROP);
 		return SL_V_DROP;
 	}
 
@@ -460,7 +509,7 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 			new_state = 1;
 		st = bpf_map_lookup_elem(&rate_limit_map, &key);
 		if (!st) {
-			sl_count(r->id, SL_R_NOSTATE, SL_V_PASS, p->len, new_state);
+			sl_count(id, SL_R_NOSTATE, SL_V_PASS, p->len, new_state);
 			return SL_V_PASS;
 		}
 	}
@@ -473,42 +522,39 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 	}
 	tick.now = now;
 	tick.last_seen = READ_ONCE(st->last_seen);
-	WRITE_ONCE(st->last_seen, now);
+	/* Written only when it moves: a store on every packet would pull the state's cache line
+	 * away from the other CPUs (with the coarse clock it moves once per jiffy). */
+	if (tick.last_seen != now)
+		WRITE_ONCE(st->last_seen, now);
 
 	if (READ_ONCE(st->blocked_until) > now) {
-		sl_count(r->id, SL_R_BLOCKED, SL_V_DROP, p->len, new_state);
-		sl_event(p, r->id, SL_R_BLOCKED, SL_V_DROP);
+		sl_count(id, SL_R_BLOCKED, SL_V_DROP, p->len, new_state);
+		sl_event(p, id, SL_R_BLOCKED, SL_V_DROP);
 		return SL_V_DROP;
 	}
 
-	{
-		__u64 wms = r->window_ms ? r->window_ms : SL_DEFAULT_WINDOW_MS;
-
-		sl_params_of(&r->pkt, pps, alg, wms, &pp);
-		sl_params_of(&r->byt, r->byt.rate, alg, wms, &bp);
-	}
-	allow = sl_charge(st, &tick, pkts, p->len, &pp, &bp, has_p, has_b);
+	allow = sl_charge(st, &tick, pkts, p->len, &d->pkt, &d->byt, d->has_pkt, d->has_byt);
 	if (allow > 0) {
 		if (ag)
 			ag->tat = ag_next;
-		sl_count(r->id, SL_R_PASS, SL_V_PASS, p->len, new_state);
+		sl_count(id, SL_R_PASS, SL_V_PASS, p->len, new_state);
 		return SL_V_PASS;
 	}
 	if (allow < 0) {
-		sl_count(r->id, SL_R_CONTENDED, SL_V_DROP, p->len, new_state);
-		sl_event(p, r->id, SL_R_CONTENDED, SL_V_DROP);
+		sl_count(id, SL_R_CONTENDED, SL_V_DROP, p->len, new_state);
+		sl_event(p, id, SL_R_CONTENDED, SL_V_DROP);
 		return SL_V_DROP;
 	}
 	if (r->action == SL_ACT_DRYRUN) {
-		sl_count(r->id, SL_R_DRYRUN, SL_V_PASS, p->len, new_state);
-		sl_event(p, r->id, SL_R_DRYRUN, SL_V_PASS);
+		sl_count(id, SL_R_DRYRUN, SL_V_PASS, p->len, new_state);
+		sl_event(p, id, SL_R_DRYRUN, SL_V_PASS);
 		return SL_V_PASS;
 	}
 	__sync_fetch_and_add(&st->dropped, 1);
 	if (r->action == SL_ACT_BLOCK)
 		WRITE_ONCE(st->blocked_until, now + (__u64)r->block_ms * 1000000ULL);
-	sl_count(r->id, SL_R_LIMIT, SL_V_DROP, p->len, new_state);
-	sl_event(p, r->id, SL_R_LIMIT, SL_V_DROP);
+	sl_count(id, SL_R_LIMIT, SL_V_DROP, p->len, new_state);
+	sl_event(p, id, SL_R_LIMIT, SL_V_DROP);
 	return SL_V_DROP;
 }
 
@@ -522,10 +568,10 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
  */
 __noinline int sl_decide(struct sl_pkt *p, int plugins)
 {
-	__u32 zero = 0, slot, idx;
+	__u32 zero = 0, slot = 0, idx, version, half;
 	struct sl_config *cfg;
+	struct sl_half *h;
 	struct sl_rule *rp;
-	struct sl_rule rule;
 
 	if (!p)
 		return SL_V_PASS;
@@ -568,24 +614,37 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 		}
 	}
 
-	slot = sl_classify(p, cfg->version);
-	idx = (cfg->version & 1) * max_rules + slot;
+	version = cfg->version;
+	half = version & 1;
+	h = bpf_map_lookup_elem(&sl_policy, &half);
+	if (!h)
+		return SL_V_PASS;
+	if (h->n_geo || h->n_cidr || h->any.n) {
+		slot = sl_classify(p, version);
+	} else {
+		/* Only the default rule: what sl_classify would find, without the call. */
+		p->tier = SL_TIER_DEFAULT;
+		if (h->any.version != version)
+			sl_count_event(SL_R_STALE);
+	}
+	idx = half * max_rules + slot;
 	rp = bpf_map_lookup_elem(&sl_rules, &idx);
 	if (!rp)
 		return SL_V_PASS;
-	if (rp->version != cfg->version)
+	/* Read in place: the live half is never written (a policy is written into the idle half,
+	 * after every packet that could still read it has finished). */
+	if (rp->version != version)
 		sl_count_event(SL_R_STALE);
-	rule = *rp;
-	if (!((rule.dir ? rule.dir : SL_DIR_INGRESS) & p->dir)) {
+	if (!((rp->dir ? rp->dir : SL_DIR_INGRESS) & p->dir)) {
 		/* Only the default rule gets here unmatched (candidates are matched on direction). */
 		sl_count(max_rules, SL_R_UNMATCHED, SL_V_PASS, p->len, 0);
 		return SL_V_PASS;
 	}
-	if (rule.plugin && plugins) {
-		sl_count(rule.id, SL_R_PLUGIN, SL_V_PASS, p->len, 0);
-		return SL_PLUGIN_CALL | ((rule.plugin - 1) & (SL_PLUGIN_SLOTS - 1)) | (rule.id & 0x7fff) << 16;
+	if (rp->plugin && plugins) {
+		sl_count(rp->id, SL_R_PLUGIN, SL_V_PASS, p->len, 0);
+		return SL_PLUGIN_CALL | ((rp->plugin - 1) & (SL_PLUGIN_SLOTS - 1)) | (rp->id & 0x7fff) << 16;
 	}
-	return sl_enforce(p, &rule);
+	return sl_enforce(p, rp);
 }
 
 /* Take back the PLUGIN count of a packet whose plugin slot was empty (same CPU, so exact). */

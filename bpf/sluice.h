@@ -97,6 +97,8 @@ enum sl_bounds {
 	SL_CAS_TRIES = 8,  /* compare-and-exchange attempts before SL_R_CONTENDED */
 	SL_PLUGIN_SLOTS = 16, /* slots of each plugin program array               */
 	SL_TIER_DEFAULT = 255, /* the tier of a source no GeoIP entry covers        */
+	SL_COARSE_MIN_MS = 250, /* a rule whose time scale is shorter reads the fine clock */
+	SL_DERIVED_SLOTS = 1024, /* entries of the per-CPU cache sl_derived (a power of two) */
 };
 
 /* Documented defaults for zero fields. */
@@ -172,6 +174,42 @@ struct sl_geo_val {
 	__u32 version;        /* policy version that wrote this entry */
 	__u8  tier;           /* 1.. ; 0 would mean "the default tier" and is never stored */
 	__u8  pad[3];
+};
+
+/*
+ * One dimension (packets or bytes) of a rule's limit, zero fields resolved to their defaults, with
+ * the values the algorithm would otherwise derive on every packet (each a division).
+ */
+struct sl_params {
+	__u32 alg;        /* enum sl_alg, resolved (never SL_ALG_DEFAULT) */
+	__u32 pad;
+	__u64 rate;       /* units per second, > 0 */
+	__u64 burst;      /* units */
+	__u64 window_ms;  /* fixed and sliding */
+	__u64 window_ns;
+	__u64 limit;      /* fixed, sliding: units a window may hold (rate x window + burst, capped to
+	                   * the word's count field); token: bucket depth, ns, rounded up; gcra: tau, ns */
+	__u64 inc1;       /* token: ns one unit costs, rounded up; gcra: rounded down; windows: 0 */
+};
+
+/*
+ * What the data path derives from a rule, per CPU: sl_derived[rule id % SL_DERIVED_SLOTS]. Valid
+ * while the rule's id and version match (every policy change writes a new version), so a hit
+ * needs no division and a change of policy is seen on the next packet. Only its CPU writes a slot.
+ */
+struct sl_derived {
+	__u32 version;        /* sl_rule.version derived from */
+	__u16 id;             /* sl_rule.id derived from */
+	__u8  valid;          /* 1 once filled */
+	__u8  coarse;         /* 1: the rule reads the coarse clock (see docs/datapath.md, Time) */
+	__u8  has_pkt;        /* a packet limit applies */
+	__u8  has_byt;        /* a byte limit applies */
+	__u8  has_agg;        /* an aggregate limit applies */
+	__u8  pad[5];
+	__u64 agg_interval;   /* aggregate: ns between packets of this CPU's share */
+	__u64 agg_tau;        /* aggregate: tolerance, ns (burst - 1 intervals) */
+	struct sl_params pkt;
+	struct sl_params byt;
 };
 
 /* Per-CPU aggregate limiter of a rule: sl_agg[rule id]. */
@@ -268,7 +306,7 @@ struct sl_counters {
 
 /* Test build only: sl_test[0] supplies the clock and a key salt. */
 struct sl_test_ctl {
-	__u64 now_ns;     /* the data path's clock; 0 = the kernel's fine clock */
+	__u64 now_ns;     /* the data path's clock; 0 = the kernel clock the production build reads */
 	__u32 salt_keys;  /* non-zero: XOR a per-CPU sequence into each key's address (new source per run) */
 	__u32 pad;
 };

@@ -71,6 +71,8 @@ export const Bounds = {
   CAS_TRIES: 8,
   PLUGIN_SLOTS: 16,
   TIER_DEFAULT: 255,
+  COARSE_MIN_MS: 250,
+  DERIVED_SLOTS: 1024,
 } as const;
 
 export const Defaults = {
@@ -270,6 +272,96 @@ export function encodeGeoVal(v: Partial<GeoVal>, b: Buffer = Buffer.alloc(8), of
   if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 0); }
   if (v.tier !== undefined) { b.writeUInt8(v.tier, off + 4); }
   if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 5, 0, 3); }
+  return b;
+}
+
+export interface Params {
+  alg: number;
+  pad: number;
+  rate: bigint;
+  burst: bigint;
+  window_ms: bigint;
+  window_ns: bigint;
+  limit: bigint;
+  inc1: bigint;
+}
+
+export const SL_PARAMS_SIZE = 56;
+
+export function decodeParams(b: Buffer, off = 0): Params {
+  return {
+    alg: b.readUInt32LE(off + 0),
+    pad: b.readUInt32LE(off + 4),
+    rate: b.readBigUInt64LE(off + 8),
+    burst: b.readBigUInt64LE(off + 16),
+    window_ms: b.readBigUInt64LE(off + 24),
+    window_ns: b.readBigUInt64LE(off + 32),
+    limit: b.readBigUInt64LE(off + 40),
+    inc1: b.readBigUInt64LE(off + 48),
+  };
+}
+
+export function encodeParams(v: Partial<Params>, b: Buffer = Buffer.alloc(56), off = 0): Buffer {
+  if (b.length < off + 56) throw new TypeError(`sl_params needs 56 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.alg !== undefined) { b.writeUInt32LE(v.alg, off + 0); }
+  if (v.pad !== undefined) { b.writeUInt32LE(v.pad, off + 4); }
+  if (v.rate !== undefined) { b.writeBigUInt64LE(BigInt(v.rate), off + 8); }
+  if (v.burst !== undefined) { b.writeBigUInt64LE(BigInt(v.burst), off + 16); }
+  if (v.window_ms !== undefined) { b.writeBigUInt64LE(BigInt(v.window_ms), off + 24); }
+  if (v.window_ns !== undefined) { b.writeBigUInt64LE(BigInt(v.window_ns), off + 32); }
+  if (v.limit !== undefined) { b.writeBigUInt64LE(BigInt(v.limit), off + 40); }
+  if (v.inc1 !== undefined) { b.writeBigUInt64LE(BigInt(v.inc1), off + 48); }
+  return b;
+}
+
+export interface Derived {
+  version: number;
+  id: number;
+  valid: number;
+  coarse: number;
+  has_pkt: number;
+  has_byt: number;
+  has_agg: number;
+  pad: Buffer;
+  agg_interval: bigint;
+  agg_tau: bigint;
+  pkt: Params;
+  byt: Params;
+}
+
+export const SL_DERIVED_SIZE = 144;
+
+export function decodeDerived(b: Buffer, off = 0): Derived {
+  return {
+    version: b.readUInt32LE(off + 0),
+    id: b.readUInt16LE(off + 4),
+    valid: b.readUInt8(off + 6),
+    coarse: b.readUInt8(off + 7),
+    has_pkt: b.readUInt8(off + 8),
+    has_byt: b.readUInt8(off + 9),
+    has_agg: b.readUInt8(off + 10),
+    pad: Buffer.from(b.subarray(off + 11, off + 11 + 5)),
+    agg_interval: b.readBigUInt64LE(off + 16),
+    agg_tau: b.readBigUInt64LE(off + 24),
+    pkt: decodeParams(b, off + 32),
+    byt: decodeParams(b, off + 88),
+  };
+}
+
+export function encodeDerived(v: Partial<Derived>, b: Buffer = Buffer.alloc(144), off = 0): Buffer {
+  if (b.length < off + 144) throw new TypeError(`sl_derived needs 144 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 0); }
+  if (v.id !== undefined) { b.writeUInt16LE(v.id, off + 4); }
+  if (v.valid !== undefined) { b.writeUInt8(v.valid, off + 6); }
+  if (v.coarse !== undefined) { b.writeUInt8(v.coarse, off + 7); }
+  if (v.has_pkt !== undefined) { b.writeUInt8(v.has_pkt, off + 8); }
+  if (v.has_byt !== undefined) { b.writeUInt8(v.has_byt, off + 9); }
+  if (v.has_agg !== undefined) { b.writeUInt8(v.has_agg, off + 10); }
+  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 11, 0, 5); }
+  if (v.agg_interval !== undefined) { b.writeBigUInt64LE(BigInt(v.agg_interval), off + 16); }
+  if (v.agg_tau !== undefined) { b.writeBigUInt64LE(BigInt(v.agg_tau), off + 24); }
+  if (v.pkt !== undefined) { encodeParams(v.pkt, b, off + 32); }
+  if (v.byt !== undefined) { encodeParams(v.byt, b, off + 88); }
   return b;
 }
 

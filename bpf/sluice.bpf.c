@@ -66,29 +66,16 @@ static __always_inline void sl_count_event(__u32 reason)
 		c->reason_packets[reason & (SL_R_MAX - 1)] += 1;
 }
 
-/*
- * Emit a sampled event for a packet that was dropped (or would have been), within the CPU's
- * budget of events_per_sec (GCRA, burst of one second's worth). Off the hot path of passes.
- */
-__noinline int sl_event(const struct sl_pkt *p, __u32 rule_id, __u32 reason, __u32 verdict)
+/* Write one event into the ring (the budget allowed it: at most events_per_sec per CPU). */
+__noinline int sl_event_emit(const struct sl_pkt *p, __u32 rule_id, __u32 reason, __u32 verdict,
+			     __u64 now)
 {
-	__u32 zero = 0, rate;
-	struct sl_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	__u32 zero = 0;
 	struct sl_event_budget *b = bpf_map_lookup_elem(&sl_event_budget, &zero);
 	struct sl_event *e;
-	__u64 now, t, interval;
 
-	if (!p || !cfg || !b || cfg->events_off)
+	if (!p || !b)
 		return 0;
-	rate = cfg->events_per_sec ? cfg->events_per_sec : SL_DEFAULT_EVENTS;
-	interval = SL_NSEC / rate;
-	now = bpf_ktime_get_coarse_ns();
-	t = b->tat > now ? b->tat : now;
-	if (t - now > SL_NSEC - interval) {
-		b->suppressed++;
-		return 0;
-	}
-	b->tat = t + interval;
 	e = bpf_ringbuf_reserve(&sl_events, sizeof(*e), 0);
 	if (!e) {
 		b->lost++;
@@ -106,6 +93,35 @@ __noinline int sl_event(const struct sl_pkt *p, __u32 rule_id, __u32 reason, __u
 	e->pad = 0;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+/*
+ * Emit a sampled event for a packet that was dropped (or would have been), within the CPU's
+ * budget of events_per_sec (GCRA, burst of one second's worth; per-CPU state, no atomics). now is
+ * the packet's clock. A flood drops millions of packets a second and emits a hundred events, so
+ * the suppressed case is kept cheap: inline, and without a division.
+ */
+static __always_inline void sl_event(const struct sl_pkt *p, __u32 rule_id, __u32 reason,
+				     __u32 verdict, __u64 now)
+{
+	__u32 zero = 0;
+	struct sl_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	struct sl_event_budget *b = bpf_map_lookup_elem(&sl_event_budget, &zero);
+	__u64 rate, t, left;
+
+	if (!cfg || !b || cfg->events_off)
+		return;
+	rate = cfg->events_per_sec ? cfg->events_per_sec : SL_DEFAULT_EVENTS;
+	t = b->tat > now ? b->tat : now;
+	/* Suppressed when what is left of the one-second burst, left = 1 s - (t - now), is less than
+	 * one interval, floor(1 s / rate): in integers, (left + 1) x rate <= 1 s. */
+	left = t - now <= SL_NSEC ? SL_NSEC - (t - now) : 0;
+	if (t - now > SL_NSEC || (left + 1) * rate <= SL_NSEC) {
+		b->suppressed++;
+		return;
+	}
+	b->tat = t + SL_NSEC / rate;
+	sl_event_emit(p, rule_id, reason, verdict, now);
 }
 
 /* One algorithm step, verified once instead of at each of its call sites. */
@@ -495,7 +511,7 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 		ag = bpf_map_lookup_elem(&sl_agg, &id);
 	if (ag && !sl_aggregate(r, d, ag, now, pkts, &ag_next)) {
 		sl_count(id, SL_R_AGGREGATE, SL_V_DROP, p->len, 0);
-		sl_event(p, id, SL_R_AGGREGATE, SL_V_DROP);
+		sl_event(p, id, SL_R_AGGREGATE, SL_V_DROP, now);
 		return SL_V_DROP;
 	}
 
@@ -529,7 +545,7 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 
 	if (READ_ONCE(st->blocked_until) > now) {
 		sl_count(id, SL_R_BLOCKED, SL_V_DROP, p->len, new_state);
-		sl_event(p, id, SL_R_BLOCKED, SL_V_DROP);
+		sl_event(p, id, SL_R_BLOCKED, SL_V_DROP, now);
 		return SL_V_DROP;
 	}
 
@@ -542,19 +558,19 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 	}
 	if (allow < 0) {
 		sl_count(id, SL_R_CONTENDED, SL_V_DROP, p->len, new_state);
-		sl_event(p, id, SL_R_CONTENDED, SL_V_DROP);
+		sl_event(p, id, SL_R_CONTENDED, SL_V_DROP, now);
 		return SL_V_DROP;
 	}
 	if (r->action == SL_ACT_DRYRUN) {
 		sl_count(id, SL_R_DRYRUN, SL_V_PASS, p->len, new_state);
-		sl_event(p, id, SL_R_DRYRUN, SL_V_PASS);
+		sl_event(p, id, SL_R_DRYRUN, SL_V_PASS, now);
 		return SL_V_PASS;
 	}
 	__sync_fetch_and_add(&st->dropped, 1);
 	if (r->action == SL_ACT_BLOCK)
 		WRITE_ONCE(st->blocked_until, now + (__u64)r->block_ms * 1000000ULL);
 	sl_count(id, SL_R_LIMIT, SL_V_DROP, p->len, new_state);
-	sl_event(p, id, SL_R_LIMIT, SL_V_DROP);
+	sl_event(p, id, SL_R_LIMIT, SL_V_DROP, now);
 	return SL_V_DROP;
 }
 
@@ -583,7 +599,7 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 
 		sl_count(max_rules, p->reason, v, p->len, 0);
 		if (v == SL_V_DROP)
-			sl_event(p, max_rules, p->reason, v);
+			sl_event(p, max_rules, p->reason, v, bpf_ktime_get_coarse_ns());
 		return v;
 	}
 	if (!p->family) {
@@ -605,7 +621,7 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 		}
 		if (lv && (lv->flags & SL_LIST_DENY)) {
 			sl_count(max_rules, SL_R_DENYLIST, SL_V_DROP, p->len, 0);
-			sl_event(p, max_rules, SL_R_DENYLIST, SL_V_DROP);
+			sl_event(p, max_rules, SL_R_DENYLIST, SL_V_DROP, bpf_ktime_get_coarse_ns());
 			return SL_V_DROP;
 		}
 		if (lv && (lv->flags & SL_LIST_ALLOW)) {

@@ -248,7 +248,7 @@ struct sl_config {
 
 /* A sampled drop (or would-drop) event, from the sl_events ring buffer. */
 struct sl_event {
-	__u64 ts_ns;      /* bpf_ktime_get_coarse_ns() */
+	__u64 ts_ns;      /* CLOCK_MONOTONIC, ns: the clock the packet was decided with (fine or coarse) */
 	__u8  addr[16];   /* source address, network order; IPv4 in the first 4 bytes */
 	__u16 rule_id;    /* rule that decided, or the global slot for list and malformed drops */
 	__u8  family;     /* 4 or 6; 0 when not IP */

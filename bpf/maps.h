@@ -106,6 +106,14 @@ struct {
 	__type(value, struct sl_derived);
 } sl_derived SEC(".maps");
 
+/* Each CPU's budget of new states (GCRA time, ns): see sl_config.new_states_per_sec. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sl_newstate SEC(".maps");
+
 /*
  * Operator-supplied programs a rule can hand its packets to (bpf_tail_call). One array per program
  * type, since a program array binds to one; pinned, since an array is emptied when the last user

@@ -481,8 +481,35 @@ static __always_inline int sl_aggregate(const struct sl_rule *r, const struct sl
 	return t - now <= tau;
 }
 
-/* Limit, act and count one classified packet. Returns an sl_verdict. */
-__noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
+/*
+ * Whether this CPU may insert one more key into rate_limit_map now: GCRA over new_per_sec
+ * (sl_config.new_states_per_sec), burst one second's worth, per CPU (only this CPU touches its
+ * slot, so no atomics). An LRU insertion that evicts costs ten times a lookup; under a flood of
+ * spoofed sources this caps that work, and it caps how fast the flood can evict the keys of real
+ * sources. Called on a miss only.
+ */
+static __always_inline int sl_may_insert(__u32 new_per_sec, __u64 now)
+{
+	__u32 zero = 0;
+	__u64 *tat = bpf_map_lookup_elem(&sl_newstate, &zero);
+	__u64 t, interval;
+
+	if (!tat)
+		return 1;
+	/* Above 10^9 a second the interval is 0: the budget never runs out. */
+	interval = SL_NSEC / (new_per_sec ? new_per_sec : SL_DEFAULT_NEW_STATES);
+	t = *tat > now ? *tat : now;
+	if (t - now > SL_NSEC - interval)
+		return 0;
+	*tat = t + interval;
+	return 1;
+}
+
+/*
+ * Limit, act and count one classified packet. new_per_sec is sl_config.new_states_per_sec.
+ * Returns an sl_verdict.
+ */
+__noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r, __u32 new_per_sec)
 {
 	struct sl_tick tick;
 	struct sl_key key = {};
@@ -519,8 +546,16 @@ __noinline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r)
 	st = bpf_map_lookup_elem(&rate_limit_map, &key);
 	if (!st) {
 		struct sl_state fresh = { .epoch = r->epoch, .alg = alg };
-		long err = bpf_map_update_elem(&rate_limit_map, &key, &fresh, BPF_NOEXIST);
+		long err;
 
+		/* Over this CPU's rate of new states, a new key is not tracked: the packet is held by
+		 * the aggregate alone (never for a rule without one). */
+		if (ag && !sl_may_insert(new_per_sec, now)) {
+			ag->tat = ag_next;
+			sl_count(id, SL_R_UNTRACKED, SL_V_PASS, p->len, 0);
+			return SL_V_PASS;
+		}
+		err = bpf_map_update_elem(&rate_limit_map, &key, &fresh, BPF_NOEXIST);
 		if (err == 0)
 			new_state = 1;
 		st = bpf_map_lookup_elem(&rate_limit_map, &key);
@@ -660,7 +695,7 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 		sl_count(rp->id, SL_R_PLUGIN, SL_V_PASS, p->len, 0);
 		return SL_PLUGIN_CALL | ((rp->plugin - 1) & (SL_PLUGIN_SLOTS - 1)) | (rp->id & 0x7fff) << 16;
 	}
-	return sl_enforce(p, rp);
+	return sl_enforce(p, rp, cfg->new_states_per_sec);
 }
 
 /* Take back the PLUGIN count of a packet whose plugin slot was empty (same CPU, so exact). */

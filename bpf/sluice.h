@@ -58,6 +58,8 @@ enum sl_reason {
 	SL_R_PLUGIN     = 16, /* handed to the rule's plugged program, which decides             */
 	SL_R_UNMATCHED  = 17, /* pass: no rule applies in this direction (the default rule is
 	                       * ingress-only unless it says otherwise) (global slot)            */
+	SL_R_UNTRACKED  = 18, /* pass: a new key while this CPU was over its rate of new states
+	                       * (sl_config.new_states_per_sec); within the rule's aggregate     */
 	SL_R_MAX        = 32,
 };
 
@@ -111,6 +113,7 @@ enum sl_defaults {
 	SL_DEFAULT_STATE_MAX = 100000, /* entries of rate_limit_map                      */
 	SL_DEFAULT_EVENTS    = 100,    /* drop events per second per CPU                 */
 	SL_DEFAULT_AGG_KEYS  = 16384,  /* aggregate limit = this many keys at their limit */
+	SL_DEFAULT_NEW_STATES = 100000, /* new states per second per CPU before new keys go untracked */
 };
 
 /* One dimension of a limit (packets or bytes). */
@@ -243,7 +246,10 @@ struct sl_config {
 	__u8  events_off;     /* non-zero: emit no drop events                                   */
 	__u8  pad;
 	__u32 events_per_sec; /* drop events each CPU may emit per second; 0 = SL_DEFAULT_EVENTS */
-	__u32 pad2;
+	__u32 new_states_per_sec; /* rate_limit_map insertions each CPU may make per second (burst: one
+	                       * second's worth); past it, a new key of a rule with an aggregate limit
+	                       * passes untracked (SL_R_UNTRACKED) within that limit.
+	                       * 0 = SL_DEFAULT_NEW_STATES; above 10^9 (0xffffffff): no cap */
 };
 
 /* A sampled drop (or would-drop) event, from the sl_events ring buffer. */

@@ -36,6 +36,7 @@ export const Reason = {
   AGGREGATE: 15,
   PLUGIN: 16,
   UNMATCHED: 17,
+  UNTRACKED: 18,
   MAX: 32,
 } as const;
 
@@ -84,6 +85,7 @@ export const Defaults = {
   STATE_MAX: 100000,
   EVENTS: 100,
   AGG_KEYS: 16384,
+  NEW_STATES: 100000,
 } as const;
 
 export interface Limit {
@@ -444,7 +446,7 @@ export interface Config {
   events_off: number;
   pad: number;
   events_per_sec: number;
-  pad2: number;
+  new_states_per_sec: number;
 }
 
 export const SL_CONFIG_SIZE = 16;
@@ -457,7 +459,7 @@ export function decodeConfig(b: Buffer, off = 0): Config {
     events_off: b.readUInt8(off + 6),
     pad: b.readUInt8(off + 7),
     events_per_sec: b.readUInt32LE(off + 8),
-    pad2: b.readUInt32LE(off + 12),
+    new_states_per_sec: b.readUInt32LE(off + 12),
   };
 }
 
@@ -469,7 +471,7 @@ export function encodeConfig(v: Partial<Config>, b: Buffer = Buffer.alloc(16), o
   if (v.events_off !== undefined) { b.writeUInt8(v.events_off, off + 6); }
   if (v.pad !== undefined) { b.writeUInt8(v.pad, off + 7); }
   if (v.events_per_sec !== undefined) { b.writeUInt32LE(v.events_per_sec, off + 8); }
-  if (v.pad2 !== undefined) { b.writeUInt32LE(v.pad2, off + 12); }
+  if (v.new_states_per_sec !== undefined) { b.writeUInt32LE(v.new_states_per_sec, off + 12); }
   return b;
 }
 

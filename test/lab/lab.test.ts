@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Link, ObjectSpec, type BpfMap, type Collection } from '../../src/ebpf';
@@ -192,7 +192,17 @@ test('sluice lab flood stops on Ctrl-C and still reports; --json prints sent, se
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  await new Promise((res) => setTimeout(res, 1500));
+  // Send Ctrl-C once the flood has its handler (SIGINT caught, per /proc), however slow node starts.
+  const caught = (): boolean => {
+    try {
+      const m = /^SigCgt:\s*([0-9a-f]+)/m.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      return !!m && (BigInt(`0x${m[1]}`) & 2n) !== 0n;
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 300 && !caught(); i++) await new Promise((res) => setTimeout(res, 50));
+  await new Promise((res) => setTimeout(res, 500));
   const t0 = Date.now();
   child.kill('SIGINT');
   const code = await new Promise<number | null>((res) => child.once('exit', res));

@@ -1,10 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * bench.bpf.c - baselines for the per-packet benchmark (bench/decision.ts), measured in the same
- * run as the data path:
- *   bench_pass   returns XDP_PASS at once: the cost of the test run itself;
- *   bench_floor  the least any per-source limiter must do: parse the same headers as the data
- *                path, read the clock once, one hash lookup keyed by the source.
+ * bench.bpf.c - baselines for the benchmarks (bench/), measured in the same run as the data path.
+ * Per packet (bench/decision.ts, BPF_PROG_TEST_RUN):
+ *   bench_pass          returns XDP_PASS at once: the cost of the test run itself;
+ *   bench_floor         the least any per-source limiter must do: parse the same headers as the
+ *                       data path, read the clock once, one hash lookup keyed by the source;
+ *   bench_floor_coarse  the same with the coarse clock.
+ * Throughput (bench/throughput.ts, attached to the receiving veth; each counts what it decides in
+ * bench_count):
+ *   bench_drop          drops everything: the ceiling of the receiving side;
+ *   bench_stack         passes everything into the kernel's stack;
+ *   bench_minimal       a minimal per-source limiter of the tutorials' kind: parse, fine clock, one
+ *                       lookup, a new source inserted, a fixed one-second window.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -19,6 +26,32 @@ struct {
 	__type(key, struct sl_key);
 	__type(value, struct sl_state);
 } floor_map SEC(".maps");
+
+/* Per CPU (only its CPU writes a slot: no atomics): [0] packets decided, [1] packets passed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} bench_count SEC(".maps");
+
+/* bench_minimal's limit: packets per source per second. */
+const volatile __u32 minimal_limit = 100;
+
+static __always_inline int bench_counted(__u32 verdict)
+{
+	__u32 zero = 0, one = 1;
+	__u64 *c = bpf_map_lookup_elem(&bench_count, &zero);
+
+	if (c)
+		*c += 1;
+	if (verdict == XDP_PASS) {
+		c = bpf_map_lookup_elem(&bench_count, &one);
+		if (c)
+			*c += 1;
+	}
+	return verdict;
+}
 
 SEC("xdp")
 int bench_pass(struct xdp_md *ctx)
@@ -42,4 +75,62 @@ int bench_floor(struct xdp_md *ctx)
 	if (st && st->last_seen > now)
 		return XDP_DROP;
 	return XDP_PASS;
+}
+
+SEC("xdp")
+int bench_floor_coarse(struct xdp_md *ctx)
+{
+	struct sl_pkt p = {};
+	struct sl_key k = {};
+	struct sl_state *st;
+	__u64 now;
+
+	sl_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p);
+	now = bpf_ktime_get_coarse_ns();
+	k.family = p.family;
+	__builtin_memcpy(k.addr, p.src, 16);
+	st = bpf_map_lookup_elem(&floor_map, &k);
+	if (st && st->last_seen > now)
+		return XDP_DROP;
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int bench_drop(struct xdp_md *ctx)
+{
+	return bench_counted(XDP_DROP);
+}
+
+SEC("xdp")
+int bench_stack(struct xdp_md *ctx)
+{
+	return bench_counted(XDP_PASS);
+}
+
+SEC("xdp")
+int bench_minimal(struct xdp_md *ctx)
+{
+	struct sl_pkt p = {};
+	struct sl_key k = {};
+	struct sl_state *st;
+	__u64 now;
+
+	sl_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p);
+	if (!p.family)
+		return bench_counted(XDP_PASS);
+	now = bpf_ktime_get_ns();
+	k.family = p.family;
+	__builtin_memcpy(k.addr, p.src, 16);
+	st = bpf_map_lookup_elem(&floor_map, &k);
+	if (!st) {
+		struct sl_state fresh = { .pkt = 1, .last_seen = now };
+
+		bpf_map_update_elem(&floor_map, &k, &fresh, BPF_ANY);
+		return bench_counted(XDP_PASS);
+	}
+	if (now - st->last_seen >= 1000000000ULL) {
+		st->last_seen = now;
+		st->pkt = 0;
+	}
+	return bench_counted(__sync_fetch_and_add(&st->pkt, 1) < minimal_limit ? XDP_PASS : XDP_DROP);
 }

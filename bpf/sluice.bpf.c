@@ -345,8 +345,12 @@ static __always_inline void sl_make_key(const struct sl_pkt *p, const struct sl_
 		__u64 *seq = bpf_map_lookup_elem(&sl_salt, &zero);
 
 		if (t && seq && t->salt_keys) {
-			__u32 s = (__u32)(*seq)++ ^ (bpf_get_smp_processor_id() << 28);
-			__u32 a;
+			__u64 n = (*seq)++;
+			__u32 s, a;
+
+			if (t->salt_mod)
+				n %= t->salt_mod;
+			s = (__u32)n ^ (bpf_get_smp_processor_id() << 28);
 
 			__builtin_memcpy(&a, k->addr + 12 * (p->family == 6), 4);
 			a ^= s;

@@ -314,7 +314,7 @@ struct sl_counters {
 struct sl_test_ctl {
 	__u64 now_ns;     /* the data path's clock; 0 = the kernel clock the production build reads */
 	__u32 salt_keys;  /* non-zero: XOR a per-CPU sequence into each key's address (new source per run) */
-	__u32 pad;
+	__u32 salt_mod;   /* non-zero: the sequence runs modulo this, so each CPU cycles over that many keys */
 };
 
 /*

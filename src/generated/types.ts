@@ -646,7 +646,7 @@ export function encodeCounters(v: Partial<Counters>, b: Buffer = Buffer.alloc(55
 export interface TestCtl {
   now_ns: bigint;
   salt_keys: number;
-  pad: number;
+  salt_mod: number;
 }
 
 export const SL_TEST_CTL_SIZE = 16;
@@ -655,7 +655,7 @@ export function decodeTestCtl(b: Buffer, off = 0): TestCtl {
   return {
     now_ns: b.readBigUInt64LE(off + 0),
     salt_keys: b.readUInt32LE(off + 8),
-    pad: b.readUInt32LE(off + 12),
+    salt_mod: b.readUInt32LE(off + 12),
   };
 }
 
@@ -663,7 +663,7 @@ export function encodeTestCtl(v: Partial<TestCtl>, b: Buffer = Buffer.alloc(16),
   if (b.length < off + 16) throw new TypeError(`sl_test_ctl needs 16 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.now_ns !== undefined) { b.writeBigUInt64LE(BigInt(v.now_ns), off + 0); }
   if (v.salt_keys !== undefined) { b.writeUInt32LE(v.salt_keys, off + 8); }
-  if (v.pad !== undefined) { b.writeUInt32LE(v.pad, off + 12); }
+  if (v.salt_mod !== undefined) { b.writeUInt32LE(v.salt_mod, off + 12); }
   return b;
 }
 

@@ -1,0 +1,94 @@
+/**
+ * The data path as the benchmarks load it: an object with its load-time constants and map sizes
+ * set as the control plane sets them (src/agent/protection.ts), driven through the Limiter, run
+ * with BPF_PROG_TEST_RUN. Unlike test/lib/datapath.ts it lets a benchmark set any constant
+ * (coarse_clock) and size (sl_cidr, max_rules), and the test build's key salt modulo N.
+ */
+import { numPossibleCpus, ObjectSpec, type BpfMap, type Collection, type Program } from '../../src/ebpf';
+import { encodeKey, encodeTestCtl, SL_KEY_SIZE, SL_STATE_SIZE, SL_TEST_CTL_SIZE } from '../../src/generated/types';
+import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, type LimiterMaps } from '../../src/limiter/limiter';
+import { BENCH_OBJECT, PROD_OBJECT, TEST_OBJECT } from '../../test/lib/datapath';
+
+export { BENCH_OBJECT, PROD_OBJECT, TEST_OBJECT };
+
+export interface BenchLoad {
+  object?: string;
+  constants?: Record<string, number>;
+  maxEntries?: number;
+  maxRules?: number;
+  /** Entries of the source-prefix trie (both policy halves). */
+  cidrEntries?: number;
+}
+
+export class BenchDatapath {
+  readonly limiter: Limiter;
+  readonly prog: Program;
+
+  private constructor(readonly coll: Collection) {
+    const maps = {} as Record<string, BpfMap>;
+    for (const name of LIMITER_MAP_NAMES) maps[name] = coll.map(name);
+    this.limiter = new Limiter(maps as unknown as LimiterMaps);
+    this.prog = coll.program('sluice_xdp');
+  }
+
+  static async load(o: BenchLoad = {}): Promise<BenchDatapath> {
+    const spec = ObjectSpec.open(o.object ?? PROD_OBJECT);
+    try {
+      const maxRules = o.maxRules ?? 1024;
+      if (o.maxEntries) spec.setMaxEntries('rate_limit_map', o.maxEntries);
+      if (o.cidrEntries) spec.setMaxEntries('sl_cidr', o.cidrEntries);
+      for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) spec.setMaxEntries(name, size(maxRules));
+      spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus(), ...o.constants });
+      return new BenchDatapath(await spec.load());
+    } finally {
+      spec.close();
+    }
+  }
+
+  /** Test build: the clock (0n: the kernel's) and a new key per run, cycling over `mod` keys per
+   *  CPU when mod > 0 (salt off when undefined). */
+  setTest(o: { nowNs?: bigint; salt?: boolean; mod?: number }): void {
+    this.coll.map('sl_test').update(Buffer.alloc(4), encodeTestCtl({ now_ns: o.nowNs ?? 0n, salt_keys: o.salt ? 1 : 0, salt_mod: o.mod ?? 0 }, Buffer.alloc(SL_TEST_CTL_SIZE)));
+  }
+
+  /** Entries in rate_limit_map (walks the keys). */
+  entries(): number {
+    let n = 0;
+    for (const chunk of this.limiter.maps.rate_limit_map.lookupBatch()) n += chunk.length;
+    return n;
+  }
+
+  close(): void {
+    this.coll.close();
+  }
+}
+
+/** bench.bpf.o with its floor's map holding `src` (an IPv4 address), so the floor's lookup hits. */
+export async function loadBaselines(src: number[]): Promise<{ pass: Program; floor: Program; floorCoarse: Program; close(): void }> {
+  const coll = await ObjectSpec.open(BENCH_OBJECT).load();
+  const key = encodeKey({ family: 4, addr: Buffer.from([...src, ...new Array(12).fill(0)]) }, Buffer.alloc(SL_KEY_SIZE));
+  coll.map('floor_map').update(key, Buffer.alloc(SL_STATE_SIZE));
+  return { pass: coll.program('bench_pass'), floor: coll.program('bench_floor'), floorCoarse: coll.program('bench_floor_coarse'), close: () => coll.close() };
+}
+
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n === 0 ? NaN : n % 2 ? s[n >> 1]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+};
+
+/**
+ * Interleaved rounds of test runs on one CPU: each case runs `repeat` times per round; the median
+ * per case, and its spread. Timing here is noisy, so cases are compared within one call.
+ */
+export async function interleaved(cases: { name: string; prog: Program; frame: Buffer; before?: () => void }[], o: { rounds: number; repeat: number; cpu?: number }): Promise<Map<string, { ns: number; spread: [number, number] }>> {
+  const samples = new Map<string, number[]>();
+  for (let round = 0; round < o.rounds; round++) {
+    for (const c of cases) {
+      c.before?.();
+      const r = await c.prog.runOnCpu(o.cpu ?? 0, c.frame, { repeat: o.repeat });
+      samples.set(c.name, [...(samples.get(c.name) ?? []), r.durationNs]);
+    }
+  }
+  return new Map([...samples].map(([k, v]) => [k, { ns: median(v), spread: [Math.min(...v), Math.max(...v)] as [number, number] }]));
+}

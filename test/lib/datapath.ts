@@ -71,16 +71,22 @@ export class TestDatapath {
     return r.retval === XDP_PASS ? 'pass' : 'drop';
   }
 
-  /** Forget every key's state and every rule's aggregate state. */
+  /**
+   * Forget every key's state and every per-CPU time-keeping state (aggregate limits, the new-state
+   * budget): tests move the clock freely, also backwards, which real time never does.
+   */
   clearState(): void {
     const m = this.limiter.maps.rate_limit_map;
     for (const k of [...m.keys()]) m.delete(k);
-    const agg = this.coll.maps.get('sl_agg')!;
-    const zeroes = Buffer.alloc(agg.valueBufferSize);
-    for (let i = 0; i < agg.maxEntries; i++) {
-      const key = Buffer.alloc(4);
-      key.writeUInt32LE(i);
-      agg.update(key, zeroes);
+    for (const name of ['sl_agg', 'sl_newstate']) {
+      const arr = this.coll.maps.get(name);
+      if (!arr) continue;
+      const zeroes = Buffer.alloc(arr.valueBufferSize);
+      for (let i = 0; i < arr.maxEntries; i++) {
+        const key = Buffer.alloc(4);
+        key.writeUInt32LE(i);
+        arr.update(key, zeroes);
+      }
     }
   }
 

@@ -23,6 +23,8 @@ mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
    || [ ! -f build/Release/sluice_native.node ]; then
   npm ci --no-audit --no-fund
+elif [ -n "$(find native binding.gyp -newer build/Release/sluice_native.node 2>/dev/null)" ]; then
+  npm run --silent build:native >/dev/null   # the addon's sources changed since it was built
 fi
 make -s -C bpf
 make -s -C bpf/lab

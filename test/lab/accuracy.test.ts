@@ -494,7 +494,9 @@ for (const alg of ALGS) {
       // runs under every view of the clock; a window's edge moved by a tick can move a whole budget
       // at the flood's end, so any view may match.
       await settle(layout, p, [{ address: addr, sent: r.sent }]);
-      const atAsk = samples.find((s) => s.t0 >= asked - 1_000_000n && s.t1 <= asked)!;
+      // The sample taken just before asking: the last one that ended before it (on a busy machine
+      // reading the counters can itself take more than a millisecond).
+      const atAsk = [...samples].reverse().find((s) => s.t1 <= asked)!;
       const atApply = samples.find((s) => s.t0 >= applied)!;
       const duringUpdate = atApply.passed - atAsk.passed;
       const measuredAfter = counters(p, Reason.PASS) - atApply.passed;

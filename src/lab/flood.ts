@@ -64,6 +64,11 @@ export interface FloodOptions {
   path?: FloodPath | 'auto';
   /** Live path: parallel generators, one per CPU from CPU 0 (default: every online CPU, at most 2). */
   threads?: number;
+  /** Live path: the CPU of each generator thread (default 0, 1, …); a CPU may appear twice. */
+  cpus?: number[];
+  /** Live path: called once the generator is loaded, with a reader of the frames it has sent so
+   *  far (to sample a rate while it runs). */
+  onFrames?: (frames: () => number) => void;
   /** Paced path: return each frame's send time. */
   record?: boolean;
   signal?: AbortSignal;
@@ -205,10 +210,12 @@ export async function flood(t: FloodTarget, o: FloodOptions): Promise<FloodResul
   }
   const fl = await loadFloodProgram(t, rewrite);
   try {
-    const threads = o.threads ?? 2;
+    o.onFrames?.(fl.frames);
+    const cpus = o.cpus ?? Array.from({ length: o.threads ?? 2 }, (_, cpu) => cpu);
+    const threads = cpus.length;
     const t0 = nowS();
     const sent = await Promise.all(
-      Array.from({ length: threads }, (_, cpu) => liveLoop(fl.prog, frame, t.netns, cpu, o.pps === 'max' ? 'max' : o.pps / threads, o.seconds, t0, o.signal)),
+      cpus.map((cpu) => liveLoop(fl.prog, frame, t.netns, cpu, o.pps === 'max' ? 'max' : o.pps / threads, o.seconds, t0, o.signal)),
     );
     const seconds = nowS() - t0;
     const total = sent.reduce((a, b) => a + b, 0);

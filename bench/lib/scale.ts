@@ -9,7 +9,7 @@ import { FRAME } from '../decision';
 import { BenchDatapath, interleaved, TEST_OBJECT } from './datapath';
 import type { Decisions } from './peers';
 import { Link } from '../../src/ebpf';
-import { measure, RX_CPU, type ConfigDef, type RunResult, type Shape, type Site } from './throughput';
+import { RX_CPU, type ConfigDef, type Shape, type Site } from './throughput';
 
 /** Enough room for a million sources without the LRU evicting any. */
 export const BIG_MAP = 1 << 21;
@@ -140,9 +140,4 @@ export function sourcesConfig(cidr?: number): ConfigDef {
 
 export function sequenceShape(n: number): Shape {
   return { name: `seq${n}`, title: `${n} sources`, flood: { sources: n } };
-}
-
-/** One throughput run of `cfg` over `shape`, with a warm-up long enough for every source to be seen twice. */
-export async function scaleRun(site: Site, cfg: ConfigDef, shape: Shape, o: { round: number; warmS: number; windowS: number; signal: AbortSignal }): Promise<RunResult> {
-  return measure(site, cfg, shape, o);
 }

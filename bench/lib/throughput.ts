@@ -18,9 +18,8 @@ import { Link, ObjectSpec, type Collection } from '../../src/ebpf';
 import { setGro } from '../../src/ebpf/lab';
 import { flood, type FloodOptions, type FloodTarget } from '../../src/lab';
 import type { AlgName } from '../../src/limiter/models';
-import { BENCH_OBJECT } from '../../test/lib/datapath';
 import { cpuUse, sampleCpus, type CpuSample } from './cpu';
-import { BenchDatapath, median } from './datapath';
+import { BENCH_OBJECT, BenchDatapath, median } from './datapath';
 import { startIptables, startNft, startNodeLimiter, type Decider, type PeerLimit } from './peers';
 
 export const RX_CPU = 0;

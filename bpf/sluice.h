@@ -17,6 +17,16 @@
 
 #include <linux/types.h>
 
+/*
+ * The meaning of the maps' contents, beyond what their BTF layout shows. Bump it in the commit that
+ * changes what a field means at the same size (a state word's encoding, a flag's sense): pins record
+ * it with the layout hash of the object's BTF, and a control plane refuses to adopt pins of another
+ * ABI (docs/errors.md, pins_abi_mismatch) instead of reading old state with new meaning.
+ */
+enum sl_abi {
+	SL_ABI_VERSION = 1,
+};
+
 /* Algorithms. 0 selects the default (fixed window), as does any unknown value. */
 enum sl_alg {
 	SL_ALG_DEFAULT = 0,
@@ -322,6 +332,7 @@ struct sl_test_ctl {
  * record), so that they all reach the object's BTF and src/generated/ can be generated from it.
  */
 struct sl_btf_anchor {
+	enum sl_abi abi;
 	enum sl_alg alg;
 	enum sl_action action;
 	enum sl_reason reason;

@@ -2,6 +2,10 @@
 // bpf/sluice.h. Do not edit: run `npm run gen:types` after changing the header.
 /* eslint-disable */
 
+export const Abi = {
+  VERSION: 1,
+} as const;
+
 export const Alg = {
   DEFAULT: 0,
   FIXED: 1,
@@ -668,6 +672,7 @@ export function encodeTestCtl(v: Partial<TestCtl>, b: Buffer = Buffer.alloc(16),
 }
 
 export interface BtfAnchor {
+  abi: number;
   alg: number;
   action: number;
   reason: number;
@@ -684,30 +689,32 @@ export const SL_BTF_ANCHOR_SIZE = 80;
 
 export function decodeBtfAnchor(b: Buffer, off = 0): BtfAnchor {
   return {
-    alg: b.readUInt32LE(off + 0),
-    action: b.readUInt32LE(off + 4),
-    reason: b.readUInt32LE(off + 8),
-    verdict: b.readUInt32LE(off + 12),
-    rule_flags: b.readUInt32LE(off + 16),
-    list_flags: b.readUInt32LE(off + 20),
-    bounds: b.readUInt32LE(off + 24),
-    defaults: b.readUInt32LE(off + 28),
-    dir: b.readUInt32LE(off + 32),
+    abi: b.readUInt32LE(off + 0),
+    alg: b.readUInt32LE(off + 4),
+    action: b.readUInt32LE(off + 8),
+    reason: b.readUInt32LE(off + 12),
+    verdict: b.readUInt32LE(off + 16),
+    rule_flags: b.readUInt32LE(off + 20),
+    list_flags: b.readUInt32LE(off + 24),
+    bounds: b.readUInt32LE(off + 28),
+    defaults: b.readUInt32LE(off + 32),
+    dir: b.readUInt32LE(off + 36),
     event: decodeEvent(b, off + 40),
   };
 }
 
 export function encodeBtfAnchor(v: Partial<BtfAnchor>, b: Buffer = Buffer.alloc(80), off = 0): Buffer {
   if (b.length < off + 80) throw new TypeError(`sl_btf_anchor needs 80 bytes at offset ${off}, buffer has ${b.length}`);
-  if (v.alg !== undefined) { b.writeUInt32LE(v.alg, off + 0); }
-  if (v.action !== undefined) { b.writeUInt32LE(v.action, off + 4); }
-  if (v.reason !== undefined) { b.writeUInt32LE(v.reason, off + 8); }
-  if (v.verdict !== undefined) { b.writeUInt32LE(v.verdict, off + 12); }
-  if (v.rule_flags !== undefined) { b.writeUInt32LE(v.rule_flags, off + 16); }
-  if (v.list_flags !== undefined) { b.writeUInt32LE(v.list_flags, off + 20); }
-  if (v.bounds !== undefined) { b.writeUInt32LE(v.bounds, off + 24); }
-  if (v.defaults !== undefined) { b.writeUInt32LE(v.defaults, off + 28); }
-  if (v.dir !== undefined) { b.writeUInt32LE(v.dir, off + 32); }
+  if (v.abi !== undefined) { b.writeUInt32LE(v.abi, off + 0); }
+  if (v.alg !== undefined) { b.writeUInt32LE(v.alg, off + 4); }
+  if (v.action !== undefined) { b.writeUInt32LE(v.action, off + 8); }
+  if (v.reason !== undefined) { b.writeUInt32LE(v.reason, off + 12); }
+  if (v.verdict !== undefined) { b.writeUInt32LE(v.verdict, off + 16); }
+  if (v.rule_flags !== undefined) { b.writeUInt32LE(v.rule_flags, off + 20); }
+  if (v.list_flags !== undefined) { b.writeUInt32LE(v.list_flags, off + 24); }
+  if (v.bounds !== undefined) { b.writeUInt32LE(v.bounds, off + 28); }
+  if (v.defaults !== undefined) { b.writeUInt32LE(v.defaults, off + 32); }
+  if (v.dir !== undefined) { b.writeUInt32LE(v.dir, off + 36); }
   if (v.event !== undefined) { encodeEvent(v.event, b, off + 40); }
   return b;
 }

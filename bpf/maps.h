@@ -156,6 +156,15 @@ struct {
 	__type(value, struct sl_event_budget);
 } sl_event_budget SEC(".maps");
 
+/* The ABI stamp of this set of maps (struct sl_abi_stamp), written by the control plane. Never read
+ * by the data path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sl_abi_stamp);
+} sl_abi_map SEC(".maps");
+
 /*
  * A grace-period barrier for the control plane, never read by the data path: updating an entry of
  * an array of maps from user space returns only after synchronize_rcu(), i.e. after every packet

@@ -320,6 +320,16 @@ struct sl_counters {
 	__u64 new_states;                 /* rate_limit_map insertions (an LRU evicts silently) */
 };
 
+/*
+ * What made the pinned maps: sl_abi_map[0], written by the control plane when it creates them and
+ * compared when it adopts them. Zero (an object loaded by iproute2 alone) means "unknown".
+ */
+struct sl_abi_stamp {
+	__u64 layout_hash;   /* first 8 bytes of the SHA-256 of the maps' BTF layout (user space's) */
+	__u32 abi_version;   /* SL_ABI_VERSION of the object that created the maps */
+	__u32 pad;
+};
+
 /* Test build only: sl_test[0] supplies the clock and a key salt. */
 struct sl_test_ctl {
 	__u64 now_ns;     /* the data path's clock; 0 = the kernel clock the production build reads */

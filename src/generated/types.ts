@@ -647,6 +647,30 @@ export function encodeCounters(v: Partial<Counters>, b: Buffer = Buffer.alloc(55
   return b;
 }
 
+export interface AbiStamp {
+  layout_hash: bigint;
+  abi_version: number;
+  pad: number;
+}
+
+export const SL_ABI_STAMP_SIZE = 16;
+
+export function decodeAbiStamp(b: Buffer, off = 0): AbiStamp {
+  return {
+    layout_hash: b.readBigUInt64LE(off + 0),
+    abi_version: b.readUInt32LE(off + 8),
+    pad: b.readUInt32LE(off + 12),
+  };
+}
+
+export function encodeAbiStamp(v: Partial<AbiStamp>, b: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  if (b.length < off + 16) throw new TypeError(`sl_abi_stamp needs 16 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.layout_hash !== undefined) { b.writeBigUInt64LE(BigInt(v.layout_hash), off + 0); }
+  if (v.abi_version !== undefined) { b.writeUInt32LE(v.abi_version, off + 8); }
+  if (v.pad !== undefined) { b.writeUInt32LE(v.pad, off + 12); }
+  return b;
+}
+
 export interface TestCtl {
   now_ns: bigint;
   salt_keys: number;

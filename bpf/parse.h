@@ -40,6 +40,19 @@ struct sl_pkt {
 	__u8  dst[16];
 };
 
+/* TCP flags (byte 13 of the header). */
+#define SL_TCP_FIN 0x01
+#define SL_TCP_SYN 0x02
+#define SL_TCP_RST 0x04
+#define SL_TCP_ACK 0x10
+
+/* IPv4 frag_off (host order): the offset in 8-byte units, and the flags above it. */
+#define SL_IP4_OFFSET 0x1fff
+#define SL_IP4_MF     0x2000
+/* IPv6 fragment header frag_off (host order): offset << 3, and the more-fragments bit. */
+#define SL_IP6_OFFSET 0xfff8
+#define SL_IP6_MF     0x0001
+
 struct vlan_hdr_sl {
 	__be16 tci;
 	__be16 encap_proto;
@@ -125,7 +138,7 @@ static __always_inline void sl_parse_ipv4(void *pos, void *end, struct sl_pkt *p
 		return;
 	}
 	/* A non-first fragment carries no L4 header: limit it by address only. */
-	if (bpf_ntohs(ip->frag_off) & 0x1fff)
+	if (bpf_ntohs(ip->frag_off) & SL_IP4_OFFSET)
 		return;
 	p->proto = ip->protocol;
 	sl_parse_l4(pos + hlen, end, p);
@@ -193,7 +206,7 @@ static __always_inline void sl_parse_ipv6(void *pos, void *end, struct sl_pkt *p
 				p->reason = SL_R_TRUNCATED;
 				return;
 			}
-			if (bpf_ntohs(fh->frag_off) & 0xfff8)
+			if (bpf_ntohs(fh->frag_off) & SL_IP6_OFFSET)
 				return; /* non-first fragment: address only */
 			nh = fh->nexthdr;
 			pos = fh + 1;

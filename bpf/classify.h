@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * classify.h - lists and rules: which rule decides a packet.
+ */
+#ifndef SLUICE_CLASSIFY_H
+#define SLUICE_CLASSIFY_H
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "sluice.h"
+#include "parse.h"
+#include "maps.h"
+#include "count.h"
+/*
+ * The key of an LPM lookup (sl_lists, sl_cidr, sl_geo) for the packet's source address, at full
+ * length: the trie returns the longest prefix that covers it.
+ */
+static __always_inline void sl_lpm_key_of(const struct sl_pkt *p, __u32 half, struct sl_lpm_key *k)
+{
+	k->prefixlen = 32 + (p->family == 4 ? 32 : 128);
+	k->half = half;
+	k->family = p->family;
+	k->pad[0] = 0;
+	k->pad[1] = 0;
+	__builtin_memcpy(k->addr, p->src, 16);
+}
+
+/* Whether addr (16 bytes, network order) lies in the prefix (family, plen, pfx). */
+static __always_inline int sl_in_prefix(const __u8 *addr, const __u8 *pfx, __u32 plen)
+{
+	__u64 a, b, m;
+
+	__builtin_memcpy(&a, addr, 8);
+	__builtin_memcpy(&b, pfx, 8);
+	m = plen >= 64 ? ~0ULL : plen ? bpf_cpu_to_be64(~0ULL << (64 - plen)) : 0;
+	if ((a & m) != b)
+		return 0;
+	if (plen <= 64)
+		return 1;
+	__builtin_memcpy(&a, addr + 8, 8);
+	__builtin_memcpy(&b, pfx + 8, 8);
+	m = plen >= 128 ? ~0ULL : bpf_cpu_to_be64(~0ULL << (128 - plen));
+	return (a & m) == b;
+}
+
+/* Verified once on its own: the candidate loop calls it up to SL_MAX_CANDS times. */
+__noinline int sl_rule_matches(const struct sl_rule *r, const struct sl_pkt *p)
+{
+	if (!r || !p)
+		return 0;
+	if (!((r->dir ? r->dir : SL_DIR_INGRESS) & p->dir))
+		return 0;
+	if (r->proto && r->proto != p->proto)
+		return 0;
+	if (r->tier && r->tier != p->tier)
+		return 0;
+	if (r->dst_family && (r->dst_family != p->family || !sl_in_prefix(p->dst, r->dst_addr, r->dst_plen)))
+		return 0;
+	if ((r->dport_lo || r->dport_hi) && (p->dport < r->dport_lo || p->dport > r->dport_hi))
+		return 0;
+	if ((r->flags & SL_RF_MATCH_SYN) &&
+	    (p->proto != IPPROTO_TCP || (p->tcp_flags & (SL_TCP_SYN | SL_TCP_ACK)) != SL_TCP_SYN))
+		return 0;
+	return 1;
+}
+
+/*
+ * Classify: the LPM trie on the source gives the ordered candidates for its prefix (compiled in
+ * user space: the prefix's own rules and those inherited from shorter ones); without a hit, or
+ * with no CIDR rules at all, the half's "any" list. The first candidate whose other match
+ * fields fit decides; none means slot 0, the default rule. Returns the slot.
+ */
+__noinline int sl_classify(struct sl_pkt *p, __u32 version)
+{
+	__u32 half = version & 1, i, n;
+	struct sl_half *h = bpf_map_lookup_elem(&sl_policy, &half);
+	struct sl_cands *c;
+
+	if (!p || !h)
+		return 0;
+	p->tier = SL_TIER_DEFAULT;
+	if (h->n_geo) {
+		struct sl_lpm_key gk;
+		struct sl_geo_val *g;
+
+		sl_lpm_key_of(p, half, &gk);
+		g = bpf_map_lookup_elem(&sl_geo, &gk);
+		if (g && g->version == h->geo_version)
+			p->tier = g->tier;
+		else if (g)
+			sl_count_event(SL_R_STALE);
+	}
+	c = &h->any;
+	if (h->n_cidr) {
+		struct sl_lpm_key lk;
+		struct sl_cands *hit;
+
+		sl_lpm_key_of(p, half, &lk);
+		hit = bpf_map_lookup_elem(&sl_cidr, &lk);
+		if (hit)
+			c = hit;
+	}
+	if (c->version != version) {
+		sl_count_event(SL_R_STALE);
+		return 0;
+	}
+	n = c->n;
+	for (i = 0; i < SL_MAX_CANDS; i++) {
+		__u32 slot, idx;
+		struct sl_rule *r;
+
+		if (i >= n)
+			break;
+		slot = c->slot[i];
+		idx = half * max_rules + slot;
+		r = bpf_map_lookup_elem(&sl_rules, &idx);
+		if (r && slot < max_rules && sl_rule_matches(r, p))
+			return slot;
+	}
+	return 0;
+}
+
+#endif /* SLUICE_CLASSIFY_H */

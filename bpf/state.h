@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * state.h - a key's state: one algorithm step, charge and refund by compare-and-exchange, the rule's
+ * derived values, its aggregate limit and each CPU's cap on new states.
+ */
+#ifndef SLUICE_STATE_H
+#define SLUICE_STATE_H
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "sluice.h"
+#include "parse.h"
+#include "maps.h"
+#include "limiters.h"
+
+#ifndef READ_ONCE
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
+#endif
+/* One algorithm step, verified once instead of at each of its call sites. */
+__noinline int sl_step(__u64 word, __u64 cost, const struct sl_tick *t,
+		       const struct sl_params *pr, struct sl_words *out)
+{
+	if (!t || !pr || !out)
+		return 0;
+	switch (pr->alg) {
+	case SL_ALG_SLIDING:
+		return sl_sliding(word, t->now, t->last_seen, cost, pr, out);
+	case SL_ALG_TOKEN:
+		return sl_token(word, t->now, cost, pr, out);
+	case SL_ALG_GCRA:
+		return sl_gcra(word, t->now, cost, pr, out);
+	default:
+		return sl_fixed(word, t->now, cost, pr, out);
+	}
+}
+
+/*
+ * Take back the packet charge that this CPU committed to *w (pw->charged, computed from old),
+ * after the byte dimension refused the packet. Exact whatever other CPUs did in between: the TAT forms
+ * are moved back by the charge's length with one atomic add; the window forms lose cost from the
+ * window it was counted in, if that window is still held (a window that has rolled past needs no
+ * refund).
+ */
+__noinline int sl_refund(__u64 *w, const struct sl_params *pr, const struct sl_tick *tick,
+			 __u64 old, const struct sl_words *pw)
+{
+	__u64 cost;
+	int i;
+
+	if (!w || !pr || !tick || !pw)
+		return 0;
+	if (pr->alg == SL_ALG_TOKEN || pr->alg == SL_ALG_GCRA) {
+		__u64 t = old > tick->now ? old : tick->now;
+
+		__sync_fetch_and_add(w, -(pw->charged - t));
+		return 0;
+	}
+	/* The window forms charged cost to the count field of the rolled word. */
+	cost = pw->charged - pw->rolled;
+	for (i = 0; i < SL_CAS_TRIES; i++) {
+		__u64 cur = READ_ONCE(*w), next;
+
+		if (pr->alg == SL_ALG_SLIDING) {
+			__u64 d = ((cur >> 60) - (pw->charged >> 60)) & 15;
+
+			if (d == 0 && (cur & SL_MASK30) >= cost)
+				next = cur - cost;
+			else if (d == 1 && ((cur >> 30) & SL_MASK30) >= cost)
+				next = cur - (cost << 30);
+			else
+				return 0;
+		} else {
+			if ((cur >> 32) != (pw->charged >> 32) || (cur & SL_MASK32) < cost)
+				return 0;
+			next = cur - cost;
+		}
+		if (__sync_val_compare_and_swap(w, cur, next) == cur)
+			return 0;
+	}
+	return 0;
+}
+
+/*
+ * Decide and commit both dimensions. Each dimension's word changes only by a compare-and-exchange
+ * from the exact value the decision was computed on, so neither limit is ever exceeded, however
+ * many CPUs race on the key. When the byte word loses a race after the packet word was charged,
+ * the packet charge is refunded (exactly, see sl_refund) and the decision retried.
+ * Returns 1 to pass, 0 to drop, -1 when still contended after SL_CAS_TRIES attempts.
+ */
+static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *t, __u64 pkts,
+				     __u64 cost, const struct sl_params *pp,
+				     const struct sl_params *bp, __u32 has_p, __u32 has_b)
+{
+	int i;
+
+	for (i = 0; i < SL_CAS_TRIES; i++) {
+		struct sl_words pw, bw;
+		__u64 po = READ_ONCE(st->pkt), bo = READ_ONCE(st->byt);
+		__u64 pn = po, bn = bo;
+		int allow = 1;
+
+		pw.charged = pw.rolled = po;
+		bw.charged = bw.rolled = bo;
+		if (has_p && !sl_step(po, pkts, t, pp, &pw))
+			allow = 0;
+		if (has_b && !sl_step(bo, cost, t, bp, &bw))
+			allow = 0;
+		if (has_p)
+			pn = allow ? pw.charged : pw.rolled;
+		if (has_b)
+			bn = allow ? bw.charged : bw.rolled;
+
+		if (pn != po && __sync_val_compare_and_swap(&st->pkt, po, pn) != po)
+			continue;
+		if (bn != bo && __sync_val_compare_and_swap(&st->byt, bo, bn) != bo) {
+			if (allow && has_p)
+				sl_refund(&st->pkt, pp, t, po, &pw);
+			continue;
+		}
+		return allow;
+	}
+	return -1;
+}
+
+/* Resolve a dimension's zero fields to their documented defaults, and derive the rest. */
+static __always_inline void sl_params_of(const struct sl_limit *l, __u64 rate, __u32 alg,
+					 __u64 window_ms, struct sl_params *out)
+{
+	out->alg = alg;
+	out->pad = 0;
+	out->rate = rate;
+	out->burst = l->burst;
+	if (!out->burst && (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA))
+		out->burst = rate;  /* one second's worth */
+	out->window_ms = window_ms;
+	out->window_ns = window_ms * 1000000ULL;
+	sl_params_derive(out);
+}
+
+/*
+ * The time scale of one dimension: the window, or the depth of the bucket (burst / rate). The
+ * coarse clock moves in steps of one jiffy, so a rule reads it only when every dimension it uses
+ * spans at least SL_COARSE_MIN_MS: its error (one step against the time scale) stays at a few
+ * percent at the worst and well under one percent at the defaults (docs/datapath.md, Time).
+ */
+static __always_inline int sl_long_enough(const struct sl_params *pr)
+{
+	if (pr->alg == SL_ALG_TOKEN || pr->alg == SL_ALG_GCRA)
+		return pr->burst * 1000 >= pr->rate * SL_COARSE_MIN_MS;
+	return pr->window_ms >= SL_COARSE_MIN_MS;
+}
+
+/*
+ * Fill this CPU's derived values for rule r (a miss in sl_derived: a new policy, or another rule
+ * in the slot). Verified once on its own; the divisions it holds are off the per-packet path.
+ * Only this CPU writes its slot, and XDP and tc programs of one CPU do not nest (both run with
+ * bottom halves off), so no packet sees a slot half written.
+ */
+__noinline int sl_derive(const struct sl_rule *r, struct sl_derived *d)
+{
+	__u32 alg;
+	__u64 wms, pps, rate, burst, cpus = nr_cpus ? nr_cpus : 1;
+
+	if (!r || !d)
+		return 0;
+	alg = r->alg;
+	if (alg == SL_ALG_DEFAULT || alg >= SL_ALG_MAX)
+		alg = SL_ALG_FIXED;
+	wms = r->window_ms ? r->window_ms : SL_DEFAULT_WINDOW_MS;
+	pps = r->pkt.rate ? r->pkt.rate : SL_DEFAULT_PPS;
+	d->has_pkt = !(r->flags & SL_RF_NO_PKT_LIMIT);
+	d->has_byt = r->byt.rate != 0;
+	d->has_agg = d->has_pkt && !(r->flags & SL_RF_NO_AGG);
+	sl_params_of(&r->pkt, pps, alg, wms, &d->pkt);
+	sl_params_of(&r->byt, r->byt.rate, alg, wms, &d->byt);
+
+	/* The aggregate: each CPU enforces its share, as GCRA. Default: SL_DEFAULT_AGG_KEYS keys at
+	 * the rule's packet rate, so that it never holds back a crowd of well-behaved sources and
+	 * only bites on floods of (spoofed) new ones. */
+	rate = r->agg.rate ? r->agg.rate : pps * SL_DEFAULT_AGG_KEYS;
+	burst = r->agg.burst ? r->agg.burst : rate;
+	rate = rate / cpus ? rate / cpus : 1;
+	burst = burst / cpus ? burst / cpus : 1;
+	d->agg_interval = SL_NSEC / rate;
+	d->agg_tau = (burst - 1) * d->agg_interval;
+
+	d->coarse = (coarse_clock & (1U << alg)) && (!d->has_pkt || sl_long_enough(&d->pkt)) &&
+		    (!d->has_byt || sl_long_enough(&d->byt));
+	d->id = r->id;
+	d->version = r->version;
+	d->valid = 1;
+	return 0;
+}
+
+/*
+ * The rule's aggregate limit over all its keys, on this CPU's share (GCRA, per-CPU state: only this
+ * CPU touches its slot, so no atomics). Returns 1 when within; *next is the state to store if the
+ * packet then passes. Its rate and tolerance are derived once per rule (sl_derive).
+ */
+static __always_inline int sl_aggregate(const struct sl_rule *r, const struct sl_derived *d,
+					struct sl_agg_state *ag, __u64 now, __u64 pkts, __u64 *next)
+{
+	__u64 interval = d->agg_interval, tau = d->agg_tau, t;
+
+	if (ag->epoch != r->epoch) {
+		ag->tat = 0;
+		ag->epoch = r->epoch;
+	}
+	t = ag->tat > now ? ag->tat : now;
+	/* A debt beyond one packet past the tolerance (a lowered limit) is forgiven. */
+	if (t - now > tau + interval)
+		t = now + tau + interval;
+	*next = t + interval * pkts;
+	return t - now <= tau;
+}
+
+/*
+ * Whether this CPU may insert one more key into rate_limit_map now: GCRA over new_per_sec
+ * (sl_config.new_states_per_sec), burst one second's worth, per CPU (only this CPU touches its
+ * slot, so no atomics). An LRU insertion that evicts costs ten times a lookup; under a flood of
+ * spoofed sources this caps that work, and it caps how fast the flood can evict the keys of real
+ * sources. Called on a miss only.
+ */
+static __always_inline int sl_may_insert(__u32 new_per_sec, __u64 now)
+{
+	__u32 zero = 0;
+	__u64 *tat = bpf_map_lookup_elem(&sl_newstate, &zero);
+	__u64 t, interval;
+
+	if (!tat)
+		return 1;
+	/* Above 10^9 a second the interval is 0: the budget never runs out. */
+	interval = SL_NSEC / (new_per_sec ? new_per_sec : SL_DEFAULT_NEW_STATES);
+	t = *tat > now ? *tat : now;
+	if (t - now > SL_NSEC - interval)
+		return 0;
+	*tat = t + interval;
+	return 1;
+}
+
+#endif /* SLUICE_STATE_H */

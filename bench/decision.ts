@@ -10,13 +10,19 @@
  * new source on every packet (test build, salted keys, state map full) with the default cap on new
  * states and without one. Rounds are interleaved and the median of each is reported.
  *
- *   npm run bench:decision [-- --repeat N --rounds R]
- * Writes bench/results/decision.json.
+ * With --baseline-objects DIR (sluice.bpf.o and sluice_test.bpf.o of another commit), every Sluice
+ * case is also loaded from DIR (named base:<case>), configured through the same Limiter and run
+ * next to its current twin in every round; the table gives both and the change in percent.
+ *
+ *   npm run bench:decision [-- --repeat N --rounds R] [--baseline-objects DIR]
+ * Writes bench/results/decision.json, or with --baseline-objects bench/results/decision-compare.json.
  */
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Program } from '../src/ebpf';
 import type { AlgName } from '../src/limiter/models';
 import { pkt } from '../src/lab/packet';
-import { BenchDatapath, interleaved, loadBaselines, TEST_OBJECT } from './lib/datapath';
+import { BenchDatapath, interleaved, loadBaselines, snapshotObjects, type BenchLoad, type ObjectSet } from './lib/datapath';
 import { writeResultFile } from './lib/results';
 
 export const ALGS: AlgName[] = ['fixed', 'sliding', 'token', 'gcra'];
@@ -38,55 +44,99 @@ export interface DecisionRow {
   spread_ns: [number, number];
 }
 
-export async function runDecision(o: { repeat: number; rounds: number; log?: (s: string) => void }): Promise<{ rows: DecisionRow[]; path: string }> {
-  const base = await loadBaselines(SRC);
+/** A case of the table: a loaded program and the clock it reads. */
+interface Case {
+  name: string;
+  prog: Program;
+  frame: Buffer;
+  clock: 'fine' | 'coarse' | 'none';
+}
+
+/** Every Sluice case, loaded from one build's objects, named `${prefix}${case}`. */
+async function sluiceCases(objects: ObjectSet, prefix: string, load: (o: BenchLoad) => Promise<BenchDatapath>): Promise<Case[]> {
+  const cases: Case[] = [];
+  for (const alg of ALGS) {
+    for (const clock of ['coarse', 'fine'] as const) {
+      const constants: Record<string, number> = clock === 'fine' ? { coarse_clock: 0 } : {};
+      const suffix = clock === 'fine' ? ' (fine clock)' : '';
+      // Existing state, within the limit: the full path, including the compare-and-exchange.
+      const hit = await load({ object: objects.prod, constants });
+      hit.limiter.applyPolicy({ rules: [{ id: 0, alg, ...HUGE }] });
+      cases.push({ name: `${prefix}${alg}/hit-pass${suffix}`, prog: hit.prog, frame: FRAME, clock });
+      // Existing state, over the limit: the path a flood takes.
+      const over = await load({ object: objects.prod, constants });
+      over.limiter.applyPolicy({ rules: [{ id: 0, alg, pps: 1 }] });
+      await over.prog.run(FRAME, { repeat: 2 });
+      cases.push({ name: `${prefix}${alg}/hit-drop${suffix}`, prog: over.prog, frame: FRAME, clock });
+    }
+    // A new source on every run (test build, salted keys, kernel clock). The state map (100,000)
+    // is full after the first round: the steady state of a flood of new sources.
+    for (const cap of ['default cap', 'no cap'] as const) {
+      const fresh = await load({ object: objects.test });
+      fresh.limiter.applyPolicy({ rules: [{ id: 0, alg, pps: 1000 }] });
+      if (cap === 'no cap') fresh.limiter.setConfig({ new_states_per_sec: 0xffffffff });
+      fresh.setTest({ salt: true });
+      cases.push({ name: `${prefix}${alg}/new-source (${cap})`, prog: fresh.prog, frame: FRAME, clock: 'coarse' });
+    }
+  }
+  return cases;
+}
+
+/** The prefix of the cases loaded from --baseline-objects. */
+export const BASE_PREFIX = 'base:';
+/** The issue's bound: each case's ns/packet within +10% of the base commit's objects. */
+export const LIMIT_PCT = 10;
+
+export interface CompareRow {
+  name: string;
+  clock: 'fine' | 'coarse' | 'none';
+  now_ns: number;
+  baseline_ns: number;
+  /** (now - baseline) / baseline, percent. */
+  change_pct: number;
+  within_limit: boolean;
+  now_spread_ns: [number, number];
+  baseline_spread_ns: [number, number];
+}
+
+export interface Comparison {
+  rows: CompareRow[];
+  /** pass, floor and floor-coarse of the same run (bench.bpf.o, shared by both sets). */
+  reference: { pass_ns: number; floor_ns: number; floor_coarse_ns: number };
+}
+
+export async function runDecision(o: { repeat: number; rounds: number; log?: (s: string) => void; baselineObjects?: string }): Promise<{ rows: DecisionRow[]; path: string; compare?: Comparison }> {
   const owned: BenchDatapath[] = [];
-  const clockOf = new Map<string, 'fine' | 'coarse' | 'none'>([['pass', 'none'], ['floor', 'fine'], ['floor-coarse', 'coarse']]);
+  const sets: ObjectSet[] = [];
+  let base: Awaited<ReturnType<typeof loadBaselines>> | undefined;
   try {
-    const cases: Parameters<typeof interleaved>[0] = [
-      { name: 'pass', prog: base.pass, frame: FRAME },
-      { name: 'floor', prog: base.floor, frame: FRAME },
-      { name: 'floor-coarse', prog: base.floorCoarse, frame: FRAME },
-    ];
-    const load = async (opts: Parameters<typeof BenchDatapath.load>[0]): Promise<BenchDatapath> => {
+    // Copies: bpf/*.o may be rebuilt while the cases load.
+    const now = snapshotObjects();
+    sets.push(now);
+    const before = o.baselineObjects === undefined ? undefined : snapshotObjects(o.baselineObjects);
+    if (before) sets.push(before);
+    base = await loadBaselines(SRC);
+    const load = async (opts: BenchLoad): Promise<BenchDatapath> => {
       const dp = await BenchDatapath.load(opts);
       owned.push(dp);
       return dp;
     };
-    for (const alg of ALGS) {
-      for (const clock of ['coarse', 'fine'] as const) {
-        const constants: Record<string, number> = clock === 'fine' ? { coarse_clock: 0 } : {};
-        const suffix = clock === 'fine' ? ' (fine clock)' : '';
-        // Existing state, within the limit: the full path, including the compare-and-exchange.
-        const hit = await load({ constants });
-        hit.limiter.applyPolicy({ rules: [{ id: 0, alg, ...HUGE }] });
-        cases.push({ name: `${alg}/hit-pass${suffix}`, prog: hit.prog, frame: FRAME });
-        clockOf.set(`${alg}/hit-pass${suffix}`, clock);
-        // Existing state, over the limit: the path a flood takes.
-        const over = await load({ constants });
-        over.limiter.applyPolicy({ rules: [{ id: 0, alg, pps: 1 }] });
-        await over.prog.run(FRAME, { repeat: 2 });
-        cases.push({ name: `${alg}/hit-drop${suffix}`, prog: over.prog, frame: FRAME });
-        clockOf.set(`${alg}/hit-drop${suffix}`, clock);
-      }
-      // A new source on every run (test build, salted keys, kernel clock). The state map (100,000)
-      // is full after the first round: the steady state of a flood of new sources.
-      for (const cap of ['default cap', 'no cap'] as const) {
-        const fresh = await load({ object: TEST_OBJECT });
-        fresh.limiter.applyPolicy({ rules: [{ id: 0, alg, pps: 1000 }] });
-        if (cap === 'no cap') fresh.limiter.setConfig({ new_states_per_sec: 0xffffffff });
-        fresh.setTest({ salt: true });
-        const name = `${alg}/new-source (${cap})`;
-        cases.push({ name, prog: fresh.prog, frame: FRAME });
-        clockOf.set(name, 'coarse');
-      }
-    }
-    o.log?.(`decision: ${cases.length} cases, ${o.rounds} interleaved rounds of ${o.repeat}`);
+    const cases: Case[] = [
+      { name: 'pass', prog: base.pass, frame: FRAME, clock: 'none' },
+      { name: 'floor', prog: base.floor, frame: FRAME, clock: 'fine' },
+      { name: 'floor-coarse', prog: base.floorCoarse, frame: FRAME, clock: 'coarse' },
+    ];
+    const current = await sluiceCases(now, '', load);
+    const baseline = before ? await sluiceCases(before, BASE_PREFIX, load) : [];
+    // Each case next to the same case of the baseline objects, in every round.
+    current.forEach((c, i) => cases.push(...(baseline[i] ? [c, baseline[i]!] : [c])));
+    const clockOf = new Map(cases.map((c) => [c.name, c.clock]));
+    o.log?.(`decision: ${cases.length} cases, ${o.rounds} interleaved rounds of ${o.repeat}${before ? ` (baseline objects: ${before.from})` : ''}`);
     const res = await interleaved(cases, { rounds: o.rounds, repeat: o.repeat });
     const pass = res.get('pass')!.ns;
     const floor = res.get('floor')!.ns;
     const floorCoarse = res.get('floor-coarse')!.ns;
-    const rows: DecisionRow[] = cases.filter((c) => c.name !== 'pass').map((c) => {
+    const rows: DecisionRow[] = cases.filter((c) => c.name !== 'pass' && !c.name.startsWith(BASE_PREFIX)).map((c) => {
       const { ns, spread } = res.get(c.name)!;
       const clock = clockOf.get(c.name)!;
       const same = clock === 'coarse' ? floorCoarse : floor;
@@ -103,12 +153,61 @@ export async function runDecision(o: { repeat: number; rounds: number; log?: (s:
         spread_ns: spread,
       };
     });
-    const path = writeResultFile('decision.json', { date: new Date().toISOString(), repeat: o.repeat, rounds: o.rounds, results: rows });
-    return { rows, path };
+    if (!before) {
+      const path = writeResultFile('decision.json', { date: new Date().toISOString(), repeat: o.repeat, rounds: o.rounds, results: rows });
+      return { rows, path };
+    }
+    const compareRows: CompareRow[] = current.map((c) => {
+      const a = res.get(c.name)!;
+      const b = res.get(`${BASE_PREFIX}${c.name}`)!;
+      const change = +((100 * (a.ns - b.ns)) / b.ns).toFixed(1);
+      return {
+        name: c.name,
+        clock: c.clock,
+        now_ns: a.ns,
+        baseline_ns: b.ns,
+        change_pct: change,
+        within_limit: change <= LIMIT_PCT,
+        now_spread_ns: a.spread,
+        baseline_spread_ns: b.spread,
+      };
+    });
+    const only = (x: string[], y: string[]): string[] => x.filter((m) => !y.includes(m));
+    const describe = (s: ObjectSet, other: ObjectSet) => ({
+      from: s.from,
+      ...(existsSync(join(s.from, 'COMMIT')) ? { commit: readFileSync(join(s.from, 'COMMIT'), 'utf8').trim() } : {}),
+      sha256: s.sha256,
+      maps_not_in_other: { prod: only(s.maps.prod, other.maps.prod), test: only(s.maps.test, other.maps.test) },
+    });
+    const compare: Comparison = { rows: compareRows, reference: { pass_ns: pass, floor_ns: floor, floor_coarse_ns: floorCoarse } };
+    const path = writeResultFile('decision-compare.json', {
+      date: new Date().toISOString(),
+      repeat: o.repeat,
+      rounds: o.rounds,
+      limit_pct: LIMIT_PCT,
+      objects: { now: describe(now, before), baseline: describe(before, now) },
+      reference: compare.reference,
+      within_limit: `${compareRows.filter((r) => r.within_limit).length} of ${compareRows.length}`,
+      results: compareRows,
+    });
+    return { rows, path, compare };
   } finally {
     for (const dp of owned) dp.close();
-    base.close();
+    base?.close();
+    for (const s of sets) s.cleanup();
   }
+}
+
+export function printCompare(c: Comparison): void {
+  const r0 = c.reference;
+  console.log(`reference (same run): pass ${r0.pass_ns} ns, floor ${r0.floor_ns} ns, floor-coarse ${r0.floor_coarse_ns} ns`);
+  console.log(`name                                  clock   now ns  base ns  change  spread now  spread base`);
+  for (const r of c.rows) {
+    const change = `${r.change_pct > 0 ? '+' : ''}${r.change_pct.toFixed(1)}%`;
+    console.log(`${r.name.padEnd(37)} ${r.clock.padEnd(6)} ${String(r.now_ns).padStart(7)} ${String(r.baseline_ns).padStart(8)} ${change.padStart(7)}${r.within_limit ? ' ' : '!'} ${`${r.now_spread_ns[0]}..${r.now_spread_ns[1]}`.padStart(10)}  ${`${r.baseline_spread_ns[0]}..${r.baseline_spread_ns[1]}`.padStart(11)}`);
+  }
+  const over = c.rows.filter((r) => !r.within_limit);
+  console.log(`${c.rows.length - over.length} of ${c.rows.length} cases within +${LIMIT_PCT}% of the baseline objects${over.length ? ` (over, marked !: ${over.map((r) => r.name).join(', ')})` : ''}`);
 }
 
 export function printDecision(rows: DecisionRow[]): void {
@@ -123,9 +222,16 @@ if (require.main === module) {
     const i = process.argv.indexOf(`--${name}`);
     return i > 0 ? Number(process.argv[i + 1]) : dflt;
   };
-  runDecision({ repeat: arg('repeat', 1_000_000), rounds: arg('rounds', 5), log: (s) => console.log(s) })
-    .then(({ rows, path }) => {
-      printDecision(rows);
+  const bi = process.argv.indexOf('--baseline-objects');
+  const baselineObjects = bi > 0 ? process.argv[bi + 1] : undefined;
+  if (bi > 0 && !baselineObjects) {
+    console.error('--baseline-objects needs a directory (holding sluice.bpf.o and sluice_test.bpf.o)');
+    process.exit(2);
+  }
+  runDecision({ repeat: arg('repeat', 1_000_000), rounds: arg('rounds', 5), log: (s) => console.log(s), ...(baselineObjects ? { baselineObjects: resolve(baselineObjects) } : {}) })
+    .then(({ rows, path, compare }) => {
+      if (compare) printCompare(compare);
+      else printDecision(rows);
       console.log(`wrote ${join(path)}`);
     })
     .catch((e) => {

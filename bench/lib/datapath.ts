@@ -4,12 +4,17 @@
  * with BPF_PROG_TEST_RUN. Unlike test/lib/datapath.ts it lets a benchmark set any constant
  * (coarse_clock) and size (sl_cidr, max_rules), and the test build's key salt modulo N.
  */
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { numPossibleCpus, ObjectSpec, type BpfMap, type Collection, type Program } from '../../src/ebpf';
 import { encodeKey, encodeTestCtl, SL_KEY_SIZE, SL_STATE_SIZE, SL_TEST_CTL_SIZE } from '../../src/generated/types';
 import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, type LimiterMaps } from '../../src/limiter/limiter';
 import { BENCH_OBJECT, PROD_OBJECT, TEST_OBJECT } from '../../test/lib/datapath';
 
 export { BENCH_OBJECT, PROD_OBJECT, TEST_OBJECT };
+const REPO_BPF = dirname(PROD_OBJECT);
 
 export interface BenchLoad {
   object?: string;
@@ -31,13 +36,20 @@ export class BenchDatapath {
     this.prog = coll.program('sluice_xdp');
   }
 
+  /**
+   * Objects of another commit may have other maps beyond the limiter's (the base commit's have no
+   * sl_abi_map): the limiter's maps are required, the rule-sized ones are sized only if present.
+   */
   static async load(o: BenchLoad = {}): Promise<BenchDatapath> {
-    const spec = ObjectSpec.open(o.object ?? PROD_OBJECT);
+    const path = o.object ?? PROD_OBJECT;
+    const spec = ObjectSpec.open(path);
     try {
+      const missing = LIMITER_MAP_NAMES.filter((name) => !spec.map(name));
+      if (missing.length) throw new Error(`${path} has no map ${missing.join(', ')}: the Limiter needs it`);
       const maxRules = o.maxRules ?? 1024;
       if (o.maxEntries) spec.setMaxEntries('rate_limit_map', o.maxEntries);
       if (o.cidrEntries) spec.setMaxEntries('sl_cidr', o.cidrEntries);
-      for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) spec.setMaxEntries(name, size(maxRules));
+      for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) if (spec.map(name)) spec.setMaxEntries(name, size(maxRules));
       spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus(), ...o.constants });
       return new BenchDatapath(await spec.load());
     } finally {
@@ -60,6 +72,53 @@ export class BenchDatapath {
 
   close(): void {
     this.coll.close();
+  }
+}
+
+/** sluice.bpf.o and sluice_test.bpf.o of one build, copied where a rebuild cannot reach them. */
+export interface ObjectSet {
+  /** The directory they were copied from. */
+  from: string;
+  prod: string;
+  test: string;
+  sha256: { prod: string; test: string };
+  /** Names of the maps (not the internal ones) of each object. */
+  maps: { prod: string[]; test: string[] };
+  /** Removes the copies. */
+  cleanup(): void;
+}
+
+/**
+ * Copy a build's two objects (default: bpf/) to a temporary directory, so that a rebuild while a
+ * benchmark loads its many cases cannot give it objects of two builds.
+ */
+export function snapshotObjects(from = REPO_BPF): ObjectSet {
+  const srcs = { prod: join(from, 'sluice.bpf.o'), test: join(from, 'sluice_test.bpf.o') };
+  for (const p of Object.values(srcs)) if (!existsSync(p)) throw new Error(`${p} does not exist (a directory of objects holds sluice.bpf.o and sluice_test.bpf.o)`);
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-objects-'));
+  try {
+    const prod = join(dir, 'sluice.bpf.o');
+    const test = join(dir, 'sluice_test.bpf.o');
+    copyFileSync(srcs.prod, prod);
+    copyFileSync(srcs.test, test);
+    const sha = (p: string): string => createHash('sha256').update(readFileSync(p)).digest('hex');
+    const mapsOf = (p: string): string[] => {
+      const spec = ObjectSpec.open(p);
+      try {
+        return spec.maps.filter((m) => !m.internal).map((m) => m.name);
+      } finally {
+        spec.close();
+      }
+    };
+    return {
+      from, prod, test,
+      sha256: { prod: sha(prod), test: sha(test) },
+      maps: { prod: mapsOf(prod), test: mapsOf(test) },
+      cleanup: () => rmSync(dir, { recursive: true, force: true }),
+    };
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
   }
 }
 

@@ -20,6 +20,19 @@
 
 char _license[] SEC("license") = "GPL";
 
+SL_DEFINE_WALK6(bench_walk6, struct xdp_md)
+
+/* The data path's parser, as sl_parse_xdp runs it. */
+static __always_inline void bench_parse(struct xdp_md *ctx, struct sl_pkt *p)
+{
+	struct sl_walk6 w = {};
+
+	if (sl_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->data_end - ctx->data, 0, p, &w)) {
+		bench_walk6(ctx, &w);
+		sl_parse_ipv6_tail((void *)(long)ctx->data, (void *)(long)ctx->data_end, &w, p);
+	}
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SL_DEFAULT_STATE_MAX);
@@ -67,7 +80,7 @@ int bench_floor(struct xdp_md *ctx)
 	struct sl_state *st;
 	__u64 now;
 
-	sl_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p);
+	bench_parse(ctx, &p);
 	now = bpf_ktime_get_ns();
 	k.family = p.family;
 	__builtin_memcpy(k.addr, p.src, 16);
@@ -85,7 +98,7 @@ int bench_floor_coarse(struct xdp_md *ctx)
 	struct sl_state *st;
 	__u64 now;
 
-	sl_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p);
+	bench_parse(ctx, &p);
 	now = bpf_ktime_get_coarse_ns();
 	k.family = p.family;
 	__builtin_memcpy(k.addr, p.src, 16);
@@ -115,7 +128,7 @@ int bench_minimal(struct xdp_md *ctx)
 	struct sl_state *st;
 	__u64 now;
 
-	sl_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p);
+	bench_parse(ctx, &p);
 	if (!p.family)
 		return bench_counted(XDP_PASS);
 	now = bpf_ktime_get_ns();

@@ -32,14 +32,17 @@ static __always_inline void sl_count(__u32 idx, __u32 reason, __u32 verdict, __u
 	c->new_states += new_state;
 }
 
-/* Count an event that is not a verdict (a stale table entry seen). */
-static __always_inline void sl_count_event(__u32 reason)
+/* Count an event that is not a verdict (a stale table entry seen, a packet charged by the strictest
+ * rule), in the global slot's reason counters only: the verdict is counted where it was made. */
+static __always_inline void sl_count_event(__u32 reason, __u32 len)
 {
 	__u32 idx = max_rules;
 	struct sl_counters *c = bpf_map_lookup_elem(&stats_map, &idx);
 
-	if (c)
+	if (c) {
 		c->reason_packets[reason & (SL_R_MAX - 1)] += 1;
+		c->reason_bytes[reason & (SL_R_MAX - 1)] += len;
+	}
 }
 
 /* Write one event into the ring (the budget allowed it: at most events_per_sec per CPU). */

@@ -110,8 +110,11 @@ static __always_inline int sl_sliding(__u64 word, __u64 now, __u64 last_seen, __
  * Token bucket in its one-timestamp form: the word is the time at which the bucket is full again.
  * Refill is continuous to the nanosecond (no whole-second steps, nothing reset per packet). A
  * packet fits when the bucket holds all of its cost; its cost in time is rounded up, so the
- * long-run rate never exceeds the configured one. A bucket is never more than empty: after a
- * limit change shrinks it, debt beyond the new size is forgiven (the roll writes it back).
+ * long-run rate never exceeds the configured one. A cost larger than the whole bucket (a GSO
+ * packet at egress standing for dozens of segments) fits a full bucket and leaves the bucket in
+ * debt by the rest, so it is neither starved nor let through above the rate. Debt is never
+ * forgiven (as in GCRA): it is what keeps such a charge honest, and after a limit change it is
+ * paid off in time like any other.
  */
 static __always_inline int sl_token(__u64 word, __u64 now, __u64 cost,
 				    const struct sl_params *pr, struct sl_words *out)
@@ -120,13 +123,12 @@ static __always_inline int sl_token(__u64 word, __u64 now, __u64 cost,
 	 * never undercharge. */
 	__u64 cap = pr->limit;
 	__u64 inc = cost == 1 ? pr->inc1 : (cost * SL_NSEC + pr->rate - 1) / pr->rate;
+	__u64 need = inc < cap ? inc : cap;
 	__u64 t = word > now ? word : now;
 
-	if (t - now > cap)
-		t = now + cap;
-	out->rolled = t > now ? t : word;
-	out->charged = out->rolled;
-	if (t + inc - now > cap)
+	out->rolled = word;
+	out->charged = word;
+	if (t + need - now > cap)
 		return 0;
 	out->charged = t + inc;
 	return 1;

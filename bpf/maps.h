@@ -133,6 +133,19 @@ struct {
 	__type(value, __u32);
 } sl_plugins_tc SEC(".maps");
 
+/*
+ * Fragmented datagrams seen recently: each first fragment records its rule, so that the later
+ * fragments of the datagram (which carry no ports) are decided by the same rule (docs/datapath.md,
+ * Fragments). LRU: a flood of first fragments evicts old entries, whose later fragments then get
+ * the strictest rule of their source.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct sl_frag_key);
+	__type(value, struct sl_frag_val);
+} sl_frags SEC(".maps");
+
 /* Management, deny and allow lists by source CIDR; checked before any rule. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

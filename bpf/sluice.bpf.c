@@ -143,6 +143,18 @@ static __always_inline int sl_enforce(const struct sl_pkt *p, const struct sl_ru
 	return SL_V_DROP;
 }
 
+/* The datagram a fragment belongs to. */
+static __always_inline void sl_frag_key_of(const struct sl_pkt *p, struct sl_frag_key *k)
+{
+	k->family = p->family;
+	k->proto = p->proto;
+	k->pad[0] = 0;
+	k->pad[1] = 0;
+	k->id = p->frag_id;
+	__builtin_memcpy(k->src, p->src, 16);
+	__builtin_memcpy(k->dst, p->dst, 16);
+}
+
 /* sl_decide's answer for a rule whose packets go to a plugged program: this | slot | rule id << 16. */
 #define SL_PLUGIN_CALL 0x100
 
@@ -163,23 +175,24 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 	cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!cfg)
 		return SL_V_PASS;
-	if (p->reason) {
-		__u32 v = cfg->malformed_drop ? SL_V_DROP : SL_V_PASS;
+	if (!p->family) {
+		/* No source to charge: the configured verdict for malformed frames, or non-IP. */
+		__u32 v = p->reason && cfg->malformed_drop ? SL_V_DROP : SL_V_PASS;
 
+		if (!p->reason) {
+			sl_count(max_rules, SL_R_NON_IP, SL_V_PASS, p->len, 0);
+			return SL_V_PASS;
+		}
 		sl_count(max_rules, p->reason, v, p->len, 0);
 		if (v == SL_V_DROP)
 			sl_event(p, max_rules, p->reason, v, bpf_ktime_get_coarse_ns());
 		return v;
 	}
-	if (!p->family) {
-		sl_count(max_rules, SL_R_NON_IP, SL_V_PASS, p->len, 0);
-		return SL_V_PASS;
-	}
 	if (cfg->has_lists) {
 		struct sl_lpm_key lk;
 		struct sl_list_val *lv;
 
-		sl_lpm_key_of(p, 0, &lk);
+		sl_lpm_key_of(p, 0, sl_remote(p), &lk);
 		lv = bpf_map_lookup_elem(&sl_lists, &lk);
 		if (lv && (lv->flags & SL_LIST_MGMT)) {
 			sl_count(max_rules, SL_R_MGMT, SL_V_PASS, p->len, 0);
@@ -195,20 +208,57 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 			return SL_V_PASS;
 		}
 	}
+	if (p->reason) {
+		/* Malformed, with a readable source: dropped when so configured, else charged to
+		 * the strictest rule the source could have (never exempt because unusual). */
+		if (p->reason == SL_R_TINY_FRAG || cfg->malformed_drop) {
+			sl_count(max_rules, p->reason, SL_V_DROP, p->len, 0);
+			sl_event(p, max_rules, p->reason, SL_V_DROP, bpf_ktime_get_coarse_ns());
+			return SL_V_DROP;
+		}
+		sl_count_event(p->reason, p->len);
+		p->unknown |= SL_UNK_L4;
+	}
+	if (p->note)
+		sl_count_event(p->note, p->len);
 
 	version = cfg->version;
 	half = version & 1;
 	h = bpf_map_lookup_elem(&sl_policy, &half);
 	if (!h)
 		return SL_V_PASS;
+	if (p->frag == SL_FRAG_LATER) {
+		/* Decided where its datagram's first fragment was; without it, by the strictest rule. */
+		struct sl_frag_key fk;
+		struct sl_frag_val *fv;
+
+		sl_frag_key_of(p, &fk);
+		fv = bpf_map_lookup_elem(&sl_frags, &fk);
+		if (fv && fv->version == version && fv->slot < max_rules) {
+			slot = fv->slot;
+			p->tier = SL_TIER_DEFAULT;
+			goto classified;
+		}
+		sl_count_event(SL_R_FRAG_ORPHAN, p->len);
+	}
+	if (p->unknown)
+		sl_count_event(SL_R_UNCERTAIN, p->len);
 	if (h->n_geo || h->n_cidr || h->any.n) {
 		slot = sl_classify(p, version);
 	} else {
 		/* Only the default rule: what sl_classify would find, without the call. */
 		p->tier = SL_TIER_DEFAULT;
 		if (h->any.version != version)
-			sl_count_event(SL_R_STALE);
+			sl_count_event(SL_R_STALE, 0);
 	}
+	if (p->frag == SL_FRAG_FIRST) {
+		struct sl_frag_key fk;
+		struct sl_frag_val fv = { .version = version, .slot = slot };
+
+		sl_frag_key_of(p, &fk);
+		bpf_map_update_elem(&sl_frags, &fk, &fv, BPF_ANY);
+	}
+classified:
 	idx = half * max_rules + slot;
 	rp = bpf_map_lookup_elem(&sl_rules, &idx);
 	if (!rp)
@@ -216,7 +266,7 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 	/* Read in place: the live half is never written (a policy is written into the idle half,
 	 * after every packet that could still read it has finished). */
 	if (rp->version != version)
-		sl_count_event(SL_R_STALE);
+		sl_count_event(SL_R_STALE, 0);
 	if (!((rp->dir ? rp->dir : SL_DIR_INGRESS) & p->dir)) {
 		/* Only the default rule gets here unmatched (candidates are matched on direction). */
 		sl_count(max_rules, SL_R_UNMATCHED, SL_V_PASS, p->len, 0);
@@ -242,12 +292,24 @@ static __always_inline void sl_plugin_missed(__u32 slot_of_rule, __u32 len)
 	c->reason_bytes[SL_R_PLUGIN] -= len;
 }
 
+SL_DEFINE_WALK6(sl_walk6_xdp, struct xdp_md)
+SL_DEFINE_WALK6(sl_walk6_skb, struct __sk_buff)
+
 /* Parse in a function of its own: the walk is verified once, not in every caller's context. */
 __noinline int sl_parse_xdp(struct xdp_md *ctx, struct sl_pkt *p)
 {
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct sl_walk6 w = {};
+
 	if (!p)
 		return 0;
-	sl_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, p);
+	p->len = end - data;
+	if (sl_parse(data, end, p->len, 0, p, &w)) {
+		sl_walk6_xdp(ctx, &w);
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		sl_parse_ipv6_tail(data, end, &w, p);
+	}
 	return 0;
 }
 
@@ -269,20 +331,32 @@ int sluice_xdp(struct xdp_md *ctx)
 }
 
 /*
- * tc: parse what the skb holds linearly (pulled first, at most 512 bytes: headers, not payload).
- * A GSO packet stands for gso_segs packets on the wire; it is charged as that many.
+ * tc: parse the headers in the skb's linear data, where the stack puts them for what it sends, and
+ * check lengths against skb->len (a GSO or non-linear skb holds more than its linear part). A GSO
+ * packet stands for gso_segs packets on the wire, each with its own copy of the headers: it is
+ * charged as all of them. Returns 1 when a header may lie past the linear data: the caller pulls
+ * it in and parses again (rare; a pull may copy a cloned skb, which is why it is not done for
+ * every packet).
  */
 __noinline int sl_parse_skb(struct __sk_buff *skb, struct sl_pkt *p)
 {
-	__u32 len = skb->len < 512 ? skb->len : 512;
+	struct sl_walk6 w = {};
+	__u32 segs, wire;
+	int big;
 
 	if (!p)
 		return 0;
-	bpf_skb_pull_data(skb, len);
-	sl_parse((void *)(long)skb->data, (void *)(long)skb->data_end, p);
-	p->len = skb->len;
-	p->segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
-	return 0;
+	wire = skb->len;
+	segs = skb->gso_segs;
+	big = segs > 1;
+	if (sl_parse((void *)(long)skb->data, (void *)(long)skb->data_end, wire, big, p, &w)) {
+		sl_walk6_skb(skb, &w);
+		sl_parse_ipv6_tail((void *)(long)skb->data, (void *)(long)skb->data_end, &w, p);
+	}
+	p->segs = big ? (segs < 0xffff ? segs : 0xffff) : 1;
+	p->len = wire + (p->segs - 1) * p->hdr_len;
+	return (p->reason == SL_R_TRUNCATED || p->reason == SL_R_TINY_FRAG || p->unknown || p->note) &&
+	       skb->data_end - skb->data < wire;
 }
 
 /* Egress at tc clsact. Passing returns TC_ACT_UNSPEC so that other tools' filters still run. */
@@ -292,7 +366,13 @@ int sluice_egress(struct __sk_buff *skb)
 	struct sl_pkt p = { .segs = 1, .dir = SL_DIR_EGRESS };
 	int v;
 
-	sl_parse_skb(skb, &p);
+	if (sl_parse_skb(skb, &p)) {
+		__builtin_memset(&p, 0, sizeof(p));
+		p.segs = 1;
+		p.dir = SL_DIR_EGRESS;
+		bpf_skb_pull_data(skb, skb->len < 512 ? skb->len : 512);
+		sl_parse_skb(skb, &p);
+	}
 	v = sl_decide(&p, 1);
 	if (v & SL_PLUGIN_CALL) {
 		bpf_tail_call(skb, &sl_plugins_tc, v & (SL_PLUGIN_SLOTS - 1));

@@ -70,6 +70,14 @@ enum sl_reason {
 	                       * ingress-only unless it says otherwise) (global slot)            */
 	SL_R_UNTRACKED  = 18, /* pass: a new key while this CPU was over its rate of new states
 	                       * (sl_config.new_states_per_sec); within the rule's aggregate     */
+	SL_R_TINY_FRAG  = 19, /* drop: a first fragment that does not hold its whole L4 header  */
+	SL_R_EXT_CHAIN  = 20, /* counted only (global slot): an IPv6 extension chain longer than
+	                       * SL_MAX_EXT; charged to the strictest rule of its source         */
+	SL_R_FRAG_ORPHAN = 21, /* counted only (global slot): a later fragment whose first fragment
+	                       * was not seen; charged to the strictest rule of its source       */
+	SL_R_UNCERTAIN  = 22, /* counted only (global slot): a packet whose source is known but not
+	                       * every match field (malformed, a later fragment): charged to the
+	                       * strictest rule it could match (sl_rule.strict_rank)              */
 	SL_R_MAX        = 32,
 };
 
@@ -103,8 +111,8 @@ enum sl_list_flags {
 
 /* Limits of the data path, documented in docs/policy.md. */
 enum sl_bounds {
-	SL_MAX_VLAN  = 2,  /* VLAN tags walked (802.1Q, 802.1ad)                */
-	SL_MAX_EXT   = 8,  /* IPv6 extension headers walked                      */
+	SL_MAX_VLAN  = 4,  /* VLAN tags walked (0x8100, 0x88a8, 0x9100); more: VLAN_DEPTH */
+	SL_MAX_EXT   = 8,  /* IPv6 extension headers walked; a longer chain: EXT_CHAIN */
 	SL_MAX_CANDS = 15, /* rules in one candidate list                        */
 	SL_CAS_TRIES = 8,  /* compare-and-exchange attempts before SL_R_CONTENDED */
 	SL_PLUGIN_SLOTS = 16, /* slots of each plugin program array               */
@@ -157,7 +165,11 @@ struct sl_rule {
 	__u8  dst_family;   /* match: destination prefix family (4, 6); 0 = any destination        */
 	__u8  dst_plen;     /* match: destination prefix length                                     */
 	__u8  dst_addr[16]; /* match: destination prefix, network order, masked                     */
-	__u32 pad1;
+	__u32 strict_rank;  /* for a packet whose match fields are not all known (a later fragment, an
+	                     * IPv6 chain past the walk, an unreadable L4 header): of the rules it could
+	                     * match, the one with the lowest rank decides. Written by user space (the
+	                     * packets per second a key may send, so lower is stricter); 0 = the
+	                     * highest rank (what iproute2 alone loads: only the default rule) */
 	struct sl_limit pkt;  /* packets per second and packet burst */
 	struct sl_limit byt;  /* bytes per second and byte burst (frame bytes, without FCS) */
 	struct sl_limit agg;  /* packets per second over all keys; 0 = pkt rate x SL_DEFAULT_AGG_KEYS */
@@ -246,6 +258,23 @@ struct sl_lpm_key {
 
 struct sl_list_val {
 	__u32 flags;      /* SL_LIST_*, including those of every covering prefix */
+};
+
+/* Key of sl_frags: one fragmented datagram (RFC 791 / 8200: source, destination, id, protocol). */
+struct sl_frag_key {
+	__u8  family;     /* 4 or 6 */
+	__u8  proto;      /* the datagram's L4 protocol */
+	__u8  pad[2];
+	__u32 id;         /* IPv4 id (16 bits) or IPv6 fragment id, as on the wire */
+	__u8  src[16];    /* network order */
+	__u8  dst[16];
+};
+
+/* Value of sl_frags: where the datagram's first fragment was decided. */
+struct sl_frag_val {
+	__u32 version;    /* policy version that decided it; another version: not used */
+	__u16 slot;       /* rule slot in that version's half */
+	__u16 pad;
 };
 
 /* Global settings: config_map[0]. */

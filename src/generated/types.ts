@@ -41,6 +41,10 @@ export const Reason = {
   PLUGIN: 16,
   UNMATCHED: 17,
   UNTRACKED: 18,
+  TINY_FRAG: 19,
+  EXT_CHAIN: 20,
+  FRAG_ORPHAN: 21,
+  UNCERTAIN: 22,
   MAX: 32,
 } as const;
 
@@ -70,7 +74,7 @@ export const ListFlags = {
 } as const;
 
 export const Bounds = {
-  MAX_VLAN: 2,
+  MAX_VLAN: 4,
   MAX_EXT: 8,
   MAX_CANDS: 15,
   CAS_TRIES: 8,
@@ -133,7 +137,7 @@ export interface Rule {
   dst_family: number;
   dst_plen: number;
   dst_addr: Buffer;
-  pad1: number;
+  strict_rank: number;
   pkt: Limit;
   byt: Limit;
   agg: Limit;
@@ -162,7 +166,7 @@ export function decodeRule(b: Buffer, off = 0): Rule {
     dst_family: b.readUInt8(off + 34),
     dst_plen: b.readUInt8(off + 35),
     dst_addr: Buffer.from(b.subarray(off + 36, off + 36 + 16)),
-    pad1: b.readUInt32LE(off + 52),
+    strict_rank: b.readUInt32LE(off + 52),
     pkt: decodeLimit(b, off + 56),
     byt: decodeLimit(b, off + 72),
     agg: decodeLimit(b, off + 88),
@@ -190,7 +194,7 @@ export function encodeRule(v: Partial<Rule>, b: Buffer = Buffer.alloc(104), off 
   if (v.dst_family !== undefined) { b.writeUInt8(v.dst_family, off + 34); }
   if (v.dst_plen !== undefined) { b.writeUInt8(v.dst_plen, off + 35); }
   if (v.dst_addr !== undefined) { Buffer.from(v.dst_addr).copy(b, off + 36, 0, 16); }
-  if (v.pad1 !== undefined) { b.writeUInt32LE(v.pad1, off + 52); }
+  if (v.strict_rank !== undefined) { b.writeUInt32LE(v.strict_rank, off + 52); }
   if (v.pkt !== undefined) { encodeLimit(v.pkt, b, off + 56); }
   if (v.byt !== undefined) { encodeLimit(v.byt, b, off + 72); }
   if (v.agg !== undefined) { encodeLimit(v.agg, b, off + 88); }
@@ -440,6 +444,63 @@ export function decodeListVal(b: Buffer, off = 0): ListVal {
 export function encodeListVal(v: Partial<ListVal>, b: Buffer = Buffer.alloc(4), off = 0): Buffer {
   if (b.length < off + 4) throw new TypeError(`sl_list_val needs 4 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.flags !== undefined) { b.writeUInt32LE(v.flags, off + 0); }
+  return b;
+}
+
+export interface FragKey {
+  family: number;
+  proto: number;
+  pad: Buffer;
+  id: number;
+  src: Buffer;
+  dst: Buffer;
+}
+
+export const SL_FRAG_KEY_SIZE = 40;
+
+export function decodeFragKey(b: Buffer, off = 0): FragKey {
+  return {
+    family: b.readUInt8(off + 0),
+    proto: b.readUInt8(off + 1),
+    pad: Buffer.from(b.subarray(off + 2, off + 2 + 2)),
+    id: b.readUInt32LE(off + 4),
+    src: Buffer.from(b.subarray(off + 8, off + 8 + 16)),
+    dst: Buffer.from(b.subarray(off + 24, off + 24 + 16)),
+  };
+}
+
+export function encodeFragKey(v: Partial<FragKey>, b: Buffer = Buffer.alloc(40), off = 0): Buffer {
+  if (b.length < off + 40) throw new TypeError(`sl_frag_key needs 40 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.family !== undefined) { b.writeUInt8(v.family, off + 0); }
+  if (v.proto !== undefined) { b.writeUInt8(v.proto, off + 1); }
+  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 2, 0, 2); }
+  if (v.id !== undefined) { b.writeUInt32LE(v.id, off + 4); }
+  if (v.src !== undefined) { Buffer.from(v.src).copy(b, off + 8, 0, 16); }
+  if (v.dst !== undefined) { Buffer.from(v.dst).copy(b, off + 24, 0, 16); }
+  return b;
+}
+
+export interface FragVal {
+  version: number;
+  slot: number;
+  pad: number;
+}
+
+export const SL_FRAG_VAL_SIZE = 8;
+
+export function decodeFragVal(b: Buffer, off = 0): FragVal {
+  return {
+    version: b.readUInt32LE(off + 0),
+    slot: b.readUInt16LE(off + 4),
+    pad: b.readUInt16LE(off + 6),
+  };
+}
+
+export function encodeFragVal(v: Partial<FragVal>, b: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  if (b.length < off + 8) throw new TypeError(`sl_frag_val needs 8 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 0); }
+  if (v.slot !== undefined) { b.writeUInt16LE(v.slot, off + 4); }
+  if (v.pad !== undefined) { b.writeUInt16LE(v.pad, off + 6); }
   return b;
 }
 

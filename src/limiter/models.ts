@@ -66,11 +66,11 @@ export function sliding(word: bigint, now: bigint, lastSeen: bigint, cost: bigin
 export function token(word: bigint, now: bigint, cost: bigint, p: Params): StepResult {
   const cap = u64(p.burst * NSEC + p.rate - 1n) / p.rate;
   const inc = u64(cost * NSEC + p.rate - 1n) / p.rate;
-  let t = word > now ? word : now;
-  if (t - now > cap) t = now + cap;
-  const rolled = t > now ? t : word;
-  if (u64(t + inc - now) > cap) return { allow: false, charged: rolled, rolled };
-  return { allow: true, charged: u64(t + inc), rolled };
+  // A cost larger than the bucket fits a full one and leaves the rest as debt; debt is never forgiven.
+  const need = inc < cap ? inc : cap;
+  const t = word > now ? word : now;
+  if (u64(t + need - now) > cap) return { allow: false, charged: word, rolled: word };
+  return { allow: true, charged: u64(t + inc), rolled: word };
 }
 
 export function gcra(word: bigint, now: bigint, cost: bigint, p: Params): StepResult {

@@ -53,6 +53,24 @@ export interface RuleSpec {
   aggregate?: { pps: number | bigint; burst?: number | bigint } | null;
 }
 
+/** Ranks above every limit: rules that do not limit by themselves (dry-run, a plugged program). */
+const RANK_LAST = 0xfffffffe;
+
+/**
+ * sl_rule.strict_rank: how a rule ranks for a packet whose match fields the data path could not all
+ * read (a later fragment without its first, an IPv6 chain past the walk, an unreadable L4 header).
+ * Of the rules such a packet could match, the lowest rank decides: the rule that lets one key send
+ * the fewest packets a second (a byte limit counts as if every packet were 64 bytes). Rules that
+ * pass what they do not like (dry-run) or hand it elsewhere (a plugin) rank last.
+ */
+export function strictRank(pps: bigint | null, bps: bigint, last: boolean): number {
+  if (last) return RANK_LAST;
+  let per = pps ?? BigInt(RANK_LAST);
+  if (bps > 0n && bps / 64n < per) per = bps / 64n;
+  if (per < 1n) per = 1n;
+  return Number(per > BigInt(RANK_LAST - 1) ? BigInt(RANK_LAST - 1) : per);
+}
+
 export interface PolicySpec {
   rules: RuleSpec[];
 }
@@ -263,7 +281,7 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
       dst_family: dst?.family ?? 0,
       dst_plen: dst?.plen ?? 0,
       dst_addr: dst?.addr ?? Buffer.alloc(16),
-      pad1: 0,
+      strict_rank: strictRank(pps, bps, action === 'dry-run' || r.plugin !== undefined),
       pkt: { rate: pps ?? 0n, burst: ppsBurst },
       byt: { rate: bps, burst: bpsBurst },
       agg,

@@ -10,8 +10,10 @@ import { assertProgramsUnloaded, PROD_OBJECT, TestDatapath } from '../lib/datapa
 after(assertProgramsUnloaded);
 import { pkt } from '../lib/packet';
 
-/** Instructions the verifier processed for sluice_xdp: about 40,000 when this ceiling was set, 47,700 now. */
-export const VERIFIER_CEILING = 60_000;
+/** Instructions the verifier processed for sluice_xdp: 47,700 before the parser charged every packet with a
+ *  readable source (issue 9: lengths checked against the IP header, fragments, the strictest rule), 77,800
+ *  after; the kernel's limit is 1,000,000. */
+export const VERIFIER_CEILING = 100_000;
 
 test(`the verifier processes at most ${VERIFIER_CEILING} instructions for sluice_xdp`, async () => {
   const coll = await ObjectSpec.open(PROD_OBJECT).load();

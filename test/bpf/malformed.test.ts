@@ -1,7 +1,8 @@
 /**
  * Malformed input: every prefix of a set of valid packets (a cut at each byte) through the real
  * kernel. Below 14 bytes the kernel refuses the frame (EINVAL) before the program runs; from 14
- * bytes on the program must give each cut a malformed reason and the configured verdict, and the
+ * bytes on the program must give each cut a malformed reason; a cut whose source address is whole
+ * is still charged to its rule (never exempt), one without it gets the configured verdict, and the
  * whole packet its rule. Nothing may crash, pass unaccounted or reach the limiter half-parsed.
  */
 import assert from 'node:assert/strict';
@@ -30,7 +31,13 @@ const VALID: [string, Buffer][] = [
   ['IPv6 ICMPv6', pkt().eth().ipv6({ src: '2001:db8::1', dst: '2001:db8::2', next: IPPROTO.ICMPV6 }).icmpv6({ type: 128 }).build()],
 ];
 
-const MALFORMED = new Set<number>([Reason.TRUNCATED, Reason.BAD_IPV4, Reason.BAD_IPV6, Reason.VLAN_DEPTH]);
+const MALFORMED = new Set<number>([Reason.TRUNCATED, Reason.BAD_IPV4, Reason.BAD_IPV6, Reason.VLAN_DEPTH, Reason.TINY_FRAG]);
+
+/** Bytes up to the end of each packet's fixed IP header: from there on its source is known. */
+const SOURCE_AT: Record<string, number> = {
+  'IPv4 UDP': 34, 'IPv4 with options, TCP with options': 34, 'IPv4 ICMP behind an 802.1Q tag': 38,
+  'IPv6 hop-by-hop, routing, fragment, TCP': 54, 'IPv6 AH, UDP, behind QinQ': 62, 'IPv6 ICMPv6': 54,
+};
 
 function moved(before: Counters[], afterC: Counters[]): { slot: number; reason: number; n: bigint }[] {
   const out: { slot: number; reason: number; n: bigint }[] = [];
@@ -55,14 +62,26 @@ for (const malformedDrop of [false, true]) {
         const b = slots();
         const verdict = await dp.run(cut);
         const m = moved(b, slots());
-        assert.equal(m.length, 1, `${n} bytes: exactly one counter moves, got ${JSON.stringify(m, (_, v) => typeof v === 'bigint' ? Number(v) : v)}`);
-        assert.equal(m[0]!.n, 1n);
+        const show = JSON.stringify(m, (_, v) => typeof v === 'bigint' ? Number(v) : v);
+        assert.ok(m.every((x) => x.n === 1n), `${n} bytes: each counter moves by one, got ${show}`);
         if (n === full.length) {
-          assert.deepEqual([m[0]!.slot, m[0]!.reason, verdict], [0, Reason.PASS, 'pass'], 'the whole packet reaches its rule');
+          assert.deepEqual([m.length, m[0]!.slot, m[0]!.reason, verdict], [1, 0, Reason.PASS, 'pass'], 'the whole packet reaches its rule');
+          continue;
+        }
+        const bad = m.filter((x) => x.slot === 1 && MALFORMED.has(x.reason));
+        assert.equal(bad.length, 1, `${n} bytes: one malformed reason in the global slot, got ${show}`);
+        if (malformedDrop || bad[0]!.reason === Reason.TINY_FRAG) {
+          // Dropped as configured (a first fragment too small for its headers always is).
+          assert.equal(m.length, 1, `${n} bytes: only the malformed reason moves, got ${show}`);
+          assert.equal(verdict, 'drop', `${n} bytes: dropped`);
+        } else if (n < SOURCE_AT[name]!) {
+          assert.equal(m.length, 1, `${n} bytes: no source to charge, only the malformed reason moves, got ${show}`);
+          assert.equal(verdict, 'pass', `${n} bytes: the configured verdict`);
         } else {
-          assert.equal(m[0]!.slot, 1, `${n} bytes: counted in the global slot`);
-          assert.ok(MALFORMED.has(m[0]!.reason), `${n} bytes: a malformed reason, got ${m[0]!.reason}`);
-          assert.equal(verdict, malformedDrop ? 'drop' : 'pass', `${n} bytes: the configured verdict`);
+          // The source is known: charged to its (strictest) rule, never exempt.
+          const rest = m.filter((x) => x !== bad[0]).map((x) => [x.slot, x.reason]);
+          assert.deepEqual(rest.sort(), [[0, Reason.PASS], [1, Reason.UNCERTAIN]].sort(), `${n} bytes: charged to the rule of its source, got ${show}`);
+          assert.equal(verdict, 'pass', `${n} bytes: within the rule's limit`);
         }
       }
     });

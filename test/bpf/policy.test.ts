@@ -53,8 +53,10 @@ test('a limit change keeps state; an algorithm change starts each key afresh', a
   assert.equal(await passes('198.18.0.1', 10), 5);
   dp.limiter.applyPolicy({ rules: [{ id: 0, alg: 'token', pps: 2, ppsBurst: 6 }] });
   assert.equal(await passes('198.18.0.1', 10), 0, 'same algorithm: the empty bucket stays empty');
-  dp.setNow(70_500_000_000n);
-  assert.equal(await passes('198.18.0.1', 10), 1, 'half a second at 2/s refills one (debt beyond the new size was forgiven)');
+  dp.setNow(72_000_000_000n);
+  assert.equal(await passes('198.18.0.1', 10), 0, 'the debt of the old bucket (5 s) is not forgiven: 2 s later the bucket is still in debt');
+  dp.setNow(72_500_000_000n);
+  assert.equal(await passes('198.18.0.1', 10), 1, 'once the debt is paid (5 s), half a second at 2/s refills one');
   dp.limiter.applyPolicy({ rules: [{ id: 0, alg: 'fixed', pps: 3 }] });
   assert.equal(await passes('198.18.0.1', 10), 3, 'new algorithm: the key starts afresh');
 });

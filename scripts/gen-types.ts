@@ -8,15 +8,9 @@
  *   node dist/scripts/gen-types.js          write src/generated/types.ts and lab.ts
  *   node dist/scripts/gen-types.js --check  exit 1 if a committed file differs
  */
-import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-
-interface BtfMember { name: string; type_id: number; bits_offset: number; bitfield_size?: number }
-interface BtfType {
-  id: number; kind: string; name: string; size?: number; type_id?: number; nr_elems?: number;
-  members?: BtfMember[]; values?: { name: string; val: number }[];
-}
+import { loadBtf, resolveType, sizeOf, type Btf, type BtfType } from '../src/ebpf/btf';
 
 // Compiled to dist/scripts/gen-types.js: the repository is two levels up.
 const repo = resolve(__dirname, '..', '..');
@@ -42,25 +36,8 @@ type Field =
   | { kind: 'array'; elem: Field; n: number; elemSize: number }
   | { kind: 'struct'; name: string };
 
-function load(object: string): { types: Map<number, BtfType>; byName: Map<string, BtfType> } {
-  const json = execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', join(repo, object)], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  const all = (JSON.parse(json) as { types: BtfType[] }).types;
-  const types = new Map(all.map((t) => [t.id, t]));
-  const byName = new Map<string, BtfType>();
-  for (const t of all) if ((t.kind === 'STRUCT' || t.kind === 'ENUM') && t.name) byName.set(t.name, t);
-  return { types, byName };
-}
-
-function resolveType(types: Map<number, BtfType>, id: number): BtfType {
-  let t = types.get(id);
-  while (t && (t.kind === 'TYPEDEF' || t.kind === 'VOLATILE' || t.kind === 'CONST')) t = types.get(t.type_id!);
-  if (!t) throw new Error(`BTF type ${id} not found`);
-  return t;
-}
-
-function sizeOf(types: Map<number, BtfType>, t: BtfType): number {
-  if (t.kind === 'ARRAY') return t.nr_elems! * sizeOf(types, resolveType(types, t.type_id!));
-  return t.size!;
+function load(object: string): Btf {
+  return loadBtf(join(repo, object));
 }
 
 function fieldOf(types: Map<number, BtfType>, id: number, name: string): Field {

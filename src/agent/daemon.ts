@@ -30,6 +30,7 @@ import {
   type DaemonConfig, type InterfaceConfig, type LimitsInput,
 } from '../config';
 import type { Snapshot } from '../limiter/stats';
+import { AgentCode } from './errors';
 import { Protection } from './protection';
 import { statsReport, statusReport, takeSnapshot, topReport } from './report';
 import { listPlaces, loadSettings, pinDir, type Limits, type Place, type Settings } from './state';
@@ -70,6 +71,16 @@ export interface ReloadResult {
 }
 
 const keyOf = (p: Place): string => `${p.netns ?? ''}/${p.iface}`;
+/** The id of the program the pinned link of a place runs, or null. */
+function runningProgram(p: Place): number | null {
+  try {
+    const l = Link.fromPin(join(pinDir(p), 'link'));
+    try { return l.info().progId || null; } finally { l.close(); }
+  } catch {
+    return null;
+  }
+}
+
 const where = (p: Place): string => `${p.iface}${p.netns ? ` (netns ${p.netns})` : ''}`;
 const placeFlags = (p: Place): string => `--iface ${p.iface}${p.netns ? ` --netns ${p.netns}` : ''}`;
 const hash = (text: string): string => createHash('sha256').update(text).digest('hex');
@@ -271,7 +282,15 @@ export class Daemon implements ApiBackend {
       const err = e as { code?: string; message?: string };
       const error = { code: err.code ?? 'SLUICE_E_INTERNAL', message: err.message ?? String(e), at: new Date().toISOString() };
       if (!m.error || m.error.message !== error.message) {
-        this.log.error({ event: 'protect_failed', iface: p.iface, netns: p.netns, code: error.code }, `cannot protect ${where(p)}: ${error.message} (retried every ${this.config.reconcileIntervalMs / 1000} s)`);
+        if (error.code === AgentCode.PinsAbiMismatch) {
+          // Refused before anything changed: what is pinned keeps running, unmanaged, until an
+          // operator starts it afresh (`sluice up --reset-state`); then the next reconcile adopts it.
+          const running = runningProgram(p);
+          this.log.error({ event: 'adopt_refused', iface: p.iface, netns: p.netns, code: error.code, program_id: running },
+            `will not adopt the protection pinned for ${where(p)}${running ? ` (program ${running} keeps running and enforcing, unmanaged by this daemon)` : ''}: ${error.message} (checked again every ${this.config.reconcileIntervalMs / 1000} s)`);
+        } else {
+          this.log.error({ event: 'protect_failed', iface: p.iface, netns: p.netns, code: error.code }, `cannot protect ${where(p)}: ${error.message} (retried every ${this.config.reconcileIntervalMs / 1000} s)`);
+        }
       }
       m.error = error;
     }

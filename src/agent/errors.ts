@@ -9,6 +9,7 @@ export const AgentCode = {
   NativeUnsupported: 'SLUICE_E_NATIVE_UNSUPPORTED',
   Bpffs: 'SLUICE_E_BPFFS',
   StateIncompatible: 'SLUICE_E_STATE_INCOMPATIBLE',
+  PinsAbiMismatch: 'SLUICE_E_PINS_ABI_MISMATCH',
   NotProtected: 'SLUICE_E_NOT_PROTECTED',
   InvalidArgument: 'SLUICE_E_INVALID_ARGUMENT',
   ModeChange: 'SLUICE_E_MODE_CHANGE',

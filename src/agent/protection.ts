@@ -7,7 +7,7 @@
  * loaded and checked before anything is swapped); an upgrade replaces the program through the link
  * (no moment without protection); an invalid policy never replaces a valid one (compiled first).
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import {
   BpfError, BpfMap, hasBpfPrivileges, ifindex, Link, numPossibleCpus, ObjectSpec, PermissionError, Program,
@@ -19,6 +19,8 @@ import { emptyLists, normaliseLists, type Lists } from '../limiter/lists';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
 import { plugProgram, unplugProgram, type Hook } from '../limiter/plugins';
 import { compileGeo, type GeoCompiled, type GeoConfig } from '../limiter/geoip';
+import { Abi } from '../generated/types';
+import { ABI_MAP, checkStamp, layoutHashOf, objectLayout, readStamp, stampOf, writeStamp, type ObjectLayout } from './abi';
 import { AgentCode, AgentError } from './errors';
 import {
   DEFAULT_LIMITS, loadSettings, pinDir, removeSettings, saveSettings, scopeOf, settingsPath, withLock,
@@ -192,9 +194,6 @@ export class Protection {
       const warnings: string[] = [];
       // Settings carry over (limits, rules, lists) even when the pinned state cannot.
       const prior = loadSettings(o);
-      if (existsSync(dir) && o.resetState) {
-        await Protection.teardown(o);
-      }
       if (existsSync(join(dir, 'link')) && prior && prior.ifindex !== ifidx) {
         warnings.push(`${where(o)} was re-created since it was protected (ifindex ${prior.ifindex}, now ${ifidx}): starting afresh`);
         await Protection.teardown(o);
@@ -220,9 +219,13 @@ export class Protection {
       validateLimits(base.limits);
       compilePolicy(policyOf(base), base.maxRules); // refuse an invalid policy before touching anything
 
-      if (existsSync(join(dir, 'link')) && prior) return Protection.adopt(o, prior, base, warnings);
+      if (existsSync(join(dir, 'link')) && prior) {
+        // --reset-state on a protected interface: fresh maps, the program replaced through the
+        // link it runs on, so that the interface stays protected throughout.
+        return o.resetState ? Protection.replaceState(o, prior, base, warnings) : Protection.adopt(o, prior, base, warnings);
+      }
       if (existsSync(dir)) {
-        warnings.push(`found incomplete pins for ${where(o)} (an interrupted command?): removed them`);
+        if (!o.resetState) warnings.push(`found incomplete pins for ${where(o)} (an interrupted command?): removed them`);
         await Protection.teardown(o);
       }
       return Protection.attachFresh(o, ifidx, base, warnings);
@@ -236,6 +239,28 @@ export class Protection {
     return spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus() });
   }
 
+  /** The object's map layout, for its ABI stamp; refused if the object and this control plane disagree on the ABI. */
+  private static layout(object: string): ObjectLayout {
+    if (!existsSync(object)) throw new AgentError(AgentCode.InvalidArgument, `no BPF object at ${object}: build it with \`make -C bpf\``);
+    let l: ObjectLayout;
+    try {
+      l = objectLayout(object);
+    } catch (e) {
+      throw new AgentError(AgentCode.InvalidArgument, `cannot read the BTF of ${object} to stamp its pins (${(e as Error).message.split('\n')[0]}): it must be a BPF object built with BTF (clang -g), and bpftool must be installed`);
+    }
+    if (l.abiVersion !== undefined && l.abiVersion !== Abi.VERSION) {
+      throw new AgentError(AgentCode.InvalidArgument, `${object} was built from a bpf/sluice.h of ABI version ${l.abiVersion}, this control plane from ABI version ${Abi.VERSION}: build both from one tree (\`make -C bpf && npm run gen:types && npx tsc -p tsconfig.json\`)`);
+    }
+    return l;
+  }
+
+  /** Stamp maps just created from an object (their sl_abi_map), before anything can adopt them. */
+  private static stampFresh(maps: Map<string, BpfMap>, l: ObjectLayout, warnings: string[]): void {
+    const m = maps.get(ABI_MAP);
+    if (m) writeStamp(m, stampOf(l));
+    else warnings.push(`${l.object} declares no ${ABI_MAP} (built before pins were stamped): its pins carry no ABI stamp, so a later \`sluice up\` will refuse to adopt them (until --reset-state)`);
+  }
+
   private static async attachFresh(o: UpOptions, ifidx: number, base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'>, warnings: string[]): Promise<UpResult> {
     const q = xdpQuery(ifidx, { netns: o.netns ?? undefined });
     if (q.mode !== 'none') {
@@ -244,13 +269,15 @@ export class Protection {
       try { const prog = Program.fromId(id); name = prog.info().name; prog.close(); } catch { /* gone meanwhile */ }
       throw new AgentError(AgentCode.XdpBusy, `${where(o)} already has an XDP program (id ${id}, name ${name}, ${q.mode} mode) that Sluice did not attach; Sluice will not replace it. Remove it first (for example \`ip${o.netns ? ` -n ${o.netns}` : ''} link set dev ${o.iface} xdp off\`), then run up again`);
     }
+    const layout = Protection.layout(base.object);
     const spec = Protection.spec(base.object, base.maxEntries, base.maxRules);
     let coll: Collection | undefined;
     let link: Link | undefined;
     const dir = pinDir(o);
     try {
       coll = await spec.load();
-      const settings: Settings = { ...base, mode: 'native', ifindex: ifidx, attachedAt: new Date().toISOString(), updatedAt: '' };
+      Protection.stampFresh(coll.maps, layout, warnings);
+      const settings: Settings = { ...base, mode: 'native', ifindex: ifidx, mapLayouts: layout.digests, attachedAt: new Date().toISOString(), updatedAt: '' };
       const limiter = limiterOf(coll.maps);
       applyAll(limiter, settings); // the policy is in place before the first packet meets the program
       const prog = coll.programs.get(PROGRAM)!;
@@ -299,10 +326,21 @@ export class Protection {
     if (o.mode && o.mode !== 'auto' && o.mode !== prior.mode) {
       throw new AgentError(AgentCode.ModeChange, `${where(o)} is protected in ${prior.mode} mode; a link cannot change mode in place. Run \`sluice down\` then \`sluice up --mode ${o.mode}\` (traffic is unprotected in between)`);
     }
+    const layout = Protection.layout(base.object);
     const maps = pinnedMaps(dir);
-    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules);
+    let spec: ObjectSpec | undefined;
     let coll: Collection | undefined;
     try {
+      // The state must be what this object's program reads, word for word: checked by the ABI
+      // stamp before anything is loaded or changed. A refusal leaves the running program attached.
+      const stampMap = maps.get(ABI_MAP);
+      const pinnedStamp = stampMap ? readStamp(stampMap) ?? null : undefined;
+      const check = checkStamp(pinnedStamp, [...maps.keys()], prior.mapLayouts, layout);
+      if (check.problem !== undefined) {
+        const flags = `--iface ${o.iface}${o.netns ? ` --netns ${o.netns}` : ''}`;
+        throw new AgentError(AgentCode.PinsAbiMismatch, `the state pinned for ${where(o)} does not carry the ABI stamp of ${base.object}, so it will not be adopted (its program could read it differently): ${check.problem}. The program that runs there stays attached and keeps enforcing. To load this object, start with fresh state (per-client state and counters are lost; limits, rules and lists are kept, the interface stays protected): \`sluice up ${flags} --reset-state\`${prior.object !== base.object ? `; or keep the object the pins were made with (\`--object ${prior.object}\`)` : ''}`);
+      }
+      spec = Protection.spec(base.object, base.maxEntries, base.maxRules);
       // Everything the new object declares must fit what is pinned, or state cannot be kept.
       const problems: string[] = [];
       for (const m of spec.maps) {
@@ -333,8 +371,10 @@ export class Protection {
           newProg.pin(join(dir, 'prog'));
           action = 'upgraded';
         }
-        // Maps new in this object are pinned alongside the adopted ones.
+        // Maps new in this object are pinned alongside the adopted ones, and the stamp covers them.
         for (const [name, map] of coll.maps) if (!name.includes('.') && !maps.has(name)) map.pin(join(dir, 'maps', name));
+        const stamp = { layoutHash: layoutHashOf(check.digests), abiVersion: pinnedStamp!.abiVersion };
+        if (stamp.layoutHash !== pinnedStamp!.layoutHash) writeStamp(stampMap!, stamp);
         // Egress: attach, replace in place (same handle and priority), or remove, as asked.
         if (base.egress) {
           const tcProg = coll.programs.get(TC_PROGRAM)!;
@@ -349,14 +389,94 @@ export class Protection {
         pinnedProg.close();
         link.close();
       }
-      const settings: Settings = { ...prior, ...base, mode: prior.mode, ifindex: prior.ifindex, attachedAt: prior.attachedAt, updatedAt: '' };
+      const settings: Settings = { ...prior, ...base, mode: prior.mode, ifindex: prior.ifindex, mapLayouts: check.digests, attachedAt: prior.attachedAt, updatedAt: '' };
       applyAll(limiterOf(pinnedMaps(dir)), settings);
       saveSettings(settings);
       return { action, warnings, protection: Protection.open(o) };
     } finally {
       coll?.close();
-      spec.close();
+      spec?.close();
       for (const m of maps.values()) m.close();
+    }
+  }
+
+  /**
+   * Start afresh on a protected interface (--reset-state) without a moment unprotected: load the
+   * object with new maps, write the policy and the stamp into them, replace the program through
+   * the pinned link (atomic), then replace the pins. Used whatever the pinned stamp says, so it is
+   * also the way out of SLUICE_E_PINS_ABI_MISMATCH. A failure before the link update changes
+   * nothing; a crash after it leaves the old pins, which the next up adopts or refuses.
+   */
+  private static async replaceState(o: UpOptions, prior: Settings, base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'>, warnings: string[]): Promise<UpResult> {
+    const dir = pinDir(o);
+    if (o.mode && o.mode !== 'auto' && o.mode !== prior.mode) {
+      throw new AgentError(AgentCode.ModeChange, `${where(o)} is protected in ${prior.mode} mode; a link cannot change mode in place, not even with --reset-state. Run \`sluice down\` then \`sluice up --mode ${o.mode}\` (traffic is unprotected in between)`);
+    }
+    const layout = Protection.layout(base.object);
+    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules);
+    const staged = join(dir, 'maps_new'); // no dots: bpffs refuses them in names
+    const old = join(dir, 'maps_old');
+    let coll: Collection | undefined;
+    try {
+      coll = await spec.load();
+      const plugins = { xdp: { ...base.plugins.xdp }, tc: { ...base.plugins.tc } };
+      const settings: Settings = { ...prior, ...base, plugins, mode: prior.mode, ifindex: prior.ifindex, mapLayouts: layout.digests, attachedAt: new Date().toISOString(), updatedAt: '' };
+      applyAll(limiterOf(coll.maps), settings); // the policy is in place before the first packet meets the program
+      Protection.stampFresh(coll.maps, layout, warnings);
+      Protection.carryPlugins(dir, coll.maps, settings, warnings);
+      rmSync(staged, { recursive: true, force: true });
+      rmSync(old, { recursive: true, force: true });
+      mkdirSync(staged, { recursive: true });
+      for (const [name, map] of coll.maps) if (!name.includes('.')) map.pin(join(staged, name));
+      const prog = coll.programs.get(PROGRAM)!;
+      const link = Link.fromPin(join(dir, 'link'));
+      try {
+        link.update(prog); // atomic: the interface is never without a program
+      } finally {
+        link.close();
+      }
+      // From here the new program runs on the new maps; the pins follow.
+      rmSync(join(dir, 'prog'), { force: true });
+      prog.pin(join(dir, 'prog'));
+      if (base.egress) Protection.attachEgress(o, coll.programs.get(TC_PROGRAM)!, dir);
+      else if (prior.egress) Protection.detachEgress(o);
+      if (existsSync(join(dir, 'maps'))) renameSync(join(dir, 'maps'), old);
+      renameSync(staged, join(dir, 'maps'));
+      rmSync(old, { recursive: true, force: true });
+      saveSettings(settings);
+      // 'attached': fresh state, as a first attach has (the link and its id stay).
+      return { action: 'attached', warnings, protection: Protection.open(o) };
+    } catch (e) {
+      try { rmSync(staged, { recursive: true, force: true }); } catch { /* the error that matters is e */ }
+      throw e;
+    } finally {
+      coll?.close();
+      spec.close();
+    }
+  }
+
+  /** Plugged programs (pinned under plugins/) go into the new program arrays, before the switch. */
+  private static carryPlugins(dir: string, maps: Map<string, BpfMap>, settings: Settings, warnings: string[]): void {
+    for (const hook of ['xdp', 'tc'] as const) {
+      for (const slot of Object.keys(settings.plugins[hook])) {
+        const path = join(dir, 'plugins', `${hook}_${slot}`);
+        try {
+          const prog = Program.fromPin(path);
+          try {
+            const key = Buffer.alloc(4);
+            key.writeUInt32LE(Number(slot));
+            const val = Buffer.alloc(4);
+            val.writeUInt32LE(prog.fd);
+            maps.get(`sl_plugins_${hook}`)!.update(key, val);
+          } finally {
+            prog.close();
+          }
+        } catch (e) {
+          warnings.push(`the ${hook} plugin in slot ${slot} could not be carried over to the fresh state (${(e as Error).message}): its rules use the built-in limiter; plug it again with \`sluice policy plug\``);
+          delete settings.plugins[hook][slot];
+          rmSync(path, { force: true });
+        }
+      }
     }
   }
 

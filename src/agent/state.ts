@@ -4,7 +4,8 @@
  *
  *   /sys/fs/bpf/sluice/<scope>/<iface>/link        the XDP link (keeps the program attached)
  *                                     /prog        the program
- *                                     /maps/<name> every map of the data path
+ *                                     /maps/<name> every map of the data path; maps/sl_abi_map holds
+ *                                                  the ABI stamp of the set (src/agent/abi.ts)
  *   /run/sluice/<scope>/<iface>.json               settings: limits, rules, lists, mode, sizes
  *
  * <scope> is "host" or the name of the network namespace the interface lives in, so that the same
@@ -75,6 +76,11 @@ export interface Settings extends PolicyContent {
   /** Operator programs plugged into the plugin slots, by hook and slot. */
   plugins: { xdp: Record<string, PluginRef>; tc: Record<string, PluginRef> };
   policyFile: string | null;
+  /**
+   * Digest of each pinned map's layout (src/agent/abi.ts), as the stamp in maps/sl_abi_map covers
+   * them; absent in settings written before pins were stamped.
+   */
+  mapLayouts?: Record<string, string>;
   attachedAt: string;
   updatedAt: string;
 }

@@ -1,0 +1,80 @@
+/**
+ * The stack suite, egress (issue 9): Sluice's tc egress program on the server's end of a veth, and a
+ * TCP bulk transfer from the server to the client with the offloads as they are (veth does TSO/GSO,
+ * so most of what egress sees are GSO skbs of up to 64 KB).
+ *
+ *  - nothing attached: the transfer's own throughput (the reference);
+ *  - attached, with an egress rule that claims only UDP: >= 90% of that throughput;
+ *  - attached, with an egress rule of 1 MB/s burst 64 KB on TCP (token bucket): the receiver counts
+ *    at most rate x t + burst + 5%, and at least 70% of rate x t (a policer keeps TCP below its rate,
+ *    but must not starve it).
+ *
+ * Object: $SLUICE_STACK_OBJECT (default bpf/sluice.bpf.o).
+ */
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { tcAttach, tcHookCreate, type Collection } from '../../src/ebpf';
+import type { Limiter } from '../../src/limiter/limiter';
+import type { RuleSpec } from '../../src/limiter/policy';
+import { Testbed } from '../lib/netns';
+import { loadSluice, reasonName, STACK_OBJECT, tcpTransfer, type TransferResult } from './lib';
+
+const SECONDS = 3;
+const RATE = 1_000_000; // bytes per second
+const BURST = 64 * 1024;
+const PORT = 9100;
+const TC_FILTER = { handle: 0x51c, priority: 0x51c } as const;
+
+const INGRESS_DEFAULT: RuleSpec = { id: 0, alg: 'token', pps: 100_000, ppsBurst: 100_000 };
+const egressRule = (proto: number): RuleSpec => ({ id: 1, name: `egress-${proto}`, dir: 'egress', proto, keyBy: 'dst', alg: 'token', pps: null, bps: RATE, bpsBurst: BURST });
+
+let tb: Testbed | undefined;
+let sluice: { coll: Collection; limiter: Limiter } | undefined;
+
+after(async () => {
+  sluice?.coll.close();
+  await tb?.cleanup();
+});
+
+const fmt = (r: TransferResult): string => `${(r.bytes / 1e6).toFixed(2)} MB in ${r.seconds.toFixed(2)} s = ${r.mbps.toFixed(2)} MB/s (sender wrote ${(r.written / 1e6).toFixed(1)} MB)`;
+
+test('egress: a TCP bulk transfer under a byte limit stays within it; with no rule claiming TCP it runs at full speed', { timeout: 60_000 }, async (t) => {
+  tb = new Testbed();
+  const cli = await tb.addNs('ecli');
+  const srv = await tb.addNs('esrv');
+  const veth = await tb.addVeth(cli, srv);
+  const to = veth.a.ipv4;
+
+  const free = await tcpTransfer(tb, srv, cli, to, PORT, SECONDS);
+  t.diagnostic(`nothing attached: ${fmt(free)}`);
+  assert.ok(free.bytes > 0, 'the reference transfer moved data');
+
+  sluice = await loadSluice();
+  const l = sluice.limiter;
+  l.applyPolicy({ rules: [INGRESS_DEFAULT, egressRule(17)] });
+  tcHookCreate(veth.b.ifname, 'egress', { netns: srv });
+  tcAttach(veth.b.ifname, 'egress', sluice.coll.program('sluice_egress'), { ...TC_FILTER, replace: true, netns: srv });
+
+  const c0 = l.counters(1);
+  const unclaimed = await tcpTransfer(tb, srv, cli, to, PORT + 1, SECONDS);
+  t.diagnostic(`attached, egress rule on UDP only: ${fmt(unclaimed)} (${((unclaimed.mbps / free.mbps) * 100).toFixed(0)}% of the reference)`);
+
+  l.applyPolicy({ rules: [INGRESS_DEFAULT, egressRule(6)] });
+  const before = l.counters(1);
+  const g0 = l.globalCounters();
+  const limited = await tcpTransfer(tb, srv, cli, to, PORT + 2, SECONDS);
+  const now = l.counters(1);
+  const g1 = l.globalCounters();
+  const bound = (RATE * limited.seconds + BURST) * 1.05;
+  const floor = 0.7 * RATE * limited.seconds;
+  const moved = g1.reason_packets.map((v, r) => [reasonName(r).toLowerCase(), Number(v - g0.reason_packets[r]!)] as const).filter(([, v]) => v > 0);
+  const counters = `rule 1: passed ${now.packets[0] - before.packets[0]} packets / ${now.bytes[0] - before.bytes[0]} bytes, dropped ${now.packets[1] - before.packets[1]} / ${now.bytes[1] - before.bytes[1]}; ` +
+    `global: ${JSON.stringify(Object.fromEntries(moved))}; rule 1 during the UDP-only run: passed ${before.packets[0] - c0.packets[0]}`;
+  const info = `object ${STACK_OBJECT}\n  reference ${fmt(free)}\n  UDP-only rule ${fmt(unclaimed)}\n  TCP at ${RATE / 1e6} MB/s burst ${BURST}: ${fmt(limited)}; ` +
+    `allowed ${(floor / 1e6).toFixed(2)}..${(bound / 1e6).toFixed(2)} MB\n  ${counters}`;
+  t.diagnostic(info);
+
+  assert.ok(unclaimed.mbps >= 0.9 * free.mbps, `with no rule claiming TCP, the transfer must reach >= 90% of the reference\n  ${info}`);
+  assert.ok(limited.bytes <= bound, `limited transfer: ${limited.bytes} bytes > rate x t + burst + 5% = ${bound.toFixed(0)}\n  ${info}`);
+  assert.ok(limited.bytes >= floor, `limited transfer: ${limited.bytes} bytes < 70% of rate x t = ${floor.toFixed(0)}\n  ${info}`);
+});

@@ -3,8 +3,8 @@
  * TCP bulk transfer from the server to the client with the offloads as they are (veth does TSO/GSO,
  * so most of what egress sees are GSO skbs of up to 64 KB).
  *
- *  - nothing attached: the transfer's own throughput (the reference);
- *  - attached, with an egress rule that claims only UDP: >= 90% of that throughput;
+ *  - nothing attached: the transfer's own throughput (the reference), and attached with an egress
+ *    rule that claims only UDP: >= 90% of that throughput (best of two 1.5 s runs each, alternated);
  *  - attached, with an egress rule of 1 MB/s burst 64 KB on TCP (token bucket): the receiver counts
  *    at most rate x t + burst + 5%, and at least 70% of rate x t (a policer keeps TCP below its rate,
  *    but must not starve it).
@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { tcAttach, tcHookCreate, type Collection } from '../../src/ebpf';
+import { tcAttach, tcDetach, tcHookCreate, type Collection } from '../../src/ebpf';
 import type { Limiter } from '../../src/limiter/limiter';
 import type { RuleSpec } from '../../src/limiter/policy';
 import { Testbed } from '../lib/netns';
@@ -45,24 +45,35 @@ test('egress: a TCP bulk transfer under a byte limit stays within it; with no ru
   const veth = await tb.addVeth(cli, srv);
   const to = veth.a.ipv4;
 
-  const free = await tcpTransfer(tb, srv, cli, to, PORT, SECONDS);
-  t.diagnostic(`nothing attached: ${fmt(free)}`);
-  assert.ok(free.bytes > 0, 'the reference transfer moved data');
-
   sluice = await loadSluice();
   const l = sluice.limiter;
   l.applyPolicy({ rules: [INGRESS_DEFAULT, egressRule(17)] });
   tcHookCreate(veth.b.ifname, 'egress', { netns: srv });
-  tcAttach(veth.b.ifname, 'egress', sluice.coll.program('sluice_egress'), { ...TC_FILTER, replace: true, netns: srv });
+  const prog = sluice.coll.program('sluice_egress');
 
+  // Throughput on a 2-CPU VM swings by 2x from one run to the next: alternate unattached and
+  // attached (UDP-only rule) runs and compare the best of each.
+  const runs: { free: TransferResult[]; unclaimed: TransferResult[] } = { free: [], unclaimed: [] };
   const c0 = l.counters(1);
-  const unclaimed = await tcpTransfer(tb, srv, cli, to, PORT + 1, SECONDS);
-  t.diagnostic(`attached, egress rule on UDP only: ${fmt(unclaimed)} (${((unclaimed.mbps / free.mbps) * 100).toFixed(0)}% of the reference)`);
+  let port = PORT;
+  for (let i = 0; i < 2; i++) {
+    runs.free.push(await tcpTransfer(tb, srv, cli, to, port++, SECONDS / 2));
+    tcAttach(veth.b.ifname, 'egress', prog, { ...TC_FILTER, replace: true, netns: srv });
+    runs.unclaimed.push(await tcpTransfer(tb, srv, cli, to, port++, SECONDS / 2));
+    tcDetach(veth.b.ifname, 'egress', { ...TC_FILTER, netns: srv });
+  }
+  const best = (rs: TransferResult[]): TransferResult => rs.reduce((a, b) => (b.mbps > a.mbps ? b : a));
+  const free = best(runs.free);
+  const unclaimed = best(runs.unclaimed);
+  t.diagnostic(`nothing attached: ${runs.free.map(fmt).join('; ')}`);
+  t.diagnostic(`attached, egress rule on UDP only: ${runs.unclaimed.map(fmt).join('; ')} (best: ${((unclaimed.mbps / free.mbps) * 100).toFixed(0)}% of the best unattached)`);
+  assert.ok(free.bytes > 0, 'the reference transfer moved data');
+  tcAttach(veth.b.ifname, 'egress', prog, { ...TC_FILTER, replace: true, netns: srv });
 
   l.applyPolicy({ rules: [INGRESS_DEFAULT, egressRule(6)] });
   const before = l.counters(1);
   const g0 = l.globalCounters();
-  const limited = await tcpTransfer(tb, srv, cli, to, PORT + 2, SECONDS);
+  const limited = await tcpTransfer(tb, srv, cli, to, port++, SECONDS);
   const now = l.counters(1);
   const g1 = l.globalCounters();
   const bound = (RATE * limited.seconds + BURST) * 1.05;

@@ -5,9 +5,14 @@
  *
  *  - nothing attached: the transfer's own throughput (the reference), and attached with an egress
  *    rule that claims only UDP: >= 90% of that throughput (best of two 1.5 s runs each, alternated);
- *  - attached, with an egress rule of 1 MB/s burst 64 KB on TCP (token bucket): the receiver counts
+ *  - attached, with an egress rule of 1 MB/s burst 256 KiB on TCP (token bucket): the receiver counts
  *    at most rate x t + burst + 5%, and at least 70% of rate x t (a policer keeps TCP below its rate,
- *    but must not starve it).
+ *    but must not starve it);
+ *  - the same with a burst of 64 KiB, no more than one TSO packet: still within the limit; TCP
+ *    itself collapses into retransmission timeouts there (a todo that prints the figure);
+ *  - UDP with GSO (64,000-byte sends in 1,400-byte segments) under 1 MB/s burst 16 KiB, a bucket
+ *    smaller than one GSO packet: a sender that keeps sending gets through at the limit, neither
+ *    starved nor above it (<= rate x t + burst + one GSO packet + 5%, >= 90% of rate x t).
  *
  * Object: $SLUICE_STACK_OBJECT (default bpf/sluice.bpf.o).
  */
@@ -17,16 +22,21 @@ import { tcAttach, tcDetach, tcHookCreate, type Collection } from '../../src/ebp
 import type { Limiter } from '../../src/limiter/limiter';
 import type { RuleSpec } from '../../src/limiter/policy';
 import { Testbed } from '../lib/netns';
-import { loadSluice, reasonName, STACK_OBJECT, tcpTransfer, type TransferResult } from './lib';
+import { loadSluice, reasonName, STACK_OBJECT, tcpTransfer, udpGsoTransfer, type TransferResult } from './lib';
 
 const SECONDS = 3;
 const RATE = 1_000_000; // bytes per second
-const BURST = 64 * 1024;
+const BURST = 256 * 1024;
+/** No more than one TSO packet of 64 KB. */
+const SMALL_BURST = 64 * 1024;
+/** Smaller than one GSO packet of the UDP sender (64,000 bytes of payload). */
+const GSO_BURST = 16 * 1024;
+const GSO_PACKET = 64_000 + 46 * 42;
 const PORT = 9100;
 const TC_FILTER = { handle: 0x51c, priority: 0x51c } as const;
 
 const INGRESS_DEFAULT: RuleSpec = { id: 0, alg: 'token', pps: 100_000, ppsBurst: 100_000 };
-const egressRule = (proto: number): RuleSpec => ({ id: 1, name: `egress-${proto}`, dir: 'egress', proto, keyBy: 'dst', alg: 'token', pps: null, bps: RATE, bpsBurst: BURST });
+const egressRule = (proto: number, burst = BURST): RuleSpec => ({ id: 1, name: `egress-${proto}`, dir: 'egress', proto, keyBy: 'dst', alg: 'token', pps: null, bps: RATE, bpsBurst: burst });
 
 let tb: Testbed | undefined;
 let sluice: { coll: Collection; limiter: Limiter } | undefined;
@@ -38,7 +48,7 @@ after(async () => {
 
 const fmt = (r: TransferResult): string => `${(r.bytes / 1e6).toFixed(2)} MB in ${r.seconds.toFixed(2)} s = ${r.mbps.toFixed(2)} MB/s (sender wrote ${(r.written / 1e6).toFixed(1)} MB)`;
 
-test('egress: a TCP bulk transfer under a byte limit stays within it; with no rule claiming TCP it runs at full speed', { timeout: 60_000 }, async (t) => {
+test('egress: a TCP bulk transfer under a byte limit stays within it and is not starved; UDP GSO under a bucket smaller than one packet passes at the limit', { timeout: 90_000 }, async (t) => {
   tb = new Testbed();
   const cli = await tb.addNs('ecli');
   const srv = await tb.addNs('esrv');
@@ -89,12 +99,32 @@ test('egress: a TCP bulk transfer under a byte limit stays within it; with no ru
   // through a 1 MB/s limit, all of it counted as truncated).
   assert.ok(limited.bytes <= bound, `limited transfer: ${limited.bytes} bytes > rate x t + burst + 5% = ${bound.toFixed(0)}\n  ${info}`);
   assert.ok(now.packets[1] - before.packets[1] > 0n, `the TCP rule dropped nothing: it did not see the transfer\n  ${info}`);
-  // Open (issue 9, step 2): a policer that drops whole 64 KB GSO skbs sends TCP into retransmission
-  // timeouts, so the transfer falls far below its rate (0.05-0.07 MB/s of 1 MB/s measured). Kept as
-  // todo so that the figure is printed on every run until egress limits without starving.
-  await t.test('egress: the limited TCP transfer reaches >= 70% of its rate (not starved)', { todo: 'GSO skbs dropped whole starve TCP: see issue 9' }, () => {
-    assert.ok(limited.bytes >= floor, `limited transfer: ${limited.bytes} bytes < 70% of rate x t = ${floor.toFixed(0)}\n  ${info}`);
+  assert.ok(limited.bytes >= floor, `limited transfer: ${limited.bytes} bytes < 70% of rate x t = ${floor.toFixed(0)}\n  ${info}`);
+
+  // A bucket no bigger than one TSO packet: the limit holds, but every drop is a whole 64 KB skb, so
+  // TCP loses its window and waits out retransmission timeouts (measured 0.07 of 1 MB/s). The data
+  // path lets a packet larger than the bucket through a full bucket (the UDP test below); this is
+  // TCP's answer to a policer that small, kept visible as a todo (docs/policy.md: size egress
+  // byte bursts to at least four TSO packets, 256 KiB).
+  l.applyPolicy({ rules: [INGRESS_DEFAULT, egressRule(6, SMALL_BURST)] });
+  const small = await tcpTransfer(tb, srv, cli, to, port++, SECONDS);
+  const smallBound = (RATE * small.seconds + SMALL_BURST) * 1.05;
+  t.diagnostic(`TCP at ${RATE / 1e6} MB/s burst ${SMALL_BURST}: ${fmt(small)}; allowed ${(0.7 * RATE * small.seconds / 1e6).toFixed(2)}..${(smallBound / 1e6).toFixed(2)} MB`);
+  assert.ok(small.bytes <= smallBound, `limited transfer, burst ${SMALL_BURST}: ${small.bytes} bytes > ${smallBound.toFixed(0)}`);
+  await t.test('egress: TCP under a bucket of one TSO packet (64 KiB) reaches >= 70% of its rate', { todo: 'TCP collapses into RTOs when each drop is a whole 64 KB skb; see docs/policy.md' }, () => {
+    assert.ok(small.bytes >= 0.7 * RATE * small.seconds, `${fmt(small)}`);
   });
+
+  // UDP GSO under a bucket smaller than one of its packets: at the limit, not starved.
+  l.applyPolicy({ rules: [INGRESS_DEFAULT, { ...egressRule(17, GSO_BURST), keyBy: 'dst' }] });
+  const g = await udpGsoTransfer(tb, srv, cli, to, port++, SECONDS);
+  const gBound = (RATE * g.seconds + GSO_BURST + GSO_PACKET) * 1.05;
+  const gFloor = 0.9 * RATE * g.seconds;
+  t.diagnostic(`UDP GSO at ${RATE / 1e6} MB/s burst ${GSO_BURST}: ${fmt(g)}; allowed ${(gFloor / 1e6).toFixed(2)}..${(gBound / 1e6).toFixed(2)} MB`);
+  assert.ok(g.seconds >= SECONDS * 0.8, `UDP GSO: traffic passed for only ${g.seconds.toFixed(2)} s of ${SECONDS} (starved)`);
+  assert.ok(g.bytes <= gBound, `UDP GSO: ${g.bytes} bytes > rate x t + burst + one GSO packet + 5% = ${gBound.toFixed(0)}`);
+  assert.ok(g.bytes >= gFloor, `UDP GSO: ${g.bytes} bytes < 90% of rate x t = ${gFloor.toFixed(0)} (a bucket smaller than one GSO packet starved it)`);
+
   // Open: veth throughput on this 2-CPU VM swings 2x between identical runs (660-2,700 MB/s), so a
   // 90% comparison of two short transfers flakes; measured and printed, not yet asserted.
   await t.test('egress: with no rule claiming TCP, >= 90% of the unattached throughput', { todo: 'too noisy on a 2-CPU VM to assert from short runs' }, () => {

@@ -296,3 +296,72 @@ export async function tcpTransfer(tb: Testbed, fromNs: string, toNs: string, toA
   const w = JSON.parse(snd.stdout.split('\n').find((l) => l.startsWith('{'))!) as { written: number };
   return { ...r, written: w.written, mbps: r.seconds > 0 ? r.bytes / r.seconds / 1e6 : 0 };
 }
+
+// ---------------------------------------------------------------------------------------------
+// UDP with GSO (UDP_SEGMENT): each send of 64,000 bytes leaves as one GSO skb of ~46 segments, so
+// what tc egress sees is a packet larger than a small bucket, from a sender that does not back off
+// the way TCP does: the data path alone decides what gets through.
+
+const UDP_GSO_SEND_PY = String.raw`
+import socket, sys, time, json
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(17, 103, 1400)  # SOL_UDP, UDP_SEGMENT: 1,400-byte segments
+buf = b'Z' * 64000
+sent = 0
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    try:
+        sent += s.sendto(buf, (host, port))
+    except OSError:
+        time.sleep(0.0005)  # ENOBUFS: the device queue is full
+print(json.dumps({'written': sent}))
+`;
+
+const UDP_RECV_PY = String.raw`
+import socket, sys, time, json, signal
+port, max_s = int(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)
+s.bind(('::', port))
+s.settimeout(0.2)
+print('ready', flush=True)
+bytes_, t0, t_last = 0, None, None
+stop = [False]
+signal.signal(signal.SIGTERM, lambda *a: stop.__setitem__(0, True))
+end = time.monotonic() + max_s
+while not stop[0] and time.monotonic() < end:
+    try:
+        d = s.recv(65536)
+    except socket.timeout:
+        continue
+    now = time.monotonic()
+    if t0 is None:
+        t0 = now
+    t_last = now
+    bytes_ += len(d)
+print(json.dumps({'bytes': bytes_, 'seconds': (t_last - t0) if t0 is not None else 0}), flush=True)
+`;
+
+/** A UDP GSO flood from fromNs to toAddr:port for `seconds`; what the receiver in toNs read. */
+export async function udpGsoTransfer(tb: Testbed, fromNs: string, toNs: string, toAddr: string, port: number, seconds: number): Promise<TransferResult> {
+  const recv = tb.spawn(toNs, 'python3', ['-c', UDP_RECV_PY, String(port), String(seconds + 3)]);
+  let out = '';
+  recv.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = once(recv, 'exit');
+  const deadline = Date.now() + 10_000;
+  while (!out.includes('ready')) {
+    if (Date.now() > deadline || recv.exitCode !== null) throw new Error('UDP receiver did not start');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const snd = await tb.exec(fromNs, 'python3', ['-c', UDP_GSO_SEND_PY, toAddr, String(port), String(seconds)], { timeoutMs: (seconds + 20) * 1000 });
+  if (snd.code !== 0) throw new Error(`UDP GSO sender failed: ${snd.stderr}`);
+  await new Promise((r) => setTimeout(r, 300)); // the last segments in flight
+  recv.kill('SIGTERM');
+  await exited;
+  const r = JSON.parse(out.split('\n').find((l) => l.startsWith('{'))!) as { bytes: number; seconds: number };
+  const w = JSON.parse(snd.stdout.split('\n').find((l) => l.startsWith('{'))!) as { written: number };
+  return { ...r, written: w.written, mbps: r.seconds > 0 ? r.bytes / r.seconds / 1e6 : 0 };
+}
+

@@ -20,7 +20,7 @@ import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy
 import { plugProgram, unplugProgram, type Hook } from '../limiter/plugins';
 import { compileGeo, type GeoCompiled, type GeoConfig } from '../limiter/geoip';
 import { Abi } from '../generated/types';
-import { ABI_MAP, checkStamp, layoutHashOf, objectLayout, readStamp, stampOf, writeStamp, type ObjectLayout } from './abi';
+import { ABI_MAP, checkStamp, describeStamp, layoutHashOf, objectLayout, readStamp, stampOf, writeStamp, type ObjectLayout } from './abi';
 import { AgentCode, AgentError } from './errors';
 import {
   DEFAULT_LIMITS, loadSettings, pinDir, removeSettings, saveSettings, scopeOf, settingsPath, withLock,
@@ -537,6 +537,7 @@ export class Protection {
   async plug(hook: Hook, slot: number, object: string, program: string): Promise<void> {
     if (!existsSync(object)) throw new AgentError(AgentCode.InvalidArgument, `no BPF object at ${object}`);
     await withLock(this.place, async () => {
+      this.assertStamp();
       let prog: Program;
       try {
         prog = await plugProgram(this.maps.get(`sl_plugins_${hook}`)!, hook, slot, object, program);
@@ -568,9 +569,25 @@ export class Protection {
     });
   }
 
+  /**
+   * Nothing is written into pinned state whose stamp is not the one `up` adopted for this control
+   * plane (its ABI version, and the layouts recorded with the settings): a control plane upgraded
+   * under running pins would otherwise write its encoding into maps another build reads.
+   */
+  private assertStamp(): void {
+    const m = this.maps.get(ABI_MAP);
+    const s = m ? readStamp(m) : undefined;
+    const recorded = this.settings.mapLayouts;
+    if (s && s.abiVersion === Abi.VERSION && recorded && layoutHashOf(recorded) === s.layoutHash) return;
+    const p = this.place;
+    const flags = `--iface ${p.iface}${p.netns ? ` --netns ${p.netns}` : ''}`;
+    throw new AgentError(AgentCode.PinsAbiMismatch, `the state pinned for ${where(p)} does not carry the ABI stamp this control plane adopted (the pins have ${s ? describeStamp(s) : 'no stamp'}; this control plane ${recorded ? `adopted ${describeStamp({ layoutHash: layoutHashOf(recorded), abiVersion: Abi.VERSION })}` : `has ABI version ${Abi.VERSION} and recorded no layouts for them`}), so nothing is written into it. The program that runs there stays attached and keeps enforcing. Run \`sluice up ${flags}\` to adopt it, or add --reset-state to start with fresh state`);
+  }
+
   /** Change settings live: compiled and checked first, then one policy flip. */
   async update(change: { limits?: Partial<Limits>; rules?: RuleSpec[]; lists?: Lists; malformedDrop?: boolean; geoip?: GeoConfig | null; ruleIds?: Record<string, number> }): Promise<Settings> {
     return withLock(this.place, () => {
+      this.assertStamp();
       const next: Settings = {
         ...this.settings,
         limits: { ...this.settings.limits, ...change.limits },

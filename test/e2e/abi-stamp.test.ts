@@ -33,6 +33,9 @@ const daemons: DaemonProcess[] = [];
 interface Stats { allowed_packets: number; dropped_packets: number }
 interface Up { action: string; program_id: number }
 
+/** The stamp up wrote, before the tests tamper with it. */
+let goodStamp: Stamp | undefined;
+
 const stampPath = (): string => join(pinDir(place), 'maps', ABI_MAP);
 
 function pinnedStamp(): Stamp | undefined {
@@ -133,6 +136,7 @@ test('up stamps the maps; up again with the same object adopts, stamp unchanged'
 test('a tampered stamp (ABI version, layout hash) is refused; the running program stays attached and enforcing', async () => {
   const ids = linkIds();
   const good = pinnedStamp()!;
+  goodStamp = good;
   tamper({ ...good, abiVersion: good.abiVersion + 1 });
   let r = await sluice('up', ...on);
   assert.equal(r.code, 1, r.stderr);
@@ -143,10 +147,17 @@ test('a tampered stamp (ABI version, layout hash) is refused; the running progra
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, REFUSED);
   assert.match(r.stderr, new RegExp(`layout hash differs.*${hex(good.layoutHash ^ 0xffn)}.*${hex(objectLayout(PROD_OBJECT).hash)}`, 's'));
+  // Nor does any other command write into that state: set and plug are refused the same way.
+  r = await sluice('set', ...on, '--rate', '5000');
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /does not carry the ABI stamp this control plane adopted.*nothing is written into it.*stays attached/s);
+  r = await sluice('policy', 'plug', ...on, '--slot', '2', '--object', join(REPO, 'bpf', 'plugins', 'drop_ssdp.bpf.o'), '--section', 'xdp');
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /nothing is written into it/);
   assert.deepEqual(linkIds(), ids, 'same link, same program');
   assert.equal(xdpQuery(place.iface, { netns: place.netns! }).progId, ids.prog, 'attached');
   assert.deepEqual(pinnedStamp(), { ...good, layoutHash: good.layoutHash ^ 0xffn }, 'nothing rewritten');
-  await assertEnforcing('after the refusal (the old limit, not --rate 5000)');
+  await assertEnforcing('after the refusals (the old limit, not --rate 5000)');
 });
 
 test('the daemon reports the refusal with its code and leaves the program running', async () => {
@@ -173,8 +184,12 @@ test('the daemon reports the refusal with its code and leaves the program runnin
 });
 
 test('up --reset-state replaces the program through the same link, never detached, with fresh stamped maps', async () => {
-  // A plugged program is carried over into the fresh program array.
+  // A plugged program is carried over into the fresh program array (plugged while the stamp was
+  // good: into mismatched pins nothing is plugged).
+  const bad = pinnedStamp()!;
+  tamper(goodStamp!);
   await ok('policy', 'plug', ...on, '--slot', '3', '--object', join(REPO, 'bpf', 'plugins', 'drop_ssdp.bpf.o'), '--section', 'xdp');
+  tamper(bad);
   const ids = linkIds();
   // Watch the interface's XDP program while the command runs.
   let watching = true;

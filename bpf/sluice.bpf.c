@@ -161,7 +161,8 @@ static __always_inline void sl_frag_key_of(const struct sl_pkt *p, struct sl_fra
 /*
  * Everything after parsing, independent of the hook. Returns an sl_verdict, or SL_PLUGIN_CALL |
  * slot when plugins is set and the rule hands its packets to a plugged program (the caller then
- * tail-calls it, and decides again with plugins clear if the slot is empty).
+ * tail-calls it, and decides again with plugins clear if the slot is empty; that second pass counts
+ * none of the counted-only reasons the first one counted).
  */
 __noinline int sl_decide(struct sl_pkt *p, int plugins)
 {
@@ -216,10 +217,11 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 			sl_event(p, max_rules, p->reason, SL_V_DROP, bpf_ktime_get_coarse_ns());
 			return SL_V_DROP;
 		}
-		sl_count_event(p->reason, p->len);
+		if (plugins)
+			sl_count_event(p->reason, p->len);
 		p->unknown |= SL_UNK_L4;
 	}
-	if (p->note)
+	if (p->note && plugins)
 		sl_count_event(p->note, p->len);
 
 	version = cfg->version;
@@ -239,9 +241,10 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 			p->tier = SL_TIER_DEFAULT;
 			goto classified;
 		}
-		sl_count_event(SL_R_FRAG_ORPHAN, p->len);
+		if (plugins)
+			sl_count_event(SL_R_FRAG_ORPHAN, p->len);
 	}
-	if (p->unknown)
+	if (p->unknown && plugins)
 		sl_count_event(SL_R_UNCERTAIN, p->len);
 	if (h->n_geo || h->n_cidr || h->any.n) {
 		slot = sl_classify(p, version);

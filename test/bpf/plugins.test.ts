@@ -51,6 +51,27 @@ test('a plugged program decides its rule\'s packets; unplugging restores the bui
   assert.equal(c1.reason_packets[Reason.LIMIT]! - c0.reason_packets[Reason.LIMIT]!, 1n);
 });
 
+test('a packet an empty slot sends back to the built-in limiter is counted once', async () => {
+  dp.setNow(2_000_000_000n);
+  // The default rule in dry-run ranks last, so an orphan fragment of 10.40/16 gets the plugged rule.
+  dp.limiter.applyPolicy({
+    rules: [
+      { id: 0, alg: 'fixed', pps: 1_000_000, action: 'dry-run' },
+      { id: 1, src: ['10.40.0.0/16'], proto: IPPROTO.UDP, alg: 'fixed', pps: 1_000, plugin: 4 },
+    ],
+  });
+  const g0 = dp.limiter.globalCounters();
+  const c0 = dp.limiter.counters(1);
+  const later = pkt().eth().ipv4({ src: '10.40.0.9', dst: '198.51.100.1', fragOffset: 10, id: 9, protocol: IPPROTO.UDP }).payload(64).build();
+  assert.equal(await dp.run(later), 'pass');
+  const g1 = dp.limiter.globalCounters();
+  const c1 = dp.limiter.counters(1);
+  assert.equal(c1.reason_packets[Reason.PASS]! - c0.reason_packets[Reason.PASS]!, 1n, 'decided by the plugged rule\'s built-in limit');
+  for (const r of [Reason.FRAG_ORPHAN, Reason.UNCERTAIN]) {
+    assert.equal(g1.reason_packets[r]! - g0.reason_packets[r]!, 1n, `reason ${r}: counted once, not again when the empty slot sent it back`);
+  }
+});
+
 test('a program of the wrong type is refused', async () => {
   await assert.rejects(plugProgram(dp.coll.maps.get('sl_plugins_tc')!, 'tc', 0, PLUGIN, 'xdp'), /cannot go into an tc slot/);
   await assert.rejects(plugProgram(dp.coll.maps.get('sl_plugins_xdp')!, 'xdp', 16, PLUGIN, 'xdp'), /slot 16/);

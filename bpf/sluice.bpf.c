@@ -358,7 +358,9 @@ __noinline int sl_parse_skb(struct __sk_buff *skb, struct sl_pkt *p)
 	}
 	p->segs = big ? (segs < 0xffff ? segs : 0xffff) : 1;
 	p->len = wire + (p->segs - 1) * p->hdr_len;
-	return (p->reason == SL_R_TRUNCATED || p->reason == SL_R_TINY_FRAG || p->unknown || p->note) &&
+	/* A later fragment has no L4 header to pull: its unknown ports are not for want of data. */
+	return (p->reason == SL_R_TRUNCATED || p->reason == SL_R_TINY_FRAG || p->note ||
+		(p->unknown && p->frag != SL_FRAG_LATER)) &&
 	       skb->data_end - skb->data < wire;
 }
 

@@ -563,7 +563,10 @@ test('per class: the kernel delivers it without Sluice, and with Sluice it stays
   }
 });
 
-test('table: per class, control and with Sluice', (t) => {
+test('table: every class ran both with nothing attached and with Sluice', (t) => {
+  const missing = [...results].filter(([, e]) => !e.control || !e.sluice).map(([key]) => key);
+  assert.deepEqual(missing, [], 'classes with a run missing (nothing may be left out of the table)');
+  assert.ok(results.size >= 80, `${results.size} classes`);
   const rows = [...results].map(([key, e]) => {
     const ctl = e.control ? `${e.control.socket}/${e.control.units}` : '-';
     const sl = e.sluice ? `${e.sluice.socket}/${e.sluice.units}` : '-';

@@ -6,7 +6,7 @@
  *
  *   npm run bench                  everything (about 20 minutes)
  *   npm run bench -- --quick       the throughput table only, shorter windows (under two minutes)
- *   npm run bench -- --only throughput,decision,scale,clock,spoof,control,accuracy
+ *   npm run bench -- --only throughput,decision,scale,clock,spoof,control,accuracy,egress
  *   npm run bench -- --report      rewrite docs/benchmarks.md's tables from bench/results only
  *
  * Needs root. Installs nftables and iptables when missing. Everything it creates carries this
@@ -17,6 +17,7 @@
  * Writes bench/results/*.json and the generated parts of docs/benchmarks.md (and its chart).
  */
 import { accuracyRun, type AccuracyRow } from './lib/accuracy';
+import { EGRESS_LIMIT, egressBench } from './lib/egress';
 import { daemonMemory, setToEnforcement, swapPolicy, topOverMillion } from './lib/control';
 import { runDecision, printDecision, ALGS } from './decision';
 import { installPeers, peerVersions } from './lib/peers';
@@ -224,6 +225,18 @@ async function accuracy(tb: Testbed, signal: AbortSignal): Promise<void> {
   log(`wrote ${path}`);
 }
 
+async function egress(id: string): Promise<void> {
+  log('egress: TCP through the tc program, unclaimed and under a byte limit (sender and receiver on both CPUs)');
+  await pinSelf('0,1'); // the transfer's processes inherit this process's CPUs
+  try {
+    const r = await egressBench(`${id}e`, { rounds: 5, seconds: 2, log });
+    const path = writeResultFile('egress.json', { date: new Date().toISOString(), machine: machine(), limit: EGRESS_LIMIT, ...r });
+    log(`egress: no rule claiming TCP ${(r.unclaimed_ratio_median * 100).toFixed(0)}% of nothing attached (median of ${r.rounds} rounds: ${r.unclaimed_ratio.join(', ')}); TCP at 1 MB/s: ${(r.limited_share_median * 100).toFixed(0)}% of the limit; the tc program: ${r.unclaimed_prog.ns_per_skb} ns per skb, ${(r.unclaimed_prog.cpu_share * 100).toFixed(2)}% of a CPU; wrote ${path}`);
+  } finally {
+    await pinSelf(1);
+  }
+}
+
 async function main(): Promise<void> {
   if (REPORT_ONLY) {
     log(`wrote ${writeReport()}`);
@@ -251,6 +264,7 @@ async function main(): Promise<void> {
     if (wants('spoof')) await spoof(tb, ac.signal);
     if (wants('accuracy')) await accuracy(tb, ac.signal);
     if (wants('control')) await control(tb, ac.signal);
+    if (wants('egress')) await egress(id);
   } finally {
     await tb?.close();
     log(`testbed ${id} removed`);

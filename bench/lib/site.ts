@@ -24,8 +24,9 @@ export function benchId(): string {
   return 'b' + [...randomBytes(5)].map((x) => a[x % a.length]).join('');
 }
 
-/** Pin every thread of this process to `cpu` (the live-frame workers pin themselves to RX_CPU). */
-export async function pinSelf(cpu: number): Promise<void> {
+/** Pin every thread of this process to `cpu` (a CPU list such as '0,1' lets it go again); the
+ *  live-frame workers pin themselves to RX_CPU. */
+export async function pinSelf(cpu: number | string): Promise<void> {
   await run('taskset', ['-a', '-p', '-c', String(cpu), String(process.pid)], { check: true });
 }
 

@@ -40,7 +40,8 @@ export function xdpLiveRun(program: Program, frame: Uint8Array, o: LiveRunOption
 
 /** How each frame's source is written: the 32-bit word at addrOff becomes srcBase + (i mod
  *  srcCount), or with srcCount 0 srcBase with the bits of srcMask random; the checksums at the
- *  offsets given (0: none) are updated incrementally. Values in host order. */
+ *  offsets given (0: none) are updated incrementally. Values in host order. No addrOff: every
+ *  frame is sent as it is. */
 export type SourceRewrite = Pick<RawPacedSendOptions, 'addrOff' | 'ipCsumOff' | 'l4CsumOff' | 'l4IsUdp' | 'srcBase' | 'srcCount' | 'srcMask'>;
 
 export interface PacedSendOptions extends SourceRewrite {
@@ -79,7 +80,11 @@ export async function pacedSend(iface: number | string, frame: Uint8Array, o: Pa
   if (o.signal?.aborted) onAbort();
   o.signal?.addEventListener('abort', onAbort, { once: true });
   const { signal: _s, netns, cpu, seconds, ...rest } = o;
-  const raw: RawPacedSendOptions = { ...rest, ...(seconds !== undefined ? { durationNs: Math.round(seconds * 1e9) } : {}) };
+  // Without a rewrite, every frame goes out as given: the native sender always writes a word, so
+  // it is given the frame's own first word (left alone, it would write 0 over the destination MAC).
+  const same: SourceRewrite = rest.addrOff === undefined && frame.length >= 4
+    ? { addrOff: 0, srcBase: Buffer.from(frame.buffer, frame.byteOffset, 4).readUInt32BE(0), srcCount: 1 } : {};
+  const raw: RawPacedSendOptions = { ...rest, ...same, ...(seconds !== undefined ? { durationNs: Math.round(seconds * 1e9) } : {}) };
   try {
     const ifidx = resolveIfindex(iface, netns);
     const r = await native().labPacedSend(optNetnsPath(netns) ?? null, ifidx, frame, raw, stop, cpu ?? -1);

@@ -422,9 +422,8 @@ async function runClass(c: Cls, withSluice: boolean): Promise<Run> {
   let units: number;
   let elapsedNs: number;
   if (c.frame) {
-    // pacedSend always rewrites one 32-bit word (default: offset 0, to 0, i.e. the destination MAC):
-    // rewrite the first word with itself, so that the frame goes out as built.
-    const r = await pacedSend(veth.a.ifname, c.frame, { pps: PPS, maxFrames: FRAMES, netns: cli, addrOff: 0, srcBase: c.frame.readUInt32BE(0), srcCount: 1 });
+    // No rewrite: each frame goes out as built (the control runs fail if it did not).
+    const r = await pacedSend(veth.a.ifname, c.frame, { pps: PPS, maxFrames: FRAMES, netns: cli });
     sent = r.sent;
     units = r.sent;
     elapsedNs = r.elapsedNs;

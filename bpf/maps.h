@@ -37,6 +37,18 @@ struct {
 	__type(value, struct sl_state);
 } rate_limit_map SEC(".maps");
 
+/*
+ * Blocked keys and keys their limit dropped, with their state as of that drop (struct sl_penalty).
+ * A plain hash, not an LRU: new sources never enter it, so a flood of them cannot evict a block.
+ * Entries past their `until` are deleted when looked up, and by the control plane's sweep.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_DEFAULT_PENALTY_MAX);
+	__type(key, struct sl_key);
+	__type(value, struct sl_penalty);
+} sl_penalty SEC(".maps");
+
 /* Global settings, one entry. Written by the control plane; the policy flip writes .version. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -38,6 +38,78 @@ static __always_inline __u64 sl_now(__u32 coarse)
 }
 
 /*
+ * A packet its rule would drop for `reason`: dropped, or in dry-run passed and counted as a
+ * would-drop (DRYRUN), whatever the reason, so that trying a policy never drops a packet.
+ */
+static __always_inline int sl_over(const struct sl_pkt *p, const struct sl_rule *r, __u32 reason,
+				   __u32 new_state, __u64 now)
+{
+	__u32 id = r->id;
+
+	if (r->action == SL_ACT_DRYRUN) {
+		sl_count(id, SL_R_DRYRUN, SL_V_PASS, p->len, new_state);
+		sl_event(p, id, SL_R_DRYRUN, SL_V_PASS, now);
+		return SL_V_PASS;
+	}
+	sl_count(id, reason, SL_V_DROP, p->len, new_state);
+	sl_event(p, id, reason, SL_V_DROP, now);
+	return SL_V_DROP;
+}
+
+/*
+ * Record a key's state in sl_penalty as of a drop by its limit (or the start of a block), once
+ * per pass: the entry then says everything the state says until the key passes again. `until` is
+ * when a fresh state would be as strict: the token and GCRA words are that time; a window's count
+ * matters until the window after the next has begun.
+ */
+__noinline int sl_penalize(const struct sl_key *k, struct sl_state *st, const struct sl_derived *d,
+			   __u64 now)
+{
+	struct sl_penalty pen = {};
+	__u64 until = now;
+	__u32 alg;
+
+	if (!k || !st || !d)
+		return 0;
+	alg = d->pkt.alg;
+	pen.pkt = READ_ONCE(st->pkt);
+	pen.byt = READ_ONCE(st->byt);
+	pen.blocked_until = READ_ONCE(st->blocked_until);
+	pen.epoch = st->epoch;
+	pen.alg = st->alg;
+	if (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA) {
+		if (d->has_pkt && pen.pkt > until)
+			until = pen.pkt;
+		if (d->has_byt && pen.byt > until)
+			until = pen.byt;
+	} else {
+		until = now + 2 * (d->has_pkt ? d->pkt.window_ns : d->byt.window_ns);
+	}
+	pen.until = until > pen.blocked_until ? until : pen.blocked_until;
+	if (bpf_map_update_elem(&sl_penalty, k, &pen, BPF_ANY)) {
+		sl_count_event(SL_R_PENALTY_FULL, 0);
+		return 0;
+	}
+	st->penalized = 1;
+	return 0;
+}
+
+/*
+ * A key with no state (new, or evicted from the LRU): its entry in sl_penalty if it has one that
+ * still says something, else NULL (an expired entry is deleted here).
+ */
+static __always_inline struct sl_penalty *sl_penalty_of(const struct sl_key *k, __u64 now)
+{
+	struct sl_penalty *pen = bpf_map_lookup_elem(&sl_penalty, k);
+
+	if (pen && pen->until <= now) {
+		bpf_map_delete_elem(&sl_penalty, k);
+		return NULL;
+	}
+	return pen;
+}
+
+/*
  * Limit, act and count one classified packet. new_per_sec is sl_config.new_states_per_sec.
  * Returns an sl_verdict. Inline: sl_decide calls it once, at its end, so it is still verified
  * about once, and a call less is 2 ns a packet.
@@ -70,21 +142,32 @@ static __always_inline int sl_enforce(const struct sl_pkt *p, const struct sl_ru
 	/* A flood of new sources passes every per-key check; the aggregate holds it. */
 	if (d->has_agg)
 		ag = bpf_map_lookup_elem(&sl_agg, &id);
-	if (ag && !sl_aggregate(r, d, ag, now, pkts, &ag_next)) {
-		sl_count(id, SL_R_AGGREGATE, SL_V_DROP, p->len, 0);
-		sl_event(p, id, SL_R_AGGREGATE, SL_V_DROP, now);
-		return SL_V_DROP;
-	}
+	if (ag && !sl_aggregate(r, d, ag, now, pkts, &ag_next))
+		return sl_over(p, r, SL_R_AGGREGATE, 0, now);
 
 	sl_make_key(p, r, &key);
 	st = bpf_map_lookup_elem(&rate_limit_map, &key);
 	if (!st) {
 		struct sl_state fresh = { .epoch = r->epoch, .alg = alg };
+		struct sl_penalty *pen = sl_penalty_of(&key, now);
 		long err;
 
-		/* Over this CPU's rate of new states, a new key is not tracked: the packet is held by
-		 * the aggregate alone (never for a rule without one). */
-		if (ag && !sl_may_insert(new_per_sec, now)) {
+		if (pen) {
+			/* Evicted while over its limit or blocked: it comes back as it left, whatever
+			 * this CPU's rate of new states (such keys are few: they had to pass their
+			 * limit). */
+			fresh.pkt = pen->pkt;
+			fresh.byt = pen->byt;
+			fresh.blocked_until = pen->blocked_until;
+			fresh.epoch = pen->epoch;
+			fresh.alg = pen->alg;
+			fresh.penalized = 1;
+		} else if (ag && !sl_may_insert(new_per_sec, now)) {
+			/* Over this CPU's rate of new states, a new key is not tracked: it is charged
+			 * to the rule's budget for untracked keys (and the aggregate). A rule without
+			 * an aggregate tracks every key. */
+			if (!sl_untracked(d, ag, now, pkts))
+				return sl_over(p, r, SL_R_UNTRACKED_OVER, 0, now);
 			ag->tat = ag_next;
 			sl_count(id, SL_R_UNTRACKED, SL_V_PASS, p->len, 0);
 			return SL_V_PASS;
@@ -94,6 +177,8 @@ static __always_inline int sl_enforce(const struct sl_pkt *p, const struct sl_ru
 			new_state = 1;
 		st = bpf_map_lookup_elem(&rate_limit_map, &key);
 		if (!st) {
+			if (pen && pen->blocked_until > now)
+				return sl_over(p, r, SL_R_BLOCKED, 0, now);
 			sl_count(id, SL_R_NOSTATE, SL_V_PASS, p->len, new_state);
 			return SL_V_PASS;
 		}
@@ -112,35 +197,30 @@ static __always_inline int sl_enforce(const struct sl_pkt *p, const struct sl_ru
 	if (tick.last_seen != now)
 		WRITE_ONCE(st->last_seen, now);
 
-	if (READ_ONCE(st->blocked_until) > now) {
-		sl_count(id, SL_R_BLOCKED, SL_V_DROP, p->len, new_state);
-		sl_event(p, id, SL_R_BLOCKED, SL_V_DROP, now);
-		return SL_V_DROP;
-	}
+	if (READ_ONCE(st->blocked_until) > now)
+		return sl_over(p, r, SL_R_BLOCKED, new_state, now);
 
 	allow = sl_charge(st, &tick, pkts, p->len, &d->pkt, &d->byt, d->has_pkt, d->has_byt);
 	if (allow > 0) {
 		if (ag)
 			ag->tat = ag_next;
+		if (st->penalized)
+			st->penalized = 0;
 		sl_count(id, SL_R_PASS, SL_V_PASS, p->len, new_state);
 		return SL_V_PASS;
 	}
-	if (allow < 0) {
-		sl_count(id, SL_R_CONTENDED, SL_V_DROP, p->len, new_state);
-		sl_event(p, id, SL_R_CONTENDED, SL_V_DROP, now);
-		return SL_V_DROP;
-	}
-	if (r->action == SL_ACT_DRYRUN) {
-		sl_count(id, SL_R_DRYRUN, SL_V_PASS, p->len, new_state);
-		sl_event(p, id, SL_R_DRYRUN, SL_V_PASS, now);
-		return SL_V_PASS;
-	}
+	if (allow < 0)
+		return sl_over(p, r, SL_R_CONTENDED, new_state, now);
+	if (r->action == SL_ACT_DRYRUN)
+		return sl_over(p, r, SL_R_LIMIT, new_state, now);
 	__sync_fetch_and_add(&st->dropped, 1);
-	if (r->action == SL_ACT_BLOCK)
+	if (r->action == SL_ACT_BLOCK) {
 		WRITE_ONCE(st->blocked_until, now + (__u64)r->block_ms * 1000000ULL);
-	sl_count(id, SL_R_LIMIT, SL_V_DROP, p->len, new_state);
-	sl_event(p, id, SL_R_LIMIT, SL_V_DROP, now);
-	return SL_V_DROP;
+		sl_penalize(&key, st, d, now);
+	} else if (!st->penalized) {
+		sl_penalize(&key, st, d, now);
+	}
+	return sl_over(p, r, SL_R_LIMIT, new_state, now);
 }
 
 /* The datagram a fragment belongs to. */

@@ -69,7 +69,8 @@ enum sl_reason {
 	SL_R_UNMATCHED  = 17, /* pass: no rule applies in this direction (the default rule is
 	                       * ingress-only unless it says otherwise) (global slot)            */
 	SL_R_UNTRACKED  = 18, /* pass: a new key while this CPU was over its rate of new states
-	                       * (sl_config.new_states_per_sec); within the rule's aggregate     */
+	                       * (sl_config.new_states_per_sec); within the rule's budget for
+	                       * untracked keys (one key's limit per CPU) and its aggregate      */
 	SL_R_TINY_FRAG  = 19, /* drop: a first fragment that does not hold its whole L4 header  */
 	SL_R_EXT_CHAIN  = 20, /* counted only (global slot): an IPv6 extension chain longer than
 	                       * SL_MAX_EXT; charged to the strictest rule of its source         */
@@ -78,6 +79,12 @@ enum sl_reason {
 	SL_R_UNCERTAIN  = 22, /* counted only (global slot): a packet whose source is known but not
 	                       * every match field (malformed, a later fragment): charged to the
 	                       * strictest rule it could match (sl_rule.strict_rank)              */
+	SL_R_UNTRACKED_OVER = 23, /* drop: a new key while this CPU was over its rate of new states,
+	                       * past the rule's budget for untracked keys (one key's limit per
+	                       * CPU, shared by every untracked source)                          */
+	SL_R_PENALTY_FULL = 24, /* counted only (global slot): a block or an over-limit state could
+	                       * not be recorded in sl_penalty (full); it lasts while the key's
+	                       * state does                                                      */
 	SL_R_MAX        = 32,
 };
 
@@ -132,6 +139,7 @@ enum sl_defaults {
 	SL_DEFAULT_EVENTS    = 100,    /* drop events per second per CPU                 */
 	SL_DEFAULT_AGG_KEYS  = 16384,  /* aggregate limit = this many keys at their limit */
 	SL_DEFAULT_NEW_STATES = 100000, /* new states per second per CPU before new keys go untracked */
+	SL_DEFAULT_PENALTY_MAX = 65536, /* entries of sl_penalty (blocked and over-limit keys)      */
 };
 
 /* One dimension of a limit (packets or bytes). */
@@ -233,6 +241,8 @@ struct sl_derived {
 	__u8  pad[5];
 	__u64 agg_interval;   /* aggregate: ns between packets of this CPU's share */
 	__u64 agg_tau;        /* aggregate: tolerance, ns (burst - 1 intervals) */
+	__u64 unt_interval;   /* untracked budget: ns between packets (one key's packet rate) */
+	__u64 unt_tau;        /* untracked budget: tolerance, ns (one key's burst - 1 intervals) */
 	struct sl_params pkt;
 	struct sl_params byt;
 };
@@ -240,8 +250,9 @@ struct sl_derived {
 /* Per-CPU aggregate limiter of a rule: sl_agg[rule id]. */
 struct sl_agg_state {
 	__u64 tat;            /* GCRA theoretical arrival time for this CPU's share, ns */
-	__u32 epoch;          /* sl_rule.epoch that wrote it */
+	__u32 epoch;          /* sl_rule.epoch that wrote it (both times) */
 	__u32 pad;
+	__u64 utat;           /* GCRA time of this CPU's budget for untracked keys, ns */
 };
 
 /*
@@ -337,6 +348,25 @@ struct sl_state {
 	__u64 dropped;        /* packets of this key dropped by its limit, atomically added */
 	__u32 epoch;          /* sl_rule.epoch when this state was (re)initialised */
 	__u8  alg;            /* algorithm that wrote pkt and byt */
+	__u8  penalized;      /* 1: sl_penalty holds this key's state as of its last drop (cleared
+	                       * by its next pass, so a key at its limit writes it once per pass) */
+	__u8  pad[2];
+};
+
+/*
+ * Value of sl_penalty (a hash map, not an LRU: only keys that were dropped by their limit or
+ * blocked enter it, so a flood of new sources cannot evict them): a key's state as of its last
+ * drop. When the key's entry in rate_limit_map is evicted (a flood of new keys churns that LRU),
+ * its next packet restores this state instead of starting with a full bucket, so a key regains by
+ * eviction nothing that time would not have given it, and a block lasts its whole duration.
+ */
+struct sl_penalty {
+	__u64 pkt;            /* sl_state.pkt at the drop */
+	__u64 byt;            /* sl_state.byt at the drop */
+	__u64 blocked_until;  /* sl_state.blocked_until at the drop */
+	__u64 until;          /* ns: from then on a fresh state is as strict; the entry may go */
+	__u32 epoch;          /* sl_state.epoch at the drop */
+	__u8  alg;            /* sl_state.alg at the drop */
 	__u8  pad[3];
 };
 
@@ -364,6 +394,8 @@ struct sl_test_ctl {
 	__u64 now_ns;     /* the data path's clock; 0 = the kernel clock the production build reads */
 	__u32 salt_keys;  /* non-zero: XOR a per-CPU sequence into each key's address (new source per run) */
 	__u32 salt_mod;   /* non-zero: the sequence runs modulo this, so each CPU cycles over that many keys */
+	__u32 cas_fail;   /* non-zero: every compare-and-exchange on a key's state fails (contention) */
+	__u32 pad;
 };
 
 /*

@@ -81,6 +81,17 @@ __noinline int sl_refund(__u64 *w, const struct sl_params *pr, const struct sl_t
 	return 0;
 }
 
+#ifdef SLUICE_TEST
+/* Test build: sl_test.cas_fail makes every compare-and-exchange of sl_charge lose its race. */
+static __always_inline int sl_test_cas_fail(void)
+{
+	__u32 zero = 0;
+	struct sl_test_ctl *t = bpf_map_lookup_elem(&sl_test, &zero);
+
+	return t && t->cas_fail;
+}
+#endif
+
 /*
  * Decide and commit both dimensions. Each dimension's word changes only by a compare-and-exchange
  * from the exact value the decision was computed on, so neither limit is ever exceeded, however
@@ -111,6 +122,10 @@ static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *
 		if (has_b)
 			bn = allow ? bw.charged : bw.rolled;
 
+#ifdef SLUICE_TEST
+		if (sl_test_cas_fail())
+			continue;
+#endif
 		if (pn != po && __sync_val_compare_and_swap(&st->pkt, po, pn) != po)
 			continue;
 		if (bn != bo && __sync_val_compare_and_swap(&st->byt, bo, bn) != bo) {
@@ -185,6 +200,13 @@ __noinline int sl_derive(const struct sl_rule *r, struct sl_derived *d)
 	d->agg_interval = SL_NSEC / rate;
 	d->agg_tau = (burst - 1) * d->agg_interval;
 
+	/* The budget of keys this CPU does not track (over its rate of new states): one key's limit,
+	 * shared by all of them, so what never-seen sources get past the cap is bounded by it. */
+	rate = d->pkt.rate;
+	burst = (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA) ? d->pkt.burst : d->pkt.limit;
+	d->unt_interval = SL_NSEC / (rate ? rate : 1);
+	d->unt_tau = burst > 1 ? (burst - 1) * d->unt_interval : 0;
+
 	d->coarse = (coarse_clock & (1U << alg)) && (!d->has_pkt || sl_long_enough(&d->pkt)) &&
 		    (!d->has_byt || sl_long_enough(&d->byt));
 	d->id = r->id;
@@ -205,6 +227,7 @@ static __always_inline int sl_aggregate(const struct sl_rule *r, const struct sl
 
 	if (ag->epoch != r->epoch) {
 		ag->tat = 0;
+		ag->utat = 0;
 		ag->epoch = r->epoch;
 	}
 	t = ag->tat > now ? ag->tat : now;
@@ -213,6 +236,21 @@ static __always_inline int sl_aggregate(const struct sl_rule *r, const struct sl
 		t = now + tau + interval;
 	*next = t + interval * pkts;
 	return t - now <= tau;
+}
+
+/*
+ * Charge one untracked packet to the rule's budget for untracked keys on this CPU (GCRA, per-CPU
+ * state: no atomics). Returns 1 when within.
+ */
+static __always_inline int sl_untracked(const struct sl_derived *d, struct sl_agg_state *ag,
+					__u64 now, __u64 pkts)
+{
+	__u64 t = ag->utat > now ? ag->utat : now;
+
+	if (t - now > d->unt_tau)
+		return 0;
+	ag->utat = t + d->unt_interval * pkts;
+	return 1;
 }
 
 /*

@@ -30,6 +30,7 @@ import {
   type DaemonConfig, type InterfaceConfig, type LimitsInput,
 } from '../config';
 import type { Snapshot } from '../limiter/stats';
+import { sweepPenalties } from '../limiter/limiter';
 import { AgentCode } from './errors';
 import { Protection } from './protection';
 import { statsReport, statusReport, takeSnapshot, topReport } from './report';
@@ -239,7 +240,12 @@ export class Daemon implements ApiBackend {
   }
 
   private async reconcileAll(reason: string): Promise<void> {
-    for (const m of this.managed.values()) await this.ensure(m, reason);
+    for (const m of this.managed.values()) {
+      await this.ensure(m, reason);
+      // Expired blocks and over-limit records of keys that never came back (bpf/maps.h, sl_penalty).
+      const pen = m.protection?.maps.get('sl_penalty');
+      if (pen) sweepPenalties(pen);
+    }
   }
 
   /** Make one interface protected as configured: bring it up if it is not, set back drifted settings. */

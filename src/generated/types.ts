@@ -45,6 +45,8 @@ export const Reason = {
   EXT_CHAIN: 20,
   FRAG_ORPHAN: 21,
   UNCERTAIN: 22,
+  UNTRACKED_OVER: 23,
+  PENALTY_FULL: 24,
   MAX: 32,
 } as const;
 
@@ -94,6 +96,7 @@ export const Defaults = {
   EVENTS: 100,
   AGG_KEYS: 16384,
   NEW_STATES: 100000,
+  PENALTY_MAX: 65536,
 } as const;
 
 export interface Limit {
@@ -335,11 +338,13 @@ export interface Derived {
   pad: Buffer;
   agg_interval: bigint;
   agg_tau: bigint;
+  unt_interval: bigint;
+  unt_tau: bigint;
   pkt: Params;
   byt: Params;
 }
 
-export const SL_DERIVED_SIZE = 144;
+export const SL_DERIVED_SIZE = 160;
 
 export function decodeDerived(b: Buffer, off = 0): Derived {
   return {
@@ -353,13 +358,15 @@ export function decodeDerived(b: Buffer, off = 0): Derived {
     pad: Buffer.from(b.subarray(off + 11, off + 11 + 5)),
     agg_interval: b.readBigUInt64LE(off + 16),
     agg_tau: b.readBigUInt64LE(off + 24),
-    pkt: decodeParams(b, off + 32),
-    byt: decodeParams(b, off + 88),
+    unt_interval: b.readBigUInt64LE(off + 32),
+    unt_tau: b.readBigUInt64LE(off + 40),
+    pkt: decodeParams(b, off + 48),
+    byt: decodeParams(b, off + 104),
   };
 }
 
-export function encodeDerived(v: Partial<Derived>, b: Buffer = Buffer.alloc(144), off = 0): Buffer {
-  if (b.length < off + 144) throw new TypeError(`sl_derived needs 144 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeDerived(v: Partial<Derived>, b: Buffer = Buffer.alloc(160), off = 0): Buffer {
+  if (b.length < off + 160) throw new TypeError(`sl_derived needs 160 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 0); }
   if (v.id !== undefined) { b.writeUInt16LE(v.id, off + 4); }
   if (v.valid !== undefined) { b.writeUInt8(v.valid, off + 6); }
@@ -370,8 +377,10 @@ export function encodeDerived(v: Partial<Derived>, b: Buffer = Buffer.alloc(144)
   if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 11, 0, 5); }
   if (v.agg_interval !== undefined) { b.writeBigUInt64LE(BigInt(v.agg_interval), off + 16); }
   if (v.agg_tau !== undefined) { b.writeBigUInt64LE(BigInt(v.agg_tau), off + 24); }
-  if (v.pkt !== undefined) { encodeParams(v.pkt, b, off + 32); }
-  if (v.byt !== undefined) { encodeParams(v.byt, b, off + 88); }
+  if (v.unt_interval !== undefined) { b.writeBigUInt64LE(BigInt(v.unt_interval), off + 32); }
+  if (v.unt_tau !== undefined) { b.writeBigUInt64LE(BigInt(v.unt_tau), off + 40); }
+  if (v.pkt !== undefined) { encodeParams(v.pkt, b, off + 48); }
+  if (v.byt !== undefined) { encodeParams(v.byt, b, off + 104); }
   return b;
 }
 
@@ -379,23 +388,26 @@ export interface AggState {
   tat: bigint;
   epoch: number;
   pad: number;
+  utat: bigint;
 }
 
-export const SL_AGG_STATE_SIZE = 16;
+export const SL_AGG_STATE_SIZE = 24;
 
 export function decodeAggState(b: Buffer, off = 0): AggState {
   return {
     tat: b.readBigUInt64LE(off + 0),
     epoch: b.readUInt32LE(off + 8),
     pad: b.readUInt32LE(off + 12),
+    utat: b.readBigUInt64LE(off + 16),
   };
 }
 
-export function encodeAggState(v: Partial<AggState>, b: Buffer = Buffer.alloc(16), off = 0): Buffer {
-  if (b.length < off + 16) throw new TypeError(`sl_agg_state needs 16 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeAggState(v: Partial<AggState>, b: Buffer = Buffer.alloc(24), off = 0): Buffer {
+  if (b.length < off + 24) throw new TypeError(`sl_agg_state needs 24 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.tat !== undefined) { b.writeBigUInt64LE(BigInt(v.tat), off + 0); }
   if (v.epoch !== undefined) { b.writeUInt32LE(v.epoch, off + 8); }
   if (v.pad !== undefined) { b.writeUInt32LE(v.pad, off + 12); }
+  if (v.utat !== undefined) { b.writeBigUInt64LE(BigInt(v.utat), off + 16); }
   return b;
 }
 
@@ -647,6 +659,7 @@ export interface State {
   dropped: bigint;
   epoch: number;
   alg: number;
+  penalized: number;
   pad: Buffer;
 }
 
@@ -661,7 +674,8 @@ export function decodeState(b: Buffer, off = 0): State {
     dropped: b.readBigUInt64LE(off + 32),
     epoch: b.readUInt32LE(off + 40),
     alg: b.readUInt8(off + 44),
-    pad: Buffer.from(b.subarray(off + 45, off + 45 + 3)),
+    penalized: b.readUInt8(off + 45),
+    pad: Buffer.from(b.subarray(off + 46, off + 46 + 2)),
   };
 }
 
@@ -674,7 +688,44 @@ export function encodeState(v: Partial<State>, b: Buffer = Buffer.alloc(48), off
   if (v.dropped !== undefined) { b.writeBigUInt64LE(BigInt(v.dropped), off + 32); }
   if (v.epoch !== undefined) { b.writeUInt32LE(v.epoch, off + 40); }
   if (v.alg !== undefined) { b.writeUInt8(v.alg, off + 44); }
-  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 45, 0, 3); }
+  if (v.penalized !== undefined) { b.writeUInt8(v.penalized, off + 45); }
+  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 46, 0, 2); }
+  return b;
+}
+
+export interface Penalty {
+  pkt: bigint;
+  byt: bigint;
+  blocked_until: bigint;
+  until: bigint;
+  epoch: number;
+  alg: number;
+  pad: Buffer;
+}
+
+export const SL_PENALTY_SIZE = 40;
+
+export function decodePenalty(b: Buffer, off = 0): Penalty {
+  return {
+    pkt: b.readBigUInt64LE(off + 0),
+    byt: b.readBigUInt64LE(off + 8),
+    blocked_until: b.readBigUInt64LE(off + 16),
+    until: b.readBigUInt64LE(off + 24),
+    epoch: b.readUInt32LE(off + 32),
+    alg: b.readUInt8(off + 36),
+    pad: Buffer.from(b.subarray(off + 37, off + 37 + 3)),
+  };
+}
+
+export function encodePenalty(v: Partial<Penalty>, b: Buffer = Buffer.alloc(40), off = 0): Buffer {
+  if (b.length < off + 40) throw new TypeError(`sl_penalty needs 40 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.pkt !== undefined) { b.writeBigUInt64LE(BigInt(v.pkt), off + 0); }
+  if (v.byt !== undefined) { b.writeBigUInt64LE(BigInt(v.byt), off + 8); }
+  if (v.blocked_until !== undefined) { b.writeBigUInt64LE(BigInt(v.blocked_until), off + 16); }
+  if (v.until !== undefined) { b.writeBigUInt64LE(BigInt(v.until), off + 24); }
+  if (v.epoch !== undefined) { b.writeUInt32LE(v.epoch, off + 32); }
+  if (v.alg !== undefined) { b.writeUInt8(v.alg, off + 36); }
+  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 37, 0, 3); }
   return b;
 }
 
@@ -736,23 +787,29 @@ export interface TestCtl {
   now_ns: bigint;
   salt_keys: number;
   salt_mod: number;
+  cas_fail: number;
+  pad: number;
 }
 
-export const SL_TEST_CTL_SIZE = 16;
+export const SL_TEST_CTL_SIZE = 24;
 
 export function decodeTestCtl(b: Buffer, off = 0): TestCtl {
   return {
     now_ns: b.readBigUInt64LE(off + 0),
     salt_keys: b.readUInt32LE(off + 8),
     salt_mod: b.readUInt32LE(off + 12),
+    cas_fail: b.readUInt32LE(off + 16),
+    pad: b.readUInt32LE(off + 20),
   };
 }
 
-export function encodeTestCtl(v: Partial<TestCtl>, b: Buffer = Buffer.alloc(16), off = 0): Buffer {
-  if (b.length < off + 16) throw new TypeError(`sl_test_ctl needs 16 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeTestCtl(v: Partial<TestCtl>, b: Buffer = Buffer.alloc(24), off = 0): Buffer {
+  if (b.length < off + 24) throw new TypeError(`sl_test_ctl needs 24 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.now_ns !== undefined) { b.writeBigUInt64LE(BigInt(v.now_ns), off + 0); }
   if (v.salt_keys !== undefined) { b.writeUInt32LE(v.salt_keys, off + 8); }
   if (v.salt_mod !== undefined) { b.writeUInt32LE(v.salt_mod, off + 12); }
+  if (v.cas_fail !== undefined) { b.writeUInt32LE(v.cas_fail, off + 16); }
+  if (v.pad !== undefined) { b.writeUInt32LE(v.pad, off + 20); }
   return b;
 }
 

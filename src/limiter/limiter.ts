@@ -5,7 +5,7 @@
  */
 import type { BpfMap } from '../ebpf';
 import {
-  decodeConfig, decodeCounters, decodeHalf, decodeListVal, decodeLpmKey, decodeRule, encodeCands, encodeConfig,
+  decodeConfig, decodeCounters, decodeHalf, decodeListVal, decodeLpmKey, decodePenalty, decodeRule, encodeCands, encodeConfig,
   encodeGeoVal, encodeHalf, encodeListVal, encodeLpmKey, encodeRule, type Config, type Counters, type Rule,
   SL_GEO_VAL_SIZE,
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
@@ -51,6 +51,21 @@ const u32key = (i: number): Buffer => {
   b.writeUInt32LE(i);
   return b;
 };
+
+/**
+ * Delete the entries of sl_penalty (blocked and over-limit keys, see bpf/sluice.h) that no longer
+ * say anything: their `until` has passed on the data path's clock (CLOCK_MONOTONIC). The data
+ * path deletes those it looks up; this catches the keys that never come back, so that the store
+ * (a plain hash that never evicts) keeps room for new blocks. Returns the entries deleted.
+ */
+export function sweepPenalties(map: BpfMap, nowNs: bigint = process.hrtime.bigint()): number {
+  let n = 0;
+  for (const key of [...map.keys()]) {
+    const v = map.lookup(key);
+    if (v && decodePenalty(v).until <= nowNs && map.delete(key)) n++;
+  }
+  return n;
+}
 
 /** Counters summed over CPUs. */
 export type CounterTotals = Counters;

@@ -1,6 +1,7 @@
 /**
  * The cap on new states per CPU (sl_config.new_states_per_sec): past it, a new key of a rule with
- * an aggregate limit passes untracked (reason UNTRACKED) within that limit, keys already tracked
+ * an aggregate limit is not tracked: the untracked keys share one key's limit on each CPU (reason
+ * UNTRACKED within it, UNTRACKED_OVER past it) and the aggregate, keys already tracked
  * keep their limits, a rule without an aggregate still tracks every key, and the budget refills
  * with time. Test build, frozen clock, every run pinned to CPU 0 (the budget is per CPU).
  */
@@ -62,13 +63,14 @@ const keys = (): number => {
   return n;
 };
 
-test('past its budget of new states a CPU stops tracking new keys; they pass, counted UNTRACKED', async () => {
+test('past its budget of new states a CPU stops tracking new keys; they share one key\'s limit', async () => {
   setup(TOKEN, 1000);
   // A source tracked before the flood, taken to its limit (burst 10).
   for (let i = 0; i < 10; i++) assert.equal((await dp.prog.runOnCpu(0, udp('10.1.1.1'))).retval, XDP_PASS);
   const d = await newSources(5000);
   // Burst: one second's worth, 1000, at a frozen clock; the one tracked source took one of them.
-  assert.deepEqual(d, { pass: 999, untracked: 4001, newStates: 999, drop: 0, limit: 0 });
+  // The untracked share one key's burst (10); the rest is dropped.
+  assert.deepEqual(d, { pass: 999, untracked: 10, newStates: 999, drop: 3991, limit: 0 });
   assert.equal(keys(), 1000);
   // The tracked source keeps its limit while new keys go untracked.
   assert.equal((await dp.prog.runOnCpu(0, udp('10.1.1.1'))).retval, XDP_DROP);
@@ -76,7 +78,7 @@ test('past its budget of new states a CPU stops tracking new keys; they pass, co
   dp.setNow(T0 + 500_000_000n);
   const later = await newSources(2000);
   assert.equal(later.newStates, 500);
-  assert.equal(later.untracked, 1500);
+  assert.equal(later.untracked, 5, 'half a second of one key\'s rate');
   // A new source that arrives when the budget allows is tracked and limited from then on.
   dp.setNow(T0 + 2_000_000_000n);
   let passed = 0;
@@ -84,16 +86,14 @@ test('past its budget of new states a CPU stops tracking new keys; they pass, co
   assert.equal(passed, 10, 'tracked at its first packet: its burst of 10, then its limit');
 });
 
-test('untracked packets are charged to the aggregate, which still holds', async () => {
-  setup({ ...TOKEN, aggregate: { pps: 4000, burst: 3000 } }, 1000);
+test('untracked packets are charged to the aggregate too, which still holds', async () => {
+  setup({ ...TOKEN, aggregate: { pps: 4000, burst: 1010 * numPossibleCpus() - 5 * numPossibleCpus() } }, 1000);
   const d = await newSources(10_000);
-  // The aggregate on this CPU: its share of the burst (3000 / CPUs) at a frozen clock; the first
-  // 1000 new keys are tracked, the rest of the share passes untracked, and the aggregate drops
-  // everything past it.
-  const share = Math.floor(3000 / numPossibleCpus());
-  assert.equal(d.pass + d.untracked, share, `passed ${d.pass} tracked + ${d.untracked} untracked`);
-  assert.equal(d.newStates, Math.min(1000, share));
-  assert.equal(d.drop, 10_000 - share);
+  // The aggregate on this CPU: its share of the burst (1005) at a frozen clock; the first 1000 new
+  // keys are tracked, 5 of the untracked budget's 10 fit the rest of the share, and the aggregate
+  // drops everything past it.
+  assert.deepEqual([d.pass, d.newStates, d.untracked], [1000, 1000, 5]);
+  assert.equal(d.drop, 10_000 - 1005);
 });
 
 test('a rule without an aggregate limit tracks every new key', async () => {
@@ -113,5 +113,5 @@ test('the default (0) is SL_DEFAULT_NEW_STATES a second per CPU', async () => {
   setup(TOKEN, 0);
   const d = await newSources(100_500);
   assert.equal(d.newStates, 100_000);
-  assert.equal(d.untracked, 500);
+  assert.equal(d.untracked, 10);
 });

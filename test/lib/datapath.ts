@@ -8,7 +8,8 @@ import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, type LimiterMaps } from '.
 import { encodeTestCtl, SL_TEST_CTL_SIZE } from '../../src/generated/types';
 
 export const REPO = join(__dirname, '..', '..', '..');
-export const TEST_OBJECT = join(REPO, 'bpf', 'sluice_test.bpf.o');
+/** SLUICE_TEST_OBJECT: another build of it (e.g. a base commit's, to show a test failing there). */
+export const TEST_OBJECT = process.env.SLUICE_TEST_OBJECT ?? join(REPO, 'bpf', 'sluice_test.bpf.o');
 export const PROD_OBJECT = join(REPO, 'bpf', 'sluice.bpf.o');
 export const BENCH_OBJECT = join(REPO, 'bpf', 'bench.bpf.o');
 
@@ -29,6 +30,7 @@ export class TestDatapath {
   private readonly testMap: BpfMap | undefined;
   private readonly ctl = Buffer.alloc(SL_TEST_CTL_SIZE);
   private salt = 0;
+  private casFail = 0;
   private now = 0n;
 
   private constructor(readonly coll: Collection) {
@@ -55,13 +57,20 @@ export class TestDatapath {
   /** Set the data path's clock (test build). 0n: the kernel's clock. */
   setNow(ns: bigint): void {
     this.now = ns;
-    encodeTestCtl({ now_ns: ns, salt_keys: this.salt }, this.ctl);
-    this.testMap!.update(zero, this.ctl);
+    encodeTestCtl({ now_ns: ns, salt_keys: this.salt, cas_fail: this.casFail }, this.ctl);
+    // An older build's control block may be shorter: it gets the fields it has.
+    this.testMap!.update(zero, this.ctl.subarray(0, this.testMap!.valueSize));
   }
 
   /** Salt every key with a per-CPU sequence: a new source on every run (test build). */
   setSalt(on: boolean): void {
     this.salt = on ? 1 : 0;
+    this.setNow(this.now);
+  }
+
+  /** Make every compare-and-exchange on a key's state lose its race, as under contention (test build). */
+  setCasFail(on: boolean): void {
+    this.casFail = on ? 1 : 0;
     this.setNow(this.now);
   }
 
@@ -78,6 +87,8 @@ export class TestDatapath {
   clearState(): void {
     const m = this.limiter.maps.rate_limit_map;
     for (const k of [...m.keys()]) m.delete(k);
+    const pen = this.coll.maps.get('sl_penalty');
+    if (pen) for (const k of [...pen.keys()]) pen.delete(k);
     for (const name of ['sl_agg', 'sl_newstate']) {
       const arr = this.coll.maps.get(name);
       if (!arr) continue;

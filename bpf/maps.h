@@ -158,10 +158,14 @@ struct {
 	__type(value, struct sl_frag_val);
 } sl_frags SEC(".maps");
 
-/* Management, deny and allow lists by source CIDR; checked before any rule. */
+/*
+ * Management, deny and allow lists by source CIDR, checked before any rule; both halves in one trie
+ * like sl_cidr. Sized by the control plane before load: two halves x the entries of one (default
+ * SL_DEFAULT_LIST_MAX each).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 2 * SL_DEFAULT_LIST_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct sl_lpm_key);
 	__type(value, struct sl_list_val);

@@ -256,9 +256,15 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 	cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!cfg)
 		return SL_V_PASS;
+	/* One read of the version: rules, lists and the malformed verdict all come from its half. */
+	version = cfg->version;
+	half = version & 1;
+	h = bpf_map_lookup_elem(&sl_policy, &half);
+	if (!h)
+		return SL_V_PASS;
 	if (!p->family) {
 		/* No source to charge: the configured verdict for malformed frames, or non-IP. */
-		__u32 v = p->reason && cfg->malformed_drop ? SL_V_DROP : SL_V_PASS;
+		__u32 v = p->reason && h->malformed_drop ? SL_V_DROP : SL_V_PASS;
 
 		if (!p->reason) {
 			sl_count(max_rules, SL_R_NON_IP, SL_V_PASS, p->len, 0);
@@ -269,11 +275,11 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 			sl_event(p, max_rules, p->reason, v, bpf_ktime_get_coarse_ns());
 		return v;
 	}
-	if (cfg->has_lists) {
+	if (h->n_lists) {
 		struct sl_lpm_key lk;
 		struct sl_list_val *lv;
 
-		sl_lpm_key_of(p, 0, sl_remote(p), &lk);
+		sl_lpm_key_of(p, half, sl_remote(p), &lk);
 		lv = bpf_map_lookup_elem(&sl_lists, &lk);
 		if (lv && (lv->flags & SL_LIST_MGMT)) {
 			sl_count(max_rules, SL_R_MGMT, SL_V_PASS, p->len, 0);
@@ -292,7 +298,7 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 	if (p->reason) {
 		/* Malformed, with a readable source: dropped when so configured, else charged to
 		 * the strictest rule the source could have (never exempt because unusual). */
-		if (p->reason == SL_R_TINY_FRAG || cfg->malformed_drop) {
+		if (p->reason == SL_R_TINY_FRAG || h->malformed_drop) {
 			sl_count(max_rules, p->reason, SL_V_DROP, p->len, 0);
 			sl_event(p, max_rules, p->reason, SL_V_DROP, bpf_ktime_get_coarse_ns());
 			return SL_V_DROP;
@@ -304,11 +310,6 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 	if (p->note && plugins)
 		sl_count_event(p->note, p->len);
 
-	version = cfg->version;
-	half = version & 1;
-	h = bpf_map_lookup_elem(&sl_policy, &half);
-	if (!h)
-		return SL_V_PASS;
 	if (p->frag == SL_FRAG_LATER) {
 		/* Decided where its datagram's first fragment was; without it, by the strictest rule. */
 		struct sl_frag_key fk;

@@ -140,6 +140,7 @@ enum sl_defaults {
 	SL_DEFAULT_AGG_KEYS  = 16384,  /* aggregate limit = this many keys at their limit */
 	SL_DEFAULT_NEW_STATES = 100000, /* new states per second per CPU before new keys go untracked */
 	SL_DEFAULT_PENALTY_MAX = 65536, /* entries of sl_penalty (blocked and over-limit keys)      */
+	SL_DEFAULT_LIST_MAX  = 65536,  /* list entries per policy half (sl_lists holds two halves) */
 };
 
 /* One dimension of a limit (packets or bytes). */
@@ -190,7 +191,7 @@ struct sl_cands {
 	__u16 slot[SL_MAX_CANDS];    /* rule slots within the half */
 };
 
-/* Per-half policy header: sl_policy[half]. */
+/* Per-half policy header: sl_policy[half]. Everything a policy change writes is in its half. */
 struct sl_half {
 	__u32 version;        /* policy version of this half                                     */
 	__u32 n_cidr;         /* entries in sl_cidr for this half; 0 skips the LPM lookup        */
@@ -198,8 +199,10 @@ struct sl_half {
 	__u32 n_geo;          /* entries in sl_geo for this half; 0 skips the GeoIP lookup       */
 	__u32 geo_version;    /* version that wrote this half's sl_geo entries (they may be older
 	                       * than the policy: an unchanged dataset is not rewritten)          */
-	__u32 pad;
+	__u32 n_lists;        /* entries in sl_lists for this half; 0 skips the list lookup      */
 	__u64 geo_hash;       /* identity of the dataset in this half (user space's, opaque here) */
+	__u8  malformed_drop; /* 0 = pass malformed packets (default), 1 = drop them             */
+	__u8  pad[7];
 };
 
 /* Value of sl_geo: the GeoIP tier of a source prefix (country -> tier, compiled in user space). */
@@ -261,7 +264,7 @@ struct sl_agg_state {
  */
 struct sl_lpm_key {
 	__u32 prefixlen;  /* 32 + prefix length of addr */
-	__u8  half;       /* policy half (0 or 1); always 0 in sl_lists */
+	__u8  half;       /* policy half (0 or 1) */
 	__u8  family;     /* 4 or 6 */
 	__u8  pad[2];
 	__u8  addr[16];   /* network order; IPv4 in the first 4 bytes, the rest zero */
@@ -290,11 +293,11 @@ struct sl_frag_val {
 
 /* Global settings: config_map[0]. */
 struct sl_config {
-	__u32 version;        /* active policy version; the live half is (version & 1)           */
-	__u8  malformed_drop; /* 0 = pass malformed packets (default), 1 = drop them             */
-	__u8  has_lists;      /* non-zero when sl_lists has entries; 0 skips its lookup          */
+	__u32 version;        /* active policy version; the live half is (version & 1). The lists
+	                       * and the malformed verdict are part of the half (struct sl_half), so
+	                       * that one flip changes rules, lists and verdict together          */
 	__u8  events_off;     /* non-zero: emit no drop events                                   */
-	__u8  pad;
+	__u8  pad[3];
 	__u32 events_per_sec; /* drop events each CPU may emit per second; 0 = SL_DEFAULT_EVENTS */
 	__u32 new_states_per_sec; /* rate_limit_map insertions each CPU may make per second (burst: one
 	                       * second's worth); past it, a new key of a rule with an aggregate limit

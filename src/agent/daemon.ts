@@ -32,7 +32,7 @@ import {
 import type { Snapshot } from '../limiter/stats';
 import { sweepPenalties } from '../limiter/limiter';
 import { AgentCode } from './errors';
-import { Protection } from './protection';
+import { DEFAULT_MAX_LIST_ENTRIES, Protection } from './protection';
 import { statsReport, statusReport, takeSnapshot, topReport } from './report';
 import { listPlaces, loadSettings, pinDir, type Limits, type Place, type Settings } from './state';
 
@@ -268,7 +268,7 @@ export class Daemon implements ApiBackend {
       const pinned = loadSettings(p);
       const sizes = this.sizesFor(m, pinned);
       const r = await Protection.up({
-        iface: p.iface, netns: p.netns, mode: sizes.mode, maxEntries: sizes.maxEntries, maxRules: sizes.maxRules,
+        iface: p.iface, netns: p.netns, mode: sizes.mode, maxEntries: sizes.maxEntries, maxRules: sizes.maxRules, maxListEntries: sizes.maxListEntries,
         limits, rules: p.rules, lists: p.lists, malformedDrop: p.malformedDrop, policyFile: p.policyFile,
         geoip: p.geoip, ruleIds: p.ruleIds, egress: p.egress,
       });
@@ -324,15 +324,17 @@ export class Daemon implements ApiBackend {
    * Those cannot change in place (a new program, maps of another size: state and counters would be
    * lost), so the daemon adopts what runs and says how to apply the change.
    */
-  private sizesFor(m: Managed, pinned: Settings | undefined): { mode: InterfaceConfig['mode']; maxEntries: number; maxRules: number } {
+  private sizesFor(m: Managed, pinned: Settings | undefined): { mode: InterfaceConfig['mode']; maxEntries: number; maxRules: number; maxListEntries: number } {
     const c = m.cfg;
-    if (!pinned || !existsSync(join(pinDir(c), 'link'))) return { mode: c.mode, maxEntries: c.maxEntries, maxRules: c.maxRules };
+    if (!pinned || !existsSync(join(pinDir(c), 'link'))) return { mode: c.mode, maxEntries: c.maxEntries, maxRules: c.maxRules, maxListEntries: c.maxListEntries };
     const diffs: string[] = [];
+    const pinnedLists = pinned.maxListEntries ?? DEFAULT_MAX_LIST_ENTRIES;
     if (c.mode !== 'auto' && c.mode !== pinned.mode) diffs.push(`mode ${pinned.mode} -> ${c.mode}`);
     if (c.maxEntries !== pinned.maxEntries) diffs.push(`max_entries ${pinned.maxEntries} -> ${c.maxEntries}`);
     if (c.maxRules !== pinned.maxRules) diffs.push(`max_rules ${pinned.maxRules} -> ${c.maxRules}`);
+    if (c.maxListEntries !== pinnedLists) diffs.push(`max_list_entries ${pinnedLists} -> ${c.maxListEntries}`);
     this.notePending(m, diffs);
-    return { mode: 'auto', maxEntries: pinned.maxEntries, maxRules: pinned.maxRules };
+    return { mode: 'auto', maxEntries: pinned.maxEntries, maxRules: pinned.maxRules, maxListEntries: pinnedLists };
   }
 
   private notePending(m: Managed, diffs: string[]): void {

@@ -14,8 +14,8 @@ import {
   tcAttach, tcDetach, tcHookCreate, tcQuery, xdpQuery,
   type Collection,
 } from '../ebpf';
-import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, type LimiterMaps } from '../limiter/limiter';
-import { emptyLists, normaliseLists, type Lists } from '../limiter/lists';
+import { Limiter, LIMITER_MAP_NAMES, ListsTooLargeError, RULE_SIZED_MAPS, type LimiterMaps } from '../limiter/limiter';
+import { compileLists, emptyLists, normaliseLists, type Lists } from '../limiter/lists';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
 import { plugProgram, unplugProgram, type Hook } from '../limiter/plugins';
 import { compileGeo, type GeoCompiled, type GeoConfig } from '../limiter/geoip';
@@ -34,11 +34,15 @@ export const TC_PROGRAM = 'sluice_egress';
 export const TC_FILTER = { handle: 0x51c, priority: 0x51c } as const;
 export const DEFAULT_MAX_ENTRIES = 100_000;
 export const DEFAULT_MAX_RULES = 1024;
+/** List entries per policy half (sl_lists holds two halves): bpf/sluice.h, SL_DEFAULT_LIST_MAX. */
+export const DEFAULT_MAX_LIST_ENTRIES = 65536;
 
 export interface UpOptions extends Place {
   mode?: 'auto' | Mode;
   maxEntries?: number;
   maxRules?: number;
+  /** Entries the compiled lists may have (each half of sl_lists holds this many). */
+  maxListEntries?: number;
   object?: string;
   resetState?: boolean;
   limits?: Partial<Limits>;
@@ -143,11 +147,19 @@ export function geoOf(cfg: GeoConfig): GeoCompiled {
   return g;
 }
 
+/** Entries the lists of these settings may compile to (settings from before it was a setting: the default). */
+const listMax = (s: Pick<Settings, 'maxListEntries'>): number => s.maxListEntries ?? DEFAULT_MAX_LIST_ENTRIES;
+
+/** Refuse lists that the data path could not hold, before anything changes. */
+function checkListsFit(s: Pick<Settings, 'lists' | 'maxListEntries'>): void {
+  const n = compileLists(s.lists).length;
+  if (n > listMax(s)) throw new ListsTooLargeError(n, listMax(s));
+}
+
 function applyAll(limiter: Limiter, s: Settings): void {
   const geo = s.geoip ? geoOf(s.geoip) : undefined;
-  limiter.applyPolicy(policyOf(s), geo ? { entries: geo.entries, hash: geo.hash } : undefined);
-  limiter.applyLists(s.lists);
-  limiter.setConfig({ malformed_drop: s.malformedDrop ? 1 : 0 });
+  // One transaction: rules, lists and the malformed verdict go live in one flip.
+  limiter.apply({ policy: policyOf(s), geo: geo ? { entries: geo.entries, hash: geo.hash } : null, lists: s.lists, malformedDrop: s.malformedDrop });
 }
 
 /** Remove the scope's directories (pins and settings) once no interface of it is left. */
@@ -205,6 +217,7 @@ export class Protection {
         netns: o.netns ?? null,
         maxEntries: o.maxEntries ?? prior?.maxEntries ?? DEFAULT_MAX_ENTRIES,
         maxRules: o.maxRules ?? prior?.maxRules ?? DEFAULT_MAX_RULES,
+        maxListEntries: o.maxListEntries ?? prior?.maxListEntries ?? DEFAULT_MAX_LIST_ENTRIES,
         object: resolve(o.object ?? prior?.object ?? DEFAULT_OBJECT),
         limits: { ...DEFAULT_LIMITS, ...prior?.limits, ...o.limits },
         rules: o.rules ?? prior?.rules ?? [],
@@ -218,6 +231,7 @@ export class Protection {
       };
       validateLimits(base.limits);
       compilePolicy(policyOf(base), base.maxRules); // refuse an invalid policy before touching anything
+      checkListsFit(base);
 
       if (existsSync(join(dir, 'link')) && prior) {
         // --reset-state on a protected interface: fresh maps, the program replaced through the
@@ -232,9 +246,10 @@ export class Protection {
     });
   }
 
-  private static spec(object: string, maxEntries: number, maxRules: number): ObjectSpec {
+  private static spec(object: string, maxEntries: number, maxRules: number, maxListEntries: number): ObjectSpec {
     if (!existsSync(object)) throw new AgentError(AgentCode.InvalidArgument, `no BPF object at ${object}: build it with \`make -C bpf\``);
     const spec = ObjectSpec.open(object).setMaxEntries('rate_limit_map', maxEntries);
+    if (spec.maps.some((m) => m.name === 'sl_lists')) spec.setMaxEntries('sl_lists', 2 * maxListEntries);
     for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) spec.setMaxEntries(name, size(maxRules));
     return spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus() });
   }
@@ -270,7 +285,7 @@ export class Protection {
       throw new AgentError(AgentCode.XdpBusy, `${where(o)} already has an XDP program (id ${id}, name ${name}, ${q.mode} mode) that Sluice did not attach; Sluice will not replace it. Remove it first (for example \`ip${o.netns ? ` -n ${o.netns}` : ''} link set dev ${o.iface} xdp off\`), then run up again`);
     }
     const layout = Protection.layout(base.object);
-    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules);
+    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base));
     let coll: Collection | undefined;
     let link: Link | undefined;
     const dir = pinDir(o);
@@ -340,7 +355,7 @@ export class Protection {
         const flags = `--iface ${o.iface}${o.netns ? ` --netns ${o.netns}` : ''}`;
         throw new AgentError(AgentCode.PinsAbiMismatch, `the state pinned for ${where(o)} does not carry the ABI stamp of ${base.object}, so it will not be adopted (its program could read it differently): ${check.problem}. The program that runs there stays attached and keeps enforcing. To load this object, start with fresh state (per-client state and counters are lost; limits, rules and lists are kept, the interface stays protected): \`sluice up ${flags} --reset-state\`${prior.object !== base.object ? `; or keep the object the pins were made with (\`--object ${prior.object}\`)` : ''}`);
       }
-      spec = Protection.spec(base.object, base.maxEntries, base.maxRules);
+      spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base));
       // Everything the new object declares must fit what is pinned, or state cannot be kept.
       const problems: string[] = [];
       for (const m of spec.maps) {
@@ -348,7 +363,7 @@ export class Protection {
         const pinned = maps.get(m.name);
         if (!pinned) continue; // a map new in this object starts empty
         const sized = RULE_SIZED_MAPS[m.name];
-        const want = m.name === 'rate_limit_map' ? base.maxEntries : sized ? sized(base.maxRules) : m.maxEntries;
+        const want = m.name === 'rate_limit_map' ? base.maxEntries : m.name === 'sl_lists' ? 2 * listMax(base) : sized ? sized(base.maxRules) : m.maxEntries;
         if (pinned.type !== m.type || pinned.keySize !== m.keySize || pinned.valueSize !== m.valueSize) {
           problems.push(`${m.name}: pinned key/value ${pinned.keySize}/${pinned.valueSize} bytes, the object needs ${m.keySize}/${m.valueSize}`);
         } else if (pinned.maxEntries !== want) {
@@ -413,7 +428,7 @@ export class Protection {
       throw new AgentError(AgentCode.ModeChange, `${where(o)} is protected in ${prior.mode} mode; a link cannot change mode in place, not even with --reset-state. Run \`sluice down\` then \`sluice up --mode ${o.mode}\` (traffic is unprotected in between)`);
     }
     const layout = Protection.layout(base.object);
-    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules);
+    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base));
     const staged = join(dir, 'maps_new'); // no dots: bpffs refuses them in names
     const old = join(dir, 'maps_old');
     let coll: Collection | undefined;
@@ -599,6 +614,7 @@ export class Protection {
       };
       validateLimits(next.limits);
       compilePolicy(policyOf(next), next.maxRules);
+      checkListsFit(next);
       applyAll(this.limiter, next);
       saveSettings(next);
       Object.assign(this.settings, next);

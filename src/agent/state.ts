@@ -72,6 +72,8 @@ export interface Settings extends PolicyContent {
   mode: Mode;
   maxEntries: number;
   maxRules: number;
+  /** Entries the compiled lists may have; absent in settings written before it was a setting (65,536). */
+  maxListEntries?: number;
   object: string;
   /** Operator programs plugged into the plugin slots, by hook and slot. */
   plugins: { xdp: Record<string, PluginRef>; tc: Record<string, PluginRef> };

@@ -49,7 +49,8 @@ export function httpError(e: unknown): { status: number; body: ErrorBody } {
   const code = typeof err.code === 'string' ? err.code : '';
   const message = typeof err.message === 'string' ? err.message : String(e);
   switch (code) {
-    case AgentCode.InvalidArgument: return { status: 400, body: body(code, message) };
+    case AgentCode.InvalidArgument:
+    case 'SLUICE_E_LISTS_TOO_LARGE': return { status: 400, body: body(code, message) };
     case AgentCode.NotProtected:
     case AgentCode.NoIface:
     case AgentCode.NoNetns: return { status: 503, body: body(code, message) };

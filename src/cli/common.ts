@@ -123,7 +123,7 @@ export function human(bytes: number): string {
 export function failure(e: unknown): { code: number; message: string } {
   const err = e as { code?: string; message?: string };
   const message = e instanceof Error ? e.message : String(e);
-  if (e instanceof PolicyError || err.code === AgentCode.InvalidArgument || err.code === 'SLUICE_E_CONFIG') return { code: EXIT.usage, message };
+  if (e instanceof PolicyError || err.code === AgentCode.InvalidArgument || err.code === 'SLUICE_E_CONFIG' || err.code === 'SLUICE_E_LISTS_TOO_LARGE') return { code: EXIT.usage, message };
   if (err.code === AgentCode.NotProtected) return { code: EXIT.notProtected, message };
   if (err.code === ErrorCode.Permission) return { code: EXIT.permission, message };
   return { code: EXIT.error, message };

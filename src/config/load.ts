@@ -28,6 +28,8 @@ export interface InterfaceConfig {
   mode: 'auto' | 'native' | 'generic';
   maxEntries: number;
   maxRules: number;
+  /** Entries the compiled lists may have (sl_lists holds two halves of it). */
+  maxListEntries: number;
   limits: Limits;
   lists: Lists;
   malformedDrop: boolean;
@@ -291,6 +293,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
       mode: i.mode,
       maxEntries: i.max_entries,
       maxRules: i.max_rules,
+      maxListEntries: i.max_list_entries,
       limits,
       lists: {
         mgmt: uniq([...pol?.lists.mgmt ?? [], ...i.lists?.mgmt ?? []]),

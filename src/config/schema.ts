@@ -124,6 +124,8 @@ export const interfaceSchema = z.strictObject({
     .pipe(z.number().max(MAX_MAX_ENTRIES, { error: `max_entries must be at most ${MAX_MAX_ENTRIES}` }))
     .default(DEFAULT_MAX_ENTRIES),
   max_rules: wholeIn('max_rules', 2, MAX_MAX_RULES).default(DEFAULT_MAX_RULES),
+  /** Entries the compiled allow/deny/management lists may have; fixed at load. */
+  max_list_entries: wholeIn('max_list_entries', 1, 1 << 24).default(65536),
   limits: limitsSchema.optional(),
   lists: listsSchema.optional(),
   malformed: oneOf(['pass', 'drop']).default('pass'),

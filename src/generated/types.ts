@@ -97,6 +97,7 @@ export const Defaults = {
   AGG_KEYS: 16384,
   NEW_STATES: 100000,
   PENALTY_MAX: 65536,
+  LIST_MAX: 65536,
 } as const;
 
 export interface Limit {
@@ -234,11 +235,13 @@ export interface Half {
   any: Cands;
   n_geo: number;
   geo_version: number;
-  pad: number;
+  n_lists: number;
   geo_hash: bigint;
+  malformed_drop: number;
+  pad: Buffer;
 }
 
-export const SL_HALF_SIZE = 64;
+export const SL_HALF_SIZE = 72;
 
 export function decodeHalf(b: Buffer, off = 0): Half {
   return {
@@ -247,20 +250,24 @@ export function decodeHalf(b: Buffer, off = 0): Half {
     any: decodeCands(b, off + 8),
     n_geo: b.readUInt32LE(off + 44),
     geo_version: b.readUInt32LE(off + 48),
-    pad: b.readUInt32LE(off + 52),
+    n_lists: b.readUInt32LE(off + 52),
     geo_hash: b.readBigUInt64LE(off + 56),
+    malformed_drop: b.readUInt8(off + 64),
+    pad: Buffer.from(b.subarray(off + 65, off + 65 + 7)),
   };
 }
 
-export function encodeHalf(v: Partial<Half>, b: Buffer = Buffer.alloc(64), off = 0): Buffer {
-  if (b.length < off + 64) throw new TypeError(`sl_half needs 64 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeHalf(v: Partial<Half>, b: Buffer = Buffer.alloc(72), off = 0): Buffer {
+  if (b.length < off + 72) throw new TypeError(`sl_half needs 72 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 0); }
   if (v.n_cidr !== undefined) { b.writeUInt32LE(v.n_cidr, off + 4); }
   if (v.any !== undefined) { encodeCands(v.any, b, off + 8); }
   if (v.n_geo !== undefined) { b.writeUInt32LE(v.n_geo, off + 44); }
   if (v.geo_version !== undefined) { b.writeUInt32LE(v.geo_version, off + 48); }
-  if (v.pad !== undefined) { b.writeUInt32LE(v.pad, off + 52); }
+  if (v.n_lists !== undefined) { b.writeUInt32LE(v.n_lists, off + 52); }
   if (v.geo_hash !== undefined) { b.writeBigUInt64LE(BigInt(v.geo_hash), off + 56); }
+  if (v.malformed_drop !== undefined) { b.writeUInt8(v.malformed_drop, off + 64); }
+  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 65, 0, 7); }
   return b;
 }
 
@@ -518,10 +525,8 @@ export function encodeFragVal(v: Partial<FragVal>, b: Buffer = Buffer.alloc(8), 
 
 export interface Config {
   version: number;
-  malformed_drop: number;
-  has_lists: number;
   events_off: number;
-  pad: number;
+  pad: Buffer;
   events_per_sec: number;
   new_states_per_sec: number;
 }
@@ -531,10 +536,8 @@ export const SL_CONFIG_SIZE = 16;
 export function decodeConfig(b: Buffer, off = 0): Config {
   return {
     version: b.readUInt32LE(off + 0),
-    malformed_drop: b.readUInt8(off + 4),
-    has_lists: b.readUInt8(off + 5),
-    events_off: b.readUInt8(off + 6),
-    pad: b.readUInt8(off + 7),
+    events_off: b.readUInt8(off + 4),
+    pad: Buffer.from(b.subarray(off + 5, off + 5 + 3)),
     events_per_sec: b.readUInt32LE(off + 8),
     new_states_per_sec: b.readUInt32LE(off + 12),
   };
@@ -543,10 +546,8 @@ export function decodeConfig(b: Buffer, off = 0): Config {
 export function encodeConfig(v: Partial<Config>, b: Buffer = Buffer.alloc(16), off = 0): Buffer {
   if (b.length < off + 16) throw new TypeError(`sl_config needs 16 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 0); }
-  if (v.malformed_drop !== undefined) { b.writeUInt8(v.malformed_drop, off + 4); }
-  if (v.has_lists !== undefined) { b.writeUInt8(v.has_lists, off + 5); }
-  if (v.events_off !== undefined) { b.writeUInt8(v.events_off, off + 6); }
-  if (v.pad !== undefined) { b.writeUInt8(v.pad, off + 7); }
+  if (v.events_off !== undefined) { b.writeUInt8(v.events_off, off + 4); }
+  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 5, 0, 3); }
   if (v.events_per_sec !== undefined) { b.writeUInt32LE(v.events_per_sec, off + 8); }
   if (v.new_states_per_sec !== undefined) { b.writeUInt32LE(v.new_states_per_sec, off + 12); }
   return b;

@@ -5,7 +5,7 @@
  */
 import type { BpfMap } from '../ebpf';
 import {
-  decodeConfig, decodeCounters, decodeHalf, decodeListVal, decodeLpmKey, decodePenalty, decodeRule, encodeCands, encodeConfig,
+  decodeCands, decodeConfig, decodeCounters, decodeHalf, decodeListVal, decodeLpmKey, decodePenalty, decodeRule, encodeCands, encodeConfig,
   encodeGeoVal, encodeHalf, encodeListVal, encodeLpmKey, encodeRule, type Config, type Counters, type Rule,
   SL_GEO_VAL_SIZE,
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
@@ -37,6 +37,25 @@ export const RULE_SIZED_MAPS: Record<string, (maxRules: number) => number> = {
   stats_map: (n) => n + 1,
   sl_agg: (n) => n,
 };
+
+/** What one transaction changes (Limiter.apply); what it leaves out stays as the live half has it. */
+export interface Change {
+  policy?: PolicySpec;
+  /** With policy: the GeoIP dataset of the new half (null or absent: none). */
+  geo?: { entries: GeoEntry[]; hash: bigint } | null;
+  lists?: Lists;
+  malformedDrop?: boolean;
+}
+
+/** Lists that compile to more trie entries than one half of sl_lists holds. */
+export class ListsTooLargeError extends Error {
+  readonly code = 'SLUICE_E_LISTS_TOO_LARGE';
+  constructor(readonly entries: number, readonly capacity: number) {
+    super(`the lists compile to ${entries} entries, and this data path holds ${capacity} per policy half: ` +
+      `raise max_list_entries (config) or --max-list-entries (sluice up; takes a restart of the protection with --reset-state), or shorten the lists. Nothing was changed`);
+    this.name = 'ListsTooLargeError';
+  }
+}
 
 /** Source prefix -> GeoIP tier (1..255), as compiled by src/limiter/geoip.ts. */
 export interface GeoEntry {
@@ -123,81 +142,178 @@ export class Limiter {
 
   /**
    * Compile and apply a policy atomically. An invalid policy throws PolicyError before anything is
-   * written; the data path sees the old policy until the one write that flips the version.
+   * written; the data path sees the old policy until the one write that flips the version. The
+   * lists and the malformed verdict stay as they are.
    */
   applyPolicy(spec: PolicySpec, geo?: { entries: GeoEntry[]; hash: bigint }): CompiledPolicy {
-    const compiled = compilePolicy(spec, this.maxRules);
-    const cur = this.config();
-    const version = (cur.version + 1) >>> 0;
-    const half = version & 1;
-    const idle = decodeHalf(this.maps.sl_policy.lookup(u32key(half))!);
+    return this.apply({ policy: spec, geo: geo ?? null }).compiled!;
+  }
 
-    // Epochs: a rule keeps its keys' state unless its algorithm or window changed. A new epoch
-    // is the new version number, which no state can carry yet.
-    // Slots that the live policy did not use carry an older version.
-    const live = new Map<number, Rule>();
-    for (const r of this.rulesOf(cur.version & 1)) if (r.version === cur.version) live.set(r.id, r);
+  /** Make the lists exactly these, in one flip (the rules stay as they are). Returns the trie's entries. */
+  applyLists(lists: Lists): number {
+    return this.apply({ lists }).listEntries;
+  }
 
-    this.waitForReaders();
-    compiled.rules.forEach((r, slot) => {
-      const prev = live.get(r.id);
-      const epoch = prev && prev.alg === r.alg && prev.window_ms === r.window_ms ? prev.epoch : version;
-      this.maps.sl_rules.update(u32key(half * this.maxRules + slot), encodeRule({ ...r, version, epoch }, Buffer.alloc(SL_RULE_SIZE)));
-    });
-    for (const key of [...this.maps.sl_cidr.keys()]) {
-      if (decodeLpmKey(key).half === half) this.maps.sl_cidr.delete(key);
-    }
-    for (const c of compiled.cidrs) {
-      const key = encodeLpmKey({ prefixlen: 32 + c.plen, half, family: c.family, addr: c.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
-      this.maps.sl_cidr.update(key, encodeCands({ version, n: c.slots.length, slot: c.slots }));
-    }
-    // The GeoIP entries of this half are rewritten only when the dataset differs from the one
-    // the half already holds (a dataset is large; most policy changes do not touch it).
-    const geoEntries = geo?.entries ?? [];
-    const geoHash = geo?.hash ?? 0n;
-    let geoVersion = idle.geo_version;
-    if (idle.geo_hash !== geoHash || idle.n_geo !== geoEntries.length || (geoEntries.length && idle.geo_version === 0)) {
-      geoVersion = version;
-      for (const key of [...this.maps.sl_geo.keys()]) if (decodeLpmKey(key).half === half) this.maps.sl_geo.delete(key);
-      const val = Buffer.alloc(SL_GEO_VAL_SIZE);
-      for (const g of geoEntries) {
-        const key = encodeLpmKey({ prefixlen: 32 + g.plen, half, family: g.family, addr: g.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
-        this.maps.sl_geo.update(key, encodeGeoVal({ version: geoVersion, tier: g.tier }, val));
-      }
-    }
-    this.maps.sl_policy.update(u32key(half), encodeHalf({
-      version,
-      n_cidr: compiled.cidrs.length,
-      any: { version, n: compiled.any.length, slot: compiled.any },
-      n_geo: geoEntries.length,
-      geo_version: geoVersion,
-      geo_hash: geoHash,
-    }));
-    // The flip. Only the version changes, so the rest of config_map is rewritten byte for byte.
-    this.maps.config_map.update(u32key(0), encodeConfig({ ...cur, version }, Buffer.alloc(SL_CONFIG_SIZE)));
-    return compiled;
+  /** Drop (or pass) malformed frames, in one flip; none when that is already the live verdict. */
+  setMalformedDrop(drop: boolean): void {
+    const live = decodeHalf(this.maps.sl_policy.lookup(u32key(this.version() & 1))!);
+    if (!!live.malformed_drop !== drop) this.apply({ malformedDrop: drop });
+  }
+
+  /** Entries of one list half: sl_lists holds two halves. */
+  listCapacity(): number {
+    return Math.floor(this.maps.sl_lists.maxEntries / 2);
   }
 
   /**
-   * Make sl_lists hold exactly these lists. Entries are added or changed before stale ones are
-   * removed, so a prefix that stays listed is never missing; the lookup is switched on before the
-   * first entry matters and off only once the trie is empty.
+   * One change, as one transaction: rules, CIDRs, GeoIP entries, lists and the malformed verdict
+   * are all written into the idle half, and one write of the version makes all of them live at
+   * once, so a packet sees either the old half or the new one, never a mix. What the change does
+   * not name is carried over from the live half. Everything is checked (the policy compiled, the
+   * lists sized) before the first write; a refusal changes nothing.
    */
-  applyLists(lists: Lists): number {
-    const entries = compileLists(lists);
-    const trie = this.maps.sl_lists;
-    const keyOf = (e: { family: number; plen: number; addr: Buffer }): Buffer =>
-      encodeLpmKey({ prefixlen: 32 + e.plen, half: 0, family: e.family, addr: e.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
-    const wanted = new Map(entries.map((e) => [keyOf(e).toString('hex'), e.flags]));
-    if (entries.length) this.setConfig({ has_lists: 1 });
-    for (const [hex, flags] of wanted) {
-      const key = Buffer.from(hex, 'hex');
-      const cur = trie.lookup(key);
-      if (!cur || decodeListVal(cur).flags !== flags) trie.update(key, encodeListVal({ flags }));
+  apply(change: Change): { compiled?: CompiledPolicy; listEntries: number } {
+    const compiled = change.policy ? compilePolicy(change.policy, this.maxRules) : undefined;
+    const lists = change.lists ? compileLists(change.lists) : undefined;
+    if (lists && lists.length > this.listCapacity()) throw new ListsTooLargeError(lists.length, this.listCapacity());
+
+    const cur = this.config();
+    const version = (cur.version + 1) >>> 0;
+    const half = version & 1;
+    const liveHalf = cur.version & 1;
+    const live = decodeHalf(this.maps.sl_policy.lookup(u32key(liveHalf))!);
+    const idle = decodeHalf(this.maps.sl_policy.lookup(u32key(half))!);
+    // Before the first write: no packet may still read the idle half (it was live two flips ago).
+    this.waitForReaders();
+
+    // Rules and candidates.
+    const liveRules = new Map<number, Rule>();
+    const liveSlots: Rule[] = this.rulesOf(liveHalf);
+    for (const r of liveSlots) if (r.version === cur.version) liveRules.set(r.id, r);
+    let nCidr: number;
+    let any: number[];
+    if (compiled) {
+      // Epochs: a rule keeps its keys' state unless its algorithm or window changed. A new epoch
+      // is the new version number, which no state can carry yet.
+      compiled.rules.forEach((r, slot) => {
+        const prev = liveRules.get(r.id);
+        const epoch = prev && prev.alg === r.alg && prev.window_ms === r.window_ms ? prev.epoch : version;
+        this.maps.sl_rules.update(u32key(half * this.maxRules + slot), encodeRule({ ...r, version, epoch }, Buffer.alloc(SL_RULE_SIZE)));
+      });
+      for (const key of [...this.maps.sl_cidr.keys()]) if (decodeLpmKey(key).half === half) this.maps.sl_cidr.delete(key);
+      for (const c of compiled.cidrs) {
+        const key = encodeLpmKey({ prefixlen: 32 + c.plen, half, family: c.family, addr: c.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
+        this.maps.sl_cidr.update(key, encodeCands({ version, n: c.slots.length, slot: c.slots }));
+      }
+      nCidr = compiled.cidrs.length;
+      any = compiled.any;
+    } else {
+      // The live rules, as they are, under the new version (epochs kept: their state stays valid).
+      liveSlots.forEach((r, slot) => {
+        if (r.version === cur.version) this.maps.sl_rules.update(u32key(half * this.maxRules + slot), encodeRule({ ...r, version }, Buffer.alloc(SL_RULE_SIZE)));
+      });
+      const keep: [Buffer, Buffer][] = [];
+      for (const key of [...this.maps.sl_cidr.keys()]) {
+        const h = decodeLpmKey(key).half;
+        if (h === half) this.maps.sl_cidr.delete(key);
+        else if (h === liveHalf) keep.push([key, this.maps.sl_cidr.lookup(key)!]);
+      }
+      for (const [key, val] of keep) {
+        const k = Buffer.from(key);
+        k.writeUInt8(half, 4); // sl_lpm_key.half
+        const c = decodeCands(val);
+        this.maps.sl_cidr.update(k, encodeCands({ ...c, version }));
+      }
+      nCidr = live.n_cidr;
+      any = live.any.slot.slice(0, live.any.n);
     }
-    if (!entries.length) this.setConfig({ has_lists: 0 });
-    for (const key of [...trie.keys()]) if (!wanted.has(key.toString('hex'))) trie.delete(key);
-    return entries.length;
+
+    // GeoIP: rewritten only when this half does not already hold the dataset (a dataset is large;
+    // most changes do not touch it).
+    const geo = compiled ? change.geo ?? null : undefined;
+    let geoHash: bigint;
+    let nGeo: number;
+    let geoVersion = idle.geo_version;
+    if (geo !== undefined) {
+      geoHash = geo?.hash ?? 0n;
+      nGeo = geo?.entries.length ?? 0;
+      if (idle.geo_hash !== geoHash || idle.n_geo !== nGeo || (nGeo && idle.geo_version === 0)) {
+        geoVersion = version;
+        this.rewriteHalf(this.maps.sl_geo, half, (geo?.entries ?? []).map((g) => [g, encodeGeoVal({ version: geoVersion, tier: g.tier }, Buffer.alloc(SL_GEO_VAL_SIZE))]));
+      }
+    } else {
+      geoHash = live.geo_hash;
+      nGeo = live.n_geo;
+      if (idle.geo_hash !== live.geo_hash || idle.n_geo !== live.n_geo || idle.geo_version !== live.geo_version) {
+        geoVersion = live.geo_version;
+        this.copyHalf(this.maps.sl_geo, liveHalf, half);
+      }
+    }
+
+    // Lists: the idle half is brought to the wanted entries by difference (it usually holds what
+    // was live a flip ago, so a `deny add` writes one entry, not the whole list).
+    let nLists: number;
+    if (lists) {
+      this.syncHalf(this.maps.sl_lists, half, lists.map((e) => [e, encodeListVal({ flags: e.flags })]));
+      nLists = lists.length;
+    } else {
+      this.syncHalf(this.maps.sl_lists, half, this.entriesOf(this.maps.sl_lists, liveHalf));
+      nLists = live.n_lists;
+    }
+
+    this.maps.sl_policy.update(u32key(half), encodeHalf({
+      version,
+      n_cidr: nCidr,
+      any: { version, n: any.length, slot: any },
+      n_geo: nGeo,
+      geo_version: geoVersion,
+      geo_hash: geoHash,
+      n_lists: nLists,
+      malformed_drop: change.malformedDrop === undefined ? live.malformed_drop : change.malformedDrop ? 1 : 0,
+    }));
+    // The flip. Only the version changes, so the rest of config_map is rewritten byte for byte.
+    this.maps.config_map.update(u32key(0), encodeConfig({ ...cur, version }, Buffer.alloc(SL_CONFIG_SIZE)));
+    return { compiled, listEntries: nLists };
+  }
+
+  /** The lists of the live half, as the trie holds them (effective flags). */
+  liveListEntries(): { family: number; plen: number; addr: Buffer; flags: number }[] {
+    return this.entriesOf(this.maps.sl_lists, this.version() & 1).map(([e, v]) => ({ ...e, flags: decodeListVal(v).flags }));
+  }
+
+  private keyOf(half: number, e: { family: number; plen: number; addr: Buffer }): Buffer {
+    return encodeLpmKey({ prefixlen: 32 + e.plen, half, family: e.family, addr: e.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
+  }
+
+  /** The entries of one half of an LPM trie of struct sl_lpm_key, with their values. */
+  private entriesOf(trie: BpfMap, half: number): [{ family: number; plen: number; addr: Buffer }, Buffer][] {
+    const out: [{ family: number; plen: number; addr: Buffer }, Buffer][] = [];
+    for (const key of [...trie.keys()]) {
+      const k = decodeLpmKey(key);
+      if (k.half !== half) continue;
+      const v = trie.lookup(key);
+      if (v) out.push([{ family: k.family, plen: k.prefixlen - 32, addr: Buffer.from(k.addr) }, v]);
+    }
+    return out;
+  }
+
+  /** Make one half of a trie hold exactly these entries, writing only what differs. */
+  private syncHalf(trie: BpfMap, half: number, wanted: [{ family: number; plen: number; addr: Buffer }, Buffer][]): void {
+    const want = new Map(wanted.map(([e, v]) => [this.keyOf(half, e).toString('hex'), v]));
+    const have = new Map(this.entriesOf(trie, half).map(([e, v]) => [this.keyOf(half, e).toString('hex'), v]));
+    for (const hex of have.keys()) if (!want.has(hex)) trie.delete(Buffer.from(hex, 'hex'));
+    for (const [hex, v] of want) if (!have.get(hex)?.equals(v)) trie.update(Buffer.from(hex, 'hex'), v);
+  }
+
+  /** Replace one half of a trie with these entries. */
+  private rewriteHalf(trie: BpfMap, half: number, entries: [{ family: number; plen: number; addr: Buffer }, Buffer][]): void {
+    for (const key of [...trie.keys()]) if (decodeLpmKey(key).half === half) trie.delete(key);
+    for (const [e, v] of entries) trie.update(this.keyOf(half, e), v);
+  }
+
+  /** Copy one half of a trie over the other. */
+  private copyHalf(trie: BpfMap, from: number, to: number): void {
+    this.rewriteHalf(trie, to, this.entriesOf(trie, from));
   }
 
   /** Counters of one slot of stats_map, summed over CPUs. */

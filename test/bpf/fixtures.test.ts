@@ -29,7 +29,7 @@ function snapshot(): Map<string, Counters> {
 
 for (const f of FIXTURES) {
   test(f.name, async () => {
-    dp.limiter.setConfig({ malformed_drop: f.malformedDrop ? 1 : 0 });
+    dp.limiter.setMalformedDrop(!!f.malformedDrop);
     const before = snapshot();
     const verdict = await dp.run(f.packet, f.repeat ?? 1);
     const afterSnap = snapshot();

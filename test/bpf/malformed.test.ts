@@ -51,7 +51,7 @@ function moved(before: Counters[], afterC: Counters[]): { slot: number; reason: 
 for (const malformedDrop of [false, true]) {
   for (const [name, full] of VALID) {
     test(`${name}: every cut from 0 to ${full.length} bytes${malformedDrop ? ', malformed dropped' : ''}`, async () => {
-      dp.limiter.setConfig({ malformed_drop: malformedDrop ? 1 : 0 });
+      dp.limiter.setMalformedDrop(!!malformedDrop);
       const slots = (): Counters[] => [dp.limiter.counters(0), dp.limiter.globalCounters()];
       for (let n = 0; n <= full.length; n++) {
         const cut = full.subarray(0, n);

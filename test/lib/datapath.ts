@@ -22,6 +22,8 @@ export interface LoadOptions {
   object?: string;
   maxEntries?: number;
   maxRules?: number;
+  /** Entries of one half of sl_lists (the trie holds two). */
+  maxListEntries?: number;
 }
 
 export class TestDatapath {
@@ -48,6 +50,7 @@ export class TestDatapath {
   static async load(o: LoadOptions = {}): Promise<TestDatapath> {
     const spec = ObjectSpec.open(o.object ?? TEST_OBJECT);
     if (o.maxEntries) spec.setMaxEntries('rate_limit_map', o.maxEntries);
+    if (o.maxListEntries) spec.setMaxEntries('sl_lists', 2 * o.maxListEntries);
     const maxRules = o.maxRules ?? 1024;
     for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) spec.setMaxEntries(name, size(maxRules));
     spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus() });

@@ -9,6 +9,7 @@ interface UpOpts extends PlaceOptions, LimitOptions {
   mode: 'auto' | 'native' | 'generic';
   maxEntries?: number;
   maxRules?: number;
+  maxListEntries?: number;
   object?: string;
   resetState?: boolean;
   policy?: string;
@@ -37,6 +38,7 @@ Examples:
     .addOption(new Option('--mode <mode>', 'XDP mode; auto tries native, then generic').choices(['auto', 'native', 'generic']).default('auto'))
     .option('--max-entries <n>', 'per-client state entries (LRU), fixed at load', parsed((v) => parseRate(v, 'max entries', 16)))
     .option('--max-rules <n>', 'rule slots, fixed at load', parsed((v) => parseRate(v, 'max rules', 2)))
+    .option('--max-list-entries <n>', 'entries the compiled allow/deny/management lists may have, fixed at load (default 65536)', parsed((v) => parseRate(v, 'max list entries', 1)))
     .option('--object <path>', 'the BPF object to load (default: bpf/sluice.bpf.o)')
     .option('--policy <file>', 'a policy file (rules, lists, GeoIP tiers; see docs/policy.md); limits on the command line override its defaults')
     .option('--egress', 'also enforce at tc egress (implied by a policy with egress rules)')
@@ -52,6 +54,7 @@ Examples:
         mode: o.mode,
         ...(o.maxEntries !== undefined ? { maxEntries: o.maxEntries } : {}),
         ...(o.maxRules !== undefined ? { maxRules: o.maxRules } : {}),
+        ...(o.maxListEntries !== undefined ? { maxListEntries: o.maxListEntries } : {}),
         ...(o.object !== undefined ? { object: o.object } : {}),
         resetState: !!o.resetState,
         limits: { ...pf?.limits, ...limitsFrom(o) },

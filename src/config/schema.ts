@@ -159,8 +159,18 @@ export const apiSchema = z.strictObject({
   }, { error: (iss) => `expected a mapping { listen: HOST:PORT, token_file: PATH }, got ${shown(iss.input)}` }).nullable().optional(),
 }, { error: (iss) => `expected a mapping with socket and/or tcp, got ${shown(iss.input)}` });
 
+/**
+ * Why `interfaces` is refused. Never "none" by omission: a file cut short (`interfaces:` with
+ * nothing under it) or without the key must not take every protection down; `[]` says so on purpose.
+ */
+export function interfacesMessage(v: unknown): string {
+  if (v === undefined) return 'required: the list of interfaces to protect (a file without it may have been caught half-written); write `interfaces: []` to protect none on purpose';
+  if (v === null) return '`interfaces:` has nothing under it (a file cut short?): list the interfaces to protect, or write `interfaces: []` to protect none on purpose';
+  return `expected a list of interfaces, got ${shown(v)}`;
+}
+
 export const configSchema = z.strictObject({
-  interfaces: z.array(interfaceSchema, { error: (iss) => `expected a list of interfaces, got ${shown(iss.input)}` }).nullable().default([]),
+  interfaces: z.array(interfaceSchema, { error: (iss) => interfacesMessage(iss.input) }),
   api: apiSchema.prefault({}),
   log: z.strictObject({ level: oneOf(LOG_LEVELS).default('info') }, {
     error: (iss) => `expected a mapping { level: info }, got ${shown(iss.input)}`,

@@ -1,10 +1,13 @@
 /**
- * One validator of names for every way in (issue 11, step 1), without the kernel: the
+ * One validator of names for every way in (issue 11, steps 1 and 5), without the kernel: the
  * validator itself, the config file, the HTTP API (inject, over a backend that records what reaches
- * it), and the path assertion of the pin and settings paths.
+ * it), the path assertion of the pin and settings paths, and a config that would unprotect
+ * everything (`interfaces:` with nothing under it, or missing), refused by `sluice run` at start.
  */
 import { PIN_ROOT, removePrivateRoots, STATE_DIR } from '../lib/private-root';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import pino from 'pino';
@@ -12,6 +15,7 @@ import { ifaceNameProblem, netnsNameProblem } from '../../src/agent/names';
 import { pinDir, settingsPath, under } from '../../src/agent/state';
 import { buildApi, type ApiBackend, type PlaceQuery } from '../../src/api/server';
 import { ConfigError, parseConfig } from '../../src/config';
+import { SLUICE } from './helpers';
 
 after(() => removePrivateRoots());
 
@@ -70,6 +74,30 @@ test('the config refuses names that are not names, with the validator\'s message
   assert.match(bad[2]!.message, /empty/);
   const c = parseConfig(`interfaces:\n  - { iface: eth0, netns: ${GOOD_NETNS[2]} }\n`, join(STATE_DIR, 'ok.yaml'));
   assert.equal(c.interfaces[0]!.netns, GOOD_NETNS[2]);
+});
+
+test('a config that would unprotect everything is refused: `interfaces:` with nothing under it, or no interfaces key', () => {
+  let ps = configProblems('interfaces:\n');
+  assert.equal(ps.length, 1);
+  assert.equal(ps[0]!.path, 'interfaces');
+  assert.match(ps[0]!.message, /has nothing under it .*write `interfaces: \[\]` to protect none/);
+  ps = configProblems('interfaces: ~\nlog: { level: info }\n');
+  assert.match(ps[0]!.message, /has nothing under it/);
+  ps = configProblems('log: { level: info }\nreconcile_interval: 5s\n');
+  assert.equal(ps[0]!.path, 'interfaces');
+  assert.match(ps[0]!.message, /required: .*`interfaces: \[\]`/);
+  assert.match(configProblems('\n# just a comment\n')[0]!.message, /the file is empty/);
+  assert.equal(parseConfig('interfaces: []\n', join(STATE_DIR, 'none.yaml')).interfaces.length, 0, 'the explicit way to say none');
+});
+
+test('sluice run refuses such a file at start (exit 2) before it touches anything', async () => {
+  const file = join(STATE_DIR, 'truncated.yaml');
+  writeFileSync(file, `api: { socket: ${join(STATE_DIR, 'api.sock')} }\ninterfaces:\n`);
+  const r = await new Promise<{ code: number; stderr: string; stdout: string }>((res) => {
+    execFile(process.execPath, [SLUICE, 'run', '--config', file], { timeout: 30_000 }, (err, stdout, stderr) => res({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }));
+  });
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stderr, /interfaces: `interfaces:` has nothing under it/);
 });
 
 test('the API refuses such names (400, every problem listed) before they reach the daemon', async () => {

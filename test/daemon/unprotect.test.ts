@@ -1,9 +1,11 @@
 /**
- * Nothing unprotects a machine by accident, in the daemon (issue 11, step 5), over a daemon
+ * Nothing unprotects a machine by accident, in the daemon (issue 11, steps 5 and 6), over a daemon
  * running in this process on two veths in a namespace this test creates, with pins and settings
  * under private roots (test/lib/private-root.ts):
  *  - a reload of a file cut short (`interfaces:` with nothing under it) or without `interfaces` is
  *    refused: both interfaces stay protected, and sluice_up stays 1 because they really are;
+ *  - a link detached by hand is not "adopted" as if it still protected: the daemon logs that it
+ *    vanished once, attaches afresh, and the interface runs the program again;
  *  - `interfaces: []` takes everything down, and the log says so first.
  */
 import { PIN_ROOT, removePrivateRoots, STATE_DIR } from '../lib/private-root';
@@ -17,8 +19,8 @@ import { Protection } from '../../src/agent/protection';
 import type { Place } from '../../src/agent/state';
 import { ConfigError } from '../../src/config';
 import { Link } from '../../src/ebpf';
-import { assertNoLeftovers, Testbed } from '../lib/netns';
-import { writeConfig } from './helpers';
+import { assertNoLeftovers, run, Testbed } from '../lib/netns';
+import { sleep, writeConfig } from './helpers';
 
 const tb = new Testbed();
 const configFile = join(STATE_DIR, 'sluice.yaml');
@@ -94,6 +96,31 @@ test('a reload of a file cut short (`interfaces:` and nothing under it) or witho
   }
   writeConfig(configFile, config(places));
   await daemon.reload('test');
+});
+
+test('a link detached by hand is repaired, not adopted: "vanished" once, attached again, sluice_up 1 because it runs', async () => {
+  const p = places[0]!;
+  const l = Link.fromPin(join(PIN_ROOT, p.netns!, p.iface, 'link'));
+  const id = l.info().id;
+  l.close();
+  const n = logs.length;
+  const r = await run('bpftool', ['link', 'detach', 'id', String(id)]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(await xdpProg(p), undefined, 'detached: the interface runs nothing');
+  const deadline = Date.now() + 8000;
+  while (Date.now() < deadline && !logs.slice(n).some((x) => x.event === 'attached' && x['iface'] === p.iface)) await sleep(100);
+  const mine = logs.slice(n).filter((x) => x['iface'] === p.iface);
+  assert.ok(mine.some((x) => x.event === 'attached'), `attached again; logged: ${mine.map((x) => `${x.event}: ${x.msg}`).join('\n')}`);
+  assert.ok(mine.some((x) => x.event === 'up_warning' && /does not protect it \(link \d+ is detached/.test(x.msg)), 'says why it attached afresh');
+  assert.ok(!mine.some((x) => x.event === 'adopted'), 'a defunct link is never "adopted"');
+  await assertProtected(p, 'after the repair');
+  // And it stays repaired: no more "vanished" over the next reconciles.
+  const m = logs.length;
+  await sleep(2600);
+  const later = logs.slice(m).filter((x) => x['iface'] === p.iface && (x.event === 'vanished' || x.event === 'adopted' || x.event === 'attached'));
+  assert.deepEqual(later.map((x) => x.event), [], 'no vanished/re-adopt loop');
+  assert.equal(mine.filter((x) => x.event === 'vanished').length, 1, 'vanished logged once');
+  await assertProtected(places[1]!, 'the other interface');
 });
 
 test('`interfaces: []` takes every interface down, and the log says so first', async () => {

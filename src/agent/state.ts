@@ -127,14 +127,28 @@ export function under(root: string, ...parts: string[]): string {
   return path;
 }
 
+/**
+ * A name as one path component: bpffs refuses "." in names (EPERM), and a VLAN interface is
+ * eth0.100, so "." is written %2E and "%" %25. Names without either (nearly all) are unchanged,
+ * so pins made before keep their paths.
+ */
+export function pathName(name: string): string {
+  return name.replace(/[%.]/g, (c) => (c === '%' ? '%25' : '%2E'));
+}
+
+/** The name a path component written by pathName() stands for. */
+export function nameOfPath(component: string): string {
+  return component.replace(/%(25|2E)/gi, (_, h: string) => (h === '25' ? '%' : '.'));
+}
+
 export function pinDir(p: Place): string {
   assertPlace(p);
-  return under(PIN_ROOT, scopeOf(p.netns), p.iface);
+  return under(PIN_ROOT, pathName(scopeOf(p.netns)), pathName(p.iface));
 }
 
 export function settingsPath(p: Place): string {
   assertPlace(p);
-  return under(STATE_ROOT, scopeOf(p.netns), `${p.iface}.json`);
+  return under(STATE_ROOT, pathName(scopeOf(p.netns)), `${pathName(p.iface)}.json`);
 }
 
 export function loadSettings(p: Place): Settings | undefined {
@@ -164,10 +178,10 @@ export function listPlaces(): Place[] {
   for (const scope of readdirSync(PIN_ROOT)) {
     const dir = join(PIN_ROOT, scope);
     if (!statSync(dir).isDirectory()) continue;
-    for (const iface of readdirSync(dir)) {
-      const p = { iface, netns: scope === 'host' ? null : scope };
+    for (const entry of readdirSync(dir)) {
+      const p = { iface: nameOfPath(entry), netns: scope === 'host' ? null : nameOfPath(scope) };
       // Not made by Sluice (no valid name could make it): not a place, and never opened as one.
-      if (placeProblems(p).length === 0) out.push(p);
+      if (placeProblems(p).length === 0 && pathName(p.iface) === entry && pathName(p.netns ?? 'host') === scope) out.push(p);
     }
   }
   return out.sort((a, b) => `${a.netns ?? ''}/${a.iface}`.localeCompare(`${b.netns ?? ''}/${b.iface}`));
@@ -180,7 +194,7 @@ export function listPlaces(): Place[] {
 export async function withLock<T>(p: Place, fn: () => Promise<T> | T, timeoutMs = 10_000): Promise<T> {
   // Outside the scope directory, so that removing an emptied scope is not blocked by the lock.
   assertPlace(p);
-  const path = under(join(STATE_ROOT, '.locks'), `${scopeOf(p.netns)}--${p.iface}.lock`);
+  const path = under(join(STATE_ROOT, '.locks'), `${pathName(scopeOf(p.netns))}--${pathName(p.iface)}.lock`);
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const deadline = Date.now() + timeoutMs;
   for (;;) {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import pino from 'pino';
 import { ifaceNameProblem, netnsNameProblem } from '../../src/agent/names';
-import { pinDir, settingsPath, under } from '../../src/agent/state';
+import { nameOfPath, pathName, pinDir, settingsPath, under } from '../../src/agent/state';
 import { buildApi, type ApiBackend, type PlaceQuery } from '../../src/api/server';
 import { ConfigError, parseConfig } from '../../src/config';
 import { SLUICE } from './helpers';
@@ -43,6 +43,10 @@ test('pin and settings paths stay under their roots: a name that would climb out
       assert.throws(() => f(p), (e: { code?: string; message: string }) => e.code === 'SLUICE_E_INVALID_ARGUMENT' && /Nothing was changed/.test(e.message), `${f.name}(${JSON.stringify(p)})`);
     }
   }
+  // bpffs refuses "." in names: a VLAN interface (eth0.100) and a namespace "ns.1" get a path all the same.
+  assert.equal(pinDir({ iface: 'eth0.100', netns: 'ns.1' }), join(PIN_ROOT, 'ns%2E1', 'eth0%2E100'));
+  assert.equal(settingsPath({ iface: 'a%b.c', netns: null }), join(STATE_DIR, 'host', 'a%25b%2Ec.json'));
+  for (const n of ['eth0.100', '...', 'a%2Eb', '%', 'plain']) assert.equal(nameOfPath(pathName(n)), n);
   // The second lock, on its own: whatever the names, the path is exactly its levels under the root.
   for (const parts of [['..'], ['a', '..'], ['a', '../..'], ['.'], ['a', ''], ['/etc']]) {
     assert.throws(() => under('/r/o/o/t', ...parts), /refusing the path/, JSON.stringify(parts));

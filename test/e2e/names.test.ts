@@ -103,6 +103,23 @@ test('up and set refuse such names too (exit 2): no pins are made for them', asy
   await assertAllProtected('after up and set with bad names');
 });
 
+test('an interface whose name has a dot (a VLAN\'s eth0.100) is protected and taken down like any other', async () => {
+  const v = await tb.addVeth(cli, srv2);
+  const name = `${v.b.ifname}.7`;
+  for (const args of [[v.b.ifname, 'down'], [v.b.ifname, 'name', name], [name, 'up']]) {
+    const r = await tb.exec(srv2, 'ip', ['link', 'set', 'dev', ...args]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const up = await json<{ action: string; iface: string }>('up', '--iface', name, '--netns', srv2);
+  assert.equal(up.action, 'attached');
+  assert.equal(up.iface, name);
+  const st = await json<{ interfaces: { iface: string; netns: string }[] }>('status');
+  assert.ok(st.interfaces.some((i) => i.iface === name && i.netns === srv2), 'status names it as it is');
+  assert.equal((await json<{ action: string }>('up', '--iface', name, '--netns', srv2)).action, 'adopted');
+  assert.match(await ok('down', '--iface', name, '--netns', srv2), /protection removed/);
+  await assertAllProtected('after the dotted interface came and went');
+});
+
 test('down of one interface takes down that one only', async () => {
   assert.match(await ok('down', '--iface', v1.b.ifname, '--netns', srv), /protection removed/);
   assert.ok(!existsSync(join(PIN_ROOT, srv, v1.b.ifname)), 'its pins are gone');

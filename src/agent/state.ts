@@ -10,7 +10,9 @@
  *
  * <scope> is "host" or the name of the network namespace the interface lives in, so that the same
  * interface name in two namespaces never collides; the settings also record the ifindex, checked
- * again on adoption (a re-created interface is a new one).
+ * again on adoption (a re-created interface is a new one). Names are validated (./names.ts) and
+ * written as one path component each (pathName: bpffs refuses "."), and every path is asserted to
+ * be exactly its place under its root (under()) before anything is written or removed.
  */
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';

@@ -396,6 +396,11 @@ export class Daemon implements ApiBackend {
       this.log.warn({ event: 'api_changed' }, 'the api settings changed: they take effect when the daemon restarts (protection stays in force across a restart)');
     }
     const wanted = new Map(next.interfaces.map((i) => [keyOf(i), i]));
+    const leaving = [...this.managed.values()].filter((m) => !wanted.has(keyOf(m.cfg))).map((m) => where(m.cfg));
+    if (leaving.length && leaving.length === this.managed.size) {
+      this.log.warn({ event: 'removing_all', interfaces: leaving, configured: next.interfaces.length },
+        `this reload takes down every interface the daemon protects (${leaving.join(', ')}): the file ${next.interfaces.length ? `names only others (${next.interfaces.map(where).join(', ')})` : 'asks for none (interfaces: [])'}`);
+    }
     for (const [key, m] of this.managed) {
       if (wanted.has(key)) continue;
       this.close(m);

@@ -162,6 +162,18 @@ function applyAll(limiter: Limiter, s: Settings): void {
   limiter.apply({ policy: policyOf(s), geo: geo ? { entries: geo.entries, hash: geo.hash } : null, lists: s.lists, malformedDrop: s.malformedDrop });
 }
 
+/**
+ * Pin obj at path, replacing what is pinned there without a moment with nothing: pinned beside it
+ * first, then renamed over it (one rename in bpffs). A crash at any point leaves the old pin or the
+ * new one, never none (a missing program pin would make every later `up` fail).
+ */
+function pinReplacing(obj: { pin(path: string): void }, path: string): void {
+  const staged = `${path}_new`; // no dots: bpffs refuses them in names
+  rmSync(staged, { force: true });
+  obj.pin(staged);
+  renameSync(staged, path);
+}
+
 /** Remove the scope's directories (pins and settings) once no interface of it is left. */
 function removeEmptyScope(p: Place): void {
   for (const d of [dirname(pinDir(p)), dirname(settingsPath(p))]) {
@@ -206,9 +218,24 @@ export class Protection {
       const warnings: string[] = [];
       // Settings carry over (limits, rules, lists) even when the pinned state cannot.
       const prior = loadSettings(o);
+      let fresh = false;
       if (existsSync(join(dir, 'link')) && prior && prior.ifindex !== ifidx) {
         warnings.push(`${where(o)} was re-created since it was protected (ifindex ${prior.ifindex}, now ${ifidx}): starting afresh`);
         await Protection.teardown(o);
+        fresh = true;
+      } else if (existsSync(join(dir, 'link')) && prior) {
+        // Pins are not proof of protection: the link may hold nothing (detached by hand, or the
+        // interface or its namespace re-created with the same ifindex). Adopting that would report
+        // a protection that does not run.
+        const why = Protection.defunct(o, ifidx);
+        if (why) {
+          warnings.push(`the pinned link of ${where(o)} does not protect it (${why}; detached by hand, or the interface or its namespace re-created?): attached afresh; limits, rules and lists are kept, per-client state and counters start from zero`);
+          await Protection.teardown(o);
+          fresh = true;
+        }
+      }
+      if (fresh && prior && (Object.keys(prior.plugins.xdp).length || Object.keys(prior.plugins.tc).length)) {
+        warnings.push(`the plugged programs of ${where(o)} went with its old pins: plug them again with \`sluice policy plug\``);
       }
       const lists = o.lists ? normaliseLists(o.lists) : undefined;
       const base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'> = {
@@ -226,7 +253,7 @@ export class Protection {
         egress: o.egress ?? prior?.egress ?? false,
         geoip: o.geoip !== undefined ? o.geoip : prior?.geoip ?? null,
         ruleIds: o.ruleIds ?? prior?.ruleIds ?? {},
-        plugins: prior?.plugins ?? { xdp: {}, tc: {} },
+        plugins: (!fresh && prior?.plugins) || { xdp: {}, tc: {} },
         policyFile: o.policyFile !== undefined ? o.policyFile : prior?.policyFile ?? null,
       };
       validateLimits(base.limits);
@@ -244,6 +271,31 @@ export class Protection {
       }
       return Protection.attachFresh(o, ifidx, base, warnings);
     });
+  }
+
+  /**
+   * Why the pinned link does not protect the interface (ifindex ifidx) now, or undefined when it
+   * does: the link must hold this ifindex and the interface must run the link's program.
+   */
+  private static defunct(p: Place, ifidx: number): string | undefined {
+    let link: Link;
+    try {
+      link = Link.fromPin(join(pinDir(p), 'link'));
+    } catch (e) {
+      return `its link pin cannot be opened: ${(e as Error).message}`;
+    }
+    try {
+      const info = link.info();
+      if (info.ifindex !== ifidx) return info.ifindex === 0 ? `link ${info.id} is detached from every interface` : `link ${info.id} holds ifindex ${info.ifindex}, the interface is ifindex ${ifidx}`;
+      const q = xdpQuery(ifidx, { netns: p.netns ?? undefined });
+      if (![q.progId, q.nativeProgId, q.genericProgId].includes(info.progId)) {
+        const running = q.progId || q.nativeProgId || q.genericProgId;
+        return `the interface runs ${running ? `XDP program ${running}` : 'no XDP program'}, not program ${info.progId} of link ${info.id}`;
+      }
+      return undefined;
+    } finally {
+      link.close();
+    }
   }
 
   private static spec(object: string, maxEntries: number, maxRules: number, maxListEntries: number): ObjectSpec {
@@ -376,14 +428,15 @@ export class Protection {
       }
       coll = await spec.load();
       const link = Link.fromPin(join(dir, 'link'));
-      const pinnedProg = Program.fromPin(join(dir, 'prog'));
+      // A command interrupted before this fix could leave no program pin: then the link's program is re-pinned.
+      const pinnedProg = existsSync(join(dir, 'prog')) ? Program.fromPin(join(dir, 'prog')) : undefined;
+      if (!pinnedProg) warnings.push(`the program pin of ${where(o)} was missing (an interrupted command?): the program is replaced through the link and pinned again`);
       const newProg = coll.programs.get(PROGRAM)!;
       let action: UpResult['action'] = 'adopted';
       try {
-        if (pinnedProg.info().tag !== newProg.info().tag || link.info().progId !== pinnedProg.info().id) {
+        if (!pinnedProg || pinnedProg.info().tag !== newProg.info().tag || link.info().progId !== pinnedProg.info().id) {
           link.update(newProg); // atomic: the interface is never without a program
-          rmSync(join(dir, 'prog'), { force: true });
-          newProg.pin(join(dir, 'prog'));
+          pinReplacing(newProg, join(dir, 'prog'));
           action = 'upgraded';
         }
         // Maps new in this object are pinned alongside the adopted ones, and the stamp covers them.
@@ -401,7 +454,7 @@ export class Protection {
           Protection.detachEgress(o);
         }
       } finally {
-        pinnedProg.close();
+        pinnedProg?.close();
         link.close();
       }
       const settings: Settings = { ...prior, ...base, mode: prior.mode, ifindex: prior.ifindex, mapLayouts: check.digests, attachedAt: prior.attachedAt, updatedAt: '' };
@@ -451,8 +504,7 @@ export class Protection {
         link.close();
       }
       // From here the new program runs on the new maps; the pins follow.
-      rmSync(join(dir, 'prog'), { force: true });
-      prog.pin(join(dir, 'prog'));
+      pinReplacing(prog, join(dir, 'prog'));
       if (base.egress) Protection.attachEgress(o, coll.programs.get(TC_PROGRAM)!, dir);
       else if (prior.egress) Protection.detachEgress(o);
       if (existsSync(join(dir, 'maps'))) renameSync(join(dir, 'maps'), old);
@@ -530,8 +582,7 @@ export class Protection {
     const netns = p.netns ?? undefined;
     tcHookCreate(p.iface, 'egress', { netns });
     tcAttach(p.iface, 'egress', prog, { ...TC_FILTER, replace: true, netns });
-    rmSync(join(dir, 'tc_prog'), { force: true });
-    prog.pin(join(dir, 'tc_prog'));
+    pinReplacing(prog, join(dir, 'tc_prog'));
   }
 
   /** Remove Sluice's egress filter, if any; the qdisc and other filters stay. */

@@ -10,18 +10,23 @@
  *
  * <scope> is "host" or the name of the network namespace the interface lives in, so that the same
  * interface name in two namespaces never collides; the settings also record the ifindex, checked
- * again on adoption (a re-created interface is a new one).
+ * again on adoption (a re-created interface is a new one). Names are validated (./names.ts) and
+ * written as one path component each (pathName: bpffs refuses "."), and every path is asserted to
+ * be exactly its place under its root (under()) before anything is written or removed.
  */
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { GeoConfig } from '../limiter/geoip';
 import type { AlgName } from '../limiter/models';
 import type { Lists } from '../limiter/lists';
 import type { RuleSpec } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
+import { netnsNameProblem, placeProblems } from './names';
 
-export const PIN_ROOT = process.env['SLUICE_PIN_ROOT'] ?? '/sys/fs/bpf/sluice';
-export const STATE_ROOT = process.env['SLUICE_STATE_DIR'] ?? '/run/sluice';
+/** Where pins live; SLUICE_PIN_ROOT moves them (a directory on a bpffs; tests use a private one). */
+export const PIN_ROOT = resolve(process.env['SLUICE_PIN_ROOT'] || '/sys/fs/bpf/sluice');
+/** Where settings and locks live; SLUICE_STATE_DIR moves them. */
+export const STATE_ROOT = resolve(process.env['SLUICE_STATE_DIR'] || '/run/sluice');
 
 export type Mode = 'native' | 'generic';
 
@@ -97,17 +102,57 @@ export interface Place {
   netns: string | null;
 }
 
+/** Refuse a place whose names are not an interface's and a namespace's (src/agent/names.ts). */
+export function assertPlace(p: { iface: unknown; netns?: unknown }): void {
+  const problems = placeProblems(p);
+  if (problems.length) {
+    throw new AgentError(AgentCode.InvalidArgument, `${problems.map((x) => `--${x.key}: ${x.message}`).join('; ')}. Nothing was changed`);
+  }
+}
+
 export function scopeOf(netns: string | null | undefined): string {
-  if (netns === 'host') throw new AgentError(AgentCode.InvalidArgument, 'a network namespace named "host" cannot be told apart from the host scope of the pins: rename it');
-  return netns ?? 'host';
+  if (netns === null || netns === undefined) return 'host';
+  const problem = netnsNameProblem(netns);
+  if (problem) throw new AgentError(AgentCode.InvalidArgument, `--netns: ${problem}. Nothing was changed`);
+  return netns;
+}
+
+/**
+ * root/parts…, asserted to be exactly that many levels below root. Names are validated before
+ * they get here; this is the second lock on the door: a path that resolves anywhere else stops the
+ * command, it never reaches a write or a recursive delete.
+ */
+export function under(root: string, ...parts: string[]): string {
+  const path = resolve(root, ...parts);
+  const rel = relative(root, path);
+  if (rel === '' || isAbsolute(rel) || rel.split(sep).some((s) => s === '..' || s === '.' || s === '') || rel.split(sep).length !== parts.length) {
+    throw new AgentError(AgentCode.InvalidArgument, `refusing the path ${JSON.stringify(path)}: it is not a place of its own under ${root} (names ${JSON.stringify(parts)}). Nothing was changed`);
+  }
+  return path;
+}
+
+/**
+ * A name as one path component: bpffs refuses "." in names (EPERM), and a VLAN interface is
+ * eth0.100, so "." is written %2E and "%" %25. Names without either (nearly all) are unchanged,
+ * so pins made before keep their paths.
+ */
+export function pathName(name: string): string {
+  return name.replace(/[%.]/g, (c) => (c === '%' ? '%25' : '%2E'));
+}
+
+/** The name a path component written by pathName() stands for. */
+export function nameOfPath(component: string): string {
+  return component.replace(/%(25|2E)/gi, (_, h: string) => (h === '25' ? '%' : '.'));
 }
 
 export function pinDir(p: Place): string {
-  return join(PIN_ROOT, scopeOf(p.netns), p.iface);
+  assertPlace(p);
+  return under(PIN_ROOT, pathName(scopeOf(p.netns)), pathName(p.iface));
 }
 
 export function settingsPath(p: Place): string {
-  return join(STATE_ROOT, scopeOf(p.netns), `${p.iface}.json`);
+  assertPlace(p);
+  return under(STATE_ROOT, pathName(scopeOf(p.netns)), `${pathName(p.iface)}.json`);
 }
 
 export function loadSettings(p: Place): Settings | undefined {
@@ -137,7 +182,11 @@ export function listPlaces(): Place[] {
   for (const scope of readdirSync(PIN_ROOT)) {
     const dir = join(PIN_ROOT, scope);
     if (!statSync(dir).isDirectory()) continue;
-    for (const iface of readdirSync(dir)) out.push({ iface, netns: scope === 'host' ? null : scope });
+    for (const entry of readdirSync(dir)) {
+      const p = { iface: nameOfPath(entry), netns: scope === 'host' ? null : nameOfPath(scope) };
+      // Not made by Sluice (no valid name could make it): not a place, and never opened as one.
+      if (placeProblems(p).length === 0 && pathName(p.iface) === entry && pathName(p.netns ?? 'host') === scope) out.push(p);
+    }
   }
   return out.sort((a, b) => `${a.netns ?? ''}/${a.iface}`.localeCompare(`${b.netns ?? ''}/${b.iface}`));
 }
@@ -148,7 +197,8 @@ export function listPlaces(): Place[] {
  */
 export async function withLock<T>(p: Place, fn: () => Promise<T> | T, timeoutMs = 10_000): Promise<T> {
   // Outside the scope directory, so that removing an emptied scope is not blocked by the lock.
-  const path = join(STATE_ROOT, '.locks', `${scopeOf(p.netns)}--${p.iface}.lock`);
+  assertPlace(p);
+  const path = under(join(STATE_ROOT, '.locks'), `${pathName(scopeOf(p.netns))}--${pathName(p.iface)}.lock`);
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const deadline = Date.now() + timeoutMs;
   for (;;) {

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Settings } from '../agent/state';
 import { limitsSchema, pathText, type LimitsInput } from '../config';
-import { shown } from '../config/schema';
+import { ifaceName, netnsName, shown } from '../config/schema';
 import { ApiCode, ApiError, httpError, type Problem } from './errors';
 
 export interface PlaceQuery {
@@ -40,8 +40,7 @@ export interface ApiOptions {
   listener?: string;
 }
 
-const ifaceName = z.string().regex(/^[^/\s:]{1,15}$/, { error: (i) => `${shown(i.input)} is not an interface name` });
-const netnsName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, { error: (i) => `${shown(i.input)} is not a network namespace name` });
+// Names go through the one validator of names (src/agent/names.ts, via the config's schema).
 
 const placeQuery = z.strictObject({ iface: ifaceName, netns: netnsName.optional() });
 const statsQuery = z.strictObject({ iface: ifaceName.optional(), netns: netnsName.optional() })

@@ -4,7 +4,7 @@
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { AgentCode } from '../agent/errors';
-import type { Limits } from '../agent/state';
+import { assertPlace, type Limits } from '../agent/state';
 import { ErrorCode } from '../ebpf';
 import { PolicyError } from '../limiter/policy';
 import type { StateEntry } from '../limiter/top';
@@ -24,8 +24,11 @@ export function placeOptions(cmd: Command): Command {
     .option('--netns <name>', 'the network namespace the interface lives in (see `ip netns list`)');
 }
 
+/** The place the options name, validated (exit code 2 for "", "..", "a/b" …: nothing is touched). */
 export function place(o: PlaceOptions): { iface: string; netns: string | null } {
-  return { iface: o.iface, netns: o.netns ?? null };
+  const p = { iface: o.iface, netns: o.netns ?? null };
+  assertPlace(p);
+  return p;
 }
 
 /** Wrap a parser so that commander reports its message as an invalid argument (exit code 2). */

@@ -13,11 +13,11 @@ import { ConfigError, formatProblem, type ConfigProblem } from './errors';
 import { loadPolicy, type PolicyFile } from './policy-file';
 import type { GeoConfig } from '../limiter/geoip';
 import { z as zod } from 'zod';
-import { configSchema, interfaceSchema, shown, type LimitsInput, LOG_LEVELS } from './schema';
+import { configSchema, interfaceSchema, interfacesMessage, shown, type LimitsInput, LOG_LEVELS } from './schema';
 
 /** The file's top level, interfaces still unchecked (each is checked on its own). */
 const topSchema = configSchema.extend({
-  interfaces: zod.array(zod.unknown(), { error: (iss) => `expected a list of interfaces, got ${shown(iss.input)}` }).nullable().default([]),
+  interfaces: zod.array(zod.unknown(), { error: (iss) => interfacesMessage(iss.input) }),
 });
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -250,7 +250,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
   }
   const parsed = topSchema.safeParse(raw);
   if (!parsed.success) problems.push(...zodProblems(parsed.error, doc, lc));
-  const items = parsed.success ? parsed.data.interfaces ?? [] : Array.isArray((raw as { interfaces?: unknown })?.interfaces) ? (raw as { interfaces: unknown[] }).interfaces : [];
+  const items = parsed.success ? parsed.data.interfaces : Array.isArray((raw as { interfaces?: unknown })?.interfaces) ? (raw as { interfaces: unknown[] }).interfaces : [];
   const good: [number, zod.output<typeof interfaceSchema>][] = [];
   const seen = new Map<string, number>();
   items.forEach((item, n) => {

@@ -8,6 +8,7 @@
  * load.ts, and describe it in docs/config.md.
  */
 import { z } from 'zod';
+import { ifaceNameProblem, netnsNameProblem } from '../agent/names';
 import { formatPrefix, parsePrefix } from '../limiter/policy';
 import { MAX_RATE, parseBytes, parseDurationMs, parseRate } from '../limiter/units';
 
@@ -108,13 +109,13 @@ export const listsSchema = z.strictObject({ mgmt: cidrList, allow: cidrList, den
   error: (iss) => `expected a mapping with mgmt, allow and deny lists, got ${shown(iss.input)}`,
 });
 
-// IFNAMSIZ is 16 with the NUL; '/' and whitespace cannot appear in an interface name.
-const ifaceName = z.string({ error: (iss) => (iss.input === undefined ? 'required: the interface name, e.g. eth1' : `expected an interface name, got ${shown(iss.input)}`) })
-  .regex(/^[^/\s:]{1,15}$/, { error: (iss) => `${shown(iss.input)} is not an interface name (1 to 15 characters, no "/", ":" or spaces)` });
+/** An interface name as the kernel takes it (src/agent/names.ts: the one validator of names). */
+export const ifaceName = z.string({ error: (iss) => (iss.input === undefined ? 'required: the interface name, e.g. eth1' : `expected an interface name, got ${shown(iss.input)}`) })
+  .superRefine((v, ctx) => { const p = ifaceNameProblem(v); if (p) ctx.addIssue({ code: 'custom', message: p, input: v }); });
 
-const netnsName = z.string({ error: (iss) => `expected the name of a network namespace (see \`ip netns list\`), got ${shown(iss.input)}` })
-  .regex(/^[A-Za-z0-9_.-]{1,64}$/, { error: (iss) => `${shown(iss.input)} is not a network namespace name (letters, digits, "_", "-", ".")` })
-  .refine((v) => v !== 'host', { error: 'a network namespace named "host" cannot be told apart from the host scope of the pins: rename it' });
+/** A network namespace name (src/agent/names.ts). */
+export const netnsName = z.string({ error: (iss) => `expected the name of a network namespace (see \`ip netns list\`), got ${shown(iss.input)}` })
+  .superRefine((v, ctx) => { const p = netnsNameProblem(v); if (p) ctx.addIssue({ code: 'custom', message: p, input: v }); });
 
 export const interfaceSchema = z.strictObject({
   iface: ifaceName,
@@ -160,8 +161,18 @@ export const apiSchema = z.strictObject({
   }, { error: (iss) => `expected a mapping { listen: HOST:PORT, token_file: PATH }, got ${shown(iss.input)}` }).nullable().optional(),
 }, { error: (iss) => `expected a mapping with socket and/or tcp, got ${shown(iss.input)}` });
 
+/**
+ * Why `interfaces` is refused. Never "none" by omission: a file cut short (`interfaces:` with
+ * nothing under it) or without the key must not take every protection down; `[]` says so on purpose.
+ */
+export function interfacesMessage(v: unknown): string {
+  if (v === undefined) return 'required: the list of interfaces to protect (a file without it may have been caught half-written); write `interfaces: []` to protect none on purpose';
+  if (v === null) return '`interfaces:` has nothing under it (a file cut short?): list the interfaces to protect, or write `interfaces: []` to protect none on purpose';
+  return `expected a list of interfaces, got ${shown(v)}`;
+}
+
 export const configSchema = z.strictObject({
-  interfaces: z.array(interfaceSchema, { error: (iss) => `expected a list of interfaces, got ${shown(iss.input)}` }).nullable().default([]),
+  interfaces: z.array(interfaceSchema, { error: (iss) => interfacesMessage(iss.input) }),
   api: apiSchema.prefault({}),
   log: z.strictObject({ level: oneOf(LOG_LEVELS).default('info') }, {
     error: (iss) => `expected a mapping { level: info }, got ${shown(iss.input)}`,

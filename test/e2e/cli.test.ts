@@ -185,9 +185,11 @@ test('--reset-state starts afresh; the same interface name in two namespaces nev
   }
 });
 
-test('down twice is fine and leaves the interface as it found it', async () => {
+test('down removes protection and leaves the interface as it found it; down again says nothing was there (exit 3)', async () => {
   assert.match(await ok('down', ...on), /protection removed/);
-  assert.match(await ok('down', ...on), /was not protected/);
+  const again = await sluice('down', ...on);
+  assert.equal(again.code, 3, again.stderr);
+  assert.match(again.stderr, /is not protected by Sluice, so nothing was removed/);
   const link = JSON.parse((await tb.exec(srv, 'ip', ['-j', 'link', 'show', 'dev', veth.b.ifname])).stdout)[0];
   assert.equal(link.xdp, undefined, 'no XDP program left');
 });

@@ -1,11 +1,12 @@
 /**
- * npm run fuzz -- [--frames N] [--seed S] [--frame I] [--round N] [--probe-every N]
+ * npm run fuzz -- [--frames N] [--seed S] [--frame I] [--round N] [--probe-every N] [--production]
  *
  * The fuzzer of test/fuzz/lib.ts from the command line: N frames (default 1,000,000) of seed S
  * (default: from the clock, printed), or only frame I of seed S, run alone and checked exactly.
+ * --production: through bpf/sluice.bpf.o on the kernel's clock (no checks that need a fixed one).
  * Needs root (BPF_PROG_TEST_RUN). Exits 1 with the failing case on a broken invariant.
  */
-import { TestDatapath } from '../lib/datapath';
+import { PROD_OBJECT, TestDatapath } from '../lib/datapath';
 import { Fuzzer, FuzzFailure } from './lib';
 
 function args(argv: string[]): Map<string, string> {
@@ -13,6 +14,10 @@ function args(argv: string[]): Map<string, string> {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
+    if (a === '--production') {
+      out.set('production', '1');
+      continue;
+    }
     const [k, v] = a.includes('=') ? a.slice(2).split('=', 2) as [string, string] : [a.slice(2), argv[++i]];
     if (v === undefined) throw new Error(`--${k} needs a value`);
     out.set(k, v);
@@ -30,15 +35,17 @@ function int(a: Map<string, string>, k: string, dflt?: number): number | undefin
 
 async function main(): Promise<number> {
   const a = args(process.argv.slice(2));
-  for (const k of a.keys()) if (!['frames', 'seed', 'frame', 'round', 'probe-every'].includes(k)) throw new Error(`unknown option --${k}`);
+  for (const k of a.keys()) if (!['frames', 'seed', 'frame', 'round', 'probe-every', 'production'].includes(k)) throw new Error(`unknown option --${k}`);
   const seed = int(a, 'seed', Date.now() % 1_000_000_007)!;
   const frames = int(a, 'frames', 1_000_000)!;
   const only = int(a, 'frame');
-  const dp = await TestDatapath.load({ maxEntries: 1 << 18, maxRules: 16 });
+  const production = a.has('production');
+  const dp = await TestDatapath.load({ maxEntries: 1 << 18, maxRules: 16, ...(production ? { object: PROD_OBJECT } : {}) });
   try {
     console.log(only === undefined ? `fuzz: ${frames} frames, seed ${seed}` : `fuzz: frame ${only} of seed ${seed}, alone`);
     const r = await new Fuzzer(dp, {
-      frames, seed, ...(only !== undefined ? { only } : {}),
+      frames, seed, ...(only !== undefined ? { only } : {}), kernelClock: production,
+      command: production ? 'npm run fuzz -- --production' : 'npm run fuzz --',
       ...(a.has('round') ? { roundFrames: int(a, 'round')! } : {}),
       ...(a.has('probe-every') ? { probeEvery: int(a, 'probe-every')! } : {}),
       log: (l) => console.log(l),

@@ -6,16 +6,23 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { assertProgramsUnloaded, TestDatapath } from '../lib/datapath';
+import { assertProgramsUnloaded, PROD_OBJECT, TestDatapath } from '../lib/datapath';
 import { Fuzzer } from './lib';
 
 const FRAMES = Number(process.env.SLUICE_FUZZ_FRAMES ?? 1_000_000);
 const SEED = Number(process.env.SLUICE_FUZZ_SEED ?? Date.now() % 1_000_000_007);
+/** The production object, on the kernel's clock: what is attached must not fault either. */
+const PROD_FRAMES = Math.min(FRAMES, 100_000);
 
 let dp: TestDatapath;
-before(async () => { dp = await TestDatapath.load({ maxEntries: 1 << 18, maxRules: 16 }); });
+let prod: TestDatapath;
+before(async () => {
+  dp = await TestDatapath.load({ maxEntries: 1 << 18, maxRules: 16 });
+  prod = await TestDatapath.load({ object: PROD_OBJECT, maxEntries: 1 << 18, maxRules: 16 });
+});
 after(async () => {
   dp?.close();
+  prod?.close();
   await assertProgramsUnloaded();
 });
 
@@ -29,4 +36,10 @@ test(`${FRAMES} fuzzed frames hold every invariant (seed ${SEED})`, async (t) =>
     if (FRAMES >= 100_000) assert.ok((r.reasons[what] ?? 0) > 0, `the run reached ${what}`);
   }
   for (const id of [1, 2, 3, 4, 5, 6, 7]) if (FRAMES >= 100_000) assert.ok((r.reasons[`rule ${id} PASS`] ?? 0) > 0, `rule ${id} passed something`);
+});
+
+test(`${PROD_FRAMES} fuzzed frames through the production object (seed ${SEED})`, async (t) => {
+  const r = await new Fuzzer(prod, { frames: PROD_FRAMES, seed: SEED, kernelClock: true, command: 'npm run fuzz -- --production' }).run();
+  t.diagnostic(`${r.frames} frames run, ${r.probes} probed alone; ${r.seconds.toFixed(1)} s, ${r.framesPerSecond} frames/s`);
+  assert.equal(r.frames + r.refused, PROD_FRAMES);
 });

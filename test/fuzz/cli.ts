@@ -50,7 +50,7 @@ async function main(): Promise<number> {
       ...(a.has('probe-every') ? { probeEvery: int(a, 'probe-every')! } : {}),
       log: (l) => console.log(l),
     }).run();
-    console.log(`ok: ${r.frames} frames run (${r.refused} refused, ${r.probes} probed alone, ${r.readable} with a readable source), ${r.passed} passed, ${r.keys} keys; ${r.seconds.toFixed(1)} s, ${r.framesPerSecond} frames/s`);
+    console.log(`ok: ${r.frames} frames run (${r.refused} refused, ${r.probes} probed alone, ${r.padded} padded copies run too, ${r.readable} with a readable source), ${r.passed} passed, ${r.keys} keys; ${r.seconds.toFixed(1)} s, ${r.framesPerSecond} frames/s`);
     console.log(`reasons: ${Object.entries(r.reasons).map(([k, v]) => `${k} ${v}`).join(', ')}`);
     return 0;
   } catch (e) {

@@ -28,7 +28,7 @@ after(async () => {
 
 test(`${FRAMES} fuzzed frames hold every invariant (seed ${SEED})`, async (t) => {
   const r = await new Fuzzer(dp, { frames: FRAMES, seed: SEED, log: (l) => t.diagnostic(l) }).run();
-  t.diagnostic(`${r.frames} frames run (${r.refused} shorter than 14 bytes refused, ${r.probes} probed alone, ${r.readable} with a readable source), ${r.passed} passed, ${r.keys} keys; ${r.seconds.toFixed(1)} s, ${r.framesPerSecond} frames/s`);
+  t.diagnostic(`${r.frames} frames run (${r.refused} shorter than 14 bytes refused, ${r.probes} probed alone, ${r.padded} padded copies run too, ${r.readable} with a readable source), ${r.passed} passed, ${r.keys} keys; ${r.seconds.toFixed(1)} s, ${r.framesPerSecond} frames/s`);
   t.diagnostic(`reasons: ${Object.entries(r.reasons).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   assert.equal(r.frames + r.refused, FRAMES);
   // A run that never reaches some outcome would not test much.

@@ -27,7 +27,10 @@
  *             on the state of every key, and per readable source on its passes (never more than
  *             its keys were charged); the charges over all keys equal the PASS counters; every key
  *             is well formed (a rule id of the policy, the rule's key length, the address masked,
- *             inside the rule's source prefixes); insertions equal the entries (nothing evicted).
+ *             inside the rule's source prefixes); insertions equal the entries (nothing evicted);
+ *   padding   bytes past the IP length never change how a frame is decided: a batch of readable-
+ *             source frames and the same frames with those bytes replaced (and 64 more) decide as
+ *             many frames in each slot for the same reasons; per probe, exactly.
  *
  * A failure throws FuzzFailure, whose message has the seed, the frame index, the frame's hex and
  * the commands that replay it.
@@ -408,6 +411,8 @@ export interface FuzzReport {
   frames: number;
   refused: number;
   probes: number;
+  /** Copies of frames with their padding replaced, run too (not counted in frames). */
+  padded: number;
   readable: number;
   passed: number;
   seconds: number;
@@ -435,7 +440,7 @@ export class Fuzzer {
   private readonly slots: number[];
   private now = 0n;
   private md = false;
-  private readonly report: FuzzReport = { frames: 0, refused: 0, probes: 0, readable: 0, passed: 0, seconds: 0, framesPerSecond: 0, reasons: {}, keys: 0 };
+  private readonly report: FuzzReport = { frames: 0, refused: 0, probes: 0, padded: 0, readable: 0, passed: 0, seconds: 0, framesPerSecond: 0, reasons: {}, keys: 0 };
   /** Per readable source (key address): its passes this round. */
   private knownPasses = new Map<string, number>();
   private roundStart: Counters[] = [];
@@ -503,6 +508,7 @@ export class Fuzzer {
       this.roundFirst = i;
       const end = Math.min(this.o.frames, i + per);
       const known: Pending[] = [];
+      const paddable: Pending[] = [];
       const unknown: Pending[] = [];
       for (; i < end; i++) {
         const p = this.pending(makeFrame(this.o.seed, i, this.bases));
@@ -514,10 +520,14 @@ export class Fuzzer {
           await this.probe(p);
           continue;
         }
-        const q = p.src ? known : unknown;
+        const q = !p.src ? unknown : this.paddingFrom(p) === undefined ? known : paddable;
         q.push(p);
-        if (q.length === batch) await this.runBatch(q.splice(0), q === known);
+        if (q.length === batch) {
+          if (q === paddable) await this.runPadded(q.splice(0));
+          else await this.runBatch(q.splice(0), q === known);
+        }
       }
+      await this.runPadded(paddable.splice(0));
       await this.runBatch(known.splice(0), true);
       await this.runBatch(unknown.splice(0), false);
       this.endRound(round);
@@ -562,17 +572,18 @@ export class Fuzzer {
   }
 
   /** A run's return value (or -errno, from a batch) as a verdict, after checking that it is one. */
-  private verdict(frame: Frame, retval: number): 0 | 1 {
+  private verdict(frame: Frame, retval: number, count = true): 0 | 1 {
     if (retval < 0) this.fail('every frame of 14 bytes or more runs', frame, `BPF_PROG_TEST_RUN failed: errno ${-retval}`);
     if (retval !== XDP_PASS && retval !== XDP_DROP) this.fail('the verdict is XDP_PASS or XDP_DROP', frame, `retval ${retval}`);
-    this.report.frames++;
+    if (count) this.report.frames++;
     return retval === XDP_PASS ? 0 : 1;
   }
 
-  private noteVerdict(p: Pending, v: 0 | 1): void {
-    if (v === 0) this.report.passed++;
+  /** Tally a verdict; a readable source's passes, also of a padded copy (count false). */
+  private noteVerdict(p: Pending, v: 0 | 1, count = true): void {
+    if (v === 0 && count) this.report.passed++;
     if (p.src) {
-      this.report.readable++;
+      if (count) this.report.readable++;
       if (v === 0 && !p.list) {
         const k = keyAddr(p.src);
         this.knownPasses.set(k, (this.knownPasses.get(k) ?? 0) + 1);
@@ -580,8 +591,12 @@ export class Fuzzer {
     }
   }
 
-  private async runBatch(batch: Pending[], known: boolean): Promise<void> {
-    if (!batch.length) return;
+  /**
+   * A batch's counter deltas. count: whether its frames count as frames sent (padded copies do
+   * not); inFlight: chunks run at once (1: in order, on one CPU at a time).
+   */
+  private async runBatch(batch: Pending[], known: boolean, count = true, inFlight = this.o.concurrency ?? 4): Promise<Counters[]> {
+    if (!batch.length) return [];
     const before = this.read();
     // Chunks of frames, each one job of test runs (Program.runBatch), several in flight so that
     // both CPUs run the program on the same maps.
@@ -594,10 +609,10 @@ export class Fuzzer {
         next += chunk;
         const part = batch.slice(from, from + chunk);
         const rets = await this.dp.prog.runBatch(part.map((p) => p.frame.buf));
-        part.forEach((p, j) => { verdicts[from + j] = this.verdict(p.frame, rets[j]!); });
+        part.forEach((p, j) => { verdicts[from + j] = this.verdict(p.frame, rets[j]!, count); });
       }
     };
-    await Promise.all(Array.from({ length: this.o.concurrency ?? 4 }, worker));
+    await Promise.all(Array.from({ length: inFlight }, worker));
     const d = this.read().map((c, s) => sub(c, before[s]!));
     const problem = this.checkBatch(batch, verdicts, d, known);
     if (problem) {
@@ -605,7 +620,59 @@ export class Fuzzer {
       for (const p of batch) await this.probe(p);
       this.fail(problem, undefined, `in a batch of ${batch.length} ${known ? 'readable-source' : 'other'} frames (indices ${batch.map((p) => p.frame.index).slice(0, 8).join(', ')}, …) that pass one by one; counter deltas: ${d.map((c, s) => `slot ${this.slots[s]}: ${show(c)}`).join('; ')}`);
     }
-    batch.forEach((p, j) => this.noteVerdict(p, verdicts[j]!));
+    batch.forEach((p, j) => this.noteVerdict(p, verdicts[j]!, count));
+    return d;
+  }
+
+  /**
+   * A batch of readable-source frames, then the same frames with their padding replaced (see
+   * padding()): each slot must have decided as many of them, for the same reasons (a rule's PASS,
+   * LIMIT and CONTENDED alike, since the copies find their keys charged). A later fragment is
+   * decided by what its first fragment left in sl_frags, so both batches start from an empty
+   * sl_frags and run in order (a copy has its original's fragment key: source, destination, id
+   * and protocol are in the fixed IP header, which it keeps).
+   */
+  private async runPadded(batch: Pending[]): Promise<void> {
+    if (!batch.length) return;
+    this.clearFrags();
+    const d0 = await this.runBatch(batch, true, true, 1);
+    const copies = batch.map((p) => ({ ...p, frame: this.padded(p.frame, this.paddingFrom(p)!, [0x00, 0x35]) }));
+    this.clearFrags();
+    const d1 = await this.runBatch(copies, true, false, 1);
+    this.report.padded += copies.length;
+    const tally = (d: Counters[]): string => d.map((c, s) => (s < d.length - 1 ? `${c.packets[0]! + c.packets[1]!}` : c.reason_packets.join(','))).join(' ');
+    if (tally(d0) !== tally(d1)) {
+      for (const p of batch) await this.probe(p);
+      this.fail('bytes past the IP length do not change how a frame is decided', undefined, `a batch of ${batch.length} readable-source frames (indices ${batch.map((p) => p.frame.index).slice(0, 8).join(', ')}, …) and their padded copies were decided differently, but each frame alone alike; rule slots, then global reasons: ${tally(d0)} / ${tally(d1)}`);
+    }
+  }
+
+  private clearFrags(): void {
+    const m = this.dp.coll.maps.get('sl_frags')!;
+    const keys: Buffer[] = [];
+    for (const chunk of m.lookupBatch({ batchSize: 4096 })) for (const [k] of chunk) keys.push(Buffer.from(k));
+    for (let j = 0; j < keys.length; j += 4096) m.deleteBatch(keys.slice(j, j + 4096));
+  }
+
+  /** Where a readable-source frame's padding starts (past its IP length and its fixed IP header),
+   *  if the frame holds its IP length; undefined for an IPv6 payload length of 0 (a jumbogram:
+   *  its payload is the rest of the frame). */
+  private paddingFrom(p: Pending): number | undefined {
+    const f = p.frame;
+    const b = f.base;
+    if (!p.src || f.buf.length + 64 > MAX_FRAME) return undefined;
+    const ipLen = b.family === 4 ? f.buf.readUInt16BE(b.ipOff + 2) : 40 + f.buf.readUInt16BE(b.ipOff + 4);
+    if ((b.family === 6 && ipLen === 40) || f.buf.length < b.ipOff + ipLen) return undefined;
+    // The fixed IP header is read whatever its length field says (a length shorter than it is
+    // BAD_IPV4, and the source is still charged): only what lies past both is padding.
+    return b.ipOff + Math.max(ipLen, b.family === 4 ? 20 : 40);
+  }
+
+  /** The frame with every byte from `keep` replaced by `fill`, repeated, and 64 more of them. */
+  private padded(f: Frame, keep: number, fill: number[]): Frame {
+    const junk = Buffer.alloc(f.buf.length - keep + 64);
+    for (let i = 0; i < junk.length; i++) junk[i] = fill[(keep + i) % fill.length]!;
+    return { ...f, buf: Buffer.concat([f.buf.subarray(0, keep), junk]), muts: [...f.muts, `bytes from ${keep} (past the IP length) and 64 more: ${fill.map((x) => x.toString(16).padStart(2, '0')).join('')}…`] };
   }
 
   /** The batch's invariants; a description of the first one broken, or undefined. */
@@ -681,8 +748,39 @@ export class Fuzzer {
     return undefined;
   }
 
-  /** Run one frame alone, and check everything about it exactly. */
+  /** Run one frame alone and check everything about it exactly; then with padding after it. */
   private async probe(p: Pending): Promise<void> {
+    const d = await this.probeExact(p);
+    await this.padding(p, d);
+  }
+
+  /** How a frame was decided, from its counter deltas: the slot, and the reasons that moved (a
+   *  rule's PASS, LIMIT and CONTENDED alike: which of them depends on the key's state). */
+  private decided(d: Counters[]): string {
+    return d.flatMap((c, s) => c.reason_packets.flatMap((n, r) => (n ? [`${this.slots[s]}:${[...RULE_PASS, ...RULE_DROP].includes(r) && s < d.length - 1 ? 'charged' : NAME[r]}`] : []))).join(' ');
+  }
+
+  /**
+   * Bytes past the IP length (Ethernet padding, a trailer) never change how a frame is decided:
+   * the frame, and the frame with every byte past its IP length replaced by zeros or by 0x0035
+   * (port 53 wherever a port is read) and 64 more of them, are decided alike (see paddingFrom for
+   * which frames).
+   */
+  private async padding(p: Pending, d0: Counters[]): Promise<void> {
+    const keep = this.paddingFrom(p);
+    if (keep === undefined) return;
+    const want = this.decided(d0);
+    for (const fill of [[0], [0x00, 0x35]]) {
+      const padded = this.padded(p.frame, keep, fill);
+      const before = this.read();
+      this.verdict(padded, (await this.dp.prog.runBatch([padded.buf]))[0]!, false);
+      this.report.padded++;
+      const got = this.decided(this.read().map((c, s) => sub(c, before[s]!)));
+      if (got !== want) this.fail('bytes past the IP length do not change how a frame is decided', padded, `without them: ${want}; with them: ${got}`);
+    }
+  }
+
+  private async probeExact(p: Pending): Promise<Counters[]> {
     const f = p.frame;
     const keysBefore = p.src ? this.stateWords(p.src) : undefined;
     const before = this.read();
@@ -726,7 +824,10 @@ export class Fuzzer {
         const was = keysBefore!.get(id);
         const inc = PARAMS.get(id)!.inc;
         if (after === undefined) fail(`a frame with a readable source is charged to a rule keyed by that source: no state for (rule ${id}, ${keyAddr(p.src)})`);
-        if (this.o.kernelClock) return this.noteVerdict(p, v);
+        if (this.o.kernelClock) {
+          this.noteVerdict(p, v);
+          return d;
+        }
         const from = was === undefined || was < this.now ? this.now : was;
         if (v === 0 && after !== from + inc) fail(`a pass charges its key one packet: state word ${was} -> ${after}, now ${this.now}, cost ${inc}`);
         if (v === 1 && c.reason_packets[Reason.LIMIT] === 1n && (after !== was || from + inc - this.now <= PARAMS.get(id)!.cap)) {
@@ -735,6 +836,7 @@ export class Fuzzer {
       }
     }
     this.noteVerdict(p, v);
+    return d;
   }
 
   /** The packet state word of each rule's key for a source. */

@@ -28,9 +28,10 @@
  *             its keys were charged); the charges over all keys equal the PASS counters; every key
  *             is well formed (a rule id of the policy, the rule's key length, the address masked,
  *             inside the rule's source prefixes); insertions equal the entries (nothing evicted);
- *   padding   bytes past the IP length never change how a frame is decided: a batch of readable-
- *             source frames and the same frames with those bytes replaced (and 64 more) decide as
- *             many frames in each slot for the same reasons; per probe, exactly.
+ *   padding   bytes past the IP length and fields the data path does not read (MACs, TTL, IPv4
+ *             checksum and options, IPv6 flow label …) never change how a frame is decided: a
+ *             batch of readable-source frames and the same frames with those bytes replaced (and
+ *             64 more) decide as many frames in each slot for the same reasons; per probe, exactly.
  *
  * A failure throws FuzzFailure, whose message has the seed, the frame index, the frame's hex and
  * the commands that replay it.
@@ -643,7 +644,7 @@ export class Fuzzer {
     const tally = (d: Counters[]): string => d.map((c, s) => (s < d.length - 1 ? `${c.packets[0]! + c.packets[1]!}` : c.reason_packets.join(','))).join(' ');
     if (tally(d0) !== tally(d1)) {
       for (const p of batch) await this.probe(p);
-      this.fail('bytes past the IP length do not change how a frame is decided', undefined, `a batch of ${batch.length} readable-source frames (indices ${batch.map((p) => p.frame.index).slice(0, 8).join(', ')}, …) and their padded copies were decided differently, but each frame alone alike; rule slots, then global reasons: ${tally(d0)} / ${tally(d1)}`);
+      this.fail('bytes past the IP length and fields the data path does not read do not change how a frame is decided', undefined, `a batch of ${batch.length} readable-source frames (indices ${batch.map((p) => p.frame.index).slice(0, 8).join(', ')}, …) and their padded copies were decided differently, but each frame alone alike; rule slots, then global reasons: ${tally(d0)} / ${tally(d1)}`);
     }
   }
 
@@ -668,11 +669,32 @@ export class Fuzzer {
     return b.ipOff + Math.max(ipLen, b.family === 4 ? 20 : 40);
   }
 
-  /** The frame with every byte from `keep` replaced by `fill`, repeated, and 64 more of them. */
+  /**
+   * The frame with every byte from `keep` replaced by `fill`, repeated, and 64 more of them; and
+   * every field the data path does not read inverted: the MAC addresses; IPv4 TOS, TTL, header
+   * checksum and options (skipped, not read); IPv6 traffic class, flow label and hop limit. (Not
+   * the IPv4 id: it names a fragment's datagram.)
+   */
   private padded(f: Frame, keep: number, fill: number[]): Frame {
     const junk = Buffer.alloc(f.buf.length - keep + 64);
     for (let i = 0; i < junk.length; i++) junk[i] = fill[(keep + i) % fill.length]!;
-    return { ...f, buf: Buffer.concat([f.buf.subarray(0, keep), junk]), muts: [...f.muts, `bytes from ${keep} (past the IP length) and 64 more: ${fill.map((x) => x.toString(16).padStart(2, '0')).join('')}…`] };
+    const buf = Buffer.concat([f.buf.subarray(0, keep), junk]);
+    const o = f.base.ipOff;
+    const flip = (from: number, to: number, mask = 0xff): void => {
+      for (let i = from; i < Math.min(to, keep); i++) buf[i]! ^= mask;
+    };
+    flip(0, 12);
+    if (f.base.family === 4) {
+      flip(o + 1, o + 2, 0xfc);
+      flip(o + 8, o + 9);
+      flip(o + 10, o + 12);
+      flip(o + 20, o + (buf[o]! & 15) * 4);
+    } else {
+      flip(o, o + 1, 0x0f);
+      flip(o + 1, o + 4);
+      flip(o + 7, o + 8);
+    }
+    return { ...f, buf, muts: [...f.muts, `bytes from ${keep} (past the IP length) and 64 more: ${fill.map((x) => x.toString(16).padStart(2, '0')).join('')}…; unread fields inverted`] };
   }
 
   /** The batch's invariants; a description of the first one broken, or undefined. */
@@ -761,10 +783,10 @@ export class Fuzzer {
   }
 
   /**
-   * Bytes past the IP length (Ethernet padding, a trailer) never change how a frame is decided:
-   * the frame, and the frame with every byte past its IP length replaced by zeros or by 0x0035
-   * (port 53 wherever a port is read) and 64 more of them, are decided alike (see paddingFrom for
-   * which frames).
+   * Bytes past the IP length (Ethernet padding, a trailer) and fields the data path does not read
+   * never change how a frame is decided: the frame, and the frame with every byte past its IP
+   * length replaced by zeros or by 0x0035 (port 53 wherever a port is read) and 64 more of them and
+   * its unread fields inverted (padded()), are decided alike (see paddingFrom for which frames).
    */
   private async padding(p: Pending, d0: Counters[]): Promise<void> {
     const keep = this.paddingFrom(p);
@@ -776,7 +798,7 @@ export class Fuzzer {
       this.verdict(padded, (await this.dp.prog.runBatch([padded.buf]))[0]!, false);
       this.report.padded++;
       const got = this.decided(this.read().map((c, s) => sub(c, before[s]!)));
-      if (got !== want) this.fail('bytes past the IP length do not change how a frame is decided', padded, `without them: ${want}; with them: ${got}`);
+      if (got !== want) this.fail('bytes past the IP length and fields the data path does not read do not change how a frame is decided', padded, `without them: ${want}; with them: ${got}`);
     }
   }
 

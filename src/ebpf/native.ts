@@ -238,6 +238,8 @@ export interface NativeAddon {
   // test runs
   progTestRun(fd: number, data: Uint8Array, opts?: RawTestRunOptions): Promise<RawTestRunResult>;
   progTestRunOnCpu(fd: number, data: Uint8Array, opts: RawTestRunOptions | undefined, cpu: number): Promise<RawTestRunResult>;
+  /** Frames back to back, their lengths; n int32: each retval, or -errno of its run. */
+  progTestRunBatch(fd: number, frames: Uint8Array, lens: Uint32Array): Promise<Buffer>;
 
   // netlink XDP, tc
   xdpAttach(ifindex: number, progFd: number, flags: number, oldProgFd?: number, netns?: string): void;

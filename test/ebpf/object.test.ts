@@ -101,6 +101,18 @@ describe('Collection and Program.run', () => {
     assert.deepEqual((await prog.run(input)).data, input);
   });
 
+  it('runs a batch of frames, one test run each, with a result per frame', async () => {
+    const prog = coll.program('xdp_tiny');
+    const counters = coll.map('counters');
+    const sum = (): bigint => counters.lookupPerCpu(u32(0)).reduce((s, b) => s + b.readBigUInt64LE(0), 0n);
+    const before = sum();
+    const r = await prog.runBatch([frame(0xff), frame(0x01), Buffer.alloc(10), frame(0xff)]);
+    // A frame shorter than Ethernet fails on its own (-EINVAL) and the others still run.
+    assert.deepEqual([...r], [XDP.DROP, XDP.PASS, -22, XDP.DROP]);
+    assert.equal(sum() - before, 3n, 'the program ran once for each frame it was given');
+    assert.deepEqual([...(await prog.runBatch([]))], []);
+  });
+
   it('repeats and reports an average duration', async () => {
     const counters = coll.map('counters');
     const sum = (): bigint => counters.lookupPerCpu(u32(0)).reduce((s, b) => s + b.readBigUInt64LE(0), 0n);

@@ -455,7 +455,8 @@ export class Fuzzer {
   setUp(): void {
     this.dp.limiter.applyPolicy(POLICY);
     this.dp.limiter.applyLists(LISTS);
-    this.dp.limiter.setConfig({ malformed_drop: 0, events_off: 1 });
+    this.dp.limiter.setMalformedDrop(false);
+    this.dp.limiter.setConfig({ events_off: 1 });
   }
 
   private replay(frame?: Frame): string {
@@ -481,7 +482,7 @@ export class Fuzzer {
     this.now = 1_000_000_000n + BigInt(round) * 1_000_000_000_000n;
     this.md = round % 2 === 1;
     if (!this.o.kernelClock) this.dp.setNow(this.now);
-    this.dp.limiter.setConfig({ malformed_drop: this.md ? 1 : 0 });
+    this.dp.limiter.setMalformedDrop(this.md);
     this.knownPasses.clear();
     this.roundStart = this.read();
   }

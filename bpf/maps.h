@@ -107,6 +107,14 @@ struct {
 	__type(value, struct sl_agg_state);
 } sl_agg SEC(".maps");
 
+/* Each CPU's lease on each per-rule bucket (struct sl_lease). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_DEFAULT_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct sl_lease);
+} sl_lease SEC(".maps");
+
 /*
  * What the data path derives from each rule (limits resolved, divisions done), per CPU, indexed by
  * rule id modulo SL_DERIVED_SLOTS and tagged with the rule's id and version.

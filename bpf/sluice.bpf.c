@@ -200,7 +200,10 @@ static __always_inline int sl_enforce(const struct sl_pkt *p, const struct sl_ru
 	if (READ_ONCE(st->blocked_until) > now)
 		return sl_over(p, r, SL_R_BLOCKED, new_state, now);
 
-	allow = sl_charge(st, &tick, pkts, p->len, &d->pkt, &d->byt, d->has_pkt, d->has_byt);
+	if (d->lease_pkt)
+		allow = sl_leased(st, &tick, p, d, r);
+	else
+		allow = sl_charge(st, &tick, pkts, p->len, &d->pkt, &d->byt, d->has_pkt, d->has_byt);
 	if (allow > 0) {
 		if (ag)
 			ag->tat = ag_next;

@@ -122,6 +122,7 @@ enum sl_bounds {
 	SL_MAX_EXT   = 8,  /* IPv6 extension headers walked; a longer chain: EXT_CHAIN */
 	SL_MAX_CANDS = 15, /* rules in one candidate list                        */
 	SL_CAS_TRIES = 8,  /* compare-and-exchange attempts before SL_R_CONTENDED */
+	SL_LEASE_DIV = 8,  /* a per-rule bucket's lease: its burst / (SL_LEASE_DIV x CPUs)  */
 	SL_PLUGIN_SLOTS = 16, /* slots of each plugin program array               */
 	SL_TIER_DEFAULT = 255, /* the tier of a source no GeoIP entry covers        */
 	SL_COARSE_MIN_MS = 250, /* a rule whose time scale is shorter reads the fine clock */
@@ -246,8 +247,24 @@ struct sl_derived {
 	__u64 agg_tau;        /* aggregate: tolerance, ns (burst - 1 intervals) */
 	__u64 unt_interval;   /* untracked budget: ns between packets (one key's packet rate) */
 	__u64 unt_tau;        /* untracked budget: tolerance, ns (one key's burst - 1 intervals) */
+	__u64 lease_pkt;      /* per-rule bucket: packets each CPU takes from it at once; 0 = none */
+	__u64 lease_byt;      /* per-rule bucket: bytes each CPU takes with them (0: no byte limit) */
 	struct sl_params pkt;
 	struct sl_params byt;
+};
+
+/*
+ * A CPU's lease on a per-rule bucket: sl_lease[rule id], per CPU. Units this CPU took from the
+ * rule's one bucket (charged there by one compare-and-exchange) and spends without atomics, so that
+ * every CPU does not compare-and-exchange one cache line per packet (docs/datapath.md, Per-rule
+ * buckets).
+ */
+struct sl_lease {
+	__u64 pkts;           /* packets left */
+	__u64 byts;           /* bytes left */
+	__u64 expires;        /* ns: the window forms' lease ends with the window it was taken in */
+	__u32 version;        /* sl_rule.version it was taken under; another: void */
+	__u32 epoch;          /* sl_state.epoch of the bucket it was taken from */
 };
 
 /* Per-CPU aggregate limiter of a rule: sl_agg[rule id]. */

@@ -138,6 +138,64 @@ static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *
 	return -1;
 }
 
+/* sl_charge as a function of its own, for the lease path's two charges (verified once). */
+__noinline int sl_charge_d(struct sl_state *st, const struct sl_tick *t, const struct sl_derived *d,
+			   __u64 pkts, __u64 cost)
+{
+	if (!st || !t || !d)
+		return 1;
+	return sl_charge(st, t, pkts, cost, &d->pkt, &d->byt, d->has_pkt, d->has_byt);
+}
+
+/*
+ * A packet of a per-rule bucket (d->lease_pkt set): spent from this CPU's lease when it holds
+ * enough, else charged to the bucket together with a new lease (one compare-and-exchange), else,
+ * near the bucket's end, charged alone (so one CPU can still use all of it). What a lease leaves
+ * unspent when another is taken is lost to the bucket. Returns what sl_charge returns. Verified
+ * once on its own (it holds three charges).
+ */
+__noinline int sl_leased(struct sl_state *st, const struct sl_tick *t, const struct sl_pkt *p,
+			 const struct sl_derived *d, const struct sl_rule *r)
+{
+	struct sl_lease *ls;
+	__u64 lb, pkts, len;
+	__u32 id;
+	int allow;
+
+	if (!st || !t || !p || !d || !r)
+		return 1;
+	pkts = p->segs ? p->segs : 1;
+	len = p->len;
+	id = r->id;
+	ls = bpf_map_lookup_elem(&sl_lease, &id);
+	lb = d->has_byt ? d->lease_byt : 0;
+	if (!ls)
+		return sl_charge_d(st, t, d, pkts, len);
+	if (ls->version != r->version || ls->epoch != st->epoch || t->now >= ls->expires) {
+		ls->pkts = 0;
+		ls->byts = 0;
+	}
+	if (ls->pkts >= pkts && (!d->has_byt || ls->byts >= len)) {
+		ls->pkts -= pkts;
+		if (d->has_byt)
+			ls->byts -= len;
+		return 1;
+	}
+	allow = sl_charge_d(st, t, d, pkts + d->lease_pkt, len + lb);
+	if (allow > 0) {
+		ls->pkts = d->lease_pkt;
+		ls->byts = lb;
+		ls->version = r->version;
+		ls->epoch = st->epoch;
+		/* The window forms: a lease ends with its window, so no window admits more than its
+		 * budget. The bucket forms: it lasts until spent. */
+		ls->expires = (d->pkt.alg == SL_ALG_FIXED || d->pkt.alg == SL_ALG_SLIDING) ?
+			(t->now / d->pkt.window_ns + 1) * d->pkt.window_ns : ~0ULL;
+		return 1;
+	}
+	return sl_charge_d(st, t, d, pkts, len);
+}
+
 /* Resolve a dimension's zero fields to their documented defaults, and derive the rest. */
 static __always_inline void sl_params_of(const struct sl_limit *l, __u64 rate, __u32 alg,
 					 __u64 window_ms, struct sl_params *out)
@@ -206,6 +264,25 @@ __noinline int sl_derive(const struct sl_rule *r, struct sl_derived *d)
 	burst = (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA) ? d->pkt.burst : d->pkt.limit;
 	d->unt_interval = SL_NSEC / (rate ? rate : 1);
 	d->unt_tau = burst > 1 ? (burst - 1) * d->unt_interval : 0;
+
+	/* A per-rule bucket is shared by every CPU: each takes a lease of 1/(SL_LEASE_DIV x CPUs) of
+	 * its burst at once (one compare-and-exchange per lease instead of per packet). Too small a
+	 * burst to split (a lease under 2 packets, or under two full frames of bytes): no lease. */
+	d->lease_pkt = 0;
+	d->lease_byt = 0;
+	if ((r->flags & SL_RF_PER_RULE) && d->has_pkt) {
+		__u64 units = (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA) ? d->pkt.burst : d->pkt.limit;
+		__u64 lp = units / (SL_LEASE_DIV * cpus), lb = 0;
+
+		if (d->has_byt) {
+			units = (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA) ? d->byt.burst : d->byt.limit;
+			lb = units / (SL_LEASE_DIV * cpus);
+		}
+		if (lp >= 2 && (!d->has_byt || lb >= 2 * 1514)) {
+			d->lease_pkt = lp;
+			d->lease_byt = lb;
+		}
+	}
 
 	d->coarse = (coarse_clock & (1U << alg)) && (!d->has_pkt || sl_long_enough(&d->pkt)) &&
 		    (!d->has_byt || sl_long_enough(&d->byt));

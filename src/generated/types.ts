@@ -80,6 +80,7 @@ export const Bounds = {
   MAX_EXT: 8,
   MAX_CANDS: 15,
   CAS_TRIES: 8,
+  LEASE_DIV: 8,
   PLUGIN_SLOTS: 16,
   TIER_DEFAULT: 255,
   COARSE_MIN_MS: 250,
@@ -347,11 +348,13 @@ export interface Derived {
   agg_tau: bigint;
   unt_interval: bigint;
   unt_tau: bigint;
+  lease_pkt: bigint;
+  lease_byt: bigint;
   pkt: Params;
   byt: Params;
 }
 
-export const SL_DERIVED_SIZE = 160;
+export const SL_DERIVED_SIZE = 176;
 
 export function decodeDerived(b: Buffer, off = 0): Derived {
   return {
@@ -367,13 +370,15 @@ export function decodeDerived(b: Buffer, off = 0): Derived {
     agg_tau: b.readBigUInt64LE(off + 24),
     unt_interval: b.readBigUInt64LE(off + 32),
     unt_tau: b.readBigUInt64LE(off + 40),
-    pkt: decodeParams(b, off + 48),
-    byt: decodeParams(b, off + 104),
+    lease_pkt: b.readBigUInt64LE(off + 48),
+    lease_byt: b.readBigUInt64LE(off + 56),
+    pkt: decodeParams(b, off + 64),
+    byt: decodeParams(b, off + 120),
   };
 }
 
-export function encodeDerived(v: Partial<Derived>, b: Buffer = Buffer.alloc(160), off = 0): Buffer {
-  if (b.length < off + 160) throw new TypeError(`sl_derived needs 160 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeDerived(v: Partial<Derived>, b: Buffer = Buffer.alloc(176), off = 0): Buffer {
+  if (b.length < off + 176) throw new TypeError(`sl_derived needs 176 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 0); }
   if (v.id !== undefined) { b.writeUInt16LE(v.id, off + 4); }
   if (v.valid !== undefined) { b.writeUInt8(v.valid, off + 6); }
@@ -386,8 +391,40 @@ export function encodeDerived(v: Partial<Derived>, b: Buffer = Buffer.alloc(160)
   if (v.agg_tau !== undefined) { b.writeBigUInt64LE(BigInt(v.agg_tau), off + 24); }
   if (v.unt_interval !== undefined) { b.writeBigUInt64LE(BigInt(v.unt_interval), off + 32); }
   if (v.unt_tau !== undefined) { b.writeBigUInt64LE(BigInt(v.unt_tau), off + 40); }
-  if (v.pkt !== undefined) { encodeParams(v.pkt, b, off + 48); }
-  if (v.byt !== undefined) { encodeParams(v.byt, b, off + 104); }
+  if (v.lease_pkt !== undefined) { b.writeBigUInt64LE(BigInt(v.lease_pkt), off + 48); }
+  if (v.lease_byt !== undefined) { b.writeBigUInt64LE(BigInt(v.lease_byt), off + 56); }
+  if (v.pkt !== undefined) { encodeParams(v.pkt, b, off + 64); }
+  if (v.byt !== undefined) { encodeParams(v.byt, b, off + 120); }
+  return b;
+}
+
+export interface Lease {
+  pkts: bigint;
+  byts: bigint;
+  expires: bigint;
+  version: number;
+  epoch: number;
+}
+
+export const SL_LEASE_SIZE = 32;
+
+export function decodeLease(b: Buffer, off = 0): Lease {
+  return {
+    pkts: b.readBigUInt64LE(off + 0),
+    byts: b.readBigUInt64LE(off + 8),
+    expires: b.readBigUInt64LE(off + 16),
+    version: b.readUInt32LE(off + 24),
+    epoch: b.readUInt32LE(off + 28),
+  };
+}
+
+export function encodeLease(v: Partial<Lease>, b: Buffer = Buffer.alloc(32), off = 0): Buffer {
+  if (b.length < off + 32) throw new TypeError(`sl_lease needs 32 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.pkts !== undefined) { b.writeBigUInt64LE(BigInt(v.pkts), off + 0); }
+  if (v.byts !== undefined) { b.writeBigUInt64LE(BigInt(v.byts), off + 8); }
+  if (v.expires !== undefined) { b.writeBigUInt64LE(BigInt(v.expires), off + 16); }
+  if (v.version !== undefined) { b.writeUInt32LE(v.version, off + 24); }
+  if (v.epoch !== undefined) { b.writeUInt32LE(v.epoch, off + 28); }
   return b;
 }
 

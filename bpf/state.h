@@ -124,6 +124,18 @@ static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *
 	return -1;
 }
 
+/*
+ * One dimension's derivation, verified once on its own: its shift search is a loop whose every exit
+ * would otherwise multiply the paths of the rest of sl_derive, and it is run for both dimensions.
+ */
+__noinline int sl_derive_dim(struct sl_params *pr, __u64 period_ms, __u64 window_ms)
+{
+	if (!pr)
+		return 0;
+	sl_params_derive(pr, period_ms, window_ms);
+	return 0;
+}
+
 /* Resolve a dimension's zero fields to their documented defaults, and derive the rest. */
 static __always_inline void sl_params_of(const struct sl_limit *l, __u64 rate, __u32 alg,
 					 __u64 window_ms, __u64 period_ms, struct sl_params *out)
@@ -133,7 +145,7 @@ static __always_inline void sl_params_of(const struct sl_limit *l, __u64 rate, _
 	out->burst = l->burst;
 	if (!out->burst && (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA))
 		out->burst = rate;  /* one period's worth */
-	sl_params_derive(out, period_ms, window_ms);
+	sl_derive_dim(out, period_ms, window_ms);
 }
 
 /*

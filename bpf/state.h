@@ -189,12 +189,13 @@ __noinline int sl_derive(const struct sl_rule *r, struct sl_derived *d)
 	sl_params_of(&r->byt, r->byt.rate, alg, wms, bper, &d->byt);
 
 	/* The aggregate: each CPU enforces its share, as GCRA, per second. Default:
-	 * SL_DEFAULT_AGG_KEYS keys at the rule's packet rate (per second: rounded down), so that it
-	 * never holds back a crowd of well-behaved sources and only bites on floods of (spoofed) new
-	 * ones. */
+	 * SL_DEFAULT_AGG_KEYS keys at the rule's packet rate (per second, rounded up) with their
+	 * period's worth as the burst, so that it never holds back a crowd of well-behaved sources
+	 * (also not a key's burst under a rate per minute or hour) and only bites on floods of
+	 * (spoofed) new ones. */
 	pk = pps * SL_DEFAULT_AGG_KEYS;
-	rate = r->agg.rate ? r->agg.rate : pk / pper * 1000 + pk % pper * 1000 / pper;
-	burst = r->agg.burst ? r->agg.burst : rate;
+	rate = r->agg.rate ? r->agg.rate : pk / pper * 1000 + (pk % pper * 1000 + pper - 1) / pper;
+	burst = r->agg.burst ? r->agg.burst : r->agg.rate ? rate : pk;
 	rate = rate / cpus ? rate / cpus : 1;
 	burst = burst / cpus ? burst / cpus : 1;
 	d->agg_interval = SL_NSEC / rate;

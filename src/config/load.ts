@@ -169,6 +169,19 @@ export function defaultRuleOf(l: Limits): RuleSpec {
   };
 }
 
+/**
+ * The window when none is given: a rate per minute or hour brings its period as the window, and
+ * such a window goes with its rate (a rule that sets a rate per second does not inherit the
+ * defaults' hour); otherwise the base's.
+ */
+function windowOf(base: Limits, l: LimitsInput): number {
+  if (l.rate === undefined && l.bytes_rate === undefined) return base.windowMs;
+  const period = Math.max(l.rate?.periodMs ?? 0, l.bytes_rate?.periodMs ?? 0);
+  if (period > 1000) return period;
+  const derived = base.windowMs > 1000 && (base.windowMs === base.ratePeriodMs || base.windowMs === base.bytesPeriodMs);
+  return derived ? DEFAULT_LIMITS.windowMs : base.windowMs;
+}
+
 export function mergeLimits(base: Limits, l: LimitsInput | undefined): Limits {
   if (!l) return { ...base };
   return {
@@ -179,8 +192,7 @@ export function mergeLimits(base: Limits, l: LimitsInput | undefined): Limits {
     bytesRate: l.bytes_rate !== undefined ? (l.bytes_rate?.units ?? null) : base.bytesRate,
     ...periodOf('bytesPeriodMs', l.bytes_rate !== undefined ? l.bytes_rate?.periodMs : base.bytesPeriodMs),
     bytesBurst: l.bytes_burst ?? base.bytesBurst,
-    // A rate per minute or hour brings its period as the window, unless a window is given.
-    windowMs: l.window ?? Math.max(base.windowMs, l.rate?.periodMs ?? 0, l.bytes_rate?.periodMs ?? 0),
+    windowMs: l.window ?? windowOf(base, l),
     keyV4: l.key?.v4 ?? base.keyV4,
     keyV6: l.key?.v6 ?? base.keyV6,
   };

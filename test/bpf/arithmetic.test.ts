@@ -371,13 +371,13 @@ test('token bucket: 20 GB/s has a one-second bucket (it had 78 ms: burst x 1e9 o
   assert.equal(await at(T0 - 1_000_010_000n, f), 'drop', 'a second of backlog does not');
 });
 
-test('token bucket: 18.45 GB/s passes traffic (burst x 1e9 wrapped to a bucket of 1 ns: it dropped everything)', async () => {
+test('token bucket: 18.45 GB/s takes bursts (burst x 1e9 wrapped to a bucket of 1 ns: it dropped all but one packet of every burst)', async () => {
   const f = frameOf(1514);
   dp.clearState();
   dp.limiter.applyPolicy({ rules: [{ id: 0, alg: 'token', pps: null, bps: 18_446_744_074, aggregate: null }] });
   let passed = 0;
-  for (let i = 0; i < 100; i++) if ((await at(T0 + BigInt(i) * 1000n, f)) === 'pass') passed++;
-  assert.equal(passed, 100, '100 frames at 1.5 GB/s under an 18.45 GB/s limit');
+  for (let i = 0; i < 100; i++) if ((await at(T0, f)) === 'pass') passed++;
+  assert.equal(passed, 100, 'a burst of 100 frames (151 kB) into a bucket of one second (18.45 GB)');
 });
 
 test('GCRA: 64-byte frames at 10 GB/s are held to the rate (rounding each cost down over-admitted 7%), and 7e10 B/s still limits (it was unlimited from 6.4e10 B/s)', async () => {

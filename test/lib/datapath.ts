@@ -9,7 +9,7 @@ import { encodeTestCtl, SL_TEST_CTL_SIZE } from '../../src/generated/types';
 
 export const REPO = join(__dirname, '..', '..', '..');
 /** SLUICE_TEST_OBJECT runs the tests against another build (e.g. a base commit's, to show a test fails there). */
-export const TEST_OBJECT = process.env.SLUICE_TEST_OBJECT ?? join(REPO, 'bpf', 'sluice_test.bpf.o');
+export const TEST_OBJECT = process.env.SLUICE_TEST_OBJECT || join(REPO, 'bpf', 'sluice_test.bpf.o');
 export const PROD_OBJECT = join(REPO, 'bpf', 'sluice.bpf.o');
 export const BENCH_OBJECT = join(REPO, 'bpf', 'bench.bpf.o');
 

@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { DEFAULT_LIMITS } from '../../src/agent/state';
+import { decodeState, encodeState } from '../../src/generated/types';
 import { policyOf } from '../../src/agent/protection';
 import { limitsFrom } from '../../src/cli/common';
 import { defaultRuleOf } from '../../src/config/load';
@@ -420,6 +421,25 @@ test('sliding window: a key blocked for 16 windows is not charged its old count 
   for (let t = t0 + 50_000_000n; t < t0 + 1_600_000_000n; t += 50_000_000n) assert.equal(await at(t), 'drop', 'blocked');
   // 16 windows later: the same window number mod 16, and last_seen fresh from the blocked packets.
   assert.equal(await at(t0 + 1_600_000_010n), 'pass', 'after the block, a fresh window');
+});
+
+test('sliding window: a current word is read as current whatever last_seen says (a CPU that read last_seen before another CPU\'s first packet after idling zeroed the count)', async () => {
+  // The interleaving, made deterministic: CPU A reads last_seen (the key idled), CPU B's first packet
+  // writes last_seen and charges the word, then A reads the word. The test writes the stale
+  // last_seen A would have read under B's charged word (the one poke of state in these tests: no
+  // control-plane path leads to this state but a race).
+  dp.clearState();
+  dp.limiter.applyPolicy({ rules: [{ id: 0, alg: 'sliding', pps: 10, aggregate: null }] });
+  const t0 = 5000n * SEC;
+  let passed = 0;
+  for (let i = 0; i < 10; i++) if ((await at(t0 + BigInt(i))) === 'pass') passed++;
+  assert.equal(passed, 10);
+  const m = dp.limiter.maps.rate_limit_map;
+  const keys = [...m.keys()];
+  assert.equal(keys.length, 1);
+  const st = decodeState(m.lookup(keys[0]!)!);
+  m.update(keys[0]!, encodeState({ ...st, last_seen: t0 - 100n * SEC }));
+  assert.equal(await at(t0 + 1_000_000n), 'drop', 'the window holds 10 already: the 11th is dropped');
 });
 
 test('sliding window: its state word alone says which window it counts (no other field is read)', async () => {

@@ -17,7 +17,7 @@
  * SL_MAX_SHIFT) for which one unit spans at least 2^16 quanta, and a unit costs inc1 =
  * ceil(P x 2^shift / R) quanta: every cost is a whole number of units, so charges add up exactly,
  * the bucket holds exactly burst units (depth = burst x inc1), nothing is ever admitted above R per
- * P, and the long-run rate is below R by less than one part in 2^16 (2^13.8 at R = 2^40/s).
+ * P, and the long-run rate is below R by less than one part in 2^16 (2^13.9 at R = 2^40/s).
  * No division is left on the per-packet path of these two.
  */
 #ifndef SLUICE_LIMITERS_H

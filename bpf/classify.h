@@ -79,7 +79,9 @@ __noinline int sl_rule_matches(const struct sl_rule *r, const struct sl_pkt *p)
 		return 0;
 	if (p->unknown & SL_UNK_L4)
 		return 1;
-	if ((r->dport_lo || r->dport_hi) && (p->dport < r->dport_lo || p->dport > r->dport_hi))
+	/* A port range matches only a protocol with ports: ICMP's type/code in dport is no port. */
+	if ((r->dport_lo || r->dport_hi) &&
+	    (!sl_has_ports(p->proto) || p->dport < r->dport_lo || p->dport > r->dport_hi))
 		return 0;
 	if ((r->flags & SL_RF_MATCH_SYN) &&
 	    (p->proto != IPPROTO_TCP || (p->tcp_flags & (SL_TCP_SYN | SL_TCP_ACK)) != SL_TCP_SYN))

@@ -45,7 +45,8 @@ struct sl_pkt {
 	__u8  tcp_flags;  /* TCP flags byte (SL_TCP_*)                                            */
 	__u8  reason;     /* 0 when well formed, else the malformed reason                        */
 	__u16 sport;      /* host order; 0 when there is none                                     */
-	__u16 dport;      /* host order; ICMP/ICMPv6: type << 8 | code                            */
+	__u16 dport;      /* host order (TCP, UDP, SCTP); ICMP/ICMPv6: type << 8 | code, which
+	                   * events report and rules never match as a port (sl_has_ports)      */
 	__u32 len;        /* bytes, as charged to byte limits (a GSO packet: all its segments')    */
 	__u16 segs;       /* packets this frame stands for (GSO segments at egress), >= 1          */
 	__u8  dir;        /* enum sl_dir: where it was seen                                       */
@@ -60,6 +61,12 @@ struct sl_pkt {
 	__u8  src[16];    /* network order; IPv4 in the first 4 bytes */
 	__u8  dst[16];
 };
+
+/* Whether the packet's protocol has ports: only then does sl_pkt.dport hold one. */
+static __always_inline int sl_has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+}
 
 /* TCP flags (byte 13 of the header). */
 #define SL_TCP_FIN 0x01
@@ -98,7 +105,7 @@ static __always_inline int sl_is_vlan(__be16 proto)
 }
 
 /*
- * Ports, flags or ICMP type/code. pos is the start of the L4 header; lim is where the IP header
+ * Ports (TCP, UDP, SCTP), flags or ICMP type/code. pos is the start of the L4 header; lim is where the IP header
  * says the packet ends (compared with, never read through) (never the frame's end, which may hold padding the sender controls). A
  * header that does not fit leaves the L4 fields unknown: the packet is still charged to its source
  * (by the strictest rule it could match), and a first fragment that does not hold it is dropped.
@@ -122,6 +129,16 @@ static __always_inline void sl_parse_l4(void *pos, void *end, void *lim, struct 
 		p->sport = bpf_ntohs(uh->source);
 		p->dport = bpf_ntohs(uh->dest);
 		p->hdr_len += sizeof(*uh);
+	} else if (p->proto == IPPROTO_SCTP) {
+		__u8 *sh = pos;
+
+		/* The common header: source port, destination port (as UDP's), verification tag,
+		 * checksum. */
+		if ((void *)(sh + 12) > lim || (void *)(sh + 12) > end)
+			goto cut;
+		p->sport = (__u16)sh[0] << 8 | sh[1];
+		p->dport = (__u16)sh[2] << 8 | sh[3];
+		p->hdr_len += 12;
 	} else if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
 		__u8 *ic = pos;
 

@@ -24,7 +24,7 @@
  * ABI (docs/errors.md, pins_abi_mismatch) instead of reading old state with new meaning.
  */
 enum sl_abi {
-	SL_ABI_VERSION = 1,
+	SL_ABI_VERSION = 2, /* 2: token/gcra words in quanta of 2^-shift ns; sliding 16|24|24 */
 };
 
 /* Algorithms. 0 selects the default (fixed window), as does any unknown value. */
@@ -101,6 +101,12 @@ enum sl_rule_flags {
 	SL_RF_MATCH_SYN    = 1 << 2, /* match only TCP segments with SYN set and ACK clear  */
 	SL_RF_KEY_DST      = 1 << 3, /* key by destination address instead of source       */
 	SL_RF_NO_AGG       = 1 << 4, /* no aggregate limit over the rule's keys            */
+	/* The period of pkt.rate and byt.rate (struct sl_limit): a second unless one of these says a
+	 * minute or an hour (both set: an hour). The aggregate (agg) is always per second. */
+	SL_RF_PKT_PER_MIN  = 1 << 8,
+	SL_RF_PKT_PER_HOUR = 1 << 9,
+	SL_RF_BYT_PER_MIN  = 1 << 10,
+	SL_RF_BYT_PER_HOUR = 1 << 11,
 };
 
 /* Directions a rule applies in (sl_rule.dir); 0 means ingress only. */
@@ -146,8 +152,9 @@ enum sl_defaults {
 
 /* One dimension of a limit (packets or bytes). */
 struct sl_limit {
-	__u64 rate;   /* units per second; packets: 0 = SL_DEFAULT_PPS; bytes: 0 = no byte limit      */
-	__u64 burst;  /* units; 0 = default: one second's worth for token/gcra, none for the windows  */
+	__u64 rate;   /* units per period (a second, or sl_rule.flags' SL_RF_*_PER_*), 1 .. 2^40;
+	               * packets: 0 = SL_DEFAULT_PPS; bytes: 0 = no byte limit                     */
+	__u64 burst;  /* units; 0 = default: one period's worth for token/gcra, none for the windows  */
 };
 
 /*
@@ -168,7 +175,7 @@ struct sl_rule {
 	                     * in no listed tier; 0 = any                                          */
 	__u16 dport_lo;     /* match: destination port range, host order; 0,0 = any                 */
 	__u16 dport_hi;
-	__u32 window_ms;    /* window of fixed/sliding, milliseconds; 0 = 1000                       */
+	__u32 window_ms;    /* window of fixed/sliding, milliseconds, up to 1 h; 0 = 1000            */
 	__u32 block_ms;     /* SL_ACT_BLOCK: how long a key stays blocked, milliseconds              */
 	__u8  dir;          /* match: enum sl_dir bits; 0 = ingress only                            */
 	__u8  plugin;       /* 1 + slot of the plugin program that decides this rule's packets; 0 = none */
@@ -219,14 +226,16 @@ struct sl_geo_val {
  */
 struct sl_params {
 	__u32 alg;        /* enum sl_alg, resolved (never SL_ALG_DEFAULT) */
-	__u32 pad;
-	__u64 rate;       /* units per second, > 0 */
+	__u32 shift;      /* token, gcra: time is kept in quanta of 2^-shift ns (limiters.h); else 0 */
+	__u64 rate;       /* units per period, > 0 */
 	__u64 burst;      /* units */
-	__u64 window_ms;  /* fixed and sliding */
-	__u64 window_ns;
-	__u64 limit;      /* fixed, sliding: units a window may hold (rate x window + burst, capped to
-	                   * the word's count field); token: bucket depth, ns, rounded up; gcra: tau, ns */
-	__u64 inc1;       /* token: ns one unit costs, rounded up; gcra: rounded down; windows: 0 */
+	__u64 stale;      /* token, gcra: the largest backlog (quanta) a live key can have; a word
+	                   * farther ahead of now is a full bucket (limiters.h, sl_backlog) */
+	__u64 window_ns;  /* fixed, sliding */
+	__u64 limit;      /* fixed, sliding: units a window may hold (floor(rate x window / period) +
+	                   * burst, capped to the word's count field); token: bucket depth, quanta
+	                   * (burst x inc1); gcra: tau, quanta ((burst - 1) x inc1) */
+	__u64 inc1;       /* token, gcra: quanta one unit costs, ceil(period x 2^shift / rate); windows: 0 */
 };
 
 /*
@@ -356,14 +365,16 @@ struct sl_key {
  * Value of rate_limit_map. pkt and byt each hold one algorithm's whole state in one 64-bit word,
  * committed with a compare-and-exchange, so no lock is needed (LRU maps refuse bpf_spin_lock).
  *   fixed:   bits 63..32 window number (now / window), bits 31..0 units used in that window
- *   sliding: bits 63..60 window number mod 16, 59..30 previous window's units, 29..0 current's
- *   token:   the time (ns) at which the bucket is full again
- *   gcra:    the theoretical arrival time (ns)
+ *   sliding: bits 63..48 window number mod 2^16, 47..24 previous window's units, 23..0 current's
+ *   token:   the time at which the bucket is full again, in quanta of 2^-shift ns, modulo 2^64
+ *            (sl_params.shift; 0: a fresh state, a full bucket)
+ *   gcra:    the theoretical arrival time, in the same quanta
  */
 struct sl_state {
 	__u64 pkt;            /* packet dimension word */
 	__u64 byt;            /* byte dimension word */
-	__u64 last_seen;      /* ns, kernel clock of the last packet (pass or drop) */
+	__u64 last_seen;      /* ns, kernel clock of the last packet (pass or drop); no algorithm
+	                       * reads it */
 	__u64 blocked_until;  /* ns; the key is blocked while now < blocked_until */
 	__u64 dropped;        /* packets of this key dropped by its limit, atomically added */
 	__u32 epoch;          /* sl_rule.epoch when this state was (re)initialised */

@@ -25,7 +25,7 @@ __noinline int sl_step(__u64 word, __u64 cost, const struct sl_tick *t,
 		return 0;
 	switch (pr->alg) {
 	case SL_ALG_SLIDING:
-		return sl_sliding(word, t->now, t->last_seen, cost, pr, out);
+		return sl_sliding(word, t->now, cost, pr, out);
 	case SL_ALG_TOKEN:
 		return sl_token(word, t->now, cost, pr, out);
 	case SL_ALG_GCRA:
@@ -51,7 +51,8 @@ __noinline int sl_refund(__u64 *w, const struct sl_params *pr, const struct sl_t
 	if (!w || !pr || !tick || !pw)
 		return 0;
 	if (pr->alg == SL_ALG_TOKEN || pr->alg == SL_ALG_GCRA) {
-		__u64 t = old > tick->now ? old : tick->now;
+		__u64 nq = tick->now << pr->shift;
+		__u64 t = nq + sl_backlog(old, nq, pr);
 
 		__sync_fetch_and_add(w, -(pw->charged - t));
 		return 0;
@@ -62,12 +63,12 @@ __noinline int sl_refund(__u64 *w, const struct sl_params *pr, const struct sl_t
 		__u64 cur = READ_ONCE(*w), next;
 
 		if (pr->alg == SL_ALG_SLIDING) {
-			__u64 d = ((cur >> 60) - (pw->charged >> 60)) & 15;
+			__u64 d = ((cur >> 48) - (pw->charged >> 48)) & 0xffff;
 
-			if (d == 0 && (cur & SL_MASK30) >= cost)
+			if (d == 0 && (cur & SL_MASK24) >= cost)
 				next = cur - cost;
-			else if (d == 1 && ((cur >> 30) & SL_MASK30) >= cost)
-				next = cur - (cost << 30);
+			else if (d == 1 && ((cur >> 24) & SL_MASK24) >= cost)
+				next = cur - (cost << 24);
 			else
 				return 0;
 		} else {
@@ -196,32 +197,41 @@ __noinline int sl_leased(struct sl_state *st, const struct sl_tick *t, const str
 	return sl_charge_d(st, t, d, pkts, len);
 }
 
+/*
+ * One dimension's derivation, verified once on its own: its shift search is a loop whose every exit
+ * would otherwise multiply the paths of the rest of sl_derive, and it is run for both dimensions.
+ */
+__noinline int sl_derive_dim(struct sl_params *pr, __u64 period_ms, __u64 window_ms)
+{
+	if (!pr)
+		return 0;
+	sl_params_derive(pr, period_ms, window_ms);
+	return 0;
+}
+
 /* Resolve a dimension's zero fields to their documented defaults, and derive the rest. */
 static __always_inline void sl_params_of(const struct sl_limit *l, __u64 rate, __u32 alg,
-					 __u64 window_ms, struct sl_params *out)
+					 __u64 window_ms, __u64 period_ms, struct sl_params *out)
 {
 	out->alg = alg;
-	out->pad = 0;
 	out->rate = rate;
 	out->burst = l->burst;
 	if (!out->burst && (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA))
-		out->burst = rate;  /* one second's worth */
-	out->window_ms = window_ms;
-	out->window_ns = window_ms * 1000000ULL;
-	sl_params_derive(out);
+		out->burst = rate;  /* one period's worth */
+	sl_derive_dim(out, period_ms, window_ms);
 }
 
 /*
- * The time scale of one dimension: the window, or the depth of the bucket (burst / rate). The
- * coarse clock moves in steps of one jiffy, so a rule reads it only when every dimension it uses
- * spans at least SL_COARSE_MIN_MS: its error (one step against the time scale) stays at a few
+ * The time scale of one dimension: the window, or the depth of the bucket (burst / rate x period).
+ * The coarse clock moves in steps of one jiffy, so a rule reads it only when every dimension it
+ * uses spans at least SL_COARSE_MIN_MS: its error (one step against the time scale) stays at a few
  * percent at the worst and well under one percent at the defaults (docs/datapath.md, Time).
  */
-static __always_inline int sl_long_enough(const struct sl_params *pr)
+static __always_inline int sl_long_enough(const struct sl_params *pr, __u64 period_ms)
 {
 	if (pr->alg == SL_ALG_TOKEN || pr->alg == SL_ALG_GCRA)
-		return pr->burst * 1000 >= pr->rate * SL_COARSE_MIN_MS;
-	return pr->window_ms >= SL_COARSE_MIN_MS;
+		return pr->burst * period_ms >= pr->rate * SL_COARSE_MIN_MS;
+	return pr->window_ns >= SL_COARSE_MIN_MS * 1000000ULL;
 }
 
 /*
@@ -233,7 +243,8 @@ static __always_inline int sl_long_enough(const struct sl_params *pr)
 __noinline int sl_derive(const struct sl_rule *r, struct sl_derived *d)
 {
 	__u32 alg;
-	__u64 wms, pps, rate, burst, cpus = nr_cpus ? nr_cpus : 1;
+	__u64 wms, pps, rate, burst, pk, cpus = nr_cpus ? nr_cpus : 1;
+	__u64 pper, bper;
 
 	if (!r || !d)
 		return 0;
@@ -245,14 +256,19 @@ __noinline int sl_derive(const struct sl_rule *r, struct sl_derived *d)
 	d->has_pkt = !(r->flags & SL_RF_NO_PKT_LIMIT);
 	d->has_byt = r->byt.rate != 0;
 	d->has_agg = d->has_pkt && !(r->flags & SL_RF_NO_AGG);
-	sl_params_of(&r->pkt, pps, alg, wms, &d->pkt);
-	sl_params_of(&r->byt, r->byt.rate, alg, wms, &d->byt);
+	pper = sl_period_ms(r->flags, SL_RF_PKT_PER_MIN, SL_RF_PKT_PER_HOUR);
+	bper = sl_period_ms(r->flags, SL_RF_BYT_PER_MIN, SL_RF_BYT_PER_HOUR);
+	sl_params_of(&r->pkt, pps, alg, wms, pper, &d->pkt);
+	sl_params_of(&r->byt, r->byt.rate, alg, wms, bper, &d->byt);
 
-	/* The aggregate: each CPU enforces its share, as GCRA. Default: SL_DEFAULT_AGG_KEYS keys at
-	 * the rule's packet rate, so that it never holds back a crowd of well-behaved sources and
-	 * only bites on floods of (spoofed) new ones. */
-	rate = r->agg.rate ? r->agg.rate : pps * SL_DEFAULT_AGG_KEYS;
-	burst = r->agg.burst ? r->agg.burst : rate;
+	/* The aggregate: each CPU enforces its share, as GCRA, per second. Default:
+	 * SL_DEFAULT_AGG_KEYS keys at the rule's packet rate (per second, rounded up) with their
+	 * period's worth as the burst, so that it never holds back a crowd of well-behaved sources
+	 * (also not a key's burst under a rate per minute or hour) and only bites on floods of
+	 * (spoofed) new ones. */
+	pk = pps * SL_DEFAULT_AGG_KEYS;
+	rate = r->agg.rate ? r->agg.rate : pk / pper * 1000 + (pk % pper * 1000 + pper - 1) / pper;
+	burst = r->agg.burst ? r->agg.burst : r->agg.rate ? rate : pk;
 	rate = rate / cpus ? rate / cpus : 1;
 	burst = burst / cpus ? burst / cpus : 1;
 	d->agg_interval = SL_NSEC / rate;
@@ -262,20 +278,22 @@ __noinline int sl_derive(const struct sl_rule *r, struct sl_derived *d)
 	 * shared by all of them, so what never-seen sources get past the cap is bounded by it. */
 	rate = d->pkt.rate;
 	burst = (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA) ? d->pkt.burst : d->pkt.limit;
-	d->unt_interval = SL_NSEC / (rate ? rate : 1);
+	d->unt_interval = pper * 1000000ULL / (rate ? rate : 1);
 	d->unt_tau = burst > 1 ? (burst - 1) * d->unt_interval : 0;
 
 	/* A per-rule bucket is shared by every CPU: each takes a lease of 1/(SL_LEASE_DIV x CPUs) of
 	 * its burst at once (one compare-and-exchange per lease instead of per packet). Too small a
-	 * burst to split (a lease under 2 packets, or under two full frames of bytes): no lease. */
+	 * burst to split (a lease under 2 packets, or under two full frames of bytes): no lease.
+	 * GCRA takes none: a charge conforms when the backlog before it fits, so a lease could
+	 * overdraw the bucket by its size. */
 	d->lease_pkt = 0;
 	d->lease_byt = 0;
-	if ((r->flags & SL_RF_PER_RULE) && d->has_pkt) {
-		__u64 units = (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA) ? d->pkt.burst : d->pkt.limit;
+	if ((r->flags & SL_RF_PER_RULE) && d->has_pkt && alg != SL_ALG_GCRA) {
+		__u64 units = alg == SL_ALG_TOKEN ? d->pkt.burst : d->pkt.limit;
 		__u64 lp = units / (SL_LEASE_DIV * cpus), lb = 0;
 
 		if (d->has_byt) {
-			units = (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA) ? d->byt.burst : d->byt.limit;
+			units = alg == SL_ALG_TOKEN ? d->byt.burst : d->byt.limit;
 			lb = units / (SL_LEASE_DIV * cpus);
 		}
 		if (lp >= 2 && (!d->has_byt || lb >= 2 * 1514)) {
@@ -284,8 +302,8 @@ __noinline int sl_derive(const struct sl_rule *r, struct sl_derived *d)
 		}
 	}
 
-	d->coarse = (coarse_clock & (1U << alg)) && (!d->has_pkt || sl_long_enough(&d->pkt)) &&
-		    (!d->has_byt || sl_long_enough(&d->byt));
+	d->coarse = (coarse_clock & (1U << alg)) && (!d->has_pkt || sl_long_enough(&d->pkt, pper)) &&
+		    (!d->has_byt || sl_long_enough(&d->byt, bper));
 	d->id = r->id;
 	d->version = r->version;
 	d->valid = 1;

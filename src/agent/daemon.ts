@@ -93,7 +93,8 @@ function rulesText(x: { rules: readonly unknown[]; geoip: unknown }): string {
 
 function sameLimits(a: Limits, b: Limits): boolean {
   return a.algorithm === b.algorithm && a.rate === b.rate && a.burst === b.burst && a.bytesRate === b.bytesRate &&
-    a.bytesBurst === b.bytesBurst && a.windowMs === b.windowMs && a.keyV4 === b.keyV4 && a.keyV6 === b.keyV6;
+    a.bytesBurst === b.bytesBurst && a.windowMs === b.windowMs && a.keyV4 === b.keyV4 && a.keyV6 === b.keyV6 &&
+    (a.ratePeriodMs ?? 1000) === (b.ratePeriodMs ?? 1000) && (a.bytesPeriodMs ?? 1000) === (b.bytesPeriodMs ?? 1000);
 }
 
 const listsText = (l: Settings['lists']): string => JSON.stringify([l.mgmt, l.deny, l.allow]);

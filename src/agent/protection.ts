@@ -71,10 +71,11 @@ export function policyOf(s: Pick<Settings, 'limits' | 'rules'>): PolicySpec {
     name: 'default',
     alg: l.algorithm,
     pps: l.rate,
+    ...(l.ratePeriodMs !== undefined ? { ppsPeriodMs: l.ratePeriodMs } : {}),
     ppsBurst: l.burst,
     windowMs: l.windowMs,
     key: { v4: l.keyV4, v6: l.keyV6 },
-    ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst } : {}),
+    ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) } : {}),
   };
   return { rules: [base, ...s.rules] };
 }

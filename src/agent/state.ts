@@ -33,10 +33,14 @@ export type Mode = 'native' | 'generic';
 /** The default rule as the command line sets it. */
 export interface Limits {
   algorithm: AlgName;
-  /** Packets per second; null: no packet limit. */
+  /** Packets per period (a second unless ratePeriodMs says otherwise); null: no packet limit. */
   rate: number | null;
+  /** The period of rate: 1000 (absent), 60,000 or 3,600,000 ms ("3/min" is rate 3, 60,000). */
+  ratePeriodMs?: number;
   burst: number;
   bytesRate: number | null;
+  /** The period of bytesRate, as ratePeriodMs. */
+  bytesPeriodMs?: number;
   bytesBurst: number;
   windowMs: number;
   keyV4: number;

@@ -8,7 +8,7 @@ import { assertPlace, type Limits } from '../agent/state';
 import { ErrorCode } from '../ebpf';
 import { PolicyError } from '../limiter/policy';
 import type { StateEntry } from '../limiter/top';
-import { parseBytes, parseDurationMs, parseRate } from '../limiter/units';
+import { formatRate, parseBytes, parseBytesPer, parseDurationMs, parseRate, parseRatePer, type Rate } from '../limiter/units';
 
 /** Exit codes, documented in docs/cli.md. */
 export const EXIT = { ok: 0, error: 1, usage: 2, notProtected: 3, permission: 4 } as const;
@@ -49,8 +49,8 @@ const prefixLen = (max: number, what: string) => parsed((v: string) => {
 });
 
 export interface LimitOptions {
-  rate?: number;
-  bytesRate?: number;
+  rate?: Rate;
+  bytesRate?: Rate;
   burst?: number;
   bytesBurst?: number;
   algorithm?: Limits['algorithm'];
@@ -62,12 +62,12 @@ export interface LimitOptions {
 
 export function limitOptions(cmd: Command): Command {
   return cmd
-    .option('--rate <n>', 'packets per second per key (1000, 10k, 2.5M)', parsed((v) => parseRate(v, 'rate')))
-    .option('--bytes-rate <n>', 'bytes per second per key (1500000, 2MB, 1GiB)', parsed((v) => parseBytes(v, 'bytes rate')))
+    .option('--rate <n>', 'packets per second, minute or hour per key (1000, 10k, 2.5M, 30/min, 100/h)', parsed((v) => parseRatePer(v, 'rate')))
+    .option('--bytes-rate <n>', 'bytes per second, minute or hour per key (1500000, 2MB, 1GiB, 500MB/h)', parsed((v) => parseBytesPer(v, 'bytes rate')))
     .option('--burst <n>', 'packets allowed at once (token, gcra: bucket size; windows: extra per window)', parsed((v) => parseRate(v, 'burst', 0)))
     .option('--bytes-burst <n>', 'bytes allowed at once', parsed((v) => parseBytes(v, 'bytes burst', 0)))
     .addOption(new Option('--algorithm <name>', 'the algorithm').choices(['fixed', 'sliding', 'token', 'gcra']))
-    .option('--window <duration>', 'window of fixed and sliding (1s, 500ms)', parsed((v) => parseDurationMs(v, 'window', 1, 60_000)))
+    .option('--window <duration>', 'window of fixed and sliding (1s, 500ms, 1m; at most 1h)', parsed((v) => parseDurationMs(v, 'window', 1, 3_600_000)))
     .option('--key-v4 <len>', 'IPv4 key prefix length (32: per address, 24: per /24)', prefixLen(32, 'IPv4 key prefix'))
     .option('--key-v6 <len>', 'IPv6 key prefix length (64: per /64)', prefixLen(128, 'IPv6 key prefix'))
     .option('--no-packet-limit', 'limit bytes only (needs --bytes-rate)');
@@ -75,9 +75,18 @@ export function limitOptions(cmd: Command): Command {
 
 export function limitsFrom(o: LimitOptions & { packetLimit?: boolean }): Partial<Limits> {
   const l: Partial<Limits> = {};
-  if (o.rate !== undefined) l.rate = o.rate;
+  if (o.rate !== undefined) {
+    l.rate = o.rate.units;
+    l.ratePeriodMs = o.rate.periodMs;
+    // A rate per minute or hour brings its period as the window, unless a window is given.
+    if (o.window === undefined && o.rate.periodMs > 1000) l.windowMs = o.rate.periodMs;
+  }
   if (o.packetLimit === false) l.rate = null;
-  if (o.bytesRate !== undefined) l.bytesRate = o.bytesRate;
+  if (o.bytesRate !== undefined) {
+    l.bytesRate = o.bytesRate.units;
+    l.bytesPeriodMs = o.bytesRate.periodMs;
+    if (o.window === undefined && o.bytesRate.periodMs > 1000) l.windowMs = Math.max(l.windowMs ?? 0, o.bytesRate.periodMs);
+  }
   if (o.burst !== undefined) l.burst = o.burst;
   if (o.bytesBurst !== undefined) l.bytesBurst = o.bytesBurst;
   if (o.algorithm !== undefined) l.algorithm = o.algorithm;
@@ -89,8 +98,9 @@ export function limitsFrom(o: LimitOptions & { packetLimit?: boolean }): Partial
 
 export function describeLimits(l: Limits): string {
   const parts: string[] = [];
-  if (l.rate !== null) parts.push(`${l.rate} packets/s${l.burst ? ` (burst ${l.burst})` : ''}`);
-  if (l.bytesRate !== null) parts.push(`${l.bytesRate} bytes/s${l.bytesBurst ? ` (burst ${l.bytesBurst})` : ''}`);
+  const per = (ms: number | undefined): string => formatRate({ units: 0, periodMs: ms ?? 1000 }).slice(1);
+  if (l.rate !== null) parts.push(`${l.rate} packets${per(l.ratePeriodMs)}${l.burst ? ` (burst ${l.burst})` : ''}`);
+  if (l.bytesRate !== null) parts.push(`${l.bytesRate} bytes${per(l.bytesPeriodMs)}${l.bytesBurst ? ` (burst ${l.bytesBurst})` : ''}`);
   const key = `per /${l.keyV4} (IPv4), /${l.keyV6} (IPv6)`;
   const win = l.algorithm === 'fixed' || l.algorithm === 'sliding' ? `, ${l.windowMs} ms window` : '';
   return `${parts.join(' and ')}, ${l.algorithm}${win}, ${key}`;

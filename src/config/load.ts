@@ -157,15 +157,44 @@ export function zodProblems(error: zod.ZodError, doc: Document, lc: LineCounter,
 }
 
 /** Limits from the file or the API over a base (the defaults, or what is in force). */
+/** A period field, left out when it is the default (a second). */
+function periodOf<K extends 'ratePeriodMs' | 'bytesPeriodMs'>(k: K, ms: number | undefined): Partial<Record<K, number>> {
+  return ms !== undefined && ms !== 1000 ? ({ [k]: ms } as Partial<Record<K, number>>) : {};
+}
+
+/** The default rule of a set of limits. */
+export function defaultRuleOf(l: Limits): RuleSpec {
+  return {
+    id: 0, name: 'default', alg: l.algorithm, pps: l.rate, ppsBurst: l.burst, windowMs: l.windowMs, key: { v4: l.keyV4, v6: l.keyV6 },
+    ...(l.ratePeriodMs !== undefined ? { ppsPeriodMs: l.ratePeriodMs } : {}),
+    ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) } : {}),
+  };
+}
+
+/**
+ * The window when none is given: a rate per minute or hour brings its period as the window, and
+ * such a window goes with its rate (a rule that sets a rate per second does not inherit the
+ * defaults' hour); otherwise the base's.
+ */
+function windowOf(base: Limits, l: LimitsInput): number {
+  if (l.rate === undefined && l.bytes_rate === undefined) return base.windowMs;
+  const period = Math.max(l.rate?.periodMs ?? 0, l.bytes_rate?.periodMs ?? 0);
+  if (period > 1000) return period;
+  const derived = base.windowMs > 1000 && (base.windowMs === base.ratePeriodMs || base.windowMs === base.bytesPeriodMs);
+  return derived ? DEFAULT_LIMITS.windowMs : base.windowMs;
+}
+
 export function mergeLimits(base: Limits, l: LimitsInput | undefined): Limits {
   if (!l) return { ...base };
   return {
     algorithm: l.algorithm ?? base.algorithm,
-    rate: l.rate !== undefined ? l.rate : base.rate,
+    rate: l.rate !== undefined ? (l.rate?.units ?? null) : base.rate,
+    ...periodOf('ratePeriodMs', l.rate !== undefined ? l.rate?.periodMs : base.ratePeriodMs),
     burst: l.burst ?? base.burst,
-    bytesRate: l.bytes_rate !== undefined ? l.bytes_rate : base.bytesRate,
+    bytesRate: l.bytes_rate !== undefined ? (l.bytes_rate?.units ?? null) : base.bytesRate,
+    ...periodOf('bytesPeriodMs', l.bytes_rate !== undefined ? l.bytes_rate?.periodMs : base.bytesPeriodMs),
     bytesBurst: l.bytes_burst ?? base.bytesBurst,
-    windowMs: l.window ?? base.windowMs,
+    windowMs: l.window ?? windowOf(base, l),
     keyV4: l.key?.v4 ?? base.keyV4,
     keyV6: l.key?.v6 ?? base.keyV6,
   };
@@ -182,10 +211,7 @@ export function limitsProblems(l: Limits): [string, string][] {
     out.push(['bytes_burst', `${l.bytesBurst} is smaller than one full-size frame (1514 bytes): such packets could never pass with ${l.algorithm}`]);
   }
   if (out.length) return out;
-  const rule: RuleSpec = {
-    id: 0, name: 'default', alg: l.algorithm, pps: l.rate, ppsBurst: l.burst, windowMs: l.windowMs, key: { v4: l.keyV4, v6: l.keyV6 },
-    ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst } : {}),
-  };
+  const rule = defaultRuleOf(l);
   try {
     compilePolicy({ rules: [rule] }, 2);
   } catch (e) {

@@ -12,7 +12,7 @@ import { DEFAULT_LIMITS, type Limits, type PolicyContent } from '../agent/state'
 import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
 import { parseDurationMs, parseRate } from '../limiter/units';
 import { ConfigError, type ConfigProblem } from './errors';
-import { deepFreeze, limitsProblems, lineOf, mergeLimits, pathText, sortByLine, zodProblems, type Seg } from './load';
+import { deepFreeze, defaultRuleOf, limitsProblems, lineOf, mergeLimits, pathText, sortByLine, zodProblems, type Seg } from './load';
 import { cidr, limitsSchema, listsSchema, oneOf, shown, unitValue, wholeIn } from './schema';
 
 const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
@@ -60,7 +60,7 @@ const per = z.union([
 const aggregate = z.union([
   z.literal('none'),
   z.strictObject({
-    rate: unitValue((v) => parseRate(v, 'aggregate rate'), 'packets per second (e.g. 50k)'),
+    rate: unitValue((v) => parseRate(v, 'aggregate rate'), 'packets per second (e.g. 50k; an aggregate is always per second)'),
     burst: unitValue((v) => parseRate(v, 'aggregate burst', 0), 'a number of packets').optional(),
   }),
 ], { error: (iss) => `expected none or { rate, burst }, got ${shown(iss.input)}` });
@@ -173,8 +173,9 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
       dir,
       alg: l.algorithm,
       pps: l.rate,
+      ...(l.ratePeriodMs !== undefined ? { ppsPeriodMs: l.ratePeriodMs } : {}),
       ppsBurst: l.burst,
-      ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst } : {}),
+      ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) } : {}),
       windowMs: l.windowMs,
       key: perKey === 'rule' ? 'rule' : typeof perKey === 'object' ? { v4: perKey.v4 ?? l.keyV4, v6: perKey.v6 ?? l.keyV6 } : { v4: l.keyV4, v6: l.keyV6 },
       // Egress rules are keyed by the remote end unless they say otherwise.
@@ -192,7 +193,7 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
   // What only the compiler sees (candidate lists, slot counts), mapped back to the rules.
   if (!problems.length) {
     try {
-      compilePolicy({ rules: [{ id: 0, name: 'default', alg: limits.algorithm, pps: limits.rate, ppsBurst: limits.burst, windowMs: limits.windowMs, key: { v4: limits.keyV4, v6: limits.keyV6 } }, ...rules] }, maxRules);
+      compilePolicy({ rules: [defaultRuleOf(limits), ...rules] }, maxRules);
     } catch (e) {
       if (!(e instanceof PolicyError)) throw e;
       for (const msg of e.problems) {

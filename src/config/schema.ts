@@ -10,7 +10,8 @@
 import { z } from 'zod';
 import { ifaceNameProblem, netnsNameProblem } from '../agent/names';
 import { formatPrefix, parsePrefix } from '../limiter/policy';
-import { MAX_RATE, parseBytes, parseDurationMs, parseRate } from '../limiter/units';
+import { MAX_RATE, parseBytes, parseBytesPer, parseDurationMs, parseRate, parseRatePer } from '../limiter/units';
+import { MAX_WINDOW_MS } from '../limiter/policy';
 
 export const DEFAULT_SOCKET = '/run/sluice/api.sock';
 export const DEFAULT_MAX_ENTRIES = 100_000;
@@ -49,8 +50,8 @@ export function unitValue<T>(parse: (v: string | number) => T, expected: string)
 }
 
 /** Like unitValue, and null or "none" mean "no limit of this kind" (null). */
-export function optionalLimit(parse: (v: string | number) => number, expected: string) {
-  return z.unknown().transform((v, ctx): number | null => {
+export function optionalLimit<T>(parse: (v: string | number) => T, expected: string) {
+  return z.unknown().transform((v, ctx): T | null => {
     if (v === null || v === 'none') return null;
     if (typeof v !== 'number' && typeof v !== 'string') {
       ctx.issues.push({ code: 'custom', message: `expected ${expected}, or none; got ${shown(v)}`, input: v });
@@ -77,11 +78,11 @@ export const wholeIn = (what: string, min: number, max: number) =>
 /** The default rule's limits; every key optional (the config fills in defaults, the API changes only what it names). */
 export const limitsSchema = z.strictObject({
   algorithm: oneOf(['fixed', 'sliding', 'token', 'gcra']).optional(),
-  rate: optionalLimit((v) => parseRate(v, 'rate'), 'packets per second (e.g. 1000, 10k)').optional(),
+  rate: optionalLimit((v) => parseRatePer(v, 'rate'), 'packets per second, minute or hour (e.g. 1000, 10k, 30/min, 100/h)').optional(),
   burst: unitValue((v) => parseRate(v, 'burst', 0), 'a number of packets (e.g. 50, 1k)').optional(),
-  bytes_rate: optionalLimit((v) => parseBytes(v, 'bytes rate'), 'bytes per second (e.g. 1500000, 2MB)').optional(),
+  bytes_rate: optionalLimit((v) => parseBytesPer(v, 'bytes rate'), 'bytes per second, minute or hour (e.g. 1500000, 2MB, 500MB/h)').optional(),
   bytes_burst: unitValue((v) => parseBytes(v, 'bytes burst', 0), 'a number of bytes (e.g. 64KB)').optional(),
-  window: unitValue((v) => parseDurationMs(v, 'window', 1, 60_000), 'a duration (e.g. 1s, 500ms)').optional(),
+  window: unitValue((v) => parseDurationMs(v, 'window', 1, MAX_WINDOW_MS), 'a duration up to 1h (e.g. 1s, 500ms, 1m)').optional(),
   key: z.strictObject({
     v4: wholeIn('IPv4 key prefix length', 1, 32).optional(),
     v6: wholeIn('IPv6 key prefix length', 1, 128).optional(),

@@ -3,7 +3,7 @@
 /* eslint-disable */
 
 export const Abi = {
-  VERSION: 1,
+  VERSION: 2,
 } as const;
 
 export const Alg = {
@@ -62,6 +62,10 @@ export const RuleFlags = {
   MATCH_SYN: 4,
   KEY_DST: 8,
   NO_AGG: 16,
+  PKT_PER_MIN: 256,
+  PKT_PER_HOUR: 512,
+  BYT_PER_MIN: 1024,
+  BYT_PER_HOUR: 2048,
 } as const;
 
 export const Dir = {
@@ -298,10 +302,10 @@ export function encodeGeoVal(v: Partial<GeoVal>, b: Buffer = Buffer.alloc(8), of
 
 export interface Params {
   alg: number;
-  pad: number;
+  shift: number;
   rate: bigint;
   burst: bigint;
-  window_ms: bigint;
+  stale: bigint;
   window_ns: bigint;
   limit: bigint;
   inc1: bigint;
@@ -312,10 +316,10 @@ export const SL_PARAMS_SIZE = 56;
 export function decodeParams(b: Buffer, off = 0): Params {
   return {
     alg: b.readUInt32LE(off + 0),
-    pad: b.readUInt32LE(off + 4),
+    shift: b.readUInt32LE(off + 4),
     rate: b.readBigUInt64LE(off + 8),
     burst: b.readBigUInt64LE(off + 16),
-    window_ms: b.readBigUInt64LE(off + 24),
+    stale: b.readBigUInt64LE(off + 24),
     window_ns: b.readBigUInt64LE(off + 32),
     limit: b.readBigUInt64LE(off + 40),
     inc1: b.readBigUInt64LE(off + 48),
@@ -325,10 +329,10 @@ export function decodeParams(b: Buffer, off = 0): Params {
 export function encodeParams(v: Partial<Params>, b: Buffer = Buffer.alloc(56), off = 0): Buffer {
   if (b.length < off + 56) throw new TypeError(`sl_params needs 56 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.alg !== undefined) { b.writeUInt32LE(v.alg, off + 0); }
-  if (v.pad !== undefined) { b.writeUInt32LE(v.pad, off + 4); }
+  if (v.shift !== undefined) { b.writeUInt32LE(v.shift, off + 4); }
   if (v.rate !== undefined) { b.writeBigUInt64LE(BigInt(v.rate), off + 8); }
   if (v.burst !== undefined) { b.writeBigUInt64LE(BigInt(v.burst), off + 16); }
-  if (v.window_ms !== undefined) { b.writeBigUInt64LE(BigInt(v.window_ms), off + 24); }
+  if (v.stale !== undefined) { b.writeBigUInt64LE(BigInt(v.stale), off + 24); }
   if (v.window_ns !== undefined) { b.writeBigUInt64LE(BigInt(v.window_ns), off + 32); }
   if (v.limit !== undefined) { b.writeBigUInt64LE(BigInt(v.limit), off + 40); }
   if (v.inc1 !== undefined) { b.writeBigUInt64LE(BigInt(v.inc1), off + 48); }

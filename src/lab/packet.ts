@@ -31,6 +31,7 @@ export const IPPROTO = {
   IPIP: 4,
   TCP: 6,
   UDP: 17,
+  SCTP: 132,
   IPV6: 41,
   ROUTING: 43,
   FRAGMENT: 44,
@@ -358,6 +359,15 @@ export interface TcpOpts {
   dataOffset?: number;
   checksum?: number;
   badChecksum?: boolean;
+}
+
+export interface SctpOpts {
+  sport: number;
+  dport: number;
+  /** Verification tag (default 0). */
+  vtag?: number;
+  /** The CRC32c field as written (default 0: not computed; the data path does not check it). */
+  checksum?: number;
 }
 
 export interface UdpOpts {
@@ -719,6 +729,22 @@ export class PacketBuilder {
           const c = inetChecksum(ph, h, ctx.rest);
           putChecksum(h, 6, c === 0 ? 0xffff : c, o); // 0 means "no checksum" (RFC 768)
         }
+        return h;
+      },
+    });
+  }
+
+  /** SCTP common header (RFC 9260): source port, destination port, verification tag, checksum. */
+  sctp(o: SctpOpts): this {
+    return this.push({
+      kind: 'sctp',
+      ipProto: IPPROTO.SCTP,
+      encode() {
+        const h = Buffer.alloc(12);
+        h.writeUInt16BE(o.sport, 0);
+        h.writeUInt16BE(o.dport, 2);
+        h.writeUInt32BE((o.vtag ?? 0) >>> 0, 4);
+        h.writeUInt32BE((o.checksum ?? 0) >>> 0, 8);
         return h;
       },
     });

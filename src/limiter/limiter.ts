@@ -12,6 +12,7 @@ import {
 } from '../generated/types';
 import { compileLists, type Lists } from './lists';
 import { compilePolicy, type CompiledPolicy, type PolicySpec } from './policy';
+import { scaleOf } from './models';
 
 /** The maps of one loaded (or adopted) data path, by their names in bpf/maps.h. */
 export interface LimiterMaps {
@@ -193,11 +194,12 @@ export class Limiter {
     let nCidr: number;
     let any: number[];
     if (compiled) {
-      // Epochs: a rule keeps its keys' state unless its algorithm or window changed. A new epoch
-      // is the new version number, which no state can carry yet.
+      // Epochs: a rule keeps its keys' state unless what its words mean changed (its algorithm, its
+      // window, the quanta of a token/gcra dimension: models.ts, scaleOf). A new epoch is the new
+      // version number, which no state can carry yet.
       compiled.rules.forEach((r, slot) => {
         const prev = liveRules.get(r.id);
-        const epoch = prev && prev.alg === r.alg && prev.window_ms === r.window_ms ? prev.epoch : version;
+        const epoch = prev && scaleOf(prev) === scaleOf(r) ? prev.epoch : version;
         this.maps.sl_rules.update(u32key(half * this.maxRules + slot), encodeRule({ ...r, version, epoch }, Buffer.alloc(SL_RULE_SIZE)));
       });
       for (const key of [...this.maps.sl_cidr.keys()]) if (decodeLpmKey(key).half === half) this.maps.sl_cidr.delete(key);

@@ -5,7 +5,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { Action, Alg, Bounds, Dir, RuleFlags, type Rule } from '../generated/types';
-import { ALG_BY_NAME, type AlgName } from './models';
+import { ALG_BY_NAME, derive, paramsOf, TAT_SPAN, type AlgName } from './models';
 
 export type ActionName = 'drop' | 'dry-run' | 'block';
 
@@ -23,13 +23,17 @@ export interface RuleSpec {
   /** Only TCP segments with SYN set and ACK clear. */
   syn?: boolean;
   alg?: AlgName;
-  /** Packets per second; null for no packet limit. Default 1000. */
+  /** Packets per period (ppsPeriodMs, default a second); null for no packet limit. Default 1000. */
   pps?: number | bigint | null;
+  /** The period of pps: 1000 (default), 60,000 or 3,600,000 ms (3/min is pps 3, period 60,000). */
+  ppsPeriodMs?: number;
   ppsBurst?: number | bigint;
-  /** Bytes per second (frame bytes); absent for no byte limit. */
+  /** Bytes per period (frame bytes); absent for no byte limit. */
   bps?: number | bigint;
+  bpsPeriodMs?: number;
   bpsBurst?: number | bigint;
-  /** Window of fixed and sliding, in milliseconds. Default 1000. */
+  /** Window of fixed and sliding, in milliseconds, 1 ms to 1 h. Default: the longer period of its
+   * rates (1000 for rates per second). */
   windowMs?: number;
   /** Per source prefix (v4/v6 lengths), or one bucket for the whole rule. */
   key?: { v4?: number; v6?: number } | 'rule';
@@ -51,6 +55,11 @@ export interface RuleSpec {
    * Default: 16,384 keys at the per-key rate. null: none.
    */
   aggregate?: { pps: number | bigint; burst?: number | bigint } | null;
+}
+
+/** A rate per period as whole units per second, rounded down (what ranks and aggregates compare). */
+export function perSecond(rate: bigint, periodMs: number): bigint {
+  return (rate * 1000n) / BigInt(periodMs);
 }
 
 /** Ranks above every limit: rules that do not limit by themselves (dry-run, a plugged program). */
@@ -107,6 +116,46 @@ export class PolicyError extends Error {
 
 const MAX_RATE = 1n << 40n;
 const MAX_BURST = 1n << 34n;
+/** Periods a rate may be stated per, and the flags that say so (sl_rule.flags). */
+const PERIOD_FLAGS: Record<number, { pkt: number; byt: number; name: string }> = {
+  1000: { pkt: 0, byt: 0, name: 's' },
+  60_000: { pkt: RuleFlags.PKT_PER_MIN, byt: RuleFlags.BYT_PER_MIN, name: 'min' },
+  3_600_000: { pkt: RuleFlags.PKT_PER_HOUR, byt: RuleFlags.BYT_PER_HOUR, name: 'h' },
+};
+export const MAX_WINDOW_MS = 3_600_000;
+/** The count fields of the window words (limiters.h): fixed 32 bits, sliding 24. */
+const WINDOW_CAP: Record<string, bigint> = { fixed: 0xffff_ffffn, sliding: 0xff_ffffn };
+/** A full-size Ethernet frame without FCS: a byte limit must let one through. */
+export const FULL_FRAME = 1514n;
+
+/**
+ * What one dimension's limits come to in the data path, or why they cannot be kept exactly:
+ * the accepted ranges of docs/policy.md (Ranges), said in the operator's terms.
+ */
+export function dimensionProblems(alg: AlgName, dim: 'pps' | 'bps', rate: bigint, periodMs: number, burst: bigint, windowMs: number): string[] {
+  const out: string[] = [];
+  const per = PERIOD_FLAGS[periodMs]?.name ?? `${periodMs} ms`;
+  const unit = dim === 'pps' ? 'packets' : 'bytes';
+  const p = paramsOf(rate, burst, ALG_BY_NAME[alg], windowMs, BigInt(periodMs));
+  const d = derive(p);
+  if (alg === 'token' || alg === 'gcra') {
+    if (p.burst * d.inc1 > TAT_SPAN) out.push(`${dim}Burst ${p.burst} at ${rate}/${per} is a bucket deeper than the data path keeps exactly (burst / rate at most about ${Number(TAT_SPAN / d.inc1)} ${unit})`);
+    return out;
+  }
+  // The windows: floor(rate x window / period) + burst units per window, exactly, within the word.
+  const exact = (rate * BigInt(windowMs)) / BigInt(periodMs) + p.burst;
+  const cap = WINDOW_CAP[alg]!;
+  const least = dim === 'pps' ? 1n : FULL_FRAME;
+  if (exact > cap) {
+    out.push(`${alg}: ${rate}/${per} over a ${windowMs} ms window${p.burst ? ` plus burst ${p.burst}` : ''} is ${exact} ${unit} per window, more than the ${alg} window counts (${cap}): use a shorter window${alg === 'sliding' ? ', fixed' : ''} or token`);
+  } else if (exact < least) {
+    const need = Number(((least - p.burst) * BigInt(periodMs) + rate - 1n) / rate);
+    out.push(`${alg}: ${rate}/${per} over a ${windowMs} ms window is ${exact} ${unit} per window${dim === 'bps' ? ', less than one full-size frame (1514 bytes)' : ''}: ${dim === 'pps' ? 'no packet' : 'such frames'} could ever pass; use a window of at least ${need} ms${dim === 'pps' ? ' or a burst' : ' or a byte burst'}`);
+  } else if (d.limit !== exact) {
+    out.push(`${alg}: the window budget ${exact} is not kept exactly (${d.limit})`);
+  }
+  return out;
+}
 
 export interface Prefix { family: 4 | 6; plen: number; addr: Buffer }
 
@@ -222,13 +271,31 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
     if (pps === null) flags |= RuleFlags.NO_PKT_LIMIT;
     const bps = rate('bps', r.bps);
     if (pps === null && r.bps === undefined) bad('a rule with no packet limit (pps: null) needs a byte limit (bps)');
+    const period = (name: string, v: number | undefined, dim: 'pkt' | 'byt'): number => {
+      const ms = v ?? 1000;
+      const f = PERIOD_FLAGS[ms];
+      if (!f) {
+        bad(`${name} ${String(v)} must be 1000 (a second), 60000 (a minute) or 3600000 (an hour)`);
+        return 1000;
+      }
+      flags |= f[dim];
+      return ms;
+    };
+    const ppsPeriod = period('ppsPeriodMs', r.ppsPeriodMs, 'pkt');
+    const bpsPeriod = period('bpsPeriodMs', r.bpsPeriodMs, 'byt');
     const ppsBurst = burst('ppsBurst', r.ppsBurst);
     const bpsBurst = burst('bpsBurst', r.bpsBurst);
-    if ((alg === 'token' || alg === 'gcra') && r.bps !== undefined && bpsBurst !== 0n && bpsBurst < 1514n) {
+    if ((alg === 'token' || alg === 'gcra') && r.bps !== undefined && bpsBurst !== 0n && bpsBurst < FULL_FRAME) {
       bad(`bpsBurst ${bpsBurst} is smaller than one full-size frame (1514 bytes): such packets could never pass`);
     }
-    const windowMs = r.windowMs ?? 1000;
-    if (!Number.isInteger(windowMs) || windowMs < 1 || windowMs > 60000) bad(`windowMs ${windowMs} must be a whole number of milliseconds from 1 to 60000`);
+    const longest = Math.max(pps !== null ? ppsPeriod : 1000, r.bps !== undefined ? bpsPeriod : 1000);
+    const windowMs = r.windowMs ?? longest;
+    const windowOk = Number.isInteger(windowMs) && windowMs >= 1 && windowMs <= MAX_WINDOW_MS;
+    if (!windowOk) bad(`windowMs ${windowMs} must be a whole number of milliseconds from 1 to ${MAX_WINDOW_MS} (an hour)`);
+    if (windowOk && alg in ALG_BY_NAME) {
+      if (pps !== null && pps > 0n) for (const m of dimensionProblems(alg, 'pps', pps, ppsPeriod, ppsBurst, windowMs)) bad(m);
+      if (bps > 0n) for (const m of dimensionProblems(alg, 'bps', bps, bpsPeriod, bpsBurst, windowMs)) bad(m);
+    }
 
     let keyV4 = 32;
     let keyV6 = 64;
@@ -281,7 +348,7 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
       dst_family: dst?.family ?? 0,
       dst_plen: dst?.plen ?? 0,
       dst_addr: dst?.addr ?? Buffer.alloc(16),
-      strict_rank: strictRank(pps, bps, action === 'dry-run' || r.plugin !== undefined),
+      strict_rank: strictRank(pps === null ? null : perSecond(pps, ppsPeriod), perSecond(bps, bpsPeriod), action === 'dry-run' || r.plugin !== undefined),
       pkt: { rate: pps ?? 0n, burst: ppsBurst },
       byt: { rate: bps, burst: bpsBurst },
       agg,

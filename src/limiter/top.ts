@@ -6,7 +6,7 @@
 import ipaddr from 'ipaddr.js';
 import { Alg, Defaults, decodeKey, decodeState, RuleFlags, SL_KEY_SIZE, type Rule } from '../generated/types';
 import type { BpfMap } from '../ebpf';
-import { paramsOf } from './models';
+import { backlog, derive, paramsOf, periodMsOf, slidingEstimate } from './models';
 
 export interface StateEntry {
   /** The key's address with its prefix length ("192.0.2.0/24"), or "*" for a per-rule bucket. */
@@ -32,30 +32,22 @@ function keyText(family: number, plen: number, addr: Buffer): string {
 }
 
 /** Usage and availability of a packet-dimension word under a rule, at now. */
-function usageOf(alg: number, word: bigint, lastSeen: bigint, now: bigint, rule: Rule | undefined): { usage: number; available: number } {
+function usageOf(alg: number, word: bigint, _lastSeen: bigint, now: bigint, rule: Rule | undefined): { usage: number; available: number } {
   if (!rule || rule.flags & RuleFlags.NO_PKT_LIMIT) return { usage: 0, available: Infinity };
   const pps = rule.pkt.rate || BigInt(Defaults.PPS);
-  const p = paramsOf(pps, rule.pkt.burst, alg, rule.window_ms);
-  const budget = Number(p.rate * p.windowMs / 1000n + p.burst);
-  const wns = p.windowMs * 1_000_000n;
+  const p = paramsOf(pps, rule.pkt.burst, alg, rule.window_ms, periodMsOf(rule.flags, 'pkt'));
+  const d = derive(p);
+  const budget = Number(d.limit);
+  const wns = d.windowNs;
   switch (alg) {
     case Alg.TOKEN:
     case Alg.GCRA: {
-      const backlog = word > now ? Number(word - now) : 0;
-      const capNs = Number(p.burst) * 1e9 / Number(p.rate);
-      const used = capNs > 0 ? backlog / capNs : 0;
-      return { usage: used, available: Math.max(0, Math.floor((capNs - backlog) * Number(p.rate) / 1e9)) };
+      const back = Number(backlog(word, (now << d.shift) & ((1n << 64n) - 1n), d));
+      const cap = Number(d.limit);
+      return { usage: cap > 0 ? back / cap : 0, available: Math.max(0, Math.floor((cap - back) / Number(d.inc1))) };
     }
     case Alg.SLIDING: {
-      const wid = now / wns;
-      let prev = 0n;
-      let cur = 0n;
-      if (lastSeen + 2n * wns > now) {
-        const d = (wid - (word >> 60n)) & 15n;
-        if (d === 0n) { prev = (word >> 30n) & 0x3fff_ffffn; cur = word & 0x3fff_ffffn; } else if (d === 1n) prev = word & 0x3fff_ffffn;
-      }
-      const weight = Number(wns - (now - wid * wns)) / Number(wns);
-      const est = Number(prev) * weight + Number(cur);
+      const est = Number(slidingEstimate(word, now, d).est);
       return { usage: budget ? est / budget : 0, available: Math.max(0, Math.floor(budget - est)) };
     }
     default: {

@@ -44,3 +44,53 @@ export function parseDurationMs(text: string | number, what = 'duration', min = 
   const f = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
   return whole(Math.round(Number(m[1]) * f), what, text, min, max);
 }
+
+/** A rate as stored: whole units per period (a second, a minute or an hour). */
+export interface Rate {
+  units: number;
+  periodMs: number;
+}
+
+/** The periods a rate may be written per, and what each is called. */
+export const PERIODS: Record<string, number> = {
+  s: 1000, sec: 1000, second: 1000,
+  min: 60_000, minute: 60_000,
+  h: 3_600_000, hour: 3_600_000,
+};
+
+function perOf(unit: string | undefined, what: string, text: string): number {
+  if (unit === undefined) return 1000;
+  const ms = PERIODS[unit.toLowerCase()];
+  if (ms === undefined) throw new Error(`${what} "${text}": "/${unit}" is not a period (use /s, /min or /h)`);
+  return ms;
+}
+
+/**
+ * A rate per second, minute or hour: "1000", "10k/s", "3/min", "100/h". Stored exactly, as whole
+ * units per period: "0.5/s" is refused (write "30/min"). The suffix "m" stays the SI mega of
+ * parseRate ("2m" is 2,000,000 a second); a minute is written "/min".
+ */
+export function parseRatePer(text: string | number, what = 'rate', min = 1): Rate {
+  if (typeof text === 'number') return { units: whole(text, what, String(text), min, MAX_RATE), periodMs: 1000 };
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*(?:\/\s*([A-Za-z]+))?\s*$/.exec(text);
+  if (!m) throw new Error(`${what} "${text}" is not a rate (e.g. 1000, 10k, 1000/s, 30/min, 100/h)`);
+  const periodMs = perOf(m[3], what, text);
+  const n = Number(m[1]) * SI[m[2]!]!;
+  if (Number.isFinite(n) && Math.round(n) !== n) {
+    throw new Error(`${what} "${text}" is not a whole number of units per period (write e.g. 30/min for 0.5/s)`);
+  }
+  return { units: whole(n, what, text, min, MAX_RATE), periodMs };
+}
+
+/** Bytes per second, minute or hour: "2MB", "2MB/s", "500MB/h". */
+export function parseBytesPer(text: string | number, what = 'bytes rate', min = 1): Rate {
+  if (typeof text === 'number') return { units: whole(text, what, String(text), min, MAX_RATE), periodMs: 1000 };
+  const m = /^(.*?)(?:\/\s*([A-Za-z]+))?\s*$/.exec(text)!;
+  return { units: parseBytes(m[1]!, what, min, MAX_RATE), periodMs: perOf(m[2], what, text) };
+}
+
+/** "3/min" for a Rate (the way parseRatePer reads it back). */
+export function formatRate(r: Rate): string {
+  const per = r.periodMs === 3_600_000 ? 'h' : r.periodMs === 60_000 ? 'min' : 's';
+  return `${r.units}/${per}`;
+}

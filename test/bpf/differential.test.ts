@@ -1,14 +1,15 @@
 /**
  * Differential test: random traces (several sources, random gaps, random sizes, limit changes
- * mid-trace) through the kernel with the test clock and through the reference model; verdicts
+ * mid-trace, rates per second, minute and hour) through the kernel with the test clock and through
+ * the reference model (of the rule as the control plane wrote it); verdicts
  * must be equal packet by packet. SLUICE_DIFF_PACKETS sets the packets per algorithm (default
  * 100,000); SLUICE_DIFF_SEED replays a trace.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Alg } from '../../src/generated/types';
-import { RuleModel, type AlgName } from '../../src/limiter/models';
-import { maskInPlace, parsePrefix, type RuleSpec } from '../../src/limiter/policy';
+import type { Rule } from '../../src/generated/types';
+import { RuleModel, type AlgName, type RuleLimits } from '../../src/limiter/models';
+import { compilePolicy, maskInPlace, parsePrefix, PolicyError, type RuleSpec } from '../../src/limiter/policy';
 import { assertProgramsUnloaded, TestDatapath } from '../lib/datapath';
 import { pkt } from '../lib/packet';
 
@@ -36,25 +37,37 @@ after(async () => {
 
 const SOURCES = ['192.0.2.1', '192.0.2.2', '192.0.2.77', '198.51.100.9', '2001:db8::1', '2001:db8::2', '2001:db8:0:1::5', '2001:db8:7::1'];
 
+/** A random rule the control plane accepts: rates per second, and some per minute or hour. */
 function randomRule(r: () => number, alg: AlgName): RuleSpec {
   const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)]!;
-  const pps = pick([1, 3, 10, 30, 100, 300, 2000]) + Math.floor(r() * 7);
-  const withBytes = r() < 0.5;
-  const noPkt = withBytes && r() < 0.2;
-  return {
-    id: 0,
-    alg,
-    pps: noPkt ? null : pps,
-    ppsBurst: r() < 0.5 ? 0 : Math.floor(r() * 2 * pps),
-    ...(withBytes ? { bps: pick([20_000, 100_000, 1_500_000]), bpsBurst: r() < 0.5 ? 0 : 1514 + Math.floor(r() * 50_000) } : {}),
-    windowMs: pick([100, 250, 1000, 1500]),
-    key: r() < 0.7 ? { v4: 32, v6: 64 } : { v4: 24, v6: 48 },
-  };
+  for (;;) {
+    const period = r() < 0.7 ? 1000 : pick([60_000, 3_600_000]);
+    const scale = period / 1000;
+    const pps = Math.round((pick([1, 3, 10, 30, 100, 300, 2000]) + Math.floor(r() * 7)) * (period === 1000 ? 1 : pick([1, scale / 10, scale])));
+    const withBytes = r() < 0.5;
+    const noPkt = withBytes && r() < 0.2;
+    const rule: RuleSpec = {
+      id: 0,
+      alg,
+      pps: noPkt ? null : pps,
+      ...(period !== 1000 && !noPkt ? { ppsPeriodMs: period } : {}),
+      ppsBurst: r() < 0.5 ? 0 : Math.floor(r() * 2 * pps),
+      ...(withBytes ? { bps: pick([20_000, 100_000, 1_500_000]), bpsBurst: r() < 0.5 ? 0 : 1514 + Math.floor(r() * 50_000) } : {}),
+      windowMs: period === 1000 ? pick([100, 250, 1000, 1500]) : pick([period / 4, period]),
+      key: r() < 0.7 ? { v4: 32, v6: 64 } : { v4: 24, v6: 48 },
+    };
+    try {
+      compilePolicy({ rules: [rule] }, 2);
+      return rule;
+    } catch (e) {
+      if (!(e instanceof PolicyError)) throw e;
+    }
+  }
 }
 
 /** Nanoseconds between packets of one key at the rule's limit (frames average about 300 bytes here). */
 function atLimitNs(rule: RuleSpec): number {
-  const byPkt = rule.pps ? 1e9 / Number(rule.pps) : Infinity;
+  const byPkt = rule.pps ? (1e6 * (rule.ppsPeriodMs ?? 1000)) / Number(rule.pps) : Infinity;
   const byByt = rule.bps ? (1e9 * 300) / Number(rule.bps) : Infinity;
   return Math.min(byPkt, byByt);
 }
@@ -67,18 +80,19 @@ function keyOf(src: string, rule: RuleSpec): string {
   return `${p.family}/${a.toString('hex')}`;
 }
 
-function toModel(rule: RuleSpec, epoch: number) {
+/** The model of the live rule, from what the control plane wrote (flags carry the periods). */
+function toModel(live: Rule): RuleLimits {
   return {
-    alg: { fixed: Alg.FIXED, sliding: Alg.SLIDING, token: Alg.TOKEN, gcra: Alg.GCRA }[rule.alg!],
-    action: 0,
-    flags: rule.pps === null ? 1 : 0,
-    epoch,
-    windowMs: rule.windowMs ?? 1000,
-    blockMs: 0,
-    pktRate: rule.pps === null ? 0n : BigInt(rule.pps ?? 1000),
-    pktBurst: BigInt(rule.ppsBurst ?? 0),
-    bytRate: BigInt(rule.bps ?? 0),
-    bytBurst: BigInt(rule.bpsBurst ?? 0),
+    alg: live.alg,
+    action: live.action,
+    flags: live.flags,
+    epoch: live.epoch,
+    windowMs: live.window_ms,
+    blockMs: live.block_ms,
+    pktRate: live.pkt.rate,
+    pktBurst: live.pkt.burst,
+    bytRate: live.byt.rate,
+    bytBurst: live.byt.burst,
   };
 }
 
@@ -87,9 +101,9 @@ for (const alg of ['fixed', 'sliding', 'token', 'gcra'] as AlgName[]) {
     const r = rng(SEED ^ alg.length * 7919 ^ alg.charCodeAt(0));
     dp.clearState();
     let rule = randomRule(r, alg);
-    const liveEpoch = (): number => dp.limiter.rulesOf(dp.limiter.version() & 1)[0]!.epoch;
+    const live = (): Rule => dp.limiter.rulesOf(dp.limiter.version() & 1)[0]!;
     dp.limiter.applyPolicy({ rules: [rule] });
-    const model = new RuleModel(toModel(rule, liveEpoch()));
+    const model = new RuleModel(toModel(live()));
 
     // Packets are built once per (source, size class) and reused.
     const cache = new Map<string, Buffer>();
@@ -119,12 +133,16 @@ for (const alg of ['fixed', 'sliding', 'token', 'gcra'] as AlgName[]) {
       now += g < 0.2 ? 0n : g < 0.98 ? BigInt(Math.floor(r() * 2 * mean)) : BigInt(Math.floor(r() * 4_000_000_000));
       if (i > 0 && i % 9973 === 0) {
         // A live change: new limits; sometimes a new window (a new epoch: state re-initialised).
-        const next = randomRule(r, alg);
-        if (r() < 0.7) next.windowMs = rule.windowMs;
+        let next = randomRule(r, alg);
         next.key = rule.key;
+        if (r() < 0.7) {
+          // The same window (the same epoch for the windows), if the new rates fit it.
+          const same = { ...next, windowMs: rule.windowMs };
+          try { compilePolicy({ rules: [same] }, 2); next = same; } catch (e) { if (!(e instanceof PolicyError)) throw e; }
+        }
         rule = next;
         dp.limiter.applyPolicy({ rules: [rule] });
-        model.rule = toModel(rule, liveEpoch());
+        model.rule = toModel(live());
         changes++;
       }
       const src = SOURCES[Math.floor(r() * SOURCES.length)]!;
@@ -140,7 +158,7 @@ for (const alg of ['fixed', 'sliding', 'token', 'gcra'] as AlgName[]) {
       if (got === 'pass') passed++;
     }
     // A trace that passes everything or nothing would not test much.
-    assert.ok(passed > PACKETS * 0.02 && passed < PACKETS * 0.98, `passed ${passed} of ${PACKETS}: the trace should exercise both verdicts`);
+    assert.ok(passed > PACKETS * 0.02 && passed < PACKETS * 0.98, `passed ${passed} of ${PACKETS}: the trace should exercise both verdicts (last rule ${JSON.stringify(rule)})`);
     assert.ok(changes >= Math.floor(PACKETS / 9973) - 1);
   });
 }

@@ -3,8 +3,9 @@
  * burst / (8 x CPUs) units at once (one compare-and-exchange per lease), spends it without atomics,
  * and near the bucket's end charges packet by packet, so one CPU can use the whole bucket and
  * contention costs a compare-and-exchange per lease, not per packet. The bound (docs/datapath.md,
- * Per-rule buckets): token/GCRA admit at most rate x t + burst + CPUs x lease over any interval;
- * a window's lease ends with its window, so no window admits more than its budget.
+ * Per-rule buckets): a token bucket admits at most rate x t + burst + CPUs x lease over any
+ * interval; a window's lease ends with its window, so no window admits more than its budget; GCRA
+ * is not leased.
  * Test build, frozen clock; runs pinned to CPUs 0 and 1.
  */
 import assert from 'node:assert/strict';
@@ -51,7 +52,7 @@ test('one CPU can use the whole per-rule bucket, to the packet', async () => {
 });
 
 test('two CPUs share it: together exactly the burst', async () => {
-  setup({ alg: 'gcra', pps: 1, ppsBurst: 800 });
+  setup({ alg: 'token', pps: 1, ppsBurst: 800 });
   let passed = 0;
   for (let round = 0; round < 20; round++) passed += await send(round % CPUS, 50, round * 50);
   assert.equal(passed, 800);
@@ -87,6 +88,13 @@ test('fixed window: a lease ends with its window; no window admits more than its
   assert.equal(await send(0, 1), 1); // takes a lease in window 0
   dp.setNow(T0 + 1_000_000_000n); // window 1: that lease is void
   assert.equal(await send(0, 1200) + await send(1 % CPUS, 100), 1000);
+});
+
+test('GCRA is not leased (a lease could overdraw it by its size): exact, packet by packet', async () => {
+  setup({ alg: 'gcra', pps: 1, ppsBurst: 800 });
+  let passed = 0;
+  for (let round = 0; round < 20; round++) passed += await send(round % CPUS, 50, round * 50);
+  assert.equal(passed, 800);
 });
 
 test('a small burst is not split: the bucket is charged packet by packet, exact', async () => {

@@ -61,7 +61,7 @@ test('an invalid file gives one error listing every problem, with path and line'
       rate: 0
       burst: -3
       bytes_rate: lots
-      window: 2m
+      window: 2h
       key: { v4: 40 }
     lists:
       deny: ["10.0.0.300/8", 7]
@@ -109,16 +109,18 @@ extra: 1
   assert.match(e.message, /sluice\.yaml:6: interfaces\[0\]\.limits\.rate: rate "0" must be at least 1/);
 });
 
-test('invalid rates are each a clear problem: zero, negative, not a number, absurdly large, wrong type', () => {
+test('invalid rates are each a clear problem: zero, negative, not a number, an unknown period, a fraction, absurdly large, wrong type', () => {
   const cases: [string, RegExp][] = [
     ['0', /must be at least 1/],
     ['-5', /rate "-5" must be at least 1/],
-    ['fast', /is not a number per second/],
-    ['"2T"', /is not a number per second/],
+    ['fast', /is not a rate \(e\.g\. 1000, 10k, 1000\/s, 30\/min, 100\/h\)/],
+    ['"2T"', /is not a rate/],
+    ['"3/day"', /"\/day" is not a period \(use \/s, \/min or \/h\)/],
+    ['"0.5/s"', /not a whole number of units per period \(write e\.g\. 30\/min/],
     ['99999999999999', /too large/],
     ['1.5', /not a whole number/],
-    ['[1]', /expected packets per second .* got a list/],
-    ['true', /expected packets per second .* got true/],
+    ['[1]', /expected packets per second, minute or hour .* got a list/],
+    ['true', /expected packets per second, minute or hour .* got true/],
   ];
   const text = `interfaces:\n${cases.map(([v], n) => `  - { iface: e${n}, limits: { rate: ${v} } }`).join('\n')}\n`;
   const e = problemsOf(text);

@@ -1,4 +1,5 @@
 import { Option, type Command } from 'commander';
+import { defaultRuleOf } from '../../config/load';
 import { clearPending, readPending, startRollbackWatcher, writePending } from '../../agent/pending';
 import { geoOf, Protection } from '../../agent/protection';
 import { loadSettings, policyContent } from '../../agent/state';
@@ -17,7 +18,7 @@ import { human, num, parsed, place, placeOptions, printJson, table, type PlaceOp
 const LPM_BYTES_PER_ENTRY = 52;
 
 function policyOfFile(pf: PolicyFile) {
-  return [{ id: 0, name: 'default', alg: pf.limits.algorithm, pps: pf.limits.rate, ppsBurst: pf.limits.burst, windowMs: pf.limits.windowMs, key: { v4: pf.limits.keyV4, v6: pf.limits.keyV6 }, ...(pf.limits.bytesRate !== null ? { bps: pf.limits.bytesRate, bpsBurst: pf.limits.bytesBurst } : {}) }, ...pf.rules];
+  return [defaultRuleOf(pf.limits), ...pf.rules];
 }
 
 function describeMatch(r: PolicyFile['rules'][number]): string {

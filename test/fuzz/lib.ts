@@ -36,8 +36,11 @@
  * A failure throws FuzzFailure, whose message has the seed, the frame index, the frame's hex and
  * the commands that replay it.
  */
-import { decodeCounters, decodeKey, decodeState, encodeKey, Reason, SL_COUNTERS_SIZE, type Counters } from '../../src/generated/types';
+import { Alg, decodeCounters, decodeKey, decodeState, encodeKey, Reason, SL_COUNTERS_SIZE, type Counters } from '../../src/generated/types';
 import { addCounters } from '../../src/limiter/limiter';
+import { backlog, derive, paramsOf, type Derived } from '../../src/limiter/models';
+
+const U64 = (1n << 64n) - 1n;
 import { covers, parsePrefix, type PolicySpec, type Prefix, type RuleSpec } from '../../src/limiter/policy';
 import type { Lists } from '../../src/limiter/lists';
 import { type TestDatapath, XDP_DROP, XDP_PASS } from '../lib/datapath';
@@ -325,14 +328,12 @@ export const RULES: RuleSpec[] = [
 export const POLICY: PolicySpec = { rules: RULES };
 export const LISTS: Lists = { mgmt: ['203.0.113.0/28'], deny: ['192.0.2.64/27', '2001:db8:dead::/48'], allow: ['192.0.2.96/27', '2001:db8:a110::/48'] };
 
-interface RuleParams { id: number; burst: bigint; inc: bigint; cap: bigint; src: Prefix[] }
-const NSEC = 1_000_000_000n;
+interface RuleParams { id: number; burst: bigint; inc: bigint; cap: bigint; d: Derived; src: Prefix[] }
 const PARAMS: Map<number, RuleParams> = new Map(RULES.map((r) => {
-  const rate = BigInt(r.pps as number);
-  const burst = BigInt(r.ppsBurst as number);
-  // sl_params_derive: the cost of one packet and the bucket's depth in ns, both rounded up (so a
-  // bucket whose rate does not divide a second holds fewer than burst packets, never more).
-  return [r.id, { id: r.id, burst, inc: (NSEC + rate - 1n) / rate, cap: (burst * NSEC + rate - 1n) / rate, src: (r.src ?? []).map(parsePrefix) }];
+  // sl_params_derive (src/limiter/models.ts): time in quanta of 2^-shift ns; the cost of one packet
+  // and the bucket's depth in quanta, the cost rounded up.
+  const d = derive(paramsOf(BigInt(r.pps as number), BigInt(r.ppsBurst as number), Alg.TOKEN, 1000));
+  return [r.id, { id: r.id, burst: BigInt(r.ppsBurst as number), inc: d.inc1, cap: d.limit, d, src: (r.src ?? []).map(parsePrefix) }];
 }));
 const LIST_PREFIXES = (Object.keys(LISTS) as (keyof Lists)[]).map((name) => [name, LISTS[name].map(parsePrefix)] as const);
 
@@ -851,9 +852,11 @@ export class Fuzzer {
           this.noteVerdict(p, v);
           return d;
         }
-        const from = was === undefined || was < this.now ? this.now : was;
-        if (v === 0 && after !== from + inc) fail(`a pass charges its key one packet: state word ${was} -> ${after}, now ${this.now}, cost ${inc}`);
-        if (v === 1 && c.reason_packets[Reason.LIMIT] === 1n && (after !== was || from + inc - this.now <= PARAMS.get(id)!.cap)) {
+        const dv = PARAMS.get(id)!.d;
+        const nq = (this.now << dv.shift) & U64;
+        const back = was === undefined ? 0n : backlog(was, nq, dv);
+        if (v === 0 && after !== ((nq + back + inc) & U64)) fail(`a pass charges its key one packet: state word ${was} -> ${after}, now ${this.now}, cost ${inc} quanta`);
+        if (v === 1 && c.reason_packets[Reason.LIMIT] === 1n && (after !== was || back + inc <= PARAMS.get(id)!.cap)) {
           fail(`a drop over the limit leaves its key as it was, full: state word ${was} -> ${after}, now ${this.now}`);
         }
       }
@@ -900,10 +903,10 @@ export class Fuzzer {
           fail(`a rule with source prefixes only charges sources inside them: ${where}`);
         }
         if (this.o.kernelClock) continue;
-        // A token bucket at a fixed clock: the word is now + (packets charged) x cost.
-        const used = st.pkt > this.now ? st.pkt - this.now : 0n;
+        // A token bucket at a fixed clock: the word is now + (packets charged) x cost, in quanta.
+        const used = backlog(st.pkt, (this.now << rule.d.shift) & U64, rule.d);
         if (used % rule.inc !== 0n || used > rule.cap || used / rule.inc > rule.burst) {
-          fail(`passes never exceed the limit: ${where} was charged ${Number(used) / Number(rule.inc)} packets of ${rule.inc} ns, bucket ${rule.cap} ns, burst ${rule.burst}`);
+          fail(`passes never exceed the limit: ${where} was charged ${Number(used) / Number(rule.inc)} packets of ${rule.inc} quanta, bucket ${rule.cap} quanta, burst ${rule.burst}`);
         }
         charges += used / rule.inc;
         charged.set(masked, (charged.get(masked) ?? 0n) + used / rule.inc);

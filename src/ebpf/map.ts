@@ -76,6 +76,11 @@ export class BpfMap {
     return BpfMap.fromFd(native().mapGetFdById(id));
   }
 
+  /** A new map of its own, outside any object (BPF_MAP_CREATE): for tools and tests. */
+  static create(spec: { type: number; name: string; keySize: number; valueSize: number; maxEntries: number; flags?: number }): BpfMap {
+    return BpfMap.fromFd(native().mapCreate(spec.type, spec.name, spec.keySize, spec.valueSize, spec.maxEntries, { flags: spec.flags ?? 0 }));
+  }
+
   get fd(): number {
     return this.#fd.value;
   }
@@ -246,6 +251,18 @@ export class BpfMap {
     if (keys.length === 0) return 0;
     keys.forEach((k) => this.#checkKey(k));
     return native().mapDeleteBatch(this.fd, Buffer.concat(keys), keys.length);
+  }
+
+  /**
+   * Write keys[i] -> values[i] in one syscall (BPF_MAP_UPDATE_BATCH); returns how many were
+   * written. For a per-CPU map each value is the whole valueBufferSize buffer.
+   */
+  updateBatch(keys: readonly Uint8Array[], values: readonly Uint8Array[], flags: number = UpdateFlags.Any): number {
+    if (keys.length !== values.length) throw new TypeError(`map '${this.name}': ${keys.length} keys but ${values.length} values`);
+    if (keys.length === 0) return 0;
+    keys.forEach((k) => this.#checkKey(k));
+    const vs = values.map((v) => this.#value(v));
+    return native().mapUpdateBatch(this.fd, Buffer.concat(keys), Buffer.concat(vs), keys.length, { elemFlags: flags });
   }
 
   /** Pin to a path in bpffs; the map then outlives this process. */

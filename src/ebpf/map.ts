@@ -32,6 +32,15 @@ export interface BatchOptions {
 
 export type Entry = [key: Buffer, value: Buffer];
 
+/** One chunk of a batch lookup as the kernel packs it. */
+export interface PackedBatch {
+  count: number;
+  /** count keys of keySize bytes */
+  keys: Buffer;
+  /** count values of valueBufferSize bytes */
+  values: Buffer;
+}
+
 const roundUp8 = (n: number): number => (n + 7) & ~7;
 
 export class BpfMap {
@@ -181,6 +190,22 @@ export class BpfMap {
    * back to key-by-key iteration, still in chunks.
    */
   *lookupBatch(opts: BatchOptions = {}): Generator<Entry[]> {
+    const vlen = this.valueBufferSize;
+    for (const b of this.batches(opts)) {
+      const chunk: Entry[] = [];
+      for (let i = 0; i < b.count; i++) {
+        chunk.push([b.keys.subarray(i * this.keySize, (i + 1) * this.keySize), b.values.subarray(i * vlen, (i + 1) * vlen)]);
+      }
+      yield chunk;
+    }
+  }
+
+  /**
+   * lookupBatch without the slicing: each chunk as the kernel packs it, count keys of keySize
+   * bytes and count values of valueBufferSize bytes (for walks over millions of entries that
+   * read fields in place).
+   */
+  *batches(opts: BatchOptions = {}): Generator<PackedBatch> {
     let size = opts.batchSize ?? 256;
     if (!Number.isInteger(size) || size <= 0) throw new TypeError(`batchSize must be a positive integer, got ${size}`);
     const del = opts.delete ?? false;
@@ -198,22 +223,15 @@ export class BpfMap {
           continue;
         }
         if (first && (e instanceof NotSupportedError || (e instanceof BpfError && e.errnoName === 'EINVAL'))) {
-          yield* this.#batchFallback(size, del);
+          for (const chunk of this.#batchFallback(size, del)) {
+            yield { count: chunk.length, keys: Buffer.concat(chunk.map(([k]) => k)), values: Buffer.concat(chunk.map(([, v]) => v)) };
+          }
           return;
         }
         throw e;
       }
       first = false;
-      if (r.count > 0) {
-        const chunk: Entry[] = [];
-        for (let i = 0; i < r.count; i++) {
-          chunk.push([
-            r.keys.subarray(i * this.keySize, (i + 1) * this.keySize),
-            r.values.subarray(i * vlen, (i + 1) * vlen),
-          ]);
-        }
-        yield chunk;
-      }
+      if (r.count > 0) yield { count: r.count, keys: r.keys, values: r.values };
       if (r.done) return;
       token = r.nextBatch;
     }
@@ -263,6 +281,14 @@ export class BpfMap {
     keys.forEach((k) => this.#checkKey(k));
     const vs = values.map((v) => this.#value(v));
     return native().mapUpdateBatch(this.fd, Buffer.concat(keys), Buffer.concat(vs), keys.length, { elemFlags: flags });
+  }
+
+  /** updateBatch of entries already packed as batches() gives them (count keys, count values). */
+  updatePacked(batch: PackedBatch, flags: number = UpdateFlags.Any): number {
+    if (batch.count === 0) return 0;
+    if (batch.keys.length !== batch.count * this.keySize) throw new BufferSizeError(`map '${this.name}': ${batch.count} packed keys`, batch.count * this.keySize, batch.keys.length);
+    if (batch.values.length !== batch.count * this.valueBufferSize) throw new BufferSizeError(`map '${this.name}': ${batch.count} packed values`, batch.count * this.valueBufferSize, batch.values.length);
+    return native().mapUpdateBatch(this.fd, batch.keys, batch.values, batch.count, { elemFlags: flags });
   }
 
   /** Pin to a path in bpffs; the map then outlives this process. */

@@ -1,7 +1,8 @@
 /**
  * The state map decoded: per key, its address, rule, how much of its limit it is using now,
  * drops and last activity. Read with batch lookups, yielding to the event loop between batches,
- * so that a daemon stays responsive over a million entries.
+ * so that a daemon stays responsive over a million entries; the heaviest are found in one pass
+ * with a bounded heap (walkStates), and concurrent readers of one map share a pass (sharedWalk).
  */
 import ipaddr from 'ipaddr.js';
 import { Alg, Defaults, decodeKey, decodeState, RuleFlags, SL_KEY_SIZE, type Rule } from '../generated/types';
@@ -31,20 +32,40 @@ function keyText(family: number, plen: number, addr: Buffer): string {
   return `${ipaddr.fromByteArray(bytes).toString()}/${plen}`;
 }
 
-/** Usage and availability of a packet-dimension word under a rule, at now. */
-function usageOf(alg: number, word: bigint, lastSeen: bigint, now: bigint, rule: Rule | undefined): { usage: number; available: number } {
-  if (!rule || rule.flags & RuleFlags.NO_PKT_LIMIT) return { usage: 0, available: Infinity };
+/** What usageOf needs of a rule for one algorithm, computed once per (rule, algorithm). */
+interface LimitCtx {
+  alg: number;
+  budget: number;
+  wns: bigint;
+  capNs: number;
+  rate: number;
+}
+
+function limitCtx(alg: number, rule: Rule | undefined): LimitCtx | null {
+  if (!rule || rule.flags & RuleFlags.NO_PKT_LIMIT) return null;
   const pps = rule.pkt.rate || BigInt(Defaults.PPS);
   const p = paramsOf(pps, rule.pkt.burst, alg, rule.window_ms);
-  const budget = Number(p.rate * p.windowMs / 1000n + p.burst);
-  const wns = p.windowMs * 1_000_000n;
-  switch (alg) {
+  return {
+    alg,
+    budget: Number(p.rate * p.windowMs / 1000n + p.burst),
+    wns: p.windowMs * 1_000_000n,
+    capNs: Number(p.burst) * 1e9 / Number(p.rate),
+    rate: Number(p.rate),
+  };
+}
+
+const UNLIMITED = { usage: 0, available: Infinity };
+
+/** Usage and availability of a packet-dimension word under a rule (its LimitCtx), at now. */
+function usageWith(c: LimitCtx | null, word: bigint, lastSeen: bigint, now: bigint): { usage: number; available: number } {
+  if (!c) return UNLIMITED;
+  const { budget, wns } = c;
+  switch (c.alg) {
     case Alg.TOKEN:
     case Alg.GCRA: {
       const backlog = word > now ? Number(word - now) : 0;
-      const capNs = Number(p.burst) * 1e9 / Number(p.rate);
-      const used = capNs > 0 ? backlog / capNs : 0;
-      return { usage: used, available: Math.max(0, Math.floor((capNs - backlog) * Number(p.rate) / 1e9)) };
+      const used = c.capNs > 0 ? backlog / c.capNs : 0;
+      return { usage: used, available: Math.max(0, Math.floor((c.capNs - backlog) * c.rate / 1e9)) };
     }
     case Alg.SLIDING: {
       const wid = now / wns;
@@ -66,30 +87,117 @@ function usageOf(alg: number, word: bigint, lastSeen: bigint, now: bigint, rule:
   }
 }
 
+const TWO32 = 4294967296;
+const hi32 = (x: bigint): number => Number((x >> 32n) & 0xffff_ffffn);
+const lo32 = (x: bigint): number => Number(x & 0xffff_ffffn);
+
+/**
+ * usageWith(c, word, lastSeen, now).usage for every entry of a walk, without a BigInt: what
+ * depends only on the rule and `now` is computed once, and the state's words are read as 32-bit
+ * halves in place. The same floating-point operations on the same values, so the same result.
+ */
+function scorer(c: LimitCtx | null, now: bigint): (v: Buffer, off: number) => number {
+  if (!c) return () => 0;
+  const { budget, wns } = c;
+  switch (c.alg) {
+    case Alg.TOKEN:
+    case Alg.GCRA: {
+      const nHi = hi32(now);
+      const nLo = lo32(now);
+      const capNs = c.capNs;
+      return (v, off) => {
+        const hi = v.readUInt32LE(off + 4);
+        const lo = v.readUInt32LE(off);
+        if (!(hi > nHi || (hi === nHi && lo > nLo))) return 0;
+        // word - now, exactly: each term is an integer and the difference is far below 2^53.
+        const backlog = (hi - nHi) * TWO32 + (lo - nLo);
+        return capNs > 0 ? backlog / capNs : 0;
+      };
+    }
+    case Alg.SLIDING: {
+      const wid = now / wns;
+      const wid15 = Number(wid & 15n);
+      const weight = Number(wns - (now - wid * wns)) / Number(wns);
+      const t = now - 2n * wns; // lastSeen + 2 windows > now  <=>  lastSeen > t
+      const always = t < 0n;
+      const tHi = always ? 0 : hi32(t);
+      const tLo = always ? 0 : lo32(t);
+      return (v, off) => {
+        const hi = v.readUInt32LE(off + 4);
+        const lo = v.readUInt32LE(off);
+        let prev = 0;
+        let cur = 0;
+        const lsHi = v.readUInt32LE(off + S_LAST_SEEN - S_PKT + 4);
+        const lsLo = v.readUInt32LE(off + S_LAST_SEEN - S_PKT);
+        if (always || lsHi > tHi || (lsHi === tHi && lsLo > tLo)) {
+          const d = (wid15 - (hi >>> 28)) & 15;
+          if (d === 0) { prev = ((hi << 2) | (lo >>> 30)) & 0x3fff_ffff; cur = lo & 0x3fff_ffff; } else if (d === 1) prev = lo & 0x3fff_ffff;
+        }
+        const est = prev * weight + cur;
+        return budget ? est / budget : 0;
+      };
+    }
+    default: {
+      const wid = lo32(now / wns);
+      return (v, off) => {
+        const used = v.readUInt32LE(off + 4) === wid ? v.readUInt32LE(off) : 0;
+        return budget ? used / budget : 0;
+      };
+    }
+  }
+}
+
+/** LimitCtx by (rule, algorithm), built on first use. */
+function contexts(rules: Map<number, Rule>): (ruleId: number, alg: number) => LimitCtx | null {
+  const cache = new Map<number, LimitCtx | null>();
+  return (ruleId, alg) => {
+    const k = ruleId * 256 + alg;
+    let c = cache.get(k);
+    if (c === undefined) cache.set(k, (c = limitCtx(alg, rules.get(ruleId))));
+    return c;
+  };
+}
+
+// Offsets in sl_key and sl_state (bpf/sluice.h), read in place from a batch.
+const K_RULE = 0;
+const S_PKT = 0;
+const S_LAST_SEEN = 16;
+const S_DROPPED = 32;
+const S_ALG = 44;
+
+/** A u64 as the nearest Number, without a BigInt (what Number(readBigUInt64LE) gives). */
+const u64n = (b: Buffer, off: number): number => b.readUInt32LE(off + 4) * 4294967296 + b.readUInt32LE(off);
+
+function entryOf(k: Buffer, v: Buffer, now: bigint, ctx: (ruleId: number, alg: number) => LimitCtx | null): StateEntry {
+  const key = decodeKey(k.subarray(0, SL_KEY_SIZE));
+  const st = decodeState(v);
+  const { usage, available } = usageWith(ctx(key.rule_id, st.alg), st.pkt, st.last_seen, now);
+  return {
+    key: keyText(key.family, key.plen, key.addr),
+    rule: key.rule_id,
+    algorithm: ALG_NAMES[st.alg] ?? String(st.alg),
+    usage: +usage.toFixed(3),
+    available,
+    dropped: Number(st.dropped),
+    idle_ms: st.last_seen > now ? 0 : Math.round(Number(now - st.last_seen) / 1e6),
+    blocked: st.blocked_until > now,
+  };
+}
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
 /**
  * Every entry of rate_limit_map, decoded. rules maps a rule id to its live rule (for limits).
  * Yields to the event loop after each batch.
  */
-export async function readStates(map: BpfMap, rules: Map<number, Rule>, batchSize = 4096): Promise<StateEntry[]> {
+export async function readStates(map: BpfMap, rules: Map<number, Rule>, batchSize = 4096, now = process.hrtime.bigint()): Promise<StateEntry[]> {
   const out: StateEntry[] = [];
-  const now = process.hrtime.bigint(); // CLOCK_MONOTONIC: the data path's clock
-  for (const batch of map.lookupBatch({ batchSize })) {
-    for (const [k, v] of batch) {
-      const key = decodeKey(k.subarray(0, SL_KEY_SIZE));
-      const st = decodeState(v);
-      const { usage, available } = usageOf(st.alg, st.pkt, st.last_seen, now, rules.get(key.rule_id));
-      out.push({
-        key: keyText(key.family, key.plen, key.addr),
-        rule: key.rule_id,
-        algorithm: ALG_NAMES[st.alg] ?? String(st.alg),
-        usage: +usage.toFixed(3),
-        available,
-        dropped: Number(st.dropped),
-        idle_ms: st.last_seen > now ? 0 : Math.round(Number(now - st.last_seen) / 1e6),
-        blocked: st.blocked_until > now,
-      });
+  const ctx = contexts(rules);
+  for (const b of map.batches({ batchSize })) {
+    for (let i = 0; i < b.count; i++) {
+      out.push(entryOf(b.keys.subarray(i * map.keySize, (i + 1) * map.keySize), b.values.subarray(i * map.valueBufferSize, (i + 1) * map.valueBufferSize), now, ctx));
     }
-    await new Promise((r) => setImmediate(r));
+    await tick();
   }
   return out;
 }
@@ -97,4 +205,115 @@ export async function readStates(map: BpfMap, rules: Map<number, Rule>, batchSiz
 /** The n heaviest: most of their limit in use now, then most drops. */
 export function heaviest(entries: StateEntry[], n: number): StateEntry[] {
   return [...entries].sort((a, b) => b.usage - a.usage || b.dropped - a.dropped).slice(0, n);
+}
+
+/** One pass over the state map: how many entries it holds, and the heaviest of them. */
+export interface StateWalk {
+  entries: number;
+  /** The heaviest, heaviest first (at most the n asked for), as heaviest() orders them. */
+  top: StateEntry[];
+  /** Milliseconds the walk took. */
+  ms: number;
+}
+
+export interface WalkOptions {
+  batchSize?: number;
+  /** The clock reading to judge state by (default: when the walk starts). */
+  now?: bigint;
+}
+
+interface Candidate { usage: number; dropped: number; seq: number; k: Buffer; v: Buffer }
+
+/** a ranks below b: less usage, then fewer drops, then later in the walk (heaviest() is stable). */
+const below = (a: Candidate, b: Candidate): boolean =>
+  a.usage !== b.usage ? a.usage < b.usage : a.dropped !== b.dropped ? a.dropped < b.dropped : a.seq > b.seq;
+
+/**
+ * Count the entries and keep the n heaviest, in one pass of batch lookups that yields to the event
+ * loop after each batch. Memory is one batch and n candidates whatever the map's size: each entry
+ * is scored in place (its usage and drops), and only the n kept are decoded and formatted. The
+ * result equals heaviest(readStates(map, rules), n) for the same clock reading.
+ */
+export async function walkStates(map: BpfMap, rules: Map<number, Rule>, n: number, o: WalkOptions = {}): Promise<StateWalk> {
+  const t0 = performance.now();
+  const now = o.now ?? process.hrtime.bigint();
+  const ctx = contexts(rules);
+  // Scorers by rule * 256 + algorithm; rule ids and algorithms are small.
+  const scorers: ((v: Buffer, off: number) => number)[] = [];
+  const scoreOf = (ruleId: number, alg: number): ((v: Buffer, off: number) => number) => {
+    const k = ruleId * 256 + alg;
+    return scorers[k] ??= scorer(ctx(ruleId, alg), now);
+  };
+  const ks = map.keySize;
+  const vs = map.valueBufferSize;
+  // A min-heap on rank: heap[0] is the lightest kept, the one a heavier entry replaces.
+  const heap: Candidate[] = [];
+  let seq = 0;
+  const sift = (i: number): void => {
+    const len = heap.length;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < len && below(heap[l]!, heap[m]!)) m = l;
+      if (r < len && below(heap[r]!, heap[m]!)) m = r;
+      if (m === i) return;
+      [heap[i], heap[m]] = [heap[m]!, heap[i]!];
+      i = m;
+    }
+  };
+  for (const b of map.batches({ batchSize: o.batchSize ?? 4096 })) {
+    for (let i = 0; i < b.count; i++, seq++) {
+      if (n <= 0) continue;
+      const ko = i * ks;
+      const vo = i * vs;
+      const raw = scoreOf(b.keys.readUInt16LE(ko + K_RULE), b.values[vo + S_ALG]!)(b.values, vo + S_PKT);
+      const full = heap.length === n;
+      // Rounding (as the report rounds usage) moves a value by at most 0.0005: an entry this far
+      // below the lightest kept cannot displace it, whatever its drops.
+      if (full && raw < heap[0]!.usage - 0.001) continue;
+      const usage = raw === 0 ? 0 : +raw.toFixed(3);
+      const dropped = u64n(b.values, vo + S_DROPPED);
+      if (full) {
+        const top = heap[0]!;
+        // Not heavier than the lightest kept: the usual case once the heap is full.
+        if (usage < top.usage || (usage === top.usage && dropped <= top.dropped)) continue;
+      }
+      const cand: Candidate = { usage, dropped, seq, k: Buffer.from(b.keys.subarray(ko, ko + ks)), v: Buffer.from(b.values.subarray(vo, vo + vs)) };
+      if (heap.length < n) {
+        heap.push(cand);
+        for (let j = heap.length - 1; j > 0;) {
+          const up = (j - 1) >> 1;
+          if (!below(heap[j]!, heap[up]!)) break;
+          [heap[j], heap[up]] = [heap[up]!, heap[j]!];
+          j = up;
+        }
+      } else {
+        heap[0] = cand;
+        sift(0);
+      }
+    }
+    await tick();
+  }
+  heap.sort((a, b) => (below(a, b) ? 1 : below(b, a) ? -1 : 0));
+  return { entries: seq, top: heap.map((c) => entryOf(c.k, c.v, now, ctx)), ms: performance.now() - t0 };
+}
+
+/** The most heavy entries a shared walk keeps: the most /v1/top serves. */
+export const SHARED_TOP = 1000;
+
+const inflight = new WeakMap<BpfMap, Promise<StateWalk>>();
+
+/**
+ * A walk of map (entries and the SHARED_TOP heaviest), shared: callers that ask while one runs
+ * get that one's result (the API's /v1/top and /v1/status, and the metrics, over one map).
+ * rules is asked only when a new walk starts.
+ */
+export function sharedWalk(map: BpfMap, rules: () => Map<number, Rule>): Promise<StateWalk> {
+  let p = inflight.get(map);
+  if (!p) {
+    p = walkStates(map, rules(), SHARED_TOP).finally(() => inflight.delete(map));
+    inflight.set(map, p);
+  }
+  return p;
 }

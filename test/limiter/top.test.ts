@@ -124,8 +124,9 @@ function pack(r: () => number, base: number, count: number, now: bigint): { keys
     let pkt = 0n;
     if (busy) {
       const win = BigInt([Defaults.WINDOW_MS, 100, 2000][Math.min(ruleId, 2)]!);
-      if (alg === Alg.FIXED) pkt = ((wid(win) & 0xffff_ffffn) << 32n) | BigInt(Math.floor(r() * 3000));
-      else if (alg === Alg.SLIDING) pkt = ((wid(win) & 15n) << 60n) | (BigInt(Math.floor(r() * 2000)) << 30n) | BigInt(Math.floor(r() * 2000));
+      const w = wid(win) - BigInt(Math.floor(r() * 3)); // this window, the one before, or older
+      if (alg === Alg.FIXED) pkt = ((w & 0xffff_ffffn) << 32n) | BigInt(Math.floor(r() * 3000));
+      else if (alg === Alg.SLIDING) pkt = ((w & 15n) << 60n) | (BigInt(Math.floor(r() * 2000)) << 30n) | BigInt(Math.floor(r() * 2000));
       else pkt = now + BigInt(Math.floor(r() * 2e9));
     }
     values.writeBigUInt64LE(pkt, vo);

@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import pino from 'pino';
 import { Daemon } from '../src/agent/daemon';
 import { Protection } from '../src/agent/protection';
@@ -148,6 +148,13 @@ async function main(): Promise<void> {
     let heapMax = heap0;
     const sampler = setInterval(() => { heapMax = Math.max(heapMax, process.memoryUsage().heapUsed); }, 20);
     const h = monitorEventLoopDelay({ resolution: 10 });
+    const gcs: number[] = [];
+    const gcObserver = new PerformanceObserver((l) => { for (const e of l.getEntries()) gcs.push(e.duration); });
+    gcObserver.observe({ entryTypes: ['gc'] });
+    // The longest gaps between turns of the loop, and when (to tell them from GC pauses).
+    const gaps: { at: number; ms: number }[] = [];
+    let last = performance.now();
+    const ticker = setInterval(() => { const t = performance.now(); if (t - last > 50) gaps.push({ at: Math.round(t - t0), ms: Math.round(t - last - 5) }); last = t; }, 5);
     h.enable();
     const t0 = performance.now();
     const polls: Promise<unknown>[] = [];
@@ -158,7 +165,12 @@ async function main(): Promise<void> {
     await Promise.all(polls);
     h.disable();
     clearInterval(sampler);
+    clearInterval(ticker);
+    gcObserver.disconnect();
     result.dashboard = {
+      gc_pauses: gcs.length,
+      gc_pause_max_ms: +Math.max(0, ...gcs).toFixed(1),
+      gaps_over_50ms: gaps,
       seconds: +((performance.now() - t0) / 1000).toFixed(1),
       lag_max_ms: +(h.max / 1e6).toFixed(1),
       lag_p99_ms: +(h.percentile(99) / 1e6).toFixed(1),

@@ -290,9 +290,10 @@ static napi_value map_lookup_and_delete_elem(napi_env env, napi_callback_info in
 }
 
 /*
- * mapLookupBatch(fd, inBatch | null, keyLen, valueLen, count, {elemFlags, delete})
+ * mapLookupBatch(fd, inBatch | null, keyLen, valueLen, count, {elemFlags, delete, keys, values})
  *   -> {count, keys, values, nextBatch, done}
- * keys/values hold `count` packed entries; pass nextBatch as inBatch to go on.
+ * keys/values hold `count` packed entries; pass nextBatch as inBatch to go on. Given keys and
+ * values buffers (at least count entries each) are filled instead of new ones.
  * The batch token is opaque: a bucket index for hash maps, a key for arrays,
  * so it is given max(keyLen, 8) bytes.
  */
@@ -336,9 +337,23 @@ static napi_value map_lookup_batch(napi_env env, napi_callback_info info)
 	toklen = klen > 8 ? klen : 8;
 	if (in && inlen < toklen)
 		return sn_throw_type(env, "inBatch must be a token returned as nextBatch");
-	if (!(keys = new_buffer(env, (size_t)klen * count, &kbuf)) ||
-	    !(vals = new_buffer(env, (size_t)vlen * count, &vbuf)) ||
-	    !(next = new_buffer(env, toklen, &out)))
+	/* Caller's buffers (reused from batch to batch of a walk) or new ones, count entries each. */
+	keys = sn_prop(env, argv[5], "keys");
+	vals = sn_prop(env, argv[5], "values");
+	if (!sn_is_nullish(env, keys) || !sn_is_nullish(env, vals)) {
+		size_t kcap, vcap;
+
+		if (!sn_get_bytes(env, keys, "keys", &kbuf, &kcap) ||
+		    !sn_get_bytes(env, vals, "values", &vbuf, &vcap))
+			return NULL;
+		if (kcap < (size_t)klen * count || vcap < (size_t)vlen * count)
+			return sn_throw_type(env, "keys and values must hold %u entries (%zu and %zu bytes), got %zu and %zu",
+					     count, (size_t)klen * count, (size_t)vlen * count, kcap, vcap);
+	} else if (!(keys = new_buffer(env, (size_t)klen * count, &kbuf)) ||
+		   !(vals = new_buffer(env, (size_t)vlen * count, &vbuf))) {
+		return NULL;
+	}
+	if (!(next = new_buffer(env, toklen, &out)))
 		return NULL;
 	n = count;
 	if (del)

@@ -28,6 +28,12 @@ export interface BatchOptions {
   batchSize?: number;
   /** Delete what was read (BPF_MAP_LOOKUP_AND_DELETE_BATCH). */
   delete?: boolean;
+  /**
+   * batches() only: fill the same two buffers from chunk to chunk instead of new ones (each chunk
+   * is then valid until the next is asked for). A walk over millions of entries then allocates
+   * nothing per chunk, and the garbage collector has no external memory to chase.
+   */
+  reuse?: boolean;
 }
 
 export type Entry = [key: Buffer, value: Buffer];
@@ -191,7 +197,7 @@ export class BpfMap {
    */
   *lookupBatch(opts: BatchOptions = {}): Generator<Entry[]> {
     const vlen = this.valueBufferSize;
-    for (const b of this.batches(opts)) {
+    for (const b of this.batches({ ...opts, reuse: false })) {
       const chunk: Entry[] = [];
       for (let i = 0; i < b.count; i++) {
         chunk.push([b.keys.subarray(i * this.keySize, (i + 1) * this.keySize), b.values.subarray(i * vlen, (i + 1) * vlen)]);
@@ -212,10 +218,14 @@ export class BpfMap {
     const vlen = this.valueBufferSize;
     let token: Buffer | null = null;
     let first = true;
+    let bufs: { keys: Buffer; values: Buffer } | undefined;
     for (;;) {
       let r;
+      if (opts.reuse && (!bufs || bufs.keys.length < size * this.keySize)) {
+        bufs = { keys: Buffer.allocUnsafe(size * this.keySize), values: Buffer.allocUnsafe(size * vlen) };
+      }
       try {
-        r = native().mapLookupBatch(this.fd, token, this.keySize, vlen, size, { delete: del });
+        r = native().mapLookupBatch(this.fd, token, this.keySize, vlen, size, { delete: del, ...bufs });
       } catch (e) {
         // A hash bucket with more entries than fit in one batch: grow and retry the same position.
         if (e instanceof BpfError && e.errnoName === 'ENOSPC' && size < 1 << 20) {
@@ -231,7 +241,7 @@ export class BpfMap {
         throw e;
       }
       first = false;
-      if (r.count > 0) yield { count: r.count, keys: r.keys, values: r.values };
+      if (r.count > 0) yield { count: r.count, keys: r.keys.subarray(0, r.count * this.keySize), values: r.values.subarray(0, r.count * vlen) };
       if (r.done) return;
       token = r.nextBatch;
     }

@@ -211,7 +211,7 @@ export interface NativeAddon {
     keyLen: number,
     valueLen: number,
     count: number,
-    opts?: { elemFlags?: number; delete?: boolean },
+    opts?: { elemFlags?: number; delete?: boolean; keys?: Buffer; values?: Buffer },
   ): RawBatch;
   mapDeleteBatch(fd: number, keys: Uint8Array, count: number): number;
   mapUpdateBatch(fd: number, keys: Uint8Array, values: Uint8Array, count: number, opts?: { elemFlags?: number; flags?: number }): number;

@@ -193,7 +193,7 @@ const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 export async function readStates(map: BpfMap, rules: Map<number, Rule>, batchSize = 4096, now = process.hrtime.bigint()): Promise<StateEntry[]> {
   const out: StateEntry[] = [];
   const ctx = contexts(rules);
-  for (const b of map.batches({ batchSize })) {
+  for (const b of map.batches({ batchSize, reuse: true })) {
     for (let i = 0; i < b.count; i++) {
       out.push(entryOf(b.keys.subarray(i * map.keySize, (i + 1) * map.keySize), b.values.subarray(i * map.valueBufferSize, (i + 1) * map.valueBufferSize), now, ctx));
     }
@@ -262,7 +262,7 @@ export async function walkStates(map: BpfMap, rules: Map<number, Rule>, n: numbe
       i = m;
     }
   };
-  for (const b of map.batches({ batchSize: o.batchSize ?? 4096 })) {
+  for (const b of map.batches({ batchSize: o.batchSize ?? 4096, reuse: true })) {
     for (let i = 0; i < b.count; i++, seq++) {
       if (n <= 0) continue;
       const ko = i * ks;

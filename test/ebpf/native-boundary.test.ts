@@ -60,6 +60,10 @@ describe('native map calls check sizes in C', () => {
   it('batches: packed keys and values must be count entries of the map\'s sizes', () => {
     assert.throws(() => native().mapLookupBatch(fd, null, 2, 8, 16, {}), sizeError(/keyLen must be 4/));
     assert.throws(() => native().mapLookupBatch(fd, null, 4, 1, 16, {}), sizeError(/valueLen must be 8/));
+    assert.throws(() => native().mapLookupBatch(fd, null, 4, 8, 16, { keys: Buffer.alloc(60), values: Buffer.alloc(128) }), sizeError(/must hold 16 entries \(64 and 128 bytes\), got 60 and 128/));
+    const given = { keys: Buffer.alloc(64), values: Buffer.alloc(128) };
+    const r = native().mapLookupBatch(fd, null, 4, 8, 16, given);
+    assert.ok(r.keys === given.keys && r.values === given.values && r.count >= 1, 'the buffers given are filled');
     assert.throws(() => native().mapDeleteBatch(fd, Buffer.alloc(4), 2), sizeError(/2 keys of 4 bytes.*got 4 bytes/));
     assert.throws(() => native().mapUpdateBatch(fd, Buffer.alloc(8), Buffer.alloc(8), 2), sizeError(/values must be 2 values of 8 bytes/));
     assert.throws(() => native().mapUpdateBatch(fd, Buffer.alloc(4), Buffer.alloc(16), 2), sizeError(/keys must be 2 keys/));

@@ -10,7 +10,7 @@ import {
   SL_GEO_VAL_SIZE,
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
 } from '../generated/types';
-import { compileLists, type Lists } from './lists';
+import { compileLists, type ListEntry, type Lists } from './lists';
 import { compilePolicy, type CompiledPolicy, type PolicySpec } from './policy';
 
 /** The maps of one loaded (or adopted) data path, by their names in bpf/maps.h. */
@@ -68,6 +68,8 @@ export function addCounters(a: Counters, b: Counters): Counters {
 
 export class Limiter {
   readonly maxRules: number;
+  /** The lists applied last and what they compiled to (compileLists is a pure function of them). */
+  #lists: { text: string; entries: ListEntry[] } | undefined;
 
   constructor(readonly maps: LimiterMaps) {
     this.maxRules = maps.sl_rules.maxEntries / 2;
@@ -169,19 +171,29 @@ export class Limiter {
    * first entry matters and off only once the trie is empty.
    */
   applyLists(lists: Lists): number {
-    const entries = compileLists(lists);
+    // The same lists again (a change of limits or rules only, a reconcile) are not compiled again:
+    // at 100,000 prefixes that is most of the work. The trie is still compared and repaired.
+    const text = JSON.stringify([lists.mgmt, lists.deny, lists.allow]);
+    const entries = this.#lists?.text === text ? this.#lists.entries : compileLists(lists);
+    this.#lists = { text, entries };
     const trie = this.maps.sl_lists;
     const keyOf = (e: { family: number; plen: number; addr: Buffer }): Buffer =>
       encodeLpmKey({ prefixlen: 32 + e.plen, half: 0, family: e.family, addr: e.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
     const wanted = new Map(entries.map((e) => [keyOf(e).toString('hex'), e.flags]));
+    // What the trie holds, entry by entry. A lookup of an absent prefix answers with the longest
+    // one that covers it, so "is this prefix there?" is asked of the trie's own keys only (a key
+    // present is its own longest match).
+    const current = new Map<string, number>();
+    for (const key of [...trie.keys()]) {
+      const v = trie.lookup(key);
+      if (v) current.set(key.toString('hex'), decodeListVal(v).flags);
+    }
     if (entries.length) this.setConfig({ has_lists: 1 });
     for (const [hex, flags] of wanted) {
-      const key = Buffer.from(hex, 'hex');
-      const cur = trie.lookup(key);
-      if (!cur || decodeListVal(cur).flags !== flags) trie.update(key, encodeListVal({ flags }));
+      if (current.get(hex) !== flags) trie.update(Buffer.from(hex, 'hex'), encodeListVal({ flags }));
     }
     if (!entries.length) this.setConfig({ has_lists: 0 });
-    for (const key of [...trie.keys()]) if (!wanted.has(key.toString('hex'))) trie.delete(key);
+    for (const hex of current.keys()) if (!wanted.has(hex)) trie.delete(Buffer.from(hex, 'hex'));
     return entries.length;
   }
 

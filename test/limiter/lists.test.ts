@@ -4,7 +4,9 @@
  * that grows as n log n, not n^2 (counted, not timed).
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
+import { decodeListVal, decodeLpmKey, encodeLpmKey, SL_LPM_KEY_SIZE } from '../../src/generated/types';
+import { TestDatapath } from '../lib/datapath';
 import { compileLists, compileWork, LIST_FLAG, type ListEntry, type ListName, type Lists } from '../../src/limiter/lists';
 import ipaddr from 'ipaddr.js';
 import { covers, formatPrefix, maskInPlace, parsePrefix, type Prefix } from '../../src/limiter/policy';
@@ -133,5 +135,51 @@ describe('compileLists', () => {
     // A generous bound (the figure on this machine is about a second, see docs/benchmarks.md).
     assert.ok(ms < 10_000, `${n} entries compiled in ${ms.toFixed(0)} ms`);
     console.log(`# compileLists: ${n} prefixes -> ${entries.length} entries in ${ms.toFixed(0)} ms, ${compileWork.checks} containment checks`);
+  });
+});
+
+describe('Limiter.applyLists', () => {
+  let dp: TestDatapath;
+  before(async () => { dp = await TestDatapath.load(); });
+  after(() => dp?.coll.close());
+
+  /** The trie's entries exactly (prefix -> flags), from its keys. */
+  const trieEntries = (): Map<string, number> => {
+    const out = new Map<string, number>();
+    for (const k of dp.limiter.maps.sl_lists.keys()) {
+      const key = decodeLpmKey(k);
+      out.set(`${formatPrefix({ family: key.family as 4 | 6, plen: key.prefixlen - 32, addr: key.addr })}`, decodeListVal(dp.limiter.maps.sl_lists.lookup(k)!).flags);
+    }
+    return out;
+  };
+
+  it('writes every entry, also one inside a prefix with the same flags (4b64801 asked the trie by longest match)', () => {
+    dp.limiter.applyLists({ mgmt: [], deny: ['10.0.0.0/8', '10.0.5.0/24'], allow: [] });
+    assert.deepEqual(trieEntries(), new Map([['10.0.0.0/8', LIST_FLAG.deny], ['10.0.5.0/24', LIST_FLAG.deny]]));
+    // Dropping the /8 must leave the /24 denied.
+    dp.limiter.applyLists({ mgmt: [], deny: ['10.0.5.0/24'], allow: [] });
+    assert.deepEqual(trieEntries(), new Map([['10.0.5.0/24', LIST_FLAG.deny]]));
+    dp.limiter.applyLists({ mgmt: [], deny: [], allow: [] });
+    assert.equal(trieEntries().size, 0);
+  });
+
+  it('compiles the same lists once, and still repairs the trie', () => {
+    const deny: string[] = [];
+    for (let i = 0; i < 2000; i++) deny.push(`10.${i >> 8}.${i & 255}.0/24`);
+    const lists: Lists = { mgmt: ['10.0.0.1/32'], deny: ['10.0.0.0/8', ...deny], allow: [] };
+    assert.equal(dp.limiter.applyLists(lists), 2002);
+    assert.equal(trieEntries().size, 2002);
+    const trie = dp.limiter.maps.sl_lists;
+    const key = encodeLpmKey({ prefixlen: 32 + 24, half: 0, family: 4, addr: Buffer.from([10, 0, 5, 0, ...Array(12).fill(0)]) }, Buffer.alloc(SL_LPM_KEY_SIZE));
+    assert.ok(trie.delete(key), 'an entry removed behind the limiter\'s back');
+    compileWork.checks = -1;
+    assert.equal(dp.limiter.applyLists({ ...lists, deny: [...lists.deny] }), 2002);
+    assert.equal(compileWork.checks, -1, 'not compiled again');
+    assert.equal(trieEntries().get('10.0.5.0/24'), LIST_FLAG.deny, 'and put back');
+    dp.limiter.applyLists({ ...lists, allow: ['10.0.5.0/24'] });
+    assert.notEqual(compileWork.checks, -1, 'other lists are compiled');
+    assert.equal(trieEntries().get('10.0.5.0/24'), LIST_FLAG.deny | LIST_FLAG.allow);
+    dp.limiter.applyLists({ mgmt: [], deny: [], allow: [] });
+    assert.equal(trieEntries().size, 0);
   });
 });

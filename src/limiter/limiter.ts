@@ -11,7 +11,7 @@ import {
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
 } from '../generated/types';
 import { compileLists, type ListEntry, type Lists } from './lists';
-import { compilePolicy, type CompiledPolicy, type PolicySpec } from './policy';
+import { compilePolicy, PolicyError, type CompiledPolicy, type PolicySpec } from './policy';
 
 /** The maps of one loaded (or adopted) data path, by their names in bpf/maps.h. */
 export interface LimiterMaps {
@@ -167,8 +167,10 @@ export class Limiter {
 
   /**
    * Make sl_lists hold exactly these lists. Entries are added or changed before stale ones are
-   * removed, so a prefix that stays listed is never missing; the lookup is switched on before the
-   * first entry matters and off only once the trie is empty.
+   * removed, so a prefix that stays listed is never missing (unless old and new together would
+   * not fit the trie: then the stale ones go first); the lookup is switched on before the first
+   * entry matters and off only once the trie is empty. Lists that cannot fit are a PolicyError
+   * before anything is written.
    */
   applyLists(lists: Lists): number {
     // The same lists again (a change of limits or rules only, a reconcile) are not compiled again:
@@ -180,6 +182,9 @@ export class Limiter {
     const keyOf = (e: { family: number; plen: number; addr: Buffer }): Buffer =>
       encodeLpmKey({ prefixlen: 32 + e.plen, half: 0, family: e.family, addr: e.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
     const wanted = new Map(entries.map((e) => [keyOf(e).toString('hex'), e.flags]));
+    if (wanted.size > trie.maxEntries) {
+      throw new PolicyError([`the lists make ${wanted.size} trie entries, more than the ${trie.maxEntries} that sl_lists holds: merge adjacent prefixes or drop those inside listed ones; nothing was changed`]);
+    }
     // What the trie holds, entry by entry. A lookup of an absent prefix answers with the longest
     // one that covers it, so "is this prefix there?" is asked of the trie's own keys only (a key
     // present is its own longest match).
@@ -188,12 +193,18 @@ export class Limiter {
       const v = trie.lookup(key);
       if (v) current.set(key.toString('hex'), decodeListVal(v).flags);
     }
+    const stale = [...current.keys()].filter((hex) => !wanted.has(hex));
+    const adding = [...wanted.keys()].filter((hex) => !current.has(hex)).length;
+    // Old and new side by side must fit; when they do not, the stale entries go first (an address
+    // that only a removed prefix and an added one cover is unlisted between the two writes).
+    const staleFirst = current.size + adding > trie.maxEntries;
+    if (staleFirst) for (const hex of stale) trie.delete(Buffer.from(hex, 'hex'));
     if (entries.length) this.setConfig({ has_lists: 1 });
     for (const [hex, flags] of wanted) {
       if (current.get(hex) !== flags) trie.update(Buffer.from(hex, 'hex'), encodeListVal({ flags }));
     }
     if (!entries.length) this.setConfig({ has_lists: 0 });
-    for (const hex of current.keys()) if (!wanted.has(hex)) trie.delete(Buffer.from(hex, 'hex'));
+    if (!staleFirst) for (const hex of stale) trie.delete(Buffer.from(hex, 'hex'));
     return entries.length;
   }
 

@@ -163,6 +163,19 @@ describe('Limiter.applyLists', () => {
     assert.equal(trieEntries().size, 0);
   });
 
+  it('refuses lists larger than the trie before writing anything', () => {
+    dp.limiter.applyLists({ mgmt: [], deny: ['192.0.2.0/24'], allow: [] });
+    const max = dp.limiter.maps.sl_lists.maxEntries;
+    const deny = Array.from({ length: max + 1 }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+    assert.throws(() => dp.limiter.applyLists({ mgmt: [], deny, allow: [] }), (e: Error) => e.name === 'PolicyError' && /more than the \d+ that sl_lists holds/.test(e.message));
+    assert.deepEqual(trieEntries(), new Map([['192.0.2.0/24', LIST_FLAG.deny]]), 'unchanged');
+    // Exactly full, from a trie holding another entry: the stale one goes first to make room.
+    dp.limiter.applyLists({ mgmt: [], deny: deny.slice(0, max), allow: [] });
+    assert.equal(trieEntries().size, max);
+    assert.equal(trieEntries().has('192.0.2.0/24'), false);
+    dp.limiter.applyLists({ mgmt: [], deny: [], allow: [] });
+  });
+
   it('compiles the same lists once, and still repairs the trie', () => {
     const deny: string[] = [];
     for (let i = 0; i < 2000; i++) deny.push(`10.${i >> 8}.${i & 255}.0/24`);

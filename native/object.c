@@ -209,6 +209,26 @@ fail:
 
 /* ------------------------------------------------------------ open / close */
 
+/* A fault to inject, for the test of the failure path below: the next tagging fails. */
+static bool fail_next_tag;
+
+static napi_status tag_handle(napi_env env, napi_value ext)
+{
+	if (fail_next_tag) {
+		fail_next_tag = false;
+		return napi_generic_failure;
+	}
+	return napi_type_tag_object(env, ext, &obj_tag);
+}
+
+/* testFailNextTag(): make the next objectOpenFile fail as if napi_type_tag_object had (tests only) */
+static napi_value test_fail_next_tag(napi_env env, napi_callback_info info)
+{
+	(void)info;
+	fail_next_tag = true;
+	return sn_undefined(env);
+}
+
 /* objectOpenFile(path) -> handle */
 static napi_value object_open_file(napi_env env, napi_callback_info info)
 {
@@ -233,12 +253,23 @@ static napi_value object_open_file(napi_env env, napi_callback_info info)
 		free(h);
 		return sn_throw_errno(env, "bpf_object__open_file", err);
 	}
-	if (napi_create_external(env, h, handle_finalize, NULL, &ext) != napi_ok ||
-	    napi_type_tag_object(env, ext, &obj_tag) != napi_ok) {
+	if (napi_create_external(env, h, handle_finalize, NULL, &ext) != napi_ok) {
 		bpf_object__close(h->obj);
 		free(path);
 		free(h);
 		sn_throw_napi(env, "napi_create_external");
+		return NULL;
+	}
+	/*
+	 * From here the external owns h: its finalizer frees it when the external is
+	 * collected, so a failure must not free it too. The object is closed now,
+	 * and the handle, never tagged, is refused by get_handle.
+	 */
+	if (tag_handle(env, ext) != napi_ok) {
+		bpf_object__close(h->obj);
+		h->obj = NULL;
+		h->state = OBJ_CLOSED;
+		sn_throw_napi(env, "napi_type_tag_object");
 		return NULL;
 	}
 	return ext;
@@ -260,6 +291,30 @@ static napi_value object_close(napi_env env, napi_callback_info info)
 		bpf_object__close(h->obj);
 	h->obj = NULL;
 	h->state = OBJ_CLOSED;
+	return sn_undefined(env);
+}
+
+/*
+ * objectFree(handle): close the bpf_object and drop the settings now, with the
+ * duplicates of the map fds that mapReuseFd keeps (adopted maps stay open
+ * until then). The handle is spent: any further use is EBADF. Its memory goes
+ * with the garbage collector.
+ */
+static napi_value object_free(napi_env env, napi_callback_info info)
+{
+	struct sn_object *h;
+
+	SN_ARGS(env, info, 1);
+	h = get_handle(env, argv[0]);
+	if (!h)
+		return NULL;
+	if (h->obj)
+		bpf_object__close(h->obj);
+	h->obj = NULL;
+	h->state = OBJ_CLOSED;
+	free_settings(h);
+	free(h->path);
+	h->path = NULL;
 	return sn_undefined(env);
 }
 
@@ -755,6 +810,8 @@ void sn_init_object(napi_env env, napi_value exports)
 		{ "programSetExpectedAttachType", program_set_expected_attach_type },
 		{ "programFd", program_fd },
 		{ "mapFd", map_fd },
+		{ "testFailNextTag", test_fail_next_tag },
+		{ "objectFree", object_free },
 	};
 
 	sn_register(env, exports, fns, SN_ARRAY_SIZE(fns));

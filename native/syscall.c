@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * fd-level bpf(2) wrappers from bpf/bpf.h: map elements and batches, pins,
- * object info, ids, links, stats. Sizes are checked by the TypeScript layer;
- * here a buffer only has to be large enough for the kernel not to overrun it.
+ * object info, ids, links, stats.
+ *
+ * The kernel copies exactly key_size and value_size bytes (value_size rounded
+ * up to 8, times the possible CPUs, for per-CPU maps) from and to the pointers
+ * it is given: a shorter buffer is a read or a write past its end. So every
+ * buffer that reaches a map syscall is checked here against the map's own
+ * sizes, read from the kernel (BPF_OBJ_GET_INFO_BY_FD) by fd, whatever the
+ * caller says; a mismatch is a TypeError and no syscall is made.
  */
 #include "common.h"
 
@@ -43,12 +49,121 @@ static napi_value new_buffer(napi_env env, size_t len, void **data)
 	return b;
 }
 
+/* ------------------------------------------------------------ map sizes */
+
+struct map_sizes {
+	bool known; /* false: fd is no map we could ask (the syscall then fails on its own) */
+	uint32_t type, key, value, vbuf; /* vbuf: bytes of one value as the kernel copies it */
+};
+
+static bool is_percpu(uint32_t type)
+{
+	return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY ||
+	       type == BPF_MAP_TYPE_LRU_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+}
+
+/*
+ * Whether fd is a BPF map. BPF_OBJ_GET_INFO_BY_FD answers for programs and links too, in their own
+ * layout, so sizes read from it mean something only for a map. Asked only when a size looks wrong.
+ */
+static bool is_map_fd(int fd)
+{
+	char path[64], target[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return true; /* no /proc: keep the check */
+	target[n] = '\0';
+	return strcmp(target, "anon_inode:bpf-map") == 0;
+}
+
+/*
+ * The sizes of the map behind fd, from the kernel. When fd cannot be asked (closed, not BPF), the
+ * sizes are unknown and nothing is checked: the map syscall then fails with its own errno before
+ * it touches any buffer (fdget and the map type come first). Returns false only when it threw.
+ */
+static bool map_sizes(napi_env env, int fd, struct map_sizes *s)
+{
+	struct bpf_map_info mi;
+	uint32_t len = sizeof(mi);
+
+	memset(s, 0, sizeof(*s));
+	memset(&mi, 0, sizeof(mi));
+	if (bpf_obj_get_info_by_fd(fd, &mi, &len))
+		return true;
+	s->known = true;
+	s->type = mi.type;
+	s->key = mi.key_size;
+	s->value = mi.value_size;
+	s->vbuf = mi.value_size;
+	if (is_percpu(mi.type)) {
+		int n = libbpf_num_possible_cpus();
+
+		if (n < 0) {
+			sn_throw_errno(env, "libbpf_num_possible_cpus", -n);
+			return false;
+		}
+		s->vbuf = ((mi.value_size + 7) & ~7u) * (uint32_t)n;
+	}
+	return true;
+}
+
+/* A size differs: true (and a thrown TypeError) when it really is a map's size that differs. */
+static bool mismatch(int fd, struct map_sizes *s)
+{
+	if (s->known && !is_map_fd(fd))
+		s->known = false;
+	return s->known;
+}
+
+/*
+ * A key for the map: exactly key_size bytes; none (NULL) for a map without keys
+ * (queue, stack, bloom filter), or where null_ok (the first get_next_key).
+ */
+static bool check_key(napi_env env, int fd, struct map_sizes *s, const void *key, size_t len,
+		      bool null_ok, const char *what)
+{
+	if (!s->known || (!key && (null_ok || s->key == 0)) || (key && len == s->key) ||
+	    !mismatch(fd, s))
+		return true;
+	if (!key)
+		sn_throw_type(env, "%s: the map has %u-byte keys, got none", what, s->key);
+	else
+		sn_throw_type(env, "%s must be %u bytes (the map's key_size), got %zu", what, s->key, len);
+	return false;
+}
+
+static bool check_value(napi_env env, int fd, struct map_sizes *s, size_t len, const char *what)
+{
+	if (!s->known || len == s->vbuf || !mismatch(fd, s))
+		return true;
+	if (is_percpu(s->type))
+		sn_throw_type(env, "%s must be %u bytes (value_size %u rounded up to 8, times %u possible CPUs), got %zu",
+			      what, s->vbuf, s->value, s->vbuf / ((s->value + 7) & ~7u), len);
+	else
+		sn_throw_type(env, "%s must be %u bytes (the map's value_size), got %zu", what, s->vbuf, len);
+	return false;
+}
+
+/* count packed items of `each` bytes in `len` bytes. */
+static bool check_packed(napi_env env, int fd, struct map_sizes *s, size_t len, uint32_t count,
+			 uint32_t each, const char *what)
+{
+	if (!s->known || len == (uint64_t)count * each || !mismatch(fd, s))
+		return true;
+	sn_throw_type(env, "%s must be %u %s of %u bytes, got %zu bytes", what, count, what, each, len);
+	return false;
+}
+
 /* ------------------------------------------------------------ map elements */
 
 /* mapLookupElem(fd, key, valueLen, flags = 0) -> Buffer | null when absent */
 static napi_value map_lookup_elem(napi_env env, napi_callback_info info)
 {
 	uint32_t vlen, flags = 0;
+	struct map_sizes ms;
 	void *key, *val;
 	size_t klen;
 	napi_value b;
@@ -58,6 +173,9 @@ static napi_value map_lookup_elem(napi_env env, napi_callback_info info)
 	if (!get_fd(env, argv[0], &fd) || !sn_opt_bytes(env, argv[1], "key", &key, &klen) ||
 	    !sn_get_u32(env, argv[2], "valueLen", &vlen) ||
 	    !sn_opt_u32(env, argv[3], "flags", &flags))
+		return NULL;
+	if (!map_sizes(env, fd, &ms) || !check_key(env, fd, &ms, key, klen, false, "key") ||
+	    !check_value(env, fd, &ms, vlen, "valueLen"))
 		return NULL;
 	b = new_buffer(env, vlen, &val);
 	if (!b)
@@ -74,6 +192,7 @@ static napi_value map_lookup_elem(napi_env env, napi_callback_info info)
 static napi_value map_update_elem(napi_env env, napi_callback_info info)
 {
 	uint32_t flags = 0;
+	struct map_sizes ms;
 	void *key, *val;
 	size_t klen, vlen;
 	int fd, err;
@@ -82,6 +201,9 @@ static napi_value map_update_elem(napi_env env, napi_callback_info info)
 	if (!get_fd(env, argv[0], &fd) || !sn_opt_bytes(env, argv[1], "key", &key, &klen) ||
 	    !sn_get_bytes(env, argv[2], "value", &val, &vlen) ||
 	    !sn_opt_u32(env, argv[3], "flags", &flags))
+		return NULL;
+	if (!map_sizes(env, fd, &ms) || !check_key(env, fd, &ms, key, klen, false, "key") ||
+	    !check_value(env, fd, &ms, vlen, "value"))
 		return NULL;
 	err = bpf_map_update_elem(fd, key, val, flags);
 	if (err)
@@ -92,12 +214,15 @@ static napi_value map_update_elem(napi_env env, napi_callback_info info)
 /* mapDeleteElem(fd, key) -> true when deleted, false when absent */
 static napi_value map_delete_elem(napi_env env, napi_callback_info info)
 {
+	struct map_sizes ms;
 	size_t klen;
 	void *key;
 	int fd, err;
 
 	SN_ARGS(env, info, 2);
 	if (!get_fd(env, argv[0], &fd) || !sn_get_bytes(env, argv[1], "key", &key, &klen))
+		return NULL;
+	if (!map_sizes(env, fd, &ms) || !check_key(env, fd, &ms, key, klen, false, "key"))
 		return NULL;
 	err = bpf_map_delete_elem(fd, key);
 	if (err == -ENOENT)
@@ -110,6 +235,7 @@ static napi_value map_delete_elem(napi_env env, napi_callback_info info)
 /* mapGetNextKey(fd, key | null, keyLen) -> Buffer | null at the end */
 static napi_value map_get_next_key(napi_env env, napi_callback_info info)
 {
+	struct map_sizes ms;
 	void *key, *next;
 	uint32_t klen_out;
 	size_t klen;
@@ -120,6 +246,10 @@ static napi_value map_get_next_key(napi_env env, napi_callback_info info)
 	if (!get_fd(env, argv[0], &fd) || !sn_opt_bytes(env, argv[1], "key", &key, &klen) ||
 	    !sn_get_u32(env, argv[2], "keyLen", &klen_out))
 		return NULL;
+	if (!map_sizes(env, fd, &ms) || !check_key(env, fd, &ms, key, klen, true, "key"))
+		return NULL;
+	if (ms.known && klen_out != ms.key && mismatch(fd, &ms))
+		return sn_throw_type(env, "keyLen must be %u (the map's key_size), got %u", ms.key, klen_out);
 	b = new_buffer(env, klen_out, &next);
 	if (!b)
 		return NULL;
@@ -134,6 +264,7 @@ static napi_value map_get_next_key(napi_env env, napi_callback_info info)
 /* mapLookupAndDeleteElem(fd, key | null, valueLen) -> Buffer | null when absent */
 static napi_value map_lookup_and_delete_elem(napi_env env, napi_callback_info info)
 {
+	struct map_sizes ms;
 	void *key, *val;
 	uint32_t vlen;
 	size_t klen;
@@ -143,6 +274,9 @@ static napi_value map_lookup_and_delete_elem(napi_env env, napi_callback_info in
 	SN_ARGS(env, info, 3);
 	if (!get_fd(env, argv[0], &fd) || !sn_opt_bytes(env, argv[1], "key", &key, &klen) ||
 	    !sn_get_u32(env, argv[2], "valueLen", &vlen))
+		return NULL;
+	if (!map_sizes(env, fd, &ms) || !check_key(env, fd, &ms, key, klen, false, "key") ||
+	    !check_value(env, fd, &ms, vlen, "valueLen"))
 		return NULL;
 	b = new_buffer(env, vlen, &val);
 	if (!b)
@@ -156,15 +290,17 @@ static napi_value map_lookup_and_delete_elem(napi_env env, napi_callback_info in
 }
 
 /*
- * mapLookupBatch(fd, inBatch | null, keyLen, valueLen, count, {elemFlags, delete})
+ * mapLookupBatch(fd, inBatch | null, keyLen, valueLen, count, {elemFlags, delete, keys, values})
  *   -> {count, keys, values, nextBatch, done}
- * keys/values hold `count` packed entries; pass nextBatch as inBatch to go on.
+ * keys/values hold `count` packed entries; pass nextBatch as inBatch to go on. Given keys and
+ * values buffers (at least count entries each) are filled instead of new ones.
  * The batch token is opaque: a bucket index for hash maps, a key for arrays,
  * so it is given max(keyLen, 8) bytes.
  */
 static napi_value map_lookup_batch(napi_env env, napi_callback_info info)
 {
 	uint32_t klen, vlen, count, n;
+	struct map_sizes ms;
 	napi_value keys, vals, next, r;
 	void *in, *kbuf, *vbuf, *out;
 	bool del = false;
@@ -190,12 +326,34 @@ static napi_value map_lookup_batch(napi_env env, napi_callback_info info)
 	}
 	if (count == 0)
 		return sn_throw_type(env, "count must be > 0");
+	if (!map_sizes(env, fd, &ms))
+		return NULL;
+	if (ms.known && klen != ms.key && mismatch(fd, &ms))
+		return sn_throw_type(env, "keyLen must be %u (the map's key_size), got %u", ms.key, klen);
+	if (!check_value(env, fd, &ms, vlen, "valueLen"))
+		return NULL;
+	if ((uint64_t)count * (klen + vlen) > (1u << 30))
+		return sn_throw_type(env, "count %u is too large: a batch is limited to 1 GiB", count);
 	toklen = klen > 8 ? klen : 8;
 	if (in && inlen < toklen)
 		return sn_throw_type(env, "inBatch must be a token returned as nextBatch");
-	if (!(keys = new_buffer(env, (size_t)klen * count, &kbuf)) ||
-	    !(vals = new_buffer(env, (size_t)vlen * count, &vbuf)) ||
-	    !(next = new_buffer(env, toklen, &out)))
+	/* Caller's buffers (reused from batch to batch of a walk) or new ones, count entries each. */
+	keys = sn_prop(env, argv[5], "keys");
+	vals = sn_prop(env, argv[5], "values");
+	if (!sn_is_nullish(env, keys) || !sn_is_nullish(env, vals)) {
+		size_t kcap, vcap;
+
+		if (!sn_get_bytes(env, keys, "keys", &kbuf, &kcap) ||
+		    !sn_get_bytes(env, vals, "values", &vbuf, &vcap))
+			return NULL;
+		if (kcap < (size_t)klen * count || vcap < (size_t)vlen * count)
+			return sn_throw_type(env, "keys and values must hold %u entries (%zu and %zu bytes), got %zu and %zu",
+					     count, (size_t)klen * count, (size_t)vlen * count, kcap, vcap);
+	} else if (!(keys = new_buffer(env, (size_t)klen * count, &kbuf)) ||
+		   !(vals = new_buffer(env, (size_t)vlen * count, &vbuf))) {
+		return NULL;
+	}
+	if (!(next = new_buffer(env, toklen, &out)))
 		return NULL;
 	n = count;
 	if (del)
@@ -218,6 +376,7 @@ static napi_value map_lookup_batch(napi_env env, napi_callback_info info)
 /* mapDeleteBatch(fd, keys, count) -> number deleted */
 static napi_value map_delete_batch(napi_env env, napi_callback_info info)
 {
+	struct map_sizes ms;
 	uint32_t count;
 	size_t klen;
 	void *keys;
@@ -227,11 +386,77 @@ static napi_value map_delete_batch(napi_env env, napi_callback_info info)
 	if (!get_fd(env, argv[0], &fd) || !sn_get_bytes(env, argv[1], "keys", &keys, &klen) ||
 	    !sn_get_u32(env, argv[2], "count", &count))
 		return NULL;
+	if (!map_sizes(env, fd, &ms) || !check_packed(env, fd, &ms, klen, count, ms.key, "keys"))
+		return NULL;
 	LIBBPF_OPTS(bpf_map_batch_opts, opts);
 	err = bpf_map_delete_batch(fd, keys, &count, &opts);
 	if (err)
 		return sn_throw_errno(env, "bpf_map_delete_batch", -err);
 	return sn_num(env, count);
+}
+
+/*
+ * mapUpdateBatch(fd, keys, values, count, {elemFlags, flags}) -> number written
+ * keys and values hold `count` packed entries of the map's sizes.
+ */
+static napi_value map_update_batch(napi_env env, napi_callback_info info)
+{
+	uint32_t count, ef = 0, fl = 0;
+	struct map_sizes ms;
+	size_t klen, vlen;
+	void *keys, *vals;
+	int fd, err;
+
+	SN_ARGS(env, info, 5);
+	if (!get_fd(env, argv[0], &fd) || !sn_get_bytes(env, argv[1], "keys", &keys, &klen) ||
+	    !sn_get_bytes(env, argv[2], "values", &vals, &vlen) ||
+	    !sn_get_u32(env, argv[3], "count", &count))
+		return NULL;
+	if (!sn_is_nullish(env, argv[4]) &&
+	    (!sn_opt_u32(env, sn_prop(env, argv[4], "elemFlags"), "elemFlags", &ef) ||
+	     !sn_opt_u32(env, sn_prop(env, argv[4], "flags"), "flags", &fl)))
+		return NULL;
+	if (!map_sizes(env, fd, &ms) || !check_packed(env, fd, &ms, klen, count, ms.key, "keys") ||
+	    !check_packed(env, fd, &ms, vlen, count, ms.vbuf, "values"))
+		return NULL;
+	LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = ef, .flags = fl);
+	err = bpf_map_update_batch(fd, keys, vals, &count, &opts);
+	if (err)
+		return sn_throw_errno(env, "bpf_map_update_batch", -err);
+	return sn_num(env, count);
+}
+
+/*
+ * mapCreate(type, name, keySize, valueSize, maxEntries, {flags, innerMapFd}) -> fd
+ * A map of its own, outside any object (bpf_map_create).
+ */
+static napi_value map_create(napi_env env, napi_callback_info info)
+{
+	uint32_t type, ksz, vsz, max, flags = 0;
+	int32_t inner = -1;
+	char *name = NULL;
+	int fd;
+
+	SN_ARGS(env, info, 6);
+	if (!sn_get_u32(env, argv[0], "type", &type) || !sn_get_string(env, argv[1], "name", &name))
+		return NULL;
+	if (!sn_get_u32(env, argv[2], "keySize", &ksz) || !sn_get_u32(env, argv[3], "valueSize", &vsz) ||
+	    !sn_get_u32(env, argv[4], "maxEntries", &max) ||
+	    (!sn_is_nullish(env, argv[5]) &&
+	     (!sn_opt_u32(env, sn_prop(env, argv[5], "flags"), "flags", &flags) ||
+	      !sn_opt_i32(env, sn_prop(env, argv[5], "innerMapFd"), "innerMapFd", &inner)))) {
+		free(name);
+		return NULL;
+	}
+	LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = flags);
+	if (inner >= 0)
+		opts.inner_map_fd = (uint32_t)inner;
+	sn_log_begin();
+	fd = bpf_map_create((enum bpf_map_type)type, name[0] ? name : NULL, ksz, vsz, max, &opts);
+	free(name);
+	if (fd < 0)
+		return sn_throw_errno(env, "bpf_map_create", -fd);
+	return sn_num(env, fd);
 }
 
 /* ------------------------------------------------------------------- pins */
@@ -569,6 +794,8 @@ void sn_init_syscall(napi_env env, napi_value exports)
 		{ "mapLookupAndDeleteElem", map_lookup_and_delete_elem },
 		{ "mapLookupBatch", map_lookup_batch },
 		{ "mapDeleteBatch", map_delete_batch },
+		{ "mapUpdateBatch", map_update_batch },
+		{ "mapCreate", map_create },
 		{ "objPin", obj_pin },
 		{ "objGet", obj_get },
 		{ "progGetInfo", prog_get_info },

@@ -32,6 +32,12 @@ struct run_work {
 	uint32_t retval, duration, out_len, ctx_out_len;
 };
 
+/*
+ * Every length given to the kernel here is that of a buffer this file allocated or copied (in,
+ * out, ctx): none comes from the caller unchecked, so no test run can read or write past one.
+ * An output larger than out_cap is cut (ENOSPC from the kernel; run_complete copies at most
+ * out_cap).
+ */
 static void do_run(struct run_work *w)
 {
 	int err;

@@ -205,7 +205,12 @@ export class Protection {
       throw new AgentError(AgentCode.NotProtected, `${where(p)} is not protected by Sluice (start with \`sluice up --iface ${p.iface}${p.netns ? ` --netns ${p.netns}` : ''}\`)`);
     }
     const maps = pinnedMaps(dir);
-    return new Protection(settings, maps, limiterOf(maps), Link.fromPin(join(dir, 'link')));
+    try {
+      return new Protection(settings, maps, limiterOf(maps), Link.fromPin(join(dir, 'link')));
+    } catch (e) {
+      for (const m of maps.values()) m.close();
+      throw e;
+    }
   }
 
   /** Load, attach and pin; or adopt (and upgrade) what is pinned. Then apply the settings. */
@@ -459,7 +464,13 @@ export class Protection {
         link.close();
       }
       const settings: Settings = { ...prior, ...base, mode: prior.mode, ifindex: prior.ifindex, mapLayouts: check.digests, attachedAt: prior.attachedAt, updatedAt: '' };
-      applyAll(limiterOf(pinnedMaps(dir)), settings);
+      // Opened again to include the maps just pinned; closed here, or each adoption leaks their fds.
+      const adopted = pinnedMaps(dir);
+      try {
+        applyAll(limiterOf(adopted), settings);
+      } finally {
+        for (const m of adopted.values()) m.close();
+      }
       saveSettings(settings);
       return { action, warnings, protection: Protection.open(o) };
     } finally {

@@ -4,7 +4,7 @@
  * enforces, how full its state map is).
  */
 import { dropRate, rates, snapshot, type Rates, type RuleStats, type SlotStats, type Snapshot } from '../limiter/stats';
-import { readStates, heaviest, type StateEntry } from '../limiter/top';
+import { readStates, SHARED_TOP, sharedWalk, walkStates, type StateEntry } from '../limiter/top';
 import type { Rule } from '../generated/types';
 import { listPlaces, type Limits, type Mode, type Place } from './state';
 import { Protection } from './protection';
@@ -53,14 +53,12 @@ export interface StatusReport {
   attached_at: string;
 }
 
-/** Count the entries of the state map with batch lookups (yields between batches). */
+/**
+ * Count the entries of the state map: one walk of batch lookups that yields between batches,
+ * shared with concurrent /v1/top requests and metric scrapes of the same map.
+ */
 async function countStates(p: Protection): Promise<number> {
-  let n = 0;
-  for (const batch of p.limiter.maps.rate_limit_map.lookupBatch({ batchSize: 8192 })) {
-    n += batch.length;
-    await new Promise((r) => setImmediate(r));
-  }
-  return n;
+  return (await sharedWalk(p.limiter.maps.rate_limit_map, () => liveRules(p))).entries;
 }
 
 export async function statusReport(p: Protection): Promise<StatusReport> {
@@ -98,8 +96,14 @@ export function liveRules(p: Protection): Map<number, Rule> {
   return new Map(p.limiter.rulesOf(v & 1).filter((r) => r.version === v).map((r) => [r.id, r]));
 }
 
+/**
+ * The n heaviest entries, from one streaming walk with a bounded heap. Up to SHARED_TOP, the walk
+ * is shared with whoever else reads this map meanwhile (see sharedWalk).
+ */
 export async function topReport(p: Protection, n: number): Promise<StateEntry[]> {
-  return heaviest(await readStates(p.limiter.maps.rate_limit_map, liveRules(p)), n);
+  const map = p.limiter.maps.rate_limit_map;
+  if (n <= SHARED_TOP) return (await sharedWalk(map, () => liveRules(p))).top.slice(0, n);
+  return (await walkStates(map, liveRules(p), n)).top;
 }
 
 export async function dumpReport(p: Protection): Promise<StateEntry[]> {

@@ -6,11 +6,12 @@
  *
  * Counting the entries of a state map means walking it (the kernel keeps no count for an LRU
  * hash): done with batch lookups that yield to the event loop between batches, at most once per
- * `stateCacheMs` per interface, and shared by concurrent scrapes.
+ * `stateCacheMs` per interface, and shared by concurrent scrapes and API requests (sharedWalk).
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { Protection } from '../agent/protection';
-import { takeSnapshot } from '../agent/report';
+import { liveRules, takeSnapshot } from '../agent/report';
+import { sharedWalk } from '../limiter/top';
 import { decodeEventBudget, SL_EVENT_BUDGET_SIZE } from '../generated/types';
 import type { RuleStats, SlotStats } from '../limiter/stats';
 
@@ -239,11 +240,8 @@ export class Metrics {
     if (cur && Date.now() - cur.at < this.stateCacheMs) return;
     if (cur?.pending) return cur.pending;
     const pending = (async () => {
-      let entries = 0;
-      for (const batch of p.limiter.maps.rate_limit_map.lookupBatch({ batchSize: 8192 })) {
-        entries += batch.length;
-        await new Promise((res) => setImmediate(res));
-      }
+      // One walk shared with the API's /v1/top and /v1/status on the same map.
+      const { entries } = await sharedWalk(p.limiter.maps.rate_limit_map, () => liveRules(p));
       // Read after counting, so that new states counted during the walk are in it too.
       const newStates = takeSnapshot(p).totals.new_states;
       this.counts.set(key, { at: Date.now(), entries, newStates });

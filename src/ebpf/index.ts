@@ -14,7 +14,7 @@ export {
   VerifierError,
   summarizeVerifierLog,
 } from './errors';
-export { BpfMap, type BatchOptions, type Entry, type MapInfo, type MapSpecLike } from './map';
+export { BpfMap, type BatchOptions, type Entry, type MapInfo, type MapSpecLike, type PackedBatch } from './map';
 export {
   Collection,
   ObjectSpec,

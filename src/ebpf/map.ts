@@ -28,9 +28,24 @@ export interface BatchOptions {
   batchSize?: number;
   /** Delete what was read (BPF_MAP_LOOKUP_AND_DELETE_BATCH). */
   delete?: boolean;
+  /**
+   * batches() only: fill the same two buffers from chunk to chunk instead of new ones (each chunk
+   * is then valid until the next is asked for). A walk over millions of entries then allocates
+   * nothing per chunk, and the garbage collector has no external memory to chase.
+   */
+  reuse?: boolean;
 }
 
 export type Entry = [key: Buffer, value: Buffer];
+
+/** One chunk of a batch lookup as the kernel packs it. */
+export interface PackedBatch {
+  count: number;
+  /** count keys of keySize bytes */
+  keys: Buffer;
+  /** count values of valueBufferSize bytes */
+  values: Buffer;
+}
 
 const roundUp8 = (n: number): number => (n + 7) & ~7;
 
@@ -74,6 +89,11 @@ export class BpfMap {
 
   static fromId(id: number): BpfMap {
     return BpfMap.fromFd(native().mapGetFdById(id));
+  }
+
+  /** A new map of its own, outside any object (BPF_MAP_CREATE): for tools and tests. */
+  static create(spec: { type: number; name: string; keySize: number; valueSize: number; maxEntries: number; flags?: number }): BpfMap {
+    return BpfMap.fromFd(native().mapCreate(spec.type, spec.name, spec.keySize, spec.valueSize, spec.maxEntries, { flags: spec.flags ?? 0 }));
   }
 
   get fd(): number {
@@ -176,16 +196,36 @@ export class BpfMap {
    * back to key-by-key iteration, still in chunks.
    */
   *lookupBatch(opts: BatchOptions = {}): Generator<Entry[]> {
+    const vlen = this.valueBufferSize;
+    for (const b of this.batches({ ...opts, reuse: false })) {
+      const chunk: Entry[] = [];
+      for (let i = 0; i < b.count; i++) {
+        chunk.push([b.keys.subarray(i * this.keySize, (i + 1) * this.keySize), b.values.subarray(i * vlen, (i + 1) * vlen)]);
+      }
+      yield chunk;
+    }
+  }
+
+  /**
+   * lookupBatch without the slicing: each chunk as the kernel packs it, count keys of keySize
+   * bytes and count values of valueBufferSize bytes (for walks over millions of entries that
+   * read fields in place).
+   */
+  *batches(opts: BatchOptions = {}): Generator<PackedBatch> {
     let size = opts.batchSize ?? 256;
     if (!Number.isInteger(size) || size <= 0) throw new TypeError(`batchSize must be a positive integer, got ${size}`);
     const del = opts.delete ?? false;
     const vlen = this.valueBufferSize;
     let token: Buffer | null = null;
     let first = true;
+    let bufs: { keys: Buffer; values: Buffer } | undefined;
     for (;;) {
       let r;
+      if (opts.reuse && (!bufs || bufs.keys.length < size * this.keySize)) {
+        bufs = { keys: Buffer.allocUnsafe(size * this.keySize), values: Buffer.allocUnsafe(size * vlen) };
+      }
       try {
-        r = native().mapLookupBatch(this.fd, token, this.keySize, vlen, size, { delete: del });
+        r = native().mapLookupBatch(this.fd, token, this.keySize, vlen, size, { delete: del, ...bufs });
       } catch (e) {
         // A hash bucket with more entries than fit in one batch: grow and retry the same position.
         if (e instanceof BpfError && e.errnoName === 'ENOSPC' && size < 1 << 20) {
@@ -193,22 +233,15 @@ export class BpfMap {
           continue;
         }
         if (first && (e instanceof NotSupportedError || (e instanceof BpfError && e.errnoName === 'EINVAL'))) {
-          yield* this.#batchFallback(size, del);
+          for (const chunk of this.#batchFallback(size, del)) {
+            yield { count: chunk.length, keys: Buffer.concat(chunk.map(([k]) => k)), values: Buffer.concat(chunk.map(([, v]) => v)) };
+          }
           return;
         }
         throw e;
       }
       first = false;
-      if (r.count > 0) {
-        const chunk: Entry[] = [];
-        for (let i = 0; i < r.count; i++) {
-          chunk.push([
-            r.keys.subarray(i * this.keySize, (i + 1) * this.keySize),
-            r.values.subarray(i * vlen, (i + 1) * vlen),
-          ]);
-        }
-        yield chunk;
-      }
+      if (r.count > 0) yield { count: r.count, keys: r.keys.subarray(0, r.count * this.keySize), values: r.values.subarray(0, r.count * vlen) };
       if (r.done) return;
       token = r.nextBatch;
     }
@@ -246,6 +279,26 @@ export class BpfMap {
     if (keys.length === 0) return 0;
     keys.forEach((k) => this.#checkKey(k));
     return native().mapDeleteBatch(this.fd, Buffer.concat(keys), keys.length);
+  }
+
+  /**
+   * Write keys[i] -> values[i] in one syscall (BPF_MAP_UPDATE_BATCH); returns how many were
+   * written. For a per-CPU map each value is the whole valueBufferSize buffer.
+   */
+  updateBatch(keys: readonly Uint8Array[], values: readonly Uint8Array[], flags: number = UpdateFlags.Any): number {
+    if (keys.length !== values.length) throw new TypeError(`map '${this.name}': ${keys.length} keys but ${values.length} values`);
+    if (keys.length === 0) return 0;
+    keys.forEach((k) => this.#checkKey(k));
+    const vs = values.map((v) => this.#value(v));
+    return native().mapUpdateBatch(this.fd, Buffer.concat(keys), Buffer.concat(vs), keys.length, { elemFlags: flags });
+  }
+
+  /** updateBatch of entries already packed as batches() gives them (count keys, count values). */
+  updatePacked(batch: PackedBatch, flags: number = UpdateFlags.Any): number {
+    if (batch.count === 0) return 0;
+    if (batch.keys.length !== batch.count * this.keySize) throw new BufferSizeError(`map '${this.name}': ${batch.count} packed keys`, batch.count * this.keySize, batch.keys.length);
+    if (batch.values.length !== batch.count * this.valueBufferSize) throw new BufferSizeError(`map '${this.name}': ${batch.count} packed values`, batch.count * this.valueBufferSize, batch.values.length);
+    return native().mapUpdateBatch(this.fd, batch.keys, batch.values, batch.count, { elemFlags: flags });
   }
 
   /** Pin to a path in bpffs; the map then outlives this process. */

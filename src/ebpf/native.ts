@@ -194,6 +194,10 @@ export interface NativeAddon {
   programSetExpectedAttachType(h: ObjectHandle, progName: string, attachType: number): void;
   programFd(h: ObjectHandle, name: string): number;
   mapFd(h: ObjectHandle, name: string): number;
+  /** Tests only: the next objectOpenFile fails as if tagging its handle had failed. */
+  testFailNextTag(): void;
+  /** Close the object and drop its settings (and the map fds mapReuseFd duplicated); the handle is spent. */
+  objectFree(h: ObjectHandle): void;
 
   // maps
   mapLookupElem(fd: number, key: Uint8Array | null, valueLen: number, flags?: number): Buffer | null;
@@ -207,9 +211,11 @@ export interface NativeAddon {
     keyLen: number,
     valueLen: number,
     count: number,
-    opts?: { elemFlags?: number; delete?: boolean },
+    opts?: { elemFlags?: number; delete?: boolean; keys?: Buffer; values?: Buffer },
   ): RawBatch;
   mapDeleteBatch(fd: number, keys: Uint8Array, count: number): number;
+  mapUpdateBatch(fd: number, keys: Uint8Array, values: Uint8Array, count: number, opts?: { elemFlags?: number; flags?: number }): number;
+  mapCreate(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, opts?: { flags?: number; innerMapFd?: number }): number;
 
   // pins, info, ids
   objPin(fd: number, path: string): void;

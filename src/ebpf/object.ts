@@ -187,7 +187,8 @@ export class ObjectSpec {
 
   close(): void {
     if (!this.#h) return;
-    native().objectClose(this.#h);
+    // Now, not at garbage collection: the duplicates of reused (adopted) maps' fds go too.
+    native().objectFree(this.#h);
     this.#h = undefined; // the handle's memory goes with the garbage collector
   }
 

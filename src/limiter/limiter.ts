@@ -10,7 +10,7 @@ import {
   SL_GEO_VAL_SIZE,
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
 } from '../generated/types';
-import { compileLists, type Lists } from './lists';
+import { compileLists, type ListEntry, type Lists } from './lists';
 import { compilePolicy, type CompiledPolicy, type PolicySpec } from './policy';
 import { scaleOf } from './models';
 
@@ -103,6 +103,8 @@ export function addCounters(a: Counters, b: Counters): Counters {
 
 export class Limiter {
   readonly maxRules: number;
+  /** The lists applied last and what they compiled to (compileLists is a pure function of them). */
+  #lists: { text: string; entries: ListEntry[] } | undefined;
 
   constructor(readonly maps: LimiterMaps) {
     this.maxRules = maps.sl_rules.maxEntries / 2;
@@ -175,7 +177,7 @@ export class Limiter {
    */
   apply(change: Change): { compiled?: CompiledPolicy; listEntries: number } {
     const compiled = change.policy ? compilePolicy(change.policy, this.maxRules) : undefined;
-    const lists = change.lists ? compileLists(change.lists) : undefined;
+    const lists = change.lists ? this.compiledLists(change.lists) : undefined;
     if (lists && lists.length > this.listCapacity()) throw new ListsTooLargeError(lists.length, this.listCapacity());
 
     const cur = this.config();
@@ -276,6 +278,17 @@ export class Limiter {
     // The flip. Only the version changes, so the rest of config_map is rewritten byte for byte.
     this.maps.config_map.update(u32key(0), encodeConfig({ ...cur, version }, Buffer.alloc(SL_CONFIG_SIZE)));
     return { compiled, listEntries: nLists };
+  }
+
+  /**
+   * The same lists again (a change of limits or rules only, a reconcile) are not compiled again:
+   * at 100,000 prefixes that is most of the work.
+   */
+  private compiledLists(lists: Lists): ListEntry[] {
+    const text = JSON.stringify([lists.mgmt, lists.deny, lists.allow]);
+    const entries = this.#lists?.text === text ? this.#lists.entries : compileLists(lists);
+    this.#lists = { text, entries };
+    return entries;
   }
 
   /** The lists of the live half, as the trie holds them (effective flags). */

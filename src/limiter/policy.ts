@@ -159,8 +159,32 @@ export function dimensionProblems(alg: AlgName, dim: 'pps' | 'bps', rate: bigint
 
 export interface Prefix { family: 4 | 6; plen: number; addr: Buffer }
 
+const V4_DECIMAL = /^(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})(?:\/(0|[1-9]\d?))?$/;
+
+/**
+ * Plain dotted-decimal IPv4 ("192.0.2.0/24", "192.0.2.1"), the bulk of every list feed, without
+ * ipaddr.js (ten times faster). Anything else (octal, hex, short forms, IPv6, out of range) is
+ * left to ipaddr.js: undefined.
+ */
+function parseV4Decimal(text: string): Prefix | undefined {
+  const m = V4_DECIMAL.exec(text);
+  if (!m) return undefined;
+  const plen = m[5] === undefined ? 32 : Number(m[5]);
+  if (plen > 32) return undefined;
+  const addr = Buffer.alloc(16);
+  for (let i = 0; i < 4; i++) {
+    const o = Number(m[i + 1]);
+    if (o > 255) return undefined;
+    addr[i] = o;
+  }
+  maskInPlace(addr, plen);
+  return { family: 4, plen, addr };
+}
+
 /** Parse "a.b.c.d/n", "x::/n" or a bare address into a masked prefix. Throws with a clear message. */
 export function parsePrefix(text: string): Prefix {
+  const fast = parseV4Decimal(text);
+  if (fast) return fast;
   let addr: ipaddr.IPv4 | ipaddr.IPv6;
   let plen: number;
   try {
@@ -191,8 +215,8 @@ export function maskInPlace(addr: Buffer, plen: number): void {
 }
 
 export function formatPrefix(p: Prefix): string {
-  const bytes = [...p.addr.subarray(0, p.family === 4 ? 4 : 16)];
-  return `${ipaddr.fromByteArray(bytes).toString()}/${p.plen}`;
+  if (p.family === 4) return `${p.addr[0]}.${p.addr[1]}.${p.addr[2]}.${p.addr[3]}/${p.plen}`;
+  return `${ipaddr.fromByteArray([...p.addr.subarray(0, 16)]).toString()}/${p.plen}`;
 }
 
 /** Whether outer (same family, no longer) contains inner. */

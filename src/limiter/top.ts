@@ -1,12 +1,13 @@
 /**
  * The state map decoded: per key, its address, rule, how much of its limit it is using now,
  * drops and last activity. Read with batch lookups, yielding to the event loop between batches,
- * so that a daemon stays responsive over a million entries.
+ * so that a daemon stays responsive over a million entries; the heaviest are found in one pass
+ * with a bounded heap (walkStates), and concurrent readers of one map share a pass (sharedWalk).
  */
 import ipaddr from 'ipaddr.js';
 import { Alg, Defaults, decodeKey, decodeState, RuleFlags, SL_KEY_SIZE, type Rule } from '../generated/types';
 import type { BpfMap } from '../ebpf';
-import { backlog, derive, paramsOf, periodMsOf, slidingEstimate } from './models';
+import { backlog, derive, paramsOf, periodMsOf, slidingEstimate, type Derived } from './models';
 
 export interface StateEntry {
   /** The key's address with its prefix length ("192.0.2.0/24"), or "*" for a per-rule bucket. */
@@ -31,18 +32,33 @@ function keyText(family: number, plen: number, addr: Buffer): string {
   return `${ipaddr.fromByteArray(bytes).toString()}/${plen}`;
 }
 
-/** Usage and availability of a packet-dimension word under a rule, at now. */
-function usageOf(alg: number, word: bigint, _lastSeen: bigint, now: bigint, rule: Rule | undefined): { usage: number; available: number } {
-  if (!rule || rule.flags & RuleFlags.NO_PKT_LIMIT) return { usage: 0, available: Infinity };
+/** What usageOf needs of a rule for one algorithm, computed once per (rule, algorithm). */
+interface LimitCtx {
+  alg: number;
+  /** The kernel's derived values (sl_params_derive), as src/limiter/models.ts computes them. */
+  d: Derived;
+  /** Windows: units a window holds. */
+  budget: number;
+}
+
+function limitCtx(alg: number, rule: Rule | undefined): LimitCtx | null {
+  if (!rule || rule.flags & RuleFlags.NO_PKT_LIMIT) return null;
   const pps = rule.pkt.rate || BigInt(Defaults.PPS);
-  const p = paramsOf(pps, rule.pkt.burst, alg, rule.window_ms, periodMsOf(rule.flags, 'pkt'));
-  const d = derive(p);
-  const budget = Number(d.limit);
-  const wns = d.windowNs;
-  switch (alg) {
+  const d = derive(paramsOf(pps, rule.pkt.burst, alg, rule.window_ms, periodMsOf(rule.flags, 'pkt')));
+  return { alg, d, budget: Number(d.limit) };
+}
+
+const UNLIMITED = { usage: 0, available: Infinity };
+const U64 = (1n << 64n) - 1n;
+
+/** Usage and availability of a packet-dimension word under a rule (its LimitCtx), at now. */
+function usageWith(c: LimitCtx | null, word: bigint, _lastSeen: bigint, now: bigint): { usage: number; available: number } {
+  if (!c) return UNLIMITED;
+  const { d, budget } = c;
+  switch (c.alg) {
     case Alg.TOKEN:
     case Alg.GCRA: {
-      const back = Number(backlog(word, (now << d.shift) & ((1n << 64n) - 1n), d));
+      const back = Number(backlog(word, (now << d.shift) & U64, d));
       const cap = Number(d.limit);
       return { usage: cap > 0 ? back / cap : 0, available: Math.max(0, Math.floor((cap - back) / Number(d.inc1))) };
     }
@@ -51,7 +67,7 @@ function usageOf(alg: number, word: bigint, _lastSeen: bigint, now: bigint, rule
       return { usage: budget ? est / budget : 0, available: Math.max(0, Math.floor(budget - est)) };
     }
     default: {
-      const wid = (now / wns) & 0xffff_ffffn;
+      const wid = (now / d.windowNs) & 0xffff_ffffn;
       const used = word >> 32n === wid ? Number(word & 0xffff_ffffn) : 0;
       return { usage: budget ? used / budget : 0, available: Math.max(0, budget - used) };
     }
@@ -59,29 +75,82 @@ function usageOf(alg: number, word: bigint, _lastSeen: bigint, now: bigint, rule
 }
 
 /**
+ * usageWith(c, word, lastSeen, now).usage for every entry of a walk: what depends only on the rule
+ * and `now` is computed once; a fixed window's word is read as 32-bit halves in place, the others
+ * as one u64 (the same arithmetic as usageWith, so the same result).
+ */
+function scorer(c: LimitCtx | null, now: bigint): (v: Buffer, off: number) => number {
+  if (!c) return () => 0;
+  const { d, budget } = c;
+  switch (c.alg) {
+    case Alg.TOKEN:
+    case Alg.GCRA: {
+      const nq = (now << d.shift) & U64;
+      const cap = Number(d.limit);
+      return (v, off) => (cap > 0 ? Number(backlog(v.readBigUInt64LE(off), nq, d)) / cap : 0);
+    }
+    case Alg.SLIDING:
+      return (v, off) => (budget ? Number(slidingEstimate(v.readBigUInt64LE(off), now, d).est) / budget : 0);
+    default: {
+      const wid = Number((now / d.windowNs) & 0xffff_ffffn);
+      return (v, off) => {
+        const used = v.readUInt32LE(off + 4) === wid ? v.readUInt32LE(off) : 0;
+        return budget ? used / budget : 0;
+      };
+    }
+  }
+}
+
+/** LimitCtx by (rule, algorithm), built on first use. */
+function contexts(rules: Map<number, Rule>): (ruleId: number, alg: number) => LimitCtx | null {
+  const cache = new Map<number, LimitCtx | null>();
+  return (ruleId, alg) => {
+    const k = ruleId * 256 + alg;
+    let c = cache.get(k);
+    if (c === undefined) cache.set(k, (c = limitCtx(alg, rules.get(ruleId))));
+    return c;
+  };
+}
+
+// Offsets in sl_key and sl_state (bpf/sluice.h), read in place from a batch.
+const K_RULE = 0;
+const S_PKT = 0;
+const S_DROPPED = 32;
+const S_ALG = 44;
+
+/** A u64 as the nearest Number, without a BigInt (what Number(readBigUInt64LE) gives). */
+const u64n = (b: Buffer, off: number): number => b.readUInt32LE(off + 4) * 4294967296 + b.readUInt32LE(off);
+
+function entryOf(k: Buffer, v: Buffer, now: bigint, ctx: (ruleId: number, alg: number) => LimitCtx | null): StateEntry {
+  const key = decodeKey(k.subarray(0, SL_KEY_SIZE));
+  const st = decodeState(v);
+  const { usage, available } = usageWith(ctx(key.rule_id, st.alg), st.pkt, st.last_seen, now);
+  return {
+    key: keyText(key.family, key.plen, key.addr),
+    rule: key.rule_id,
+    algorithm: ALG_NAMES[st.alg] ?? String(st.alg),
+    usage: +usage.toFixed(3),
+    available,
+    dropped: Number(st.dropped),
+    idle_ms: st.last_seen > now ? 0 : Math.round(Number(now - st.last_seen) / 1e6),
+    blocked: st.blocked_until > now,
+  };
+}
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+/**
  * Every entry of rate_limit_map, decoded. rules maps a rule id to its live rule (for limits).
  * Yields to the event loop after each batch.
  */
-export async function readStates(map: BpfMap, rules: Map<number, Rule>, batchSize = 4096): Promise<StateEntry[]> {
+export async function readStates(map: BpfMap, rules: Map<number, Rule>, batchSize = 4096, now = process.hrtime.bigint()): Promise<StateEntry[]> {
   const out: StateEntry[] = [];
-  const now = process.hrtime.bigint(); // CLOCK_MONOTONIC: the data path's clock
-  for (const batch of map.lookupBatch({ batchSize })) {
-    for (const [k, v] of batch) {
-      const key = decodeKey(k.subarray(0, SL_KEY_SIZE));
-      const st = decodeState(v);
-      const { usage, available } = usageOf(st.alg, st.pkt, st.last_seen, now, rules.get(key.rule_id));
-      out.push({
-        key: keyText(key.family, key.plen, key.addr),
-        rule: key.rule_id,
-        algorithm: ALG_NAMES[st.alg] ?? String(st.alg),
-        usage: +usage.toFixed(3),
-        available,
-        dropped: Number(st.dropped),
-        idle_ms: st.last_seen > now ? 0 : Math.round(Number(now - st.last_seen) / 1e6),
-        blocked: st.blocked_until > now,
-      });
+  const ctx = contexts(rules);
+  for (const b of map.batches({ batchSize, reuse: true })) {
+    for (let i = 0; i < b.count; i++) {
+      out.push(entryOf(b.keys.subarray(i * map.keySize, (i + 1) * map.keySize), b.values.subarray(i * map.valueBufferSize, (i + 1) * map.valueBufferSize), now, ctx));
     }
-    await new Promise((r) => setImmediate(r));
+    await tick();
   }
   return out;
 }
@@ -89,4 +158,115 @@ export async function readStates(map: BpfMap, rules: Map<number, Rule>, batchSiz
 /** The n heaviest: most of their limit in use now, then most drops. */
 export function heaviest(entries: StateEntry[], n: number): StateEntry[] {
   return [...entries].sort((a, b) => b.usage - a.usage || b.dropped - a.dropped).slice(0, n);
+}
+
+/** One pass over the state map: how many entries it holds, and the heaviest of them. */
+export interface StateWalk {
+  entries: number;
+  /** The heaviest, heaviest first (at most the n asked for), as heaviest() orders them. */
+  top: StateEntry[];
+  /** Milliseconds the walk took. */
+  ms: number;
+}
+
+export interface WalkOptions {
+  batchSize?: number;
+  /** The clock reading to judge state by (default: when the walk starts). */
+  now?: bigint;
+}
+
+interface Candidate { usage: number; dropped: number; seq: number; k: Buffer; v: Buffer }
+
+/** a ranks below b: less usage, then fewer drops, then later in the walk (heaviest() is stable). */
+const below = (a: Candidate, b: Candidate): boolean =>
+  a.usage !== b.usage ? a.usage < b.usage : a.dropped !== b.dropped ? a.dropped < b.dropped : a.seq > b.seq;
+
+/**
+ * Count the entries and keep the n heaviest, in one pass of batch lookups that yields to the event
+ * loop after each batch. Memory is one batch and n candidates whatever the map's size: each entry
+ * is scored in place (its usage and drops), and only the n kept are decoded and formatted. The
+ * result equals heaviest(readStates(map, rules), n) for the same clock reading.
+ */
+export async function walkStates(map: BpfMap, rules: Map<number, Rule>, n: number, o: WalkOptions = {}): Promise<StateWalk> {
+  const t0 = performance.now();
+  const now = o.now ?? process.hrtime.bigint();
+  const ctx = contexts(rules);
+  // Scorers by rule * 256 + algorithm; rule ids and algorithms are small.
+  const scorers: ((v: Buffer, off: number) => number)[] = [];
+  const scoreOf = (ruleId: number, alg: number): ((v: Buffer, off: number) => number) => {
+    const k = ruleId * 256 + alg;
+    return scorers[k] ??= scorer(ctx(ruleId, alg), now);
+  };
+  const ks = map.keySize;
+  const vs = map.valueBufferSize;
+  // A min-heap on rank: heap[0] is the lightest kept, the one a heavier entry replaces.
+  const heap: Candidate[] = [];
+  let seq = 0;
+  const sift = (i: number): void => {
+    const len = heap.length;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < len && below(heap[l]!, heap[m]!)) m = l;
+      if (r < len && below(heap[r]!, heap[m]!)) m = r;
+      if (m === i) return;
+      [heap[i], heap[m]] = [heap[m]!, heap[i]!];
+      i = m;
+    }
+  };
+  for (const b of map.batches({ batchSize: o.batchSize ?? 4096, reuse: true })) {
+    for (let i = 0; i < b.count; i++, seq++) {
+      if (n <= 0) continue;
+      const ko = i * ks;
+      const vo = i * vs;
+      const raw = scoreOf(b.keys.readUInt16LE(ko + K_RULE), b.values[vo + S_ALG]!)(b.values, vo + S_PKT);
+      const full = heap.length === n;
+      // Rounding (as the report rounds usage) moves a value by at most 0.0005: an entry this far
+      // below the lightest kept cannot displace it, whatever its drops.
+      if (full && raw < heap[0]!.usage - 0.001) continue;
+      const usage = raw === 0 ? 0 : +raw.toFixed(3);
+      const dropped = u64n(b.values, vo + S_DROPPED);
+      if (full) {
+        const top = heap[0]!;
+        // Not heavier than the lightest kept: the usual case once the heap is full.
+        if (usage < top.usage || (usage === top.usage && dropped <= top.dropped)) continue;
+      }
+      const cand: Candidate = { usage, dropped, seq, k: Buffer.from(b.keys.subarray(ko, ko + ks)), v: Buffer.from(b.values.subarray(vo, vo + vs)) };
+      if (heap.length < n) {
+        heap.push(cand);
+        for (let j = heap.length - 1; j > 0;) {
+          const up = (j - 1) >> 1;
+          if (!below(heap[j]!, heap[up]!)) break;
+          [heap[j], heap[up]] = [heap[up]!, heap[j]!];
+          j = up;
+        }
+      } else {
+        heap[0] = cand;
+        sift(0);
+      }
+    }
+    await tick();
+  }
+  heap.sort((a, b) => (below(a, b) ? 1 : below(b, a) ? -1 : 0));
+  return { entries: seq, top: heap.map((c) => entryOf(c.k, c.v, now, ctx)), ms: performance.now() - t0 };
+}
+
+/** The most heavy entries a shared walk keeps: the most /v1/top serves. */
+export const SHARED_TOP = 1000;
+
+const inflight = new WeakMap<BpfMap, Promise<StateWalk>>();
+
+/**
+ * A walk of map (entries and the SHARED_TOP heaviest), shared: callers that ask while one runs
+ * get that one's result (the API's /v1/top and /v1/status, and the metrics, over one map).
+ * rules is asked only when a new walk starts.
+ */
+export function sharedWalk(map: BpfMap, rules: () => Map<number, Rule>): Promise<StateWalk> {
+  let p = inflight.get(map);
+  if (!p) {
+    p = walkStates(map, rules(), SHARED_TOP).finally(() => inflight.delete(map));
+    inflight.set(map, p);
+  }
+  return p;
 }

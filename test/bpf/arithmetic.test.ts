@@ -162,6 +162,19 @@ function randomStream(r: () => number, l: Limit): { t: bigint; size: number }[] 
   return out;
 }
 
+/**
+ * All N packets at one instant, the largest frames: past a limit that holds fewer, some must drop
+ * (so that "the streams went over their limits" is known, not left to the random streams).
+ */
+async function overload(r: () => number, l: Limit, dim: Dim): Promise<{ sent: Sent[]; mustDrop: boolean }> {
+  const t = startTime(r);
+  const size = dim === 'pps' ? 64 : 1514;
+  const sent = await runStream(l.spec, Array.from({ length: N }, () => ({ t, size })), dim);
+  const units = BigInt(N) * (dim === 'pps' ? 1n : BigInt(size));
+  const holds = l.W ? (l.R * l.W) / l.P + l.B : l.B;
+  return { sent, mustDrop: holds + BigInt(size) < units }; // GCRA may overdraw by one frame
+}
+
 // ---- token bucket and GCRA -------------------------------------------------------------------
 
 /** Over any interval [t_i, t_j] of admitted packets: the spec's bound, exactly (multiplied by P). */
@@ -214,16 +227,21 @@ for (const alg of ['token', 'gcra'] as const) {
     test(`${alg} ${dim}: admitted <= rate x t + burst over any interval, and a conforming stream is never dropped (seed ${SEED})`, async () => {
       const r = rng(SEED ^ (alg.length * 7919) ^ (dim === 'pps' ? 17 : 4099));
       let drops = 0;
+      let mustDrop = false;
       for (let k = 0; k < CONFIGS; k++) {
         const l = randomLimit(r, alg, dim);
         const sent = await runStream(l.spec, randomStream(r, l), dim);
         checkBucketAdmitted(l, sent);
         drops += sent.filter((s) => !s.pass).length;
+        const o = await overload(r, l, dim);
+        checkBucketAdmitted(l, o.sent);
+        if (o.mustDrop) mustDrop = true;
+        drops += o.sent.filter((s) => !s.pass).length;
         const conf = await runStream(l.spec, conformingBucketStream(r, l), dim);
         const dropped = conf.findIndex((s) => !s.pass);
         if (dropped >= 0) assert.fail(`${describe(l)}: conforming packet ${dropped} (t ${conf[dropped]!.t}, ${conf[dropped]!.c} units) dropped (seed ${SEED})`);
       }
-      assert.ok(drops > 0, 'the random streams should go over their limits sometimes');
+      assert.ok(drops > 0 || !mustDrop, 'a stream over its limit must see drops');
     });
   }
 }
@@ -330,17 +348,22 @@ for (const alg of ['fixed', 'sliding'] as const) {
     test(`${alg} ${dim}: ${what}, and a conforming stream is never dropped (seed ${SEED})`, async () => {
       const r = rng(SEED ^ (alg.length * 104729) ^ (dim === 'pps' ? 31 : 8191));
       let drops = 0;
+      let mustDrop = false;
       for (let k = 0; k < CONFIGS; k++) {
         const l = randomLimit(r, alg, dim);
         const sent = await runStream(l.spec, randomStream(r, l), dim);
         if (alg === 'fixed') checkFixedAdmitted(l, sent); else checkSlidingAdmitted(l, sent);
         drops += sent.filter((s) => !s.pass).length;
+        const o = await overload(r, l, dim);
+        if (alg === 'fixed') checkFixedAdmitted(l, o.sent); else checkSlidingAdmitted(l, o.sent);
+        if (o.mustDrop) mustDrop = true;
+        drops += o.sent.filter((s) => !s.pass).length;
         const stream = alg === 'fixed' ? conformingFixedStream(r, l) : conformingSlidingStream(r, l);
         const conf = await runStream(l.spec, stream, dim);
         const dropped = conf.findIndex((s) => !s.pass);
         if (dropped >= 0) assert.fail(`${describe(l)}: conforming packet ${dropped} (t ${conf[dropped]!.t}, ${conf[dropped]!.c} units) dropped (seed ${SEED})`);
       }
-      assert.ok(drops > 0, 'the random streams should go over their limits sometimes');
+      assert.ok(drops > 0 || !mustDrop, 'a stream over its limit must see drops');
     });
   }
 }

@@ -158,7 +158,7 @@ for (const alg of ['fixed', 'sliding', 'token', 'gcra'] as AlgName[]) {
       if (got === 'pass') passed++;
     }
     // A trace that passes everything or nothing would not test much.
-    assert.ok(passed > PACKETS * 0.02 && passed < PACKETS * 0.98, `passed ${passed} of ${PACKETS}: the trace should exercise both verdicts (last rule ${JSON.stringify(rule)})`);
+    assert.ok(passed >= 100 && PACKETS - passed >= 100, `passed ${passed} of ${PACKETS}: the trace should exercise both verdicts (last rule ${JSON.stringify(rule)})`);
     assert.ok(changes >= Math.floor(PACKETS / 9973) - 1);
   });
 }

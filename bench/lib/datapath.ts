@@ -23,16 +23,35 @@ export interface BenchLoad {
   maxRules?: number;
   /** Entries of the source-prefix trie (both policy halves). */
   cidrEntries?: number;
+  /**
+   * The Limiter class that writes this object's maps: another commit's (its compiled control plane,
+   * see scripts/baseline.sh) when that commit's map layouts differ from this one's.
+   */
+  limiter?: LimiterClass;
+}
+
+/** What a benchmark asks of a Limiter (this commit's, or the one of the objects' own commit). */
+export type BenchLimiter = Pick<Limiter, 'applyPolicy' | 'setConfig' | 'maps' | 'counters' | 'globalCounters' | 'totals'>;
+export type LimiterClass = new (maps: LimiterMaps) => BenchLimiter;
+
+/**
+ * The Limiter of a directory made by scripts/baseline.sh (objects plus that commit's dist/), or
+ * undefined when the directory holds objects only (their maps must then be this commit's).
+ */
+export function limiterOf(dir: string): LimiterClass | undefined {
+  const js = join(dir, 'dist', 'src', 'limiter', 'limiter.js');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return existsSync(js) ? (require(js) as { Limiter: LimiterClass }).Limiter : undefined;
 }
 
 export class BenchDatapath {
-  readonly limiter: Limiter;
+  readonly limiter: BenchLimiter;
   readonly prog: Program;
 
-  private constructor(readonly coll: Collection) {
+  private constructor(readonly coll: Collection, limiter: LimiterClass = Limiter) {
     const maps = {} as Record<string, BpfMap>;
     for (const name of LIMITER_MAP_NAMES) maps[name] = coll.map(name);
-    this.limiter = new Limiter(maps as unknown as LimiterMaps);
+    this.limiter = new limiter(maps as unknown as LimiterMaps);
     this.prog = coll.program('sluice_xdp');
   }
 
@@ -51,7 +70,7 @@ export class BenchDatapath {
       if (o.cidrEntries) spec.setMaxEntries('sl_cidr', o.cidrEntries);
       for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) if (spec.map(name)) spec.setMaxEntries(name, size(maxRules));
       spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus(), ...o.constants });
-      return new BenchDatapath(await spec.load());
+      return new BenchDatapath(await spec.load(), o.limiter);
     } finally {
       spec.close();
     }

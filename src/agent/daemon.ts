@@ -24,7 +24,7 @@ import pino, { type Logger } from 'pino';
 import { Link } from '../ebpf';
 import { ApiCode, ApiError, type Problem } from '../api/errors';
 import { Metrics } from '../api/metrics';
-import { buildApi, listenTcp, listenUnix, type ApiBackend, type PlaceQuery } from '../api/server';
+import { buildApi, fileToken, listenTcp, listenUnix, type ApiBackend, type PlaceQuery } from '../api/server';
 import {
   ConfigError, formatProblem, limitsProblems, loadConfig, mergeLimits, parseConfig,
   type DaemonConfig, type InterfaceConfig, type LimitsInput,
@@ -85,6 +85,9 @@ function runningProgram(p: Place): number | null {
 const where = (p: Place): string => `${p.iface}${p.netns ? ` (netns ${p.netns})` : ''}`;
 const placeFlags = (p: Place): string => `--iface ${p.iface}${p.netns ? ` --netns ${p.netns}` : ''}`;
 const hash = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+/** The api settings as a restart would see them; the token is left out: the listener re-reads its file. */
+const apiText = (a: DaemonConfig['api']): string => JSON.stringify({ ...a, tcp: a.tcp ? { ...a.tcp, token: undefined } : null });
 
 /** Rules and GeoIP tiers, compared as text (bigints included). */
 function rulesText(x: { rules: readonly unknown[]; geoip: unknown }): string {
@@ -182,10 +185,14 @@ export class Daemon implements ApiBackend {
       this.log.info({ event: 'listening', socket }, `API on unix:${socket} (root only)`);
     }
     if (tcp) {
-      const app = buildApi(this, { logger: this.log, listener: 'tcp', token: tcp.token });
+      const app = buildApi(this, {
+        logger: this.log, listener: 'tcp', token: fileToken(tcp.tokenFile, this.log), allowedHosts: tcp.allowedHosts,
+        https: tcp.tls ? { cert: tcp.tls.cert, key: tcp.tls.key } : null,
+      });
       this.servers.push(app);
-      await listenTcp(app, tcp.host, tcp.port);
-      this.log.info({ event: 'listening', tcp: `${tcp.host}:${tcp.port}` }, `API on http://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port} (bearer token required)`);
+      await listenTcp(app, tcp.host, tcp.port, { tls: !!tcp.tls, log: this.log });
+      this.log.info({ event: 'listening', tcp: `${tcp.host}:${tcp.port}`, tls: !!tcp.tls, allowed_hosts: tcp.allowedHosts.map((h) => `${h.host}${h.port ? `:${h.port}` : ''}`) },
+        `API on ${tcp.tls ? 'https' : 'http'}://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port} (bearer token required)`);
     }
   }
 
@@ -392,7 +399,7 @@ export class Daemon implements ApiBackend {
       this.log.level = next.log.level;
       changes.push(`log level ${prev.log.level} -> ${next.log.level}`);
     }
-    if (JSON.stringify(next.api) !== JSON.stringify(prev.api)) {
+    if (apiText(next.api) !== apiText(prev.api)) {
       this.log.warn({ event: 'api_changed' }, 'the api settings changed: they take effect when the daemon restarts (protection stays in force across a restart)');
     }
     const wanted = new Map(next.interfaces.map((i) => [keyOf(i), i]));

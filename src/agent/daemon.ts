@@ -17,7 +17,7 @@
  * Every change goes through one queue, so that reloads, reconciles and API calls never interleave.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, watch, type FSWatcher } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
@@ -44,7 +44,7 @@ export interface DaemonOptions {
   logger?: Logger;
   /** Serve the API listeners of the config (default true; tests of handlers use buildApi + inject). */
   listen?: boolean;
-  /** Watch the config file (default true). */
+  /** Watch the config file and the files it names (default true). */
   watch?: boolean;
 }
 
@@ -113,9 +113,11 @@ export class Daemon implements ApiBackend {
   private readonly managed = new Map<string, Managed>();
   private queue: Promise<unknown> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
-  private watcher: FSWatcher | undefined;
+  /** By directory: those of the config file and of every file it names (and of their link targets). */
+  private readonly watchers = new Map<string, FSWatcher>();
   private debounce: NodeJS.Timeout | undefined;
-  private fileHash: string;
+  /** What the files of the config read as when last loaded (path -> SHA-256): a reload is due when one differs. */
+  private inputs: Record<string, string>;
   private servers: FastifyInstance[] = [];
   private stopped = false;
   private readonly reloads = { ok: 0, failed: 0, lastOk: null as boolean | null, lastAt: null as number | null };
@@ -123,7 +125,7 @@ export class Daemon implements ApiBackend {
 
   private constructor(config: DaemonConfig, text: string, readonly opts: DaemonOptions) {
     this.config = config;
-    this.fileHash = hash(text);
+    this.inputs = { ...config.inputs, [config.file]: hash(text) };
     this.log = opts.logger ?? createLogger(config.log.level);
     this.metricsRegistry = new Metrics({
       metricInterfaces: () => [...this.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection })),
@@ -156,7 +158,7 @@ export class Daemon implements ApiBackend {
       await d.stop({ detach: false });
       throw e;
     }
-    if (opts.watch ?? true) d.watchFile();
+    if (opts.watch ?? true) d.watchInputs();
     d.schedule();
     d.log.info({ event: 'ready', protected: d.protectedCount(), socket: config.api.socket, tcp: config.api.tcp ? `${config.api.tcp.host}:${config.api.tcp.port}` : null }, `sluice daemon ready: ${d.protectedCount()} of ${d.managed.size} interfaces protected`);
     return d;
@@ -196,15 +198,30 @@ export class Daemon implements ApiBackend {
     }
   }
 
-  private watchFile(): void {
-    // The directory, not the file: editors save by writing a new file and renaming it over the
-    // old one, and Kubernetes swaps a symlink; a watch on the file itself would go deaf.
-    const dir = dirname(this.config.file);
-    try {
-      this.watcher = watch(dir, { persistent: false }, () => this.fileTouched());
-      this.watcher.on('error', (e) => this.log.warn({ event: 'watch_error', err: e.message }, `watching ${dir} failed (${e.message}); changes are still seen at each reconcile`));
-    } catch (e) {
-      this.log.warn({ event: 'watch_error', err: (e as Error).message }, `cannot watch ${dir} (${(e as Error).message}); changes are seen at each reconcile`);
+  /**
+   * Watch the directories of the config file and of every file it names (policy files, GeoIP
+   * CSVs), not the files: editors save by writing a new file and renaming it over the old one,
+   * and Kubernetes updates a ConfigMap volume by swapping its `..data` symlink, so a watch on a
+   * file itself would go deaf. Events only prompt a look: a reload happens when a file's content
+   * differs from what was loaded. Called again after each reload (the files named may change).
+   */
+  private watchInputs(): void {
+    if (this.stopped) return;
+    const dirs = new Set<string>();
+    for (const f of Object.keys(this.inputs)) {
+      dirs.add(dirname(f));
+      try { dirs.add(dirname(realpathSync(f))); } catch { /* gone for now: its directory is watched */ }
+    }
+    for (const [dir, w] of this.watchers) if (!dirs.has(dir)) { w.close(); this.watchers.delete(dir); }
+    for (const dir of dirs) {
+      if (this.watchers.has(dir)) continue;
+      try {
+        const w = watch(dir, { persistent: false }, () => this.fileTouched());
+        w.on('error', (e) => this.log.warn({ event: 'watch_error', err: e.message }, `watching ${dir} failed (${e.message}); changes are still seen at each reconcile`));
+        this.watchers.set(dir, w);
+      } catch (e) {
+        this.log.warn({ event: 'watch_error', err: (e as Error).message }, `cannot watch ${dir} (${(e as Error).message}); changes are seen at each reconcile`);
+      }
     }
   }
 
@@ -215,16 +232,19 @@ export class Daemon implements ApiBackend {
     this.debounce.unref();
   }
 
-  /** Reload when the file's content differs from what was last read (valid or not). */
+  /** The inputs whose content differs from what was loaded (a file that cannot be read now is not counted: mid-rename). */
+  private changedInputs(): string[] {
+    return Object.entries(this.inputs).filter(([f, h]) => {
+      try { return hash(readFileSync(f, 'utf8')) !== h; } catch { return false; }
+    }).map(([f]) => f);
+  }
+
+  /** Reload when a file of the config reads otherwise than when it was last loaded (valid or not). */
   private async reloadIfChanged(source: string): Promise<void> {
     if (this.stopped) return;
-    let text: string;
-    try {
-      text = readFileSync(this.config.file, 'utf8');
-    } catch {
-      return; // between an editor's unlink and rename; the next event or reconcile sees the file
-    }
-    if (hash(text) === this.fileHash) return;
+    const changed = this.changedInputs();
+    if (!changed.length) return;
+    this.log.debug({ event: 'changed', files: changed }, `changed: ${changed.join(', ')}`);
     await this.reload(source);
   }
 
@@ -372,18 +392,33 @@ export class Daemon implements ApiBackend {
     this.reloads.lastAt = Date.now();
     let next: DaemonConfig;
     try {
-      const r = readConfig(this.config.file, (text) => { this.fileHash = hash(text); });
-      next = r.config;
+      next = readConfig(this.config.file).config;
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
+      // What was refused is not retried until a file changes again.
+      this.inputs = Object.fromEntries(Object.entries(this.inputs).map(([f, h]) => {
+        try { return [f, hash(readFileSync(f, 'utf8'))]; } catch { return [f, h]; }
+      }));
       this.reloads.failed++;
       this.reloads.lastOk = false;
       this.log.error({ event: 'reload_refused', source, file: e.file, problems: e.problems.map((p) => formatProblem(e.file, p)) },
         `config reload refused, the running policy stays: ${e.message}`);
       this.lastReload = { ok: false, source, at, problems: e.problems, message: e.message };
+      if (this.opts.watch ?? true) this.watchInputs();
       throw e;
     }
-    const changes = await this.apply(next);
+    this.inputs = { ...next.inputs };
+    const { changes, failures } = await this.apply(next);
+    if (this.opts.watch ?? true) this.watchInputs();
+    if (failures.length) {
+      // Applied in part: said as a failure everywhere (the API's answer, /v1/status, the metric).
+      this.reloads.failed++;
+      this.reloads.lastOk = false;
+      const message = `config reload (${source}) failed to apply on ${failures.length} interface${failures.length === 1 ? '' : 's'}: ${failures.map((f) => `${f.path}: ${f.message}`).join('; ')} (what could be applied was; the daemon retries every ${this.config.reconcileIntervalMs / 1000} s)`;
+      this.lastReload = { ok: false, source, at, changes, problems: failures, message };
+      this.log.error({ event: 'reload_failed', source, changes, problems: failures.map((f) => `${f.path}: ${f.message}`) }, message);
+      throw new ApiError(ApiCode.ReloadFailed, 500, message, failures);
+    }
     this.reloads.ok++;
     this.reloads.lastOk = true;
     this.lastReload = { ok: true, source, at, changes };
@@ -391,9 +426,14 @@ export class Daemon implements ApiBackend {
     return this.lastReload;
   }
 
-  private async apply(next: DaemonConfig): Promise<string[]> {
+  /** Reconcile to a validated config; what failed is returned, each with its interface, never dropped. */
+  private async apply(next: DaemonConfig): Promise<{ changes: string[]; failures: Problem[] }> {
     const prev = this.config;
     const changes: string[] = [];
+    const failures: Problem[] = [];
+    const failed = (p: Place, message: string): void => {
+      if (!failures.some((f) => f.path === where(p))) failures.push({ path: where(p), message });
+    };
     for (const w of next.warnings) this.log.warn({ event: 'config_warning' }, w);
     if (next.log.level !== prev.log.level) {
       this.log.level = next.log.level;
@@ -410,6 +450,7 @@ export class Daemon implements ApiBackend {
     }
     for (const [key, m] of this.managed) {
       if (wanted.has(key)) continue;
+      const had = !!m.protection;
       this.close(m);
       this.managed.delete(key);
       this.metricsRegistry.forget(m.cfg.iface, m.cfg.netns);
@@ -418,6 +459,7 @@ export class Daemon implements ApiBackend {
         changes.push(`${where(m.cfg)}: removed from the config, protection taken down`);
       } catch (e) {
         this.log.error({ event: 'down_failed', iface: m.cfg.iface, netns: m.cfg.netns }, `cannot take down ${where(m.cfg)}: ${(e as Error).message}`);
+        if (had) failed(m.cfg, `cannot take it down: ${(e as Error).message}`);
       }
     }
     for (const [key, cfg] of wanted) {
@@ -427,6 +469,7 @@ export class Daemon implements ApiBackend {
         this.managed.set(key, fresh);
         await this.ensure(fresh, 'reload');
         changes.push(`${where(cfg)}: added, ${fresh.protection ? 'protected' : `not protected (${fresh.error?.message})`}`);
+        if (!fresh.protection) failed(cfg, `added, but not protected: ${fresh.error?.message ?? 'unknown error'}`);
         continue;
       }
       const old = m.cfg;
@@ -447,6 +490,7 @@ export class Daemon implements ApiBackend {
             changes.push(`${where(cfg)}: ${runtime.join(', ')} updated (policy version ${m.protection.limiter.version()})`);
           } catch (e) {
             this.log.error({ event: 'update_failed', iface: cfg.iface, netns: cfg.netns }, `cannot update ${where(cfg)}: ${(e as Error).message}`);
+            failed(cfg, `cannot update ${runtime.join(', ')}: ${(e as Error).message}`);
           }
         }
       }
@@ -459,13 +503,14 @@ export class Daemon implements ApiBackend {
         if (diffs.length) changes.push(`${where(cfg)}: ${diffs.join(', ')} pending (needs a fresh attach; see the log)`);
       }
       await this.ensure(m, 'reload');
+      if (!m.protection) failed(cfg, `not protected: ${m.error?.message ?? 'unknown error'}`);
     }
     this.config = next;
     if (next.reconcileIntervalMs !== prev.reconcileIntervalMs) {
       changes.push(`reconcile interval ${prev.reconcileIntervalMs} -> ${next.reconcileIntervalMs} ms`);
       if (this.timer) this.schedule();
     }
-    return changes;
+    return { changes, failures };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -577,7 +622,8 @@ export class Daemon implements ApiBackend {
     const detach = o.detach ?? !!this.opts.detachOnExit;
     clearInterval(this.timer);
     clearTimeout(this.debounce);
-    this.watcher?.close();
+    for (const w of this.watchers.values()) w.close();
+    this.watchers.clear();
     await Promise.allSettled(this.servers.map((s) => s.close()));
     await this.serial(async () => {
       for (const m of this.managed.values()) {
@@ -597,13 +643,12 @@ export class Daemon implements ApiBackend {
 }
 
 /** The file's text and the config it gives (a ConfigError if unreadable or invalid). */
-function readConfig(file: string, onText?: (text: string) => void): { text: string; config: DaemonConfig } {
+function readConfig(file: string): { text: string; config: DaemonConfig } {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch {
     return { text: '', config: loadConfig(file) }; // throws the ConfigError that says why
   }
-  onText?.(text);
   return { text, config: parseConfig(text, file) };
 }

@@ -106,7 +106,7 @@ test('through the daemon: neither the log nor the 422 of POST /v1/reload shows t
   const app = d.api();
   try {
     writeFileSync(config, 'interfaces:\n  - { iface: eth1, policy: ../shadow }\napi: { socket: null }\nreconcile_interval: 1h\n');
-    const r = await app.inject({ method: 'POST', url: '/v1/reload', headers: { 'content-type': 'application/json' } });
+    const r = await app.inject({ method: 'POST', url: '/v1/reload', payload: {} });
     assert.equal(r.statusCode, 422, r.body);
     assert.equal(r.json().error.code, 'SLUICE_E_CONFIG');
     assert.ok(!r.body.includes('j9T'), r.body);

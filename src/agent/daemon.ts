@@ -31,8 +31,10 @@ import {
 } from '../config';
 import type { Snapshot } from '../limiter/stats';
 import { sweepPenalties } from '../limiter/limiter';
+import { compileLists } from '../limiter/lists';
+import { compilePolicy, PolicyError } from '../limiter/policy';
 import { AgentCode } from './errors';
-import { DEFAULT_MAX_LIST_ENTRIES, Protection } from './protection';
+import { DEFAULT_MAX_LIST_ENTRIES, policyOf, Protection } from './protection';
 import { statsReport, statusReport, takeSnapshot, topReport } from './report';
 import { listPlaces, loadSettings, pinDir, type Limits, type Place, type Settings } from './state';
 
@@ -393,10 +395,13 @@ export class Daemon implements ApiBackend {
     let next: DaemonConfig;
     try {
       next = readConfig(this.config.file).config;
+      const misfits = this.misfits(next);
+      if (misfits.length) throw Object.assign(new ConfigError(next.file, misfits), { inputs: next.inputs });
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
-      // What was refused is not retried until a file changes again.
-      this.inputs = Object.fromEntries(Object.entries(this.inputs).map(([f, h]) => {
+      // What was refused is not retried until a file changes again: the files it was read from
+      // (a policy file it names for the first time included), or those known before.
+      this.inputs = e.inputs ? { ...e.inputs } : Object.fromEntries(Object.entries(this.inputs).map(([f, h]) => {
         try { return [f, hash(readFileSync(f, 'utf8'))]; } catch { return [f, h]; }
       }));
       this.reloads.failed++;
@@ -424,6 +429,33 @@ export class Daemon implements ApiBackend {
     this.lastReload = { ok: true, source, at, changes };
     this.log.info({ event: 'reloaded', source, changes }, `config reloaded (${source}): ${changes.length ? changes.join('; ') : 'nothing changed'}`);
     return this.lastReload;
+  }
+
+  /**
+   * What a valid config asks of a running program that its load-time sizes cannot hold (the
+   * lists, the rule slots): found before anything reaches the kernel, so that such a reload is
+   * refused whole instead of applied in part. A program taken down meanwhile (`sluice down`, to
+   * load afresh with other sizes) is not asked.
+   */
+  private misfits(next: DaemonConfig): { path: string; message: string }[] {
+    const out: { path: string; message: string }[] = [];
+    next.interfaces.forEach((cfg, n) => {
+      const m = this.managed.get(keyOf(cfg));
+      const live = m?.protection?.settings;
+      if (!m || !live || !this.stillOurs(m)) return;
+      const held = live.maxListEntries ?? DEFAULT_MAX_LIST_ENTRIES;
+      const entries = compileLists(cfg.lists).length;
+      if (entries > held) {
+        out.push({ path: `interfaces[${n}].lists`, message: `the lists compile to ${entries} entries; the program running on ${where(cfg)} holds ${held} (max_list_entries is fixed at load: shorten the lists, or \`sluice down ${placeFlags(cfg)}\` and reload to attach afresh with a larger max_list_entries)` });
+      }
+      try {
+        compilePolicy(policyOf({ limits: cfg.limits, rules: cfg.rules }), live.maxRules);
+      } catch (e) {
+        if (!(e instanceof PolicyError)) throw e;
+        for (const p of e.problems) out.push({ path: `interfaces[${n}].policy`, message: `${p} (the program running on ${where(cfg)} has ${live.maxRules} rule slots, fixed at load)` });
+      }
+    });
+    return out;
   }
 
   /** Reconcile to a validated config; what failed is returned, each with its interface, never dropped. */

@@ -366,6 +366,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
         ptext = readFileSync(pfile, 'utf8');
         inputs[pfile] = sha256(ptext);
       } catch (e) {
+        inputs[pfile] = '';
         here(`${pfile}: cannot read the policy file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       }
       if (ptext !== undefined) {
@@ -374,6 +375,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
           if (pol.geoip?.csv && pol.geoip.csvSha256) inputs[pol.geoip.csv] = pol.geoip.csvSha256;
         } catch (e) {
           if (!(e instanceof ConfigError)) throw e;
+          Object.assign(inputs, e.inputs);
           for (const q of e.problems) here(formatProblem(pfile, q));
         }
       }
@@ -417,7 +419,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
     const allowedHosts = c.api.tcp.allowed_hosts ? c.api.tcp.allowed_hosts.map((h) => parseHost(h)!) : defaultAllowedHosts(host);
     tcp = { host, port: c.api.tcp.listen.port, tokenFile, token, allowedHosts, tls };
   }
-  if (problems.length || !c) throw new ConfigError(file, sortByLine(problems));
+  if (problems.length || !c) throw Object.assign(new ConfigError(file, sortByLine(problems)), { inputs });
 
   return deepFreeze({
     file,

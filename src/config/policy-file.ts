@@ -211,6 +211,7 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
   // GeoIP tiers, country codes and the CSV are checked here, before anything reaches the kernel;
   // the compilation is kept, so that what is applied is what was checked.
   let geoip: GeoConfig | null = null;
+  const csvInputs: Record<string, string> = {};
   if (p.geoip && !problems.length) {
     geoip = { tiers: p.geoip.tiers, defaultTier: p.geoip.default_tier };
     let csvText: string | undefined;
@@ -220,7 +221,9 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
       try {
         csvText = readFileSync(geoip.csv, 'utf8');
         geoip.csvSha256 = createHash('sha256').update(csvText).digest('hex');
+        csvInputs[geoip.csv] = geoip.csvSha256;
       } catch (e) {
+        csvInputs[geoip.csv] = '';
         at(['geoip', 'csv'], `cannot read the GeoIP CSV ${geoip.csv} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       }
     }
@@ -236,7 +239,7 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
       }
     }
   }
-  if (problems.length) throw new ConfigError(file, sortByLine(problems));
+  if (problems.length) throw Object.assign(new ConfigError(file, sortByLine(problems)), { inputs: csvInputs });
   const uniq = (xs: string[] | undefined): string[] => [...new Set(xs ?? [])];
   return deepFreeze({
     file,

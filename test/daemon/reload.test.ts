@@ -48,9 +48,9 @@ function publish(update: Record<string, string>): void {
   current = gen;
 }
 
-function config(extra: Record<string, unknown>[] = []): string {
+function config(extra: Record<string, unknown>[] = [], own: Record<string, unknown> = {}): string {
   return stringify({
-    interfaces: [{ iface: place.iface, netns: place.netns, max_entries: 2048, policy: 'policy.yaml' }, ...extra],
+    interfaces: [{ iface: place.iface, netns: place.netns, max_entries: 2048, max_list_entries: 16, policy: 'policy.yaml', ...own }, ...extra],
     api: { socket: null },
     reconcile_interval: '1h', // only the watch can see a change in time
   });
@@ -119,6 +119,21 @@ test('a policy file updated through the ConfigMap\'s ..data swap takes effect (t
   assert.equal(nearRate(), 200, 'the new policy is live');
 });
 
+test('a file refused for naming a policy file that is not there yet is tried again when that file appears', async () => {
+  let n = reloads();
+  publish({ 'sluice.yaml': config([], { policy: 'policy2.yaml' }) });
+  const refused = await waitReload(n, 'the config naming policy2.yaml');
+  assert.equal(refused.event, 'reload_refused', refused.msg);
+  n = reloads();
+  publish({ 'policy2.yaml': policy(200) }); // the config file is unchanged
+  const l = await waitReload(n, 'policy2.yaml appearing');
+  assert.equal(l.event, 'reloaded', l.msg);
+  n = reloads();
+  publish({ 'sluice.yaml': config() });
+  assert.equal((await waitReload(n, 'the config back to policy.yaml')).event, 'reloaded');
+  assert.equal(nearRate(), 200);
+});
+
 test('a changed GeoIP CSV is re-read: a source that leaves the tier leaves its limit', async () => {
   const inTier = await flood(600);
   assert.ok(inTier.allowed >= 40 && inTier.allowed <= 400, `in tier near (200/s, or 50/s had the policy not changed): allowed ${inTier.allowed} of 600`);
@@ -153,6 +168,22 @@ test('GeoIP tiers, country codes and CSV lines are checked before anything reach
   publish({ 'policy.yaml': policy(200), 'geo.csv': csv('FR') });
   const ok = await reload();
   assert.equal(ok.statusCode, 200, ok.body);
+});
+
+test('lists the running program cannot hold (its size is fixed at load) are refused before the kernel: 422, nothing changed', async () => {
+  const version = async (): Promise<number> => ((await daemon.status()) as { interfaces: { policy_version: number }[] }).interfaces[0]!.policy_version;
+  const v0 = await version();
+  const deny = Array.from({ length: 40 }, (_, i) => `198.18.0.${i + 1}/32`);
+  publish({ 'sluice.yaml': config([], { max_list_entries: 65536, lists: { deny } }) });
+  const r = await reload();
+  assert.equal(r.statusCode, 422, r.body);
+  const e = r.json().error;
+  assert.equal(e.problems[0].path, 'interfaces[0].lists');
+  assert.match(e.problems[0].message, /compile to 40 entries; the program running on .* holds 16/);
+  assert.equal(await version(), v0, 'the kernel\'s policy was not touched');
+  assert.deepEqual(loadSettings(place)?.lists.deny, []);
+  publish({ 'sluice.yaml': config() });
+  assert.equal((await reload()).statusCode, 200);
 });
 
 test('a valid file that cannot be applied is a failure: 500 SLUICE_E_RELOAD_FAILED, last_reload.ok false, the metric 0', async () => {

@@ -17,22 +17,24 @@
  * Every change goes through one queue, so that reloads, reconciles and API calls never interleave.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, watch, type FSWatcher } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { Link } from '../ebpf';
 import { ApiCode, ApiError, type Problem } from '../api/errors';
 import { Metrics } from '../api/metrics';
-import { buildApi, listenTcp, listenUnix, type ApiBackend, type PlaceQuery } from '../api/server';
+import { buildApi, fileToken, listenTcp, listenUnix, type ApiBackend, type PlaceQuery } from '../api/server';
 import {
   ConfigError, formatProblem, limitsProblems, loadConfig, mergeLimits, parseConfig,
   type DaemonConfig, type InterfaceConfig, type LimitsInput,
 } from '../config';
 import type { Snapshot } from '../limiter/stats';
 import { sweepPenalties } from '../limiter/limiter';
+import { compileLists } from '../limiter/lists';
+import { compilePolicy, PolicyError } from '../limiter/policy';
 import { AgentCode } from './errors';
-import { DEFAULT_MAX_LIST_ENTRIES, Protection } from './protection';
+import { DEFAULT_MAX_LIST_ENTRIES, policyOf, Protection } from './protection';
 import { statsReport, statusReport, takeSnapshot, topReport } from './report';
 import { listPlaces, loadSettings, pinDir, type Limits, type Place, type Settings } from './state';
 
@@ -44,7 +46,7 @@ export interface DaemonOptions {
   logger?: Logger;
   /** Serve the API listeners of the config (default true; tests of handlers use buildApi + inject). */
   listen?: boolean;
-  /** Watch the config file (default true). */
+  /** Watch the config file and the files it names (default true). */
   watch?: boolean;
 }
 
@@ -86,6 +88,9 @@ const where = (p: Place): string => `${p.iface}${p.netns ? ` (netns ${p.netns})`
 const placeFlags = (p: Place): string => `--iface ${p.iface}${p.netns ? ` --netns ${p.netns}` : ''}`;
 const hash = (text: string): string => createHash('sha256').update(text).digest('hex');
 
+/** The api settings as a restart would see them; the token is left out: the listener re-reads its file. */
+const apiText = (a: DaemonConfig['api']): string => JSON.stringify({ ...a, tcp: a.tcp ? { ...a.tcp, token: undefined } : null });
+
 /** Rules and GeoIP tiers, compared as text (bigints included). */
 function rulesText(x: { rules: readonly unknown[]; geoip: unknown }): string {
   return JSON.stringify([x.rules, x.geoip], (_, v) => (typeof v === 'bigint' ? v.toString() : v));
@@ -111,9 +116,11 @@ export class Daemon implements ApiBackend {
   private readonly managed = new Map<string, Managed>();
   private queue: Promise<unknown> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
-  private watcher: FSWatcher | undefined;
+  /** By directory: those of the config file and of every file it names (and of their link targets). */
+  private readonly watchers = new Map<string, FSWatcher>();
   private debounce: NodeJS.Timeout | undefined;
-  private fileHash: string;
+  /** What the files of the config read as when last loaded (path -> SHA-256): a reload is due when one differs. */
+  private inputs: Record<string, string>;
   private servers: FastifyInstance[] = [];
   private stopped = false;
   private readonly reloads = { ok: 0, failed: 0, lastOk: null as boolean | null, lastAt: null as number | null };
@@ -121,7 +128,7 @@ export class Daemon implements ApiBackend {
 
   private constructor(config: DaemonConfig, text: string, readonly opts: DaemonOptions) {
     this.config = config;
-    this.fileHash = hash(text);
+    this.inputs = { ...config.inputs, [config.file]: hash(text) };
     this.log = opts.logger ?? createLogger(config.log.level);
     this.metricsRegistry = new Metrics({
       metricInterfaces: () => [...this.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection })),
@@ -154,7 +161,7 @@ export class Daemon implements ApiBackend {
       await d.stop({ detach: false });
       throw e;
     }
-    if (opts.watch ?? true) d.watchFile();
+    if (opts.watch ?? true) d.watchInputs();
     d.schedule();
     d.log.info({ event: 'ready', protected: d.protectedCount(), socket: config.api.socket, tcp: config.api.tcp ? `${config.api.tcp.host}:${config.api.tcp.port}` : null }, `sluice daemon ready: ${d.protectedCount()} of ${d.managed.size} interfaces protected`);
     return d;
@@ -183,22 +190,41 @@ export class Daemon implements ApiBackend {
       this.log.info({ event: 'listening', socket }, `API on unix:${socket} (root only)`);
     }
     if (tcp) {
-      const app = buildApi(this, { logger: this.log, listener: 'tcp', token: tcp.token });
+      const app = buildApi(this, {
+        logger: this.log, listener: 'tcp', token: fileToken(tcp.tokenFile, this.log), allowedHosts: tcp.allowedHosts,
+        https: tcp.tls ? { cert: tcp.tls.cert, key: tcp.tls.key } : null,
+      });
       this.servers.push(app);
-      await listenTcp(app, tcp.host, tcp.port);
-      this.log.info({ event: 'listening', tcp: `${tcp.host}:${tcp.port}` }, `API on http://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port} (bearer token required)`);
+      await listenTcp(app, tcp.host, tcp.port, { tls: !!tcp.tls, log: this.log });
+      this.log.info({ event: 'listening', tcp: `${tcp.host}:${tcp.port}`, tls: !!tcp.tls, allowed_hosts: tcp.allowedHosts.map((h) => `${h.host}${h.port ? `:${h.port}` : ''}`) },
+        `API on ${tcp.tls ? 'https' : 'http'}://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port} (bearer token required)`);
     }
   }
 
-  private watchFile(): void {
-    // The directory, not the file: editors save by writing a new file and renaming it over the
-    // old one, and Kubernetes swaps a symlink; a watch on the file itself would go deaf.
-    const dir = dirname(this.config.file);
-    try {
-      this.watcher = watch(dir, { persistent: false }, () => this.fileTouched());
-      this.watcher.on('error', (e) => this.log.warn({ event: 'watch_error', err: e.message }, `watching ${dir} failed (${e.message}); changes are still seen at each reconcile`));
-    } catch (e) {
-      this.log.warn({ event: 'watch_error', err: (e as Error).message }, `cannot watch ${dir} (${(e as Error).message}); changes are seen at each reconcile`);
+  /**
+   * Watch the directories of the config file and of every file it names (policy files, GeoIP
+   * CSVs), not the files: editors save by writing a new file and renaming it over the old one,
+   * and Kubernetes updates a ConfigMap volume by swapping its `..data` symlink, so a watch on a
+   * file itself would go deaf. Events only prompt a look: a reload happens when a file's content
+   * differs from what was loaded. Called again after each reload (the files named may change).
+   */
+  private watchInputs(): void {
+    if (this.stopped) return;
+    const dirs = new Set<string>();
+    for (const f of Object.keys(this.inputs)) {
+      dirs.add(dirname(f));
+      try { dirs.add(dirname(realpathSync(f))); } catch { /* gone for now: its directory is watched */ }
+    }
+    for (const [dir, w] of this.watchers) if (!dirs.has(dir)) { w.close(); this.watchers.delete(dir); }
+    for (const dir of dirs) {
+      if (this.watchers.has(dir)) continue;
+      try {
+        const w = watch(dir, { persistent: false }, () => this.fileTouched());
+        w.on('error', (e) => this.log.warn({ event: 'watch_error', err: e.message }, `watching ${dir} failed (${e.message}); changes are still seen at each reconcile`));
+        this.watchers.set(dir, w);
+      } catch (e) {
+        this.log.warn({ event: 'watch_error', err: (e as Error).message }, `cannot watch ${dir} (${(e as Error).message}); changes are seen at each reconcile`);
+      }
     }
   }
 
@@ -209,16 +235,19 @@ export class Daemon implements ApiBackend {
     this.debounce.unref();
   }
 
-  /** Reload when the file's content differs from what was last read (valid or not). */
+  /** The inputs whose content differs from what was loaded (a file that cannot be read now is not counted: mid-rename). */
+  private changedInputs(): string[] {
+    return Object.entries(this.inputs).filter(([f, h]) => {
+      try { return hash(readFileSync(f, 'utf8')) !== h; } catch { return false; }
+    }).map(([f]) => f);
+  }
+
+  /** Reload when a file of the config reads otherwise than when it was last loaded (valid or not). */
   private async reloadIfChanged(source: string): Promise<void> {
     if (this.stopped) return;
-    let text: string;
-    try {
-      text = readFileSync(this.config.file, 'utf8');
-    } catch {
-      return; // between an editor's unlink and rename; the next event or reconcile sees the file
-    }
-    if (hash(text) === this.fileHash) return;
+    const changed = this.changedInputs();
+    if (!changed.length) return;
+    this.log.debug({ event: 'changed', files: changed }, `changed: ${changed.join(', ')}`);
     await this.reload(source);
   }
 
@@ -366,18 +395,36 @@ export class Daemon implements ApiBackend {
     this.reloads.lastAt = Date.now();
     let next: DaemonConfig;
     try {
-      const r = readConfig(this.config.file, (text) => { this.fileHash = hash(text); });
-      next = r.config;
+      next = readConfig(this.config.file).config;
+      const misfits = this.misfits(next);
+      if (misfits.length) throw Object.assign(new ConfigError(next.file, misfits), { inputs: next.inputs });
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
+      // What was refused is not retried until a file changes again: the files it was read from
+      // (a policy file it names for the first time included), or those known before.
+      this.inputs = e.inputs ? { ...e.inputs } : Object.fromEntries(Object.entries(this.inputs).map(([f, h]) => {
+        try { return [f, hash(readFileSync(f, 'utf8'))]; } catch { return [f, h]; }
+      }));
       this.reloads.failed++;
       this.reloads.lastOk = false;
       this.log.error({ event: 'reload_refused', source, file: e.file, problems: e.problems.map((p) => formatProblem(e.file, p)) },
         `config reload refused, the running policy stays: ${e.message}`);
       this.lastReload = { ok: false, source, at, problems: e.problems, message: e.message };
+      if (this.opts.watch ?? true) this.watchInputs();
       throw e;
     }
-    const changes = await this.apply(next);
+    this.inputs = { ...next.inputs };
+    const { changes, failures } = await this.apply(next);
+    if (this.opts.watch ?? true) this.watchInputs();
+    if (failures.length) {
+      // Applied in part: said as a failure everywhere (the API's answer, /v1/status, the metric).
+      this.reloads.failed++;
+      this.reloads.lastOk = false;
+      const message = `config reload (${source}) failed to apply on ${failures.length} interface${failures.length === 1 ? '' : 's'}: ${failures.map((f) => `${f.path}: ${f.message}`).join('; ')} (what could be applied was; the daemon retries every ${this.config.reconcileIntervalMs / 1000} s)`;
+      this.lastReload = { ok: false, source, at, changes, problems: failures, message };
+      this.log.error({ event: 'reload_failed', source, changes, problems: failures.map((f) => `${f.path}: ${f.message}`) }, message);
+      throw new ApiError(ApiCode.ReloadFailed, 500, message, failures);
+    }
     this.reloads.ok++;
     this.reloads.lastOk = true;
     this.lastReload = { ok: true, source, at, changes };
@@ -385,15 +432,47 @@ export class Daemon implements ApiBackend {
     return this.lastReload;
   }
 
-  private async apply(next: DaemonConfig): Promise<string[]> {
+  /**
+   * What a valid config asks of a running program that its load-time sizes cannot hold (the
+   * lists, the rule slots): found before anything reaches the kernel, so that such a reload is
+   * refused whole instead of applied in part. A program taken down meanwhile (`sluice down`, to
+   * load afresh with other sizes) is not asked.
+   */
+  private misfits(next: DaemonConfig): { path: string; message: string }[] {
+    const out: { path: string; message: string }[] = [];
+    next.interfaces.forEach((cfg, n) => {
+      const m = this.managed.get(keyOf(cfg));
+      const live = m?.protection?.settings;
+      if (!m || !live || !this.stillOurs(m)) return;
+      const held = live.maxListEntries ?? DEFAULT_MAX_LIST_ENTRIES;
+      const entries = compileLists(cfg.lists).length;
+      if (entries > held) {
+        out.push({ path: `interfaces[${n}].lists`, message: `the lists compile to ${entries} entries; the program running on ${where(cfg)} holds ${held} (max_list_entries is fixed at load: shorten the lists, or \`sluice down ${placeFlags(cfg)}\` and reload to attach afresh with a larger max_list_entries)` });
+      }
+      try {
+        compilePolicy(policyOf({ limits: cfg.limits, rules: cfg.rules }), live.maxRules);
+      } catch (e) {
+        if (!(e instanceof PolicyError)) throw e;
+        for (const p of e.problems) out.push({ path: `interfaces[${n}].policy`, message: `${p} (the program running on ${where(cfg)} has ${live.maxRules} rule slots, fixed at load)` });
+      }
+    });
+    return out;
+  }
+
+  /** Reconcile to a validated config; what failed is returned, each with its interface, never dropped. */
+  private async apply(next: DaemonConfig): Promise<{ changes: string[]; failures: Problem[] }> {
     const prev = this.config;
     const changes: string[] = [];
+    const failures: Problem[] = [];
+    const failed = (p: Place, message: string): void => {
+      if (!failures.some((f) => f.path === where(p))) failures.push({ path: where(p), message });
+    };
     for (const w of next.warnings) this.log.warn({ event: 'config_warning' }, w);
     if (next.log.level !== prev.log.level) {
       this.log.level = next.log.level;
       changes.push(`log level ${prev.log.level} -> ${next.log.level}`);
     }
-    if (JSON.stringify(next.api) !== JSON.stringify(prev.api)) {
+    if (apiText(next.api) !== apiText(prev.api)) {
       this.log.warn({ event: 'api_changed' }, 'the api settings changed: they take effect when the daemon restarts (protection stays in force across a restart)');
     }
     const wanted = new Map(next.interfaces.map((i) => [keyOf(i), i]));
@@ -404,6 +483,7 @@ export class Daemon implements ApiBackend {
     }
     for (const [key, m] of this.managed) {
       if (wanted.has(key)) continue;
+      const had = !!m.protection;
       this.close(m);
       this.managed.delete(key);
       this.metricsRegistry.forget(m.cfg.iface, m.cfg.netns);
@@ -412,6 +492,7 @@ export class Daemon implements ApiBackend {
         changes.push(`${where(m.cfg)}: removed from the config, protection taken down`);
       } catch (e) {
         this.log.error({ event: 'down_failed', iface: m.cfg.iface, netns: m.cfg.netns }, `cannot take down ${where(m.cfg)}: ${(e as Error).message}`);
+        if (had) failed(m.cfg, `cannot take it down: ${(e as Error).message}`);
       }
     }
     for (const [key, cfg] of wanted) {
@@ -421,6 +502,7 @@ export class Daemon implements ApiBackend {
         this.managed.set(key, fresh);
         await this.ensure(fresh, 'reload');
         changes.push(`${where(cfg)}: added, ${fresh.protection ? 'protected' : `not protected (${fresh.error?.message})`}`);
+        if (!fresh.protection) failed(cfg, `added, but not protected: ${fresh.error?.message ?? 'unknown error'}`);
         continue;
       }
       const old = m.cfg;
@@ -441,6 +523,7 @@ export class Daemon implements ApiBackend {
             changes.push(`${where(cfg)}: ${runtime.join(', ')} updated (policy version ${m.protection.limiter.version()})`);
           } catch (e) {
             this.log.error({ event: 'update_failed', iface: cfg.iface, netns: cfg.netns }, `cannot update ${where(cfg)}: ${(e as Error).message}`);
+            failed(cfg, `cannot update ${runtime.join(', ')}: ${(e as Error).message}`);
           }
         }
       }
@@ -453,13 +536,14 @@ export class Daemon implements ApiBackend {
         if (diffs.length) changes.push(`${where(cfg)}: ${diffs.join(', ')} pending (needs a fresh attach; see the log)`);
       }
       await this.ensure(m, 'reload');
+      if (!m.protection) failed(cfg, `not protected: ${m.error?.message ?? 'unknown error'}`);
     }
     this.config = next;
     if (next.reconcileIntervalMs !== prev.reconcileIntervalMs) {
       changes.push(`reconcile interval ${prev.reconcileIntervalMs} -> ${next.reconcileIntervalMs} ms`);
       if (this.timer) this.schedule();
     }
-    return changes;
+    return { changes, failures };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -571,7 +655,8 @@ export class Daemon implements ApiBackend {
     const detach = o.detach ?? !!this.opts.detachOnExit;
     clearInterval(this.timer);
     clearTimeout(this.debounce);
-    this.watcher?.close();
+    for (const w of this.watchers.values()) w.close();
+    this.watchers.clear();
     await Promise.allSettled(this.servers.map((s) => s.close()));
     await this.serial(async () => {
       for (const m of this.managed.values()) {
@@ -591,13 +676,12 @@ export class Daemon implements ApiBackend {
 }
 
 /** The file's text and the config it gives (a ConfigError if unreadable or invalid). */
-function readConfig(file: string, onText?: (text: string) => void): { text: string; config: DaemonConfig } {
+function readConfig(file: string): { text: string; config: DaemonConfig } {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch {
     return { text: '', config: loadConfig(file) }; // throws the ConfigError that says why
   }
-  onText?.(text);
   return { text, config: parseConfig(text, file) };
 }

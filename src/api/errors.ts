@@ -15,6 +15,10 @@ export const ApiCode = {
   NotFound: 'SLUICE_E_API_NOT_FOUND',
   NotManaged: 'SLUICE_E_NOT_MANAGED',
   SocketBusy: 'SLUICE_E_API_SOCKET_BUSY',
+  SocketUnsafe: 'SLUICE_E_API_SOCKET_UNSAFE',
+  HostNotAllowed: 'SLUICE_E_API_HOST',
+  CrossSite: 'SLUICE_E_API_CROSS_SITE',
+  ReloadFailed: 'SLUICE_E_RELOAD_FAILED',
   Internal: 'SLUICE_E_INTERNAL',
 } as const;
 

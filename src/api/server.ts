@@ -2,10 +2,15 @@
  * The daemon's HTTP API (docs/api.md): JSON routes over what the daemon protects, and /metrics.
  * Served on a Unix socket (root only) and, when configured, on TCP with a bearer token. The
  * handlers are built by buildApi() without listening, so that tests drive them with inject().
+ *
+ * What keeps a browser out (every listener; docs/api.md, "Security"): on TCP a Host outside the
+ * allowed hosts is refused (DNS rebinding); a cross-site Origin or Sec-Fetch-Site is refused; and
+ * every write needs Content-Type: application/json, which no cross-site "simple request" (a form,
+ * a body-less fetch) can send without a CORS preflight that this API never grants.
  */
 import { DASHBOARD_HTML } from './dashboard';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
@@ -13,7 +18,8 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Settings } from '../agent/state';
 import { limitsSchema, pathText, type LimitsInput } from '../config';
-import { ifaceName, netnsName, shown } from '../config/schema';
+import { tokenProblem } from '../config/load';
+import { ifaceName, netnsName, parseHost, shown } from '../config/schema';
 import { ApiCode, ApiError, httpError, type Problem } from './errors';
 
 export interface PlaceQuery {
@@ -33,11 +39,76 @@ export interface ApiBackend {
 }
 
 export interface ApiOptions {
-  /** Require `Authorization: Bearer <token>` on every request (the TCP listener). */
-  token?: string | null;
+  /**
+   * Require `Authorization: Bearer <token>` on every request (the TCP listener): the token, or a
+   * source read at each request (fileToken: the file re-read when it changes).
+   */
+  token?: string | null | TokenSource;
   logger: Logger;
   /** Name of the listener in logs: "unix" or "tcp". */
   listener?: string;
+  /** Host header values accepted (port null: any); unset: any Host (the Unix socket). */
+  allowedHosts?: readonly { host: string; port: number | null }[];
+  /** Serve HTTPS with this PEM certificate and key. */
+  https?: { cert: string; key: string } | null;
+}
+
+/** The token in force now; null: none is valid (every request is refused). */
+export interface TokenSource {
+  current(): string | null;
+}
+
+/**
+ * The token of a file, re-read when the file changes (a rotation takes effect at the next request,
+ * a Kubernetes Secret's symlink swap included: the file is stat'ed, following links, at each
+ * request). A file that becomes unreadable or invalid refuses every request (fail closed) and says
+ * so in the log, once; the content is never logged.
+ */
+export function fileToken(file: string, log: Logger): TokenSource {
+  let seen = '';
+  let token: string | null = null;
+  let problem: string | null = null;
+  const read = (): void => {
+    let id: string;
+    try {
+      const st = statSync(file, { bigint: true });
+      id = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    } catch (e) {
+      id = `error:${(e as NodeJS.ErrnoException).code}`;
+    }
+    if (id === seen) return;
+    const first = seen === '';
+    seen = id;
+    let next: string | null = null;
+    let why: string | null;
+    try {
+      const text = readFileSync(file, 'utf8');
+      why = tokenProblem(text, file);
+      if (!why) next = text.trim();
+    } catch (e) {
+      why = `cannot read the token file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+    }
+    if (why) {
+      if (why !== problem) log.error({ event: 'token_invalid', file }, `${why}: the TCP API refuses every request until the file holds a valid token`);
+    } else if (!first && next !== token) {
+      log.info({ event: 'token_reloaded', file }, `the bearer token was re-read from ${file}: the old one no longer works`);
+    }
+    problem = why;
+    token = next;
+  };
+  read();
+  return { current: () => { read(); return token; } };
+}
+
+const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/** Default ports by scheme, to compare an Origin with a Host that leaves its port out. */
+const portOr = (port: number | null, tls: boolean): number => port ?? (tls ? 443 : 80);
+
+/** Whether a listen address stays on this machine. */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\./.test(h);
 }
 
 // Names go through the one validator of names (src/agent/names.ts, via the config's schema).
@@ -87,16 +158,62 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 64 * 1024,
     return503OnClosing: true,
+    ...(o.https ? { https: { cert: o.https.cert, key: o.https.key } } : {}),
+  } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+  const source: TokenSource | null = o.token === undefined || o.token === null ? null : typeof o.token === 'string' ? { current: () => o.token as string } : o.token;
+  const tls = !!o.https;
+  const allowed = o.allowedHosts ?? null;
+
+  // JSON only, and an empty body is no body (`POST /v1/reload` with the content type and nothing
+  // else); every other content type is refused before a handler runs (below).
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body === '') { done(null, undefined); return; }
+    json(req, body as string, done);
   });
-  const expected = o.token ?? null;
 
   app.addHook('onRequest', async (req) => {
+    // Host first: a DNS-rebound name is not this daemon's, whatever else the request carries.
+    const hostHeader = req.headers.host;
+    const host = typeof hostHeader === 'string' ? parseHost(hostHeader) : null;
+    if (allowed) {
+      const ok = host && allowed.some((a) => a.host === host.host && (a.port === null || a.port === portOr(host.port, tls)));
+      if (!ok) throw new ApiError(ApiCode.HostNotAllowed, 403, `the Host header ${host ? `names ${host.host}, which is` : 'is missing or'} not one of this listener's allowed hosts: add the name to api.tcp.allowed_hosts if it is this daemon's`);
+    }
+    // A browser says where a request comes from; only this origin's own pages may call.
+    const origin = req.headers.origin;
+    if (typeof origin === 'string') {
+      let same = false;
+      try {
+        const u = new URL(origin);
+        const ou = parseHost(u.host);
+        same = !!host && !!ou && (u.protocol === 'https:') === tls && u.protocol.startsWith('http') &&
+          ou.host === host.host && portOr(ou.port, tls) === portOr(host.port, tls);
+      } catch { same = false; }
+      if (!same) throw new ApiError(ApiCode.CrossSite, 403, 'a request from another origin (a web page elsewhere) is refused: call the API from a client, not a browser page of another site');
+    }
+    const site = req.headers['sec-fetch-site'];
+    // Another port of localhost is "same-site": any local web page. Only same-origin or typed-in.
+    if ((site === 'cross-site' || site === 'same-site') && !(req.method === 'GET' && req.url === '/')) {
+      throw new ApiError(ApiCode.CrossSite, 403, `a request a browser marks as ${site} is refused (Sec-Fetch-Site): call the API from a client, or from the dashboard of this listener`);
+    }
     // The dashboard page holds neither data nor secrets; its requests to /v1 carry the token.
-    if (expected === null || (req.method === 'GET' && req.url === '/')) return;
-    const h = req.headers.authorization;
-    const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
-    if (!m) throw new ApiError(ApiCode.Unauthorized, 401, 'this listener needs `Authorization: Bearer <token>` (the token in the file named by api.tcp.token_file)');
-    if (!tokenMatches(m[1]!, expected)) throw new ApiError(ApiCode.Unauthorized, 401, 'the bearer token is not the one this daemon was given');
+    if (source !== null && !(req.method === 'GET' && req.url === '/')) {
+      const h = req.headers.authorization;
+      const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
+      if (!m) throw new ApiError(ApiCode.Unauthorized, 401, 'this listener needs `Authorization: Bearer <token>` (the token in the file named by api.tcp.token_file)');
+      const expected = source.current();
+      if (expected === null) throw new ApiError(ApiCode.Unauthorized, 401, 'the daemon holds no valid token now (its token file is unreadable or invalid; see its log): every request is refused');
+      if (!tokenMatches(m[1]!, expected)) throw new ApiError(ApiCode.Unauthorized, 401, 'the bearer token is not the one this daemon was given');
+    }
+    // Writes carry JSON, a body-less POST too: a cross-site form or "simple" fetch cannot.
+    if (WRITE_METHODS.has(req.method)) {
+      const ct = req.headers['content-type'];
+      if (typeof ct !== 'string' || !/^application\/json\s*(;|$)/i.test(ct)) {
+        throw new ApiError(ApiCode.BadRequest, 415, `${req.method} needs \`Content-Type: application/json\` (a body-less POST too), got ${ct === undefined ? 'none' : JSON.stringify(String(ct).slice(0, 60))}`);
+      }
+    }
   });
 
   app.addHook('onResponse', async (req, reply) => {
@@ -118,7 +235,9 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
 
   const place = (q: { iface: string; netns?: string | null | undefined }): PlaceQuery => ({ iface: q.iface, netns: q.netns ?? null });
 
-  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(DASHBOARD_HTML));
+  // Never framed by another page (a click on it could not be turned into a change).
+  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store')
+    .header('x-frame-options', 'DENY').header('content-security-policy', "frame-ancestors 'none'").send(DASHBOARD_HTML));
 
   app.get('/v1/status', async (req) => {
     valid(z.strictObject({}), req.query, 'query');
@@ -157,10 +276,23 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
 
 /**
  * Listen on a Unix socket readable and writable by root alone. A socket file left by a process
- * that is gone is replaced; one that answers is someone else's: refused.
+ * that is gone is replaced; one that answers is someone else's: refused. The socket has mode 0600
+ * from the moment it exists (bound under umask 0177: no moment in which another user could
+ * connect), in a directory that only its owner may change: one created here is 0700; an existing
+ * one owned by another user, or writable by group or others (who could replace the socket with
+ * their own), is refused.
  */
 export async function listenUnix(app: FastifyInstance, path: string): Promise<void> {
-  if (!existsSync(dirname(path))) mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const dir = dirname(path);
+  if (!existsSync(dir)) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+  }
+  const st = statSync(dir);
+  const uid = process.geteuid?.() ?? 0;
+  if (!st.isDirectory() || st.uid !== uid || st.mode & 0o022) {
+    throw new ApiError(ApiCode.SocketUnsafe, 500, `the directory of the API socket ${dir} is ${!st.isDirectory() ? 'not a directory' : st.uid !== uid ? `owned by uid ${st.uid}, not by this daemon (uid ${uid})` : `writable by ${st.mode & 0o020 ? 'its group' : ''}${(st.mode & 0o022) === 0o022 ? ' and ' : ''}${st.mode & 0o002 ? 'others' : ''} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')})`}: another user could replace the socket. Use a directory of its own (the default /run/sluice is made 0700), or \`chmod 0700 ${dir}\``);
+  }
   if (existsSync(path)) {
     const live = await new Promise<boolean>((res) => {
       const s = connect(path);
@@ -170,10 +302,23 @@ export async function listenUnix(app: FastifyInstance, path: string): Promise<vo
     if (live) throw new ApiError(ApiCode.SocketBusy, 500, `another process (another sluice daemon?) serves on ${path}: stop it, or give this daemon another api.socket`);
     unlinkSync(path);
   }
-  await app.listen({ path });
+  await app.ready();
+  // The umask is the process's: restrictive only while the socket is bound (files made meanwhile
+  // are made 0600 at most, never wider).
+  const old = process.umask(0o177);
+  try {
+    await app.listen({ path });
+  } finally {
+    process.umask(old);
+  }
   chmodSync(path, 0o600);
 }
 
-export async function listenTcp(app: FastifyInstance, host: string, port: number): Promise<void> {
+/** Listen on TCP; beyond loopback without TLS, say loudly what that exposes. */
+export async function listenTcp(app: FastifyInstance, host: string, port: number, o: { tls?: boolean; log?: Logger } = {}): Promise<void> {
   await app.listen({ host, port });
+  if (!o.tls && !isLoopback(host)) {
+    (o.log ?? app.log).warn({ event: 'insecure_listener', tcp: `${host}:${port}` },
+      `THE API LISTENS ON ${host}:${port} BEYOND LOOPBACK WITHOUT TLS: the bearer token and every answer cross the network in clear text, and anyone on the path can take the token and change the limits. Configure api.tcp.tls (cert_file, key_file), or listen on 127.0.0.1 and reach it through an SSH tunnel or a TLS proxy`);
+  }
 }

@@ -19,6 +19,11 @@ export function formatProblem(file: string, p: ConfigProblem): string {
 
 export class ConfigError extends Error {
   readonly code = CONFIG_ERROR;
+  /**
+   * The files read on the way, when known (path -> SHA-256 of the content; "" for one that could
+   * not be read): a daemon that refused them waits for one of them to change before trying again.
+   */
+  inputs?: Record<string, string>;
   constructor(readonly file: string, readonly problems: ConfigProblem[]) {
     super(`invalid config ${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n${problems.map((p) => `  - ${formatProblem(file, p)}`).join('\n')}`);
     this.name = 'ConfigError';

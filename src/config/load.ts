@@ -3,17 +3,20 @@
  * ConfigError listing every problem (file, path, line, what is expected). Nothing here touches the
  * kernel, so a reload can be validated in full before anything changes.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { createSecureContext } from 'node:tls';
 import { resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import { DEFAULT_LIMITS, loadSettings, type Limits } from '../agent/state';
 import type { Lists } from '../limiter/lists';
 import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
 import { ConfigError, formatProblem, type ConfigProblem } from './errors';
-import { loadPolicy, type PolicyFile } from './policy-file';
+import { parsePolicy, type PolicyFile } from './policy-file';
 import type { GeoConfig } from '../limiter/geoip';
 import { z as zod } from 'zod';
-import { configSchema, interfaceSchema, interfacesMessage, shown, type LimitsInput, LOG_LEVELS } from './schema';
+import { configSchema, interfaceSchema, interfacesMessage, parseHost, shown, type LimitsInput, LOG_LEVELS } from './schema';
 
 /** The file's top level, interfaces still unchecked (each is checked on its own). */
 const topSchema = configSchema.extend({
@@ -45,8 +48,12 @@ export interface TcpConfig {
   host: string;
   port: number;
   tokenFile: string;
-  /** The secret itself (trimmed). Never log it. */
+  /** The secret itself (trimmed) as read at load; the API re-reads the file when it changes. Never log it. */
   token: string;
+  /** Host header values accepted (lower case, IPv6 without brackets; port null: any). */
+  allowedHosts: { host: string; port: number | null }[];
+  /** TLS from files (PEM), or null for plain HTTP. The key is a secret: never log it. */
+  tls: { certFile: string; keyFile: string; cert: string; key: string } | null;
 }
 
 export interface DaemonConfig {
@@ -58,6 +65,28 @@ export interface DaemonConfig {
   reconcileIntervalMs: number;
   /** Not problems, but worth a log line (e.g. a token file others can read). */
   warnings: string[];
+  /**
+   * Every file the config was made of (the config, its policy files, their GeoIP CSVs): absolute
+   * path -> SHA-256 of the content read. A reload is due when one of them reads otherwise.
+   */
+  inputs: Record<string, string>;
+}
+
+export const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '::1'];
+
+/**
+ * The Host values a TCP listener accepts by default, any port: its listen address, localhost,
+ * 127.0.0.1 and ::1 (SSH tunnels send localhost; kubelet probes and Prometheus send the pod's
+ * address, which is the listen address, or one of the host's when it listens on a wildcard).
+ */
+export function defaultAllowedHosts(listen: string): { host: string; port: null }[] {
+  const hosts = new Set([listen.toLowerCase(), ...LOOPBACK_HOSTS]);
+  if (listen === '0.0.0.0' || listen === '::') {
+    for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) hosts.add(a.address.toLowerCase().replace(/%.*$/, ''));
+  }
+  return [...hosts].map((host) => ({ host, port: null }));
 }
 
 /** Shortest accepted bearer token. */
@@ -140,6 +169,26 @@ function unknownKeyMessage(key: string, allowed: string[]): string {
   return `unknown key${near ? ` (did you mean ${near}?)` : ''}; expected ${allowed.length ? `one of ${allowed.join(', ')}` : 'no keys here'}`;
 }
 
+/**
+ * A key as messages show it: one that looks like a key (a misspelt one is worth seeing), or only
+ * its length: a file named by mistake parses as keys such as `root:$y$…` (a password file's lines).
+ */
+export function keyShown(k: string): string {
+  return /^[A-Za-z_][A-Za-z0-9_-]{0,39}$/.test(k) ? k : `<key of ${k.length} characters, not shown>`;
+}
+
+/**
+ * Refuse, without a word of its content, a document none of whose top-level keys is one of
+ * `known`: not a file of this kind (a password file, a key, another program's config).
+ */
+export function notThisKind(raw: unknown, known: readonly string[], file: string, what: string): void {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return;
+  const keys = Object.keys(raw);
+  if (keys.length && !keys.some((k) => known.includes(k))) {
+    throw new ConfigError(file, [{ path: '', message: `not a ${what}: none of its ${keys.length} top-level key${keys.length === 1 ? '' : 's'} is one of ${known.join(', ')} (its content is not shown: is this the right file?)` }]);
+  }
+}
+
 /** Every issue of a zod error as a problem with its path and line. `root`: the schema parsed at `at`. */
 export function zodProblems(error: zod.ZodError, doc: Document, lc: LineCounter, at: Seg[] = [], root: zod.ZodType = configSchema): ConfigProblem[] {
   const out: ConfigProblem[] = [];
@@ -147,7 +196,8 @@ export function zodProblems(error: zod.ZodError, doc: Document, lc: LineCounter,
     const path = [...at, ...iss.path.filter((s): s is Seg => typeof s === 'string' || typeof s === 'number')];
     if (iss.code === 'unrecognized_keys') {
       for (const k of iss.keys) {
-        out.push({ path: pathText([...path, k]), line: lineOf(doc, lc, [...path, k], true), message: unknownKeyMessage(k, keysAt(path.slice(at.length), root)) });
+        const shownKey = keyShown(k);
+        out.push({ path: pathText([...path, shownKey]), line: lineOf(doc, lc, [...path, k], true), message: shownKey === k ? unknownKeyMessage(k, keysAt(path.slice(at.length), root)) : `unknown key; expected ${keysAt(path.slice(at.length), root).join(', ') || 'no keys here'}` });
       }
       continue;
     }
@@ -221,6 +271,22 @@ export function limitsProblems(l: Limits): [string, string][] {
   return out;
 }
 
+/** What is wrong with a token file's content, or null; never the content itself. */
+export function tokenProblem(text: string, file: string): string | null {
+  const token = text.trim();
+  if (token.length === 0) return `the token file ${file} is empty`;
+  if (token.length < MIN_TOKEN_LENGTH) return `the token in ${file} has ${token.length} characters; use at least ${MIN_TOKEN_LENGTH} (e.g. \`openssl rand -hex 32\`)`;
+  if (/\s/.test(token)) return `the token in ${file} contains white space; it must be one word`;
+  return null;
+}
+
+function readSecretFile(file: string, what: string, warnings: string[]): string {
+  const text = readFileSync(file, 'utf8');
+  const mode = statSync(file).mode & 0o777;
+  if (mode & 0o077) warnings.push(`the ${what} ${file} can be read by users other than its owner (mode ${mode.toString(8).padStart(4, '0')}): chmod 600 ${file}`);
+  return text;
+}
+
 function readToken(file: string, at: Seg[], doc: Document, lc: LineCounter, problems: ConfigProblem[], warnings: string[]): string {
   const bad = (message: string): string => {
     problems.push({ path: pathText(at), line: lineOf(doc, lc, at), message });
@@ -228,17 +294,34 @@ function readToken(file: string, at: Seg[], doc: Document, lc: LineCounter, prob
   };
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
-    const mode = statSync(file).mode & 0o777;
-    if (mode & 0o077) warnings.push(`the token file ${file} can be read by users other than its owner (mode ${mode.toString(8).padStart(4, '0')}): chmod 600 ${file}`);
+    text = readSecretFile(file, 'token file', warnings);
   } catch (e) {
     return bad(`cannot read the token file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  const token = text.trim();
-  if (token.length === 0) return bad(`the token file ${file} is empty`);
-  if (token.length < MIN_TOKEN_LENGTH) return bad(`the token in ${file} has ${token.length} characters; use at least ${MIN_TOKEN_LENGTH} (e.g. \`openssl rand -hex 32\`)`);
-  if (/\s/.test(token)) return bad(`the token in ${file} contains white space; it must be one word`);
-  return token;
+  const p = tokenProblem(text, file);
+  return p ? bad(p) : text.trim();
+}
+
+/** The certificate and key of the TCP listener, checked as a pair (messages never show them). */
+function readTls(certFile: string, keyFile: string, at: Seg[], doc: Document, lc: LineCounter, problems: ConfigProblem[], warnings: string[]): TcpConfig['tls'] {
+  const bad = (k: string, message: string): null => {
+    problems.push({ path: pathText([...at, k]), line: lineOf(doc, lc, [...at, k]), message });
+    return null;
+  };
+  let cert: string;
+  let key: string;
+  try { cert = readFileSync(certFile, 'utf8'); } catch (e) { return bad('cert_file', `cannot read the certificate ${certFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); }
+  try { key = readSecretFile(keyFile, 'TLS key file', warnings); } catch (e) { return bad('key_file', `cannot read the key ${keyFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); }
+  if (!/-----BEGIN [A-Z ]*CERTIFICATE-----/.test(cert)) return bad('cert_file', `${certFile} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)`);
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(key)) return bad('key_file', `${keyFile} holds no PEM private key (expected -----BEGIN … PRIVATE KEY-----)`);
+  try {
+    createSecureContext({ cert, key });
+  } catch (e) {
+    // OpenSSL's reason (e.g. "key values mismatch"), never the PEM text.
+    const reason = String((e as { reason?: unknown }).reason ?? (e as { code?: unknown }).code ?? 'unusable');
+    return bad('key_file', `the certificate ${certFile} and the key ${keyFile} do not make a TLS identity (${reason}): give the key of that certificate`);
+  }
+  return { certFile, keyFile, cert, key };
 }
 
 /** In the order of the file; problems without a line first, otherwise as found. */
@@ -274,6 +357,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
     // every protection down. `interfaces: []` says so on purpose.
     throw new ConfigError(file, [{ path: '', message: 'the file is empty; expected at least `interfaces:` (write `interfaces: []` for none)' }]);
   }
+  notThisKind(raw, Object.keys(configSchema.shape), file, 'sluice config file');
   const parsed = topSchema.safeParse(raw);
   if (!parsed.success) problems.push(...zodProblems(parsed.error, doc, lc));
   const items = parsed.success ? parsed.data.interfaces : Array.isArray((raw as { interfaces?: unknown })?.interfaces) ? (raw as { interfaces: unknown[] }).interfaces : [];
@@ -295,16 +379,31 @@ export function parseConfig(text: string, file: string): DaemonConfig {
   });
 
   const warnings: string[] = [];
+  const inputs: Record<string, string> = { [file]: sha256(text) };
   const interfaces: InterfaceConfig[] = good.map(([n, i]) => {
     // A policy file gives rules, lists and GeoIP tiers; the interface's own limits and lists add to it.
     let pol: PolicyFile | undefined;
     if (i.policy) {
+      // Relative to the config file's directory, whatever the daemon's working directory.
       const pfile = resolve(file, '..', i.policy);
+      const here = (message: string): void => { problems.push({ path: pathText(['interfaces', n, 'policy']), line: lineOf(doc, lc, ['interfaces', n, 'policy']), message }); };
+      let ptext: string | undefined;
       try {
-        pol = loadPolicy(pfile, loadSettings({ iface: i.iface, netns: i.netns ?? null })?.ruleIds ?? {}, i.max_rules);
+        ptext = readFileSync(pfile, 'utf8');
+        inputs[pfile] = sha256(ptext);
       } catch (e) {
-        if (!(e instanceof ConfigError)) throw e;
-        for (const q of e.problems) problems.push({ path: pathText(['interfaces', n, 'policy']), line: lineOf(doc, lc, ['interfaces', n, 'policy']), message: formatProblem(pfile, q) });
+        inputs[pfile] = '';
+        here(`${pfile}: cannot read the policy file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      }
+      if (ptext !== undefined) {
+        try {
+          pol = parsePolicy(ptext, pfile, loadSettings({ iface: i.iface, netns: i.netns ?? null })?.ruleIds ?? {}, i.max_rules);
+          if (pol.geoip?.csv && pol.geoip.csvSha256) inputs[pol.geoip.csv] = pol.geoip.csvSha256;
+        } catch (e) {
+          if (!(e instanceof ConfigError)) throw e;
+          Object.assign(inputs, e.inputs);
+          for (const q of e.problems) here(formatProblem(pfile, q));
+        }
       }
     }
     const limits = mergeLimits(pol?.limits ?? DEFAULT_LIMITS, i.limits);
@@ -340,9 +439,13 @@ export function parseConfig(text: string, file: string): DaemonConfig {
   if (c?.api.tcp) {
     const tokenFile = resolve(file, '..', c.api.tcp.token_file);
     const token = readToken(tokenFile, ['api', 'tcp', 'token_file'], doc, lc, problems, warnings);
-    tcp = { host: c.api.tcp.listen.host, port: c.api.tcp.listen.port, tokenFile, token };
+    const t = c.api.tcp.tls;
+    const tls = t ? readTls(resolve(file, '..', t.cert_file), resolve(file, '..', t.key_file), ['api', 'tcp', 'tls'], doc, lc, problems, warnings) : null;
+    const host = c.api.tcp.listen.host;
+    const allowedHosts = c.api.tcp.allowed_hosts ? c.api.tcp.allowed_hosts.map((h) => parseHost(h)!) : defaultAllowedHosts(host);
+    tcp = { host, port: c.api.tcp.listen.port, tokenFile, token, allowedHosts, tls };
   }
-  if (problems.length || !c) throw new ConfigError(file, sortByLine(problems));
+  if (problems.length || !c) throw Object.assign(new ConfigError(file, sortByLine(problems)), { inputs });
 
   return deepFreeze({
     file,
@@ -351,6 +454,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
     log: { level: c.log.level },
     reconcileIntervalMs: c.reconcile_interval,
     warnings,
+    inputs,
   });
 }
 

@@ -4,16 +4,18 @@
  * control plane applies: the default rule's limits, rules with stable ids, lists, GeoIP tiers.
  * Nothing here touches the kernel; `sluice policy check` shows the result.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_LIMITS, type Limits, type PolicyContent } from '../agent/state';
+import { compileGeo, GeoError, type GeoConfig } from '../limiter/geoip';
 import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
 import { parseDurationMs, parseRate } from '../limiter/units';
 import { ConfigError, type ConfigProblem } from './errors';
-import { deepFreeze, defaultRuleOf, limitsProblems, lineOf, mergeLimits, pathText, sortByLine, zodProblems, type Seg } from './load';
-import { cidr, limitsSchema, listsSchema, oneOf, shown, unitValue, wholeIn } from './schema';
+import { deepFreeze, defaultRuleOf, limitsProblems, lineOf, mergeLimits, notThisKind, pathText, sortByLine, zodProblems, type Seg } from './load';
+import { cidr, kindOf, limitsSchema, listsSchema, oneOf, shown, unitValue, wholeIn } from './schema';
 
 const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
 
@@ -94,7 +96,9 @@ export const policySchema = z.strictObject({
   egress: z.boolean().optional(),
   geoip: geoSchema.optional(),
   rules: z.array(ruleSchema, { error: (iss) => `expected a list of rules, got ${shown(iss.input)}` }).optional(),
-}, { error: (iss) => `expected a mapping (defaults, mgmt, allow, deny, malformed, egress, geoip, rules), got ${shown(iss.input)}` });
+  // The whole document is never shown: a policy path that names another file by mistake (a
+  // password file, a key) must not put its content into the log or an API answer.
+}, { error: (iss) => `expected a mapping (defaults, mgmt, allow, deny, malformed, egress, geoip, rules), got ${kindOf(iss.input)}: is this a policy file?` });
 
 /** A compiled policy file (pass its ruleIds back in to keep ids across changes). */
 export interface PolicyFile extends PolicyContent {
@@ -114,6 +118,7 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
   for (const e of doc.errors) problems.push({ path: '', ...(e.linePos ? { line: e.linePos[0].line } : {}), message: `YAML: ${e.message.split('\n')[0]!}` });
   if (problems.length) throw new ConfigError(file, problems);
   const raw = (doc.toJS({ maxAliasCount: 100 }) as unknown) ?? {};
+  notThisKind(raw, Object.keys(policySchema.shape), file, 'policy file');
   const parsed = policySchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(file, sortByLine(zodProblems(parsed.error, doc, lc, [], policySchema)));
   const p = parsed.data;
@@ -204,6 +209,38 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
     }
   }
   if (problems.length) throw new ConfigError(file, sortByLine(problems));
+  // GeoIP tiers, country codes and the CSV are checked here, before anything reaches the kernel;
+  // the compilation is kept, so that what is applied is what was checked.
+  let geoip: GeoConfig | null = null;
+  const csvInputs: Record<string, string> = {};
+  if (p.geoip && !problems.length) {
+    geoip = { tiers: p.geoip.tiers, defaultTier: p.geoip.default_tier };
+    let csvText: string | undefined;
+    if (p.geoip.csv) {
+      // Relative to this policy file, wherever the config that names it is.
+      geoip.csv = resolve(file, '..', p.geoip.csv);
+      try {
+        csvText = readFileSync(geoip.csv, 'utf8');
+        geoip.csvSha256 = createHash('sha256').update(csvText).digest('hex');
+        csvInputs[geoip.csv] = geoip.csvSha256;
+      } catch (e) {
+        csvInputs[geoip.csv] = '';
+        at(['geoip', 'csv'], `cannot read the GeoIP CSV ${geoip.csv} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      }
+    }
+    if (!problems.length) {
+      try {
+        compileGeo(geoip, csvText);
+      } catch (e) {
+        if (!(e instanceof GeoError)) throw e;
+        for (const q of e.problems) {
+          const m = /^tiers\.([^[]+)(?:\[(\d+)\])?$/.exec(q.path);
+          at(q.path === 'csv' ? ['geoip', 'csv'] : m ? ['geoip', 'tiers', m[1]!, ...(m[2] !== undefined ? [Number(m[2])] : [])] : ['geoip', 'tiers'], q.message);
+        }
+      }
+    }
+  }
+  if (problems.length) throw Object.assign(new ConfigError(file, sortByLine(problems)), { inputs: csvInputs });
   const uniq = (xs: string[] | undefined): string[] => [...new Set(xs ?? [])];
   return deepFreeze({
     file,
@@ -212,7 +249,7 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
     lists: { mgmt: uniq(p.mgmt), deny: uniq(p.deny), allow: uniq(p.allow) },
     malformedDrop: p.malformed === 'drop',
     egress: p.egress ?? rules.some((r) => r.dir !== 'ingress'),
-    geoip: p.geoip ? { tiers: p.geoip.tiers, defaultTier: p.geoip.default_tier, ...(p.geoip.csv ? { csv: resolve(file, '..', p.geoip.csv) } : {}) } : null,
+    geoip,
     ruleIds,
   });
 }

@@ -33,6 +33,15 @@ export function shown(v: unknown): string {
   return String(v);
 }
 
+/**
+ * What kind of value a whole document is, without its content: a file named by mistake (a
+ * password file, a private key) parses as one long string, which must never be echoed.
+ */
+export function kindOf(v: unknown): string {
+  if (typeof v === 'string') return `text (${v.length} characters, not shown)`;
+  return shown(v);
+}
+
 /** A number or a string with a unit, through one of the parsers of units.ts. */
 export function unitValue<T>(parse: (v: string | number) => T, expected: string) {
   return z.unknown().transform((v, ctx): T => {
@@ -147,6 +156,19 @@ const listen = z.unknown().transform((v, ctx): { host: string; port: number } =>
   return { host: (m[1] ?? m[2])!, port };
 });
 
+/** A host as a Host header names it: a name, an IPv4 address, an IPv6 address (bracketed or not), with an optional :PORT. */
+export function parseHost(text: string): { host: string; port: number | null } | null {
+  const t = text.trim().toLowerCase();
+  const m = /^\[([0-9a-f:.]+)\](?::(\d{1,5}))?$/.exec(t) ?? /^([0-9a-f]*:[0-9a-f:.]*:[0-9a-f:.]*)()$/.exec(t) ?? /^([a-z0-9_.-]+)(?::(\d{1,5}))?$/.exec(t);
+  if (!m || !m[1]) return null;
+  const port = m[2] ? Number(m[2]) : null;
+  if (port !== null && (port < 1 || port > 65535)) return null;
+  return { host: m[1].replace(/\.$/, ''), port };
+}
+
+const hostEntry = z.string({ error: (iss) => `expected a host name or address, got ${shown(iss.input)}` })
+  .superRefine((v, ctx) => { if (!parseHost(v)) ctx.addIssue({ code: 'custom', message: `${shown(v)} is not a host name or address (e.g. sluice.example.org, 10.0.0.5, [::1], with an optional :PORT)`, input: v }); });
+
 export const apiSchema = z.strictObject({
   socket: z.string({ error: (iss) => `expected an absolute path for the Unix socket, or null for none; got ${shown(iss.input)}` })
     .regex(/^\//, { error: 'the socket path must be absolute' })
@@ -159,7 +181,13 @@ export const apiSchema = z.strictObject({
         ? 'required: the TCP API is served only with a bearer token; put a secret in a file readable by root alone (`openssl rand -hex 32 > /etc/sluice/token && chmod 600 /etc/sluice/token`) and name it here'
         : `expected the path of the token file, got ${shown(iss.input)}`),
     }).min(1, { error: 'the token file path is empty' }),
-  }, { error: (iss) => `expected a mapping { listen: HOST:PORT, token_file: PATH }, got ${shown(iss.input)}` }).nullable().optional(),
+    /** Host header values accepted (any port unless one is given); default: see load.ts. */
+    allowed_hosts: z.array(hostEntry, { error: (iss) => `expected a list of host names or addresses (e.g. [sluice.example.org, 10.0.0.5]), got ${shown(iss.input)}` }).min(1, { error: 'an empty list would refuse every request: leave allowed_hosts out for the default' }).optional(),
+    tls: z.strictObject({
+      cert_file: z.string({ error: (iss) => `expected the path of a PEM certificate (chain), got ${shown(iss.input)}` }).min(1),
+      key_file: z.string({ error: (iss) => `expected the path of the PEM private key, got ${shown(iss.input)}` }).min(1),
+    }, { error: (iss) => `expected a mapping { cert_file: PATH, key_file: PATH }, got ${shown(iss.input)}` }).optional(),
+  }, { error: (iss) => `expected a mapping { listen: HOST:PORT, token_file: PATH, allowed_hosts?: [HOST, …], tls?: { cert_file, key_file } }, got ${shown(iss.input)}` }).nullable().optional(),
 }, { error: (iss) => `expected a mapping with socket and/or tcp, got ${shown(iss.input)}` });
 
 /**
@@ -180,7 +208,7 @@ export const configSchema = z.strictObject({
   }).prefault({}),
   reconcile_interval: unitValue((v) => parseDurationMs(v, 'reconcile_interval', 1000, 3_600_000), 'a duration (e.g. 10s)')
     .default(DEFAULT_RECONCILE_MS),
-}, { error: (iss) => `expected a mapping at the top of the file (interfaces, api, log), got ${shown(iss.input)}` });
+}, { error: (iss) => `expected a mapping at the top of the file (interfaces, api, log), got ${kindOf(iss.input)}` });
 
 export type ConfigInput = z.output<typeof configSchema>;
 

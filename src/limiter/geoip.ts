@@ -22,9 +22,26 @@ export interface GeoConfig {
   tiers: Record<string, string[]>;
   /** The tier of every other source. */
   defaultTier: string;
-  /** The dataset: the bundled DB-IP Lite (default) or a CSV file. */
+  /** The dataset: the bundled DB-IP Lite (default) or a CSV file (an absolute path). */
   csv?: string;
+  /**
+   * SHA-256 of the CSV's content when it was validated: part of the configuration's identity, so
+   * that a changed CSV is a changed configuration (re-read, re-compiled, applied).
+   */
+  csvSha256?: string;
 }
+
+/** Every problem of a GeoIP configuration; `path` under the policy file's `geoip`. */
+export class GeoError extends Error {
+  constructor(readonly problems: { path: string; message: string }[]) {
+    super(`geoip: ${problems.map((p) => p.message).join('; ')}`);
+    this.name = 'GeoError';
+  }
+}
+
+/** The last compilations, by configuration (its CSV's hash included): validated once, applied as validated. */
+const compiled = new Map<string, GeoCompiled>();
+const COMPILED_KEPT = 8;
 
 export interface GeoCompiled {
   /** Tier name -> number in the kernel (1..254; the default tier is 255). */
@@ -73,29 +90,45 @@ function addrBuffer(family: 4 | 6, v: bigint): Buffer {
   return b;
 }
 
-/** Compile the tiers of a GeoIP configuration. Throws with every problem listed. */
-export function compileGeo(cfg: GeoConfig): GeoCompiled {
-  const problems: string[] = [];
+/**
+ * Compile the tiers of a GeoIP configuration; a GeoError lists every problem. `csvText`: the CSV's
+ * content, when the caller has read it already (then it is not read again). Kept by configuration,
+ * so that what a reload validated is what it applies, without reading the data twice. Messages
+ * name lines of the CSV, never their content (a misdirected path must not put a file in the log).
+ */
+export function compileGeo(cfg: GeoConfig, csvText?: string): GeoCompiled {
+  const key = JSON.stringify(cfg);
+  const hit = compiled.get(key);
+  if (hit) return hit;
+  const g = compileGeoNow(cfg, csvText);
+  compiled.set(key, g);
+  while (compiled.size > COMPILED_KEPT) compiled.delete(compiled.keys().next().value!);
+  return g;
+}
+
+function compileGeoNow(cfg: GeoConfig, csvText?: string): GeoCompiled {
+  const problems: { path: string; message: string }[] = [];
   const tierIds = new Map<string, number>();
   const countryTier = new Map<string, number>();
   let next = 1;
   for (const [name, countries] of Object.entries(cfg.tiers)) {
     if (name === cfg.defaultTier) {
-      problems.push(`tier "${name}" is the default tier: it holds every source not listed elsewhere and takes no countries`);
+      problems.push({ path: `tiers.${name}`, message: `tier "${name}" is the default tier: it holds every source not listed elsewhere and takes no countries` });
       continue;
     }
-    if (next >= Bounds.TIER_DEFAULT) problems.push(`at most ${Bounds.TIER_DEFAULT - 1} tiers`);
+    if (next >= Bounds.TIER_DEFAULT) problems.push({ path: 'tiers', message: `at most ${Bounds.TIER_DEFAULT - 1} tiers` });
     tierIds.set(name, next);
-    for (const raw of countries) {
+    countries.forEach((raw, i) => {
       const cc = raw.toUpperCase();
-      if (!/^[A-Z]{2}$/.test(cc)) problems.push(`tier "${name}": "${raw}" is not a two-letter country code (ISO 3166-1 alpha-2, e.g. DE)`);
-      else if (countryTier.has(cc)) problems.push(`country ${cc} is in two tiers`);
+      const at = `tiers.${name}[${i}]`;
+      if (!/^[A-Z]{2}$/.test(cc)) problems.push({ path: at, message: `tier "${name}": ${JSON.stringify(raw.slice(0, 8))} is not a two-letter country code (ISO 3166-1 alpha-2, e.g. DE)` });
+      else if (countryTier.has(cc)) problems.push({ path: at, message: `country ${cc} is in two tiers` });
       else countryTier.set(cc, next);
-    }
+    });
     next++;
   }
   tierIds.set(cfg.defaultTier, Bounds.TIER_DEFAULT);
-  if (problems.length) throw new Error(`geoip: ${problems.join('; ')}`);
+  if (problems.length) throw new GeoError(problems);
 
   const ranges: Range[] = [];
   const counts = { v4: 0, v6: 0 };
@@ -108,21 +141,34 @@ export function compileGeo(cfg: GeoConfig): GeoCompiled {
   let source: string;
   if (cfg.csv) {
     source = cfg.csv;
-    readFileSync(cfg.csv, 'utf8').split('\n').forEach((line, i) => {
+    let text: string;
+    try {
+      text = csvText ?? readFileSync(cfg.csv, 'utf8');
+    } catch (e) {
+      throw new GeoError([{ path: 'csv', message: `cannot read the GeoIP CSV ${cfg.csv} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` }]);
+    }
+    const bad: { path: string; message: string }[] = [];
+    text.split('\n').forEach((line, i) => {
       const t = line.trim();
-      if (!t || t.startsWith('#')) return;
+      if (!t || t.startsWith('#') || bad.length >= 10) return;
       const [a, b, cc] = t.split(',');
-      if (!a || !b || !cc) throw new Error(`${cfg.csv}:${i + 1}: expected "first,last,CC", got "${t}"`);
+      const fail = (what: string): void => { bad.push({ path: 'csv', message: `${cfg.csv}:${i + 1}: ${what}` }); };
+      if (!a || !b || !cc) return fail('expected "first,last,CC" (the line is not shown: a CSV named by mistake may hold secrets)');
       let fa: bigint;
       let fb: bigint;
       try {
-        fa = toBig(a);
-        fb = toBig(b);
+        fa = toBig(a.trim());
+        fb = toBig(b.trim());
       } catch {
-        throw new Error(`${cfg.csv}:${i + 1}: "${a}" or "${b}" is not an IP address`);
+        return fail('the first or the last address is not an IP address');
       }
-      take(a.includes(':') ? 6 : 4, fa, fb, cc);
+      const family = a.includes(':') ? 6 : 4;
+      if ((b.includes(':') ? 6 : 4) !== family) return fail('the first and the last address are of different families');
+      if (fa > fb) return fail('the first address is after the last');
+      if (!/^[A-Za-z]{2}$/.test(cc.trim())) return fail('the country is not a two-letter code');
+      take(family, fa, fb, cc.trim());
     });
+    if (bad.length) throw new GeoError(bad);
   } else {
     const dir = datasetDir();
     source = `DB-IP Lite (${join(dir, 'dbip-country-ipv{4-num,6}.csv')})`;

@@ -111,7 +111,7 @@ test('every input is validated; errors come in one shape with a stable code', as
     { method: 'PUT', url: '/v1/limits', payload: { iface: place.iface, netns: place.netns, limits: { rate: 'none' } }, status: 400, code: 'SLUICE_E_API_BAD_REQUEST', problems: ['limits.rate'] },
     { method: 'PUT', url: '/v1/limits', payload: { limits: {} }, status: 400, code: 'SLUICE_E_API_BAD_REQUEST', problems: ['iface'] },
     { method: 'PUT', url: '/v1/limits', payload: '{"iface": ', headers: { 'content-type': 'application/json' }, status: 400, code: 'SLUICE_E_API_BAD_REQUEST' },
-    { method: 'PUT', url: '/v1/limits', payload: 'rate=5', headers: { 'content-type': 'text/plain' }, status: 400, code: 'SLUICE_E_API_BAD_REQUEST' },
+    { method: 'PUT', url: '/v1/limits', payload: 'rate=5', headers: { 'content-type': 'text/plain' }, status: 415, code: 'SLUICE_E_API_BAD_REQUEST' },
     { method: 'PUT', url: '/v1/limits', payload: { iface: 'eth9', limits: { rate: 5 } }, status: 404, code: 'SLUICE_E_NOT_MANAGED' },
     { method: 'POST', url: '/v1/reload', payload: { now: true }, status: 400, code: 'SLUICE_E_API_BAD_REQUEST' },
     { method: 'GET', url: '/v2/everything', status: 404, code: 'SLUICE_E_API_NOT_FOUND' },
@@ -148,7 +148,7 @@ test('PUT /v1/limits changes the limit and the next packets obey', async () => {
 
 test('POST /v1/reload: an invalid file is refused (422, every problem) and the running policy stays', async () => {
   writeConfig(configFile, `interfaces:\n  - iface: ${place.iface}\n    netns: ${place.netns}\n    limits: { rate: 0, window: soon }\nlog: { level: loud }\n`);
-  const r = await app.inject({ method: 'POST', url: '/v1/reload' });
+  const r = await app.inject({ method: 'POST', url: '/v1/reload', headers: { 'content-type': 'application/json' } });
   assert.equal(r.statusCode, 422, r.body);
   const e = r.json().error;
   assert.equal(e.code, 'SLUICE_E_CONFIG');
@@ -158,7 +158,7 @@ test('POST /v1/reload: an invalid file is refused (422, every problem) and the r
   assert.ok(d.allowed >= 900 && d.allowed <= 2000, `still 1000/s: allowed ${d.allowed}`);
 
   writeConfig(configFile, config(50));
-  const ok = await app.inject({ method: 'POST', url: '/v1/reload' });
+  const ok = await app.inject({ method: 'POST', url: '/v1/reload', headers: { 'content-type': 'application/json' } });
   assert.equal(ok.statusCode, 200, ok.body);
   assert.equal(ok.json().ok, true);
   assert.ok(ok.json().changes.some((c: string) => /limits set through the API replaced/.test(c)), ok.body);

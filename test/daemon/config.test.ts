@@ -152,7 +152,10 @@ test('the TCP API needs a readable token of 16 characters or more', () => {
   writeFileSync(tokenFile, 'a'.repeat(40) + '\n', { mode: 0o600 });
   chmodSync(tokenFile, 0o600);
   const c = loadConfig(file);
-  assert.deepEqual(c.api.tcp, { host: '127.0.0.1', port: 9180, tokenFile, token: 'a'.repeat(40) });
+  assert.deepEqual(c.api.tcp, {
+    host: '127.0.0.1', port: 9180, tokenFile, token: 'a'.repeat(40), tls: null,
+    allowedHosts: ['127.0.0.1', 'localhost', '::1'].map((host) => ({ host, port: null })),
+  });
   assert.deepEqual(c.warnings, []);
   chmodSync(tokenFile, 0o644);
   assert.match(loadConfig(file).warnings[0]!, /can be read by users other than its owner/);

@@ -49,6 +49,18 @@ struct {
 	__type(value, struct sl_penalty);
 } sl_penalty SEC(".maps");
 
+/*
+ * A filter in front of sl_penalty: bit h(key) set once a key has had a record (never cleared; a
+ * stale bit costs a lookup that misses). A new key's miss costs a bit test instead of a hash
+ * lookup. SL_PEN_BITS_LOG2 bits, in words of 64.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1U << (SL_PEN_BITS_LOG2 - 6));
+	__type(key, __u32);
+	__type(value, __u64);
+} sl_pen_bits SEC(".maps");
+
 /* Global settings, one entry. Written by the control plane; the policy flip writes .version. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -56,6 +56,22 @@ static __always_inline int sl_over(const struct sl_pkt *p, const struct sl_rule 
 	return SL_V_DROP;
 }
 
+/* The bit of sl_pen_bits that stands for key k (a multiplicative hash of its 24 bytes). */
+static __always_inline __u64 *sl_pen_bit(const struct sl_key *k, __u64 *bit)
+{
+	__u64 a, b, c, h;
+	__u32 word;
+
+	__builtin_memcpy(&a, k, 8);
+	__builtin_memcpy(&b, (const __u8 *)k + 8, 8);
+	__builtin_memcpy(&c, (const __u8 *)k + 16, 8);
+	h = (a ^ (b << 21 | b >> 43) ^ (c << 42 | c >> 22)) * 0x9e3779b97f4a7c15ULL;
+	h >>= 64 - SL_PEN_BITS_LOG2;
+	word = h >> 6;
+	*bit = 1ULL << (h & 63);
+	return bpf_map_lookup_elem(&sl_pen_bits, &word);
+}
+
 /*
  * Record a key's state in sl_penalty as of a drop by its limit (or the start of a block), once
  * per pass: the entry then says everything the state says until the key passes again. `until` is
@@ -66,7 +82,7 @@ __noinline int sl_penalize(const struct sl_key *k, struct sl_state *st, const st
 			   __u64 now)
 {
 	struct sl_penalty pen = {};
-	__u64 until = now;
+	__u64 until = now, bit, *w;
 	__u32 alg;
 
 	if (!k || !st || !d)
@@ -90,18 +106,27 @@ __noinline int sl_penalize(const struct sl_key *k, struct sl_state *st, const st
 		sl_count_event(SL_R_PENALTY_FULL, 0);
 		return 0;
 	}
+	/* After the entry: a CPU that sees the bit finds the entry. */
+	w = sl_pen_bit(k, &bit);
+	if (w && !(READ_ONCE(*w) & bit))
+		__sync_fetch_and_or(w, bit);
 	st->penalized = 1;
 	return 0;
 }
 
 /*
  * A key with no state (new, or evicted from the LRU): its entry in sl_penalty if it has one that
- * still says something, else NULL (an expired entry is deleted here).
+ * still says something, else NULL (an expired entry is deleted here). The filter sl_pen_bits
+ * spares the lookup for the keys that never had an entry (almost all of them).
  */
 static __always_inline struct sl_penalty *sl_penalty_of(const struct sl_key *k, __u64 now)
 {
-	struct sl_penalty *pen = bpf_map_lookup_elem(&sl_penalty, k);
+	struct sl_penalty *pen;
+	__u64 bit, *w = sl_pen_bit(k, &bit);
 
+	if (w && !(READ_ONCE(*w) & bit))
+		return NULL;
+	pen = bpf_map_lookup_elem(&sl_penalty, k);
 	if (pen && pen->until <= now) {
 		bpf_map_delete_elem(&sl_penalty, k);
 		return NULL;
@@ -149,9 +174,20 @@ static __always_inline int sl_enforce(const struct sl_pkt *p, const struct sl_ru
 	st = bpf_map_lookup_elem(&rate_limit_map, &key);
 	if (!st) {
 		struct sl_state fresh = { .epoch = r->epoch, .alg = alg };
-		struct sl_penalty *pen = sl_penalty_of(&key, now);
+		struct sl_penalty *pen = NULL;
+		int untracked = 0;
 		long err;
 
+		if (ag && !sl_may_insert(new_per_sec, now)) {
+			/* Over this CPU's rate of new states, a new key is not tracked: it is charged
+			 * to the rule's budget for untracked keys (and the aggregate); past the budget
+			 * it is dropped, whatever its record says (so no lookup). A rule without an
+			 * aggregate tracks every key. */
+			if (!sl_untracked(d, ag, now, pkts))
+				return sl_over(p, r, SL_R_UNTRACKED_OVER, 0, now);
+			untracked = 1;
+		}
+		pen = sl_penalty_of(&key, now);
 		if (pen) {
 			/* Evicted while over its limit or blocked: it comes back as it left, whatever
 			 * this CPU's rate of new states (such keys are few: they had to pass their
@@ -162,12 +198,7 @@ static __always_inline int sl_enforce(const struct sl_pkt *p, const struct sl_ru
 			fresh.epoch = pen->epoch;
 			fresh.alg = pen->alg;
 			fresh.penalized = 1;
-		} else if (ag && !sl_may_insert(new_per_sec, now)) {
-			/* Over this CPU's rate of new states, a new key is not tracked: it is charged
-			 * to the rule's budget for untracked keys (and the aggregate). A rule without
-			 * an aggregate tracks every key. */
-			if (!sl_untracked(d, ag, now, pkts))
-				return sl_over(p, r, SL_R_UNTRACKED_OVER, 0, now);
+		} else if (untracked) {
 			ag->tat = ag_next;
 			sl_count(id, SL_R_UNTRACKED, SL_V_PASS, p->len, 0);
 			return SL_V_PASS;

@@ -129,6 +129,7 @@ enum sl_bounds {
 	SL_MAX_CANDS = 15, /* rules in one candidate list                        */
 	SL_CAS_TRIES = 8,  /* compare-and-exchange attempts before SL_R_CONTENDED */
 	SL_LEASE_DIV = 8,  /* a per-rule bucket's lease: its burst / (SL_LEASE_DIV x CPUs)  */
+	SL_PEN_BITS_LOG2 = 20, /* bits of the filter in front of sl_penalty (128 KiB)     */
 	SL_PLUGIN_SLOTS = 16, /* slots of each plugin program array               */
 	SL_TIER_DEFAULT = 255, /* the tier of a source no GeoIP entry covers        */
 	SL_COARSE_MIN_MS = 250, /* a rule whose time scale is shorter reads the fine clock */

@@ -79,7 +79,9 @@ export class BenchDatapath {
   /** Test build: the clock (0n: the kernel's) and a new key per run, cycling over `mod` keys per
    *  CPU when mod > 0 (salt off when undefined). */
   setTest(o: { nowNs?: bigint; salt?: boolean; mod?: number }): void {
-    this.coll.map('sl_test').update(Buffer.alloc(4), encodeTestCtl({ now_ns: o.nowNs ?? 0n, salt_keys: o.salt ? 1 : 0, salt_mod: o.mod ?? 0 }, Buffer.alloc(SL_TEST_CTL_SIZE)));
+    const m = this.coll.map('sl_test');
+    const ctl = encodeTestCtl({ now_ns: o.nowNs ?? 0n, salt_keys: o.salt ? 1 : 0, salt_mod: o.mod ?? 0 }, Buffer.alloc(SL_TEST_CTL_SIZE));
+    m.update(Buffer.alloc(4), ctl.subarray(0, m.valueSize)); // another commit's may be shorter
   }
 
   /** Entries in rate_limit_map (walks the keys). */

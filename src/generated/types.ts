@@ -85,6 +85,7 @@ export const Bounds = {
   MAX_CANDS: 15,
   CAS_TRIES: 8,
   LEASE_DIV: 8,
+  PEN_BITS_LOG2: 20,
   PLUGIN_SLOTS: 16,
   TIER_DEFAULT: 255,
   COARSE_MIN_MS: 250,

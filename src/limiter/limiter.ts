@@ -239,6 +239,7 @@ export class Limiter {
       nGeo = geo?.entries.length ?? 0;
       if (idle.geo_hash !== geoHash || idle.n_geo !== nGeo || (nGeo && idle.geo_version === 0)) {
         geoVersion = version;
+        this.markGeoUnknown(half, idle);
         this.rewriteHalf(this.maps.sl_geo, half, (geo?.entries ?? []).map((g) => [g, encodeGeoVal({ version: geoVersion, tier: g.tier }, Buffer.alloc(SL_GEO_VAL_SIZE))]));
       }
     } else {
@@ -246,6 +247,7 @@ export class Limiter {
       nGeo = live.n_geo;
       if (idle.geo_hash !== live.geo_hash || idle.n_geo !== live.n_geo || idle.geo_version !== live.geo_version) {
         geoVersion = live.geo_version;
+        this.markGeoUnknown(half, idle);
         this.copyHalf(this.maps.sl_geo, liveHalf, half);
       }
     }
@@ -274,6 +276,15 @@ export class Limiter {
     // The flip. Only the version changes, so the rest of config_map is rewritten byte for byte.
     this.maps.config_map.update(u32key(0), encodeConfig({ ...cur, version }, Buffer.alloc(SL_CONFIG_SIZE)));
     return { compiled, listEntries: nLists };
+  }
+
+  /**
+   * Before the GeoIP entries of the idle half are rewritten: its record stops claiming them, so
+   * that a crash in the middle (a half-written dataset) makes the next change rewrite them rather
+   * than trust them. No packet reads the idle half (waitForReaders ran).
+   */
+  private markGeoUnknown(half: number, idle: ReturnType<typeof decodeHalf>): void {
+    this.maps.sl_policy.update(u32key(half), encodeHalf({ ...idle, n_geo: 0xffffffff, geo_version: 0, geo_hash: 0n }));
   }
 
   /** The lists of the live half, as the trie holds them (effective flags). */

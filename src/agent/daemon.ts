@@ -351,6 +351,8 @@ export class Daemon implements ApiBackend {
         iface: p.iface, netns: p.netns, mode: sizes.mode, maxEntries: sizes.maxEntries, maxRules: sizes.maxRules, maxListEntries: sizes.maxListEntries,
         limits, rules: p.rules, lists: p.lists, malformedDrop: p.malformedDrop, policyFile: p.policyFile,
         geoip: p.geoip, ruleIds: p.ruleIds, egress: p.egress,
+        // Protecting again is never refused because a change is pending (its rollback still runs).
+        allowPending: readPending(p)?.id,
       });
       m.protection = r.protection;
       m.linkId = r.protection.link.info().id;

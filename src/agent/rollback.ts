@@ -14,7 +14,7 @@ import { dirname, resolve } from 'node:path';
 import { AgentCode, AgentError } from './errors';
 import { assertNoPending, clearPending, holderAlive, readPending, rollbackLogPath, writePending, type Pending, type PendingHolder } from './pending';
 import { Protection, type UpOptions, type UpResult } from './protection';
-import { loadSettings, managerOf, policyContent, type Place } from './state';
+import { loadSettings, managerOf, policyContent, withLock, type Place } from './state';
 import { point } from './testhooks';
 
 const flagsOf = (p: Place): string => `--iface ${p.iface}${p.netns ? ` --netns ${p.netns}` : ''}`;
@@ -106,6 +106,9 @@ const log = (level: 'info' | 'error', event: string, p: Place, msg: string, extr
  */
 export async function runAgent(p: Place, id: string, o: { attempts?: number; retryMs?: number } = {}): Promise<number> {
   const attempts = o.attempts ?? 3;
+  // The apply that started this agent holds the lock until its pending file is written and its
+  // change is live (or refused): only then is "no pending file" an answer.
+  await withLock(p, () => undefined, 600_000);
   for (;;) {
     const pending = readPending(p);
     if (!pending || pending.id !== id) {
@@ -124,7 +127,7 @@ export async function runAgent(p: Place, id: string, o: { attempts?: number; ret
     } catch (e) {
       log('error', 'rollback_failed', p, (e as Error).message, { id, attempt: i, code: (e as { code?: string }).code });
       if (i >= attempts) return 1;
-      await new Promise((r) => setTimeout(r, o.retryMs ?? 2000));
+      await new Promise((r) => setTimeout(r, o.retryMs ?? 1000));
     }
   }
 }

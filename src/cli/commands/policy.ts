@@ -92,13 +92,17 @@ Examples:
   sluice policy apply policy.yaml --iface eth1 --confirm-within 60s   # then: sluice policy confirm --iface eth1`)
     .action(async (file: string, o: PlaceOptions & { confirmWithin?: number; json?: boolean }) => {
       const pl = place(o);
-      const prior = loadSettings(pl);
       const p0 = Protection.open(pl); // refuses an interface that is not protected
       p0.close();
-      const pf = loadPolicy(file, prior?.ruleIds ?? {}, prior?.maxRules);
-      const change = { ...pl, ...policyContent(pf), policyFile: pf.file };
-      // With a deadline, the rollback is persisted (and its holder started) before the change is live.
-      const r: UpResult & { pending?: Pending } = o.confirmWithin ? await applyWithRollback({ ...change, applied: pf.file }, o.confirmWithin) : await Protection.up(change);
+      // Rule ids are read and assigned under the lock, as every read-modify-write.
+      const { pf, r } = await Protection.locked(pl, async () => {
+        const prior = loadSettings(pl);
+        const pf = loadPolicy(file, prior?.ruleIds ?? {}, prior?.maxRules);
+        const change = { ...pl, ...policyContent(pf), policyFile: pf.file };
+        // With a deadline, the rollback is persisted (and its holder started) before the change is live.
+        const r: UpResult & { pending?: Pending } = o.confirmWithin ? await applyWithRollback({ ...change, applied: pf.file }, o.confirmWithin) : await Protection.up(change);
+        return { pf, r };
+      });
       const deadline = r.pending?.deadline ?? null;
       const holder = r.pending?.holder ?? null;
       for (const w of r.warnings) console.error(`warning: ${w}`);

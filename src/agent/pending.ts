@@ -10,7 +10,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { AgentCode, AgentError } from './errors';
-import { removeFileDurably, settingsPath, writeFileAtomic, type Place, type Settings } from './state';
+import { managerOf, removeFileDurably, settingsPath, writeFileAtomic, type Place, type Settings } from './state';
 
 export interface PendingHolder {
   kind: 'agent' | 'daemon';
@@ -52,16 +52,15 @@ export function clearPending(p: Place, id?: string): boolean {
   return removeFileDurably(pendingPath(p));
 }
 
-/** Whether a process is alive and is the holder it claims to be (a sluice process). */
-export function holderAlive(h: PendingHolder | null | undefined): boolean {
+/**
+ * Whether the holder of a pending rollback still runs as that holder: a daemon while it holds the
+ * interface's manager lock, an agent while its process runs `sluice policy _rollback`.
+ */
+export function holderAlive(h: PendingHolder | null | undefined, p?: Place): boolean {
   if (!h) return false;
+  if (h.kind === 'daemon' && p) return managerOf(p) === h.pid;
   try {
-    process.kill(h.pid, 0);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    return /sluice/.test(readFileSync(`/proc/${h.pid}/cmdline`, 'utf8'));
+    return /_rollback/.test(readFileSync(`/proc/${h.pid}/cmdline`, 'utf8'));
   } catch {
     return false;
   }
@@ -80,7 +79,7 @@ export interface PendingSummary {
 export function summarizePending(p: Place): PendingSummary | null {
   const x = readPending(p);
   if (!x) return null;
-  const alive = holderAlive(x.holder);
+  const alive = holderAlive(x.holder, p);
   return {
     id: x.id,
     state: x.failed ? 'failed' : alive ? 'pending' : 'orphaned',

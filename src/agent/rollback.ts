@@ -137,5 +137,5 @@ export function rollbackDue(p: Place, now = Date.now()): Pending | undefined {
   const pending = readPending(p);
   if (!pending || pending.failed || pending.deadline > now) return undefined;
   const mine = pending.holder?.kind === 'daemon' && pending.holder.pid === process.pid;
-  return mine || !holderAlive(pending.holder) ? pending : undefined;
+  return mine || !holderAlive(pending.holder, p) ? pending : undefined;
 }

@@ -257,6 +257,32 @@ test('a rollback that fails is loud: policy show, status; policy rollback retrie
   assert.equal((await json<{ rollback: unknown }>('policy', 'show', ...on)).rollback, null);
 });
 
+test('on an interface a daemon manages, the daemon holds the rollback of a --confirm-within change and runs it', async () => {
+  const cfg = join(dir, 'managed.yaml');
+  writeConfig(cfg, { interfaces: [{ iface: pl.iface, netns: pl.netns, max_entries: 1024, limits: { rate: 100000 } }], api: { socket: null }, reconcile_interval: '1h' });
+  const logs: { event?: string }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => { logs.push(JSON.parse(line) as { event?: string }); } });
+  const d = await Daemon.start({ configFile: cfg, listen: false, watch: false, logger });
+  try {
+    const b = file('b4.yaml', POLICY_B);
+    const applied = await json<{ rollback_holder: { kind: string; pid: number } }>('policy', 'apply', b, ...on, '--confirm-within', '2s');
+    assert.deepEqual(applied.rollback_holder, { kind: 'daemon', pid: process.pid }, 'no agent: the daemon holds it');
+    const show = await json<{ rollback: { state: string; holder: { kind: string; alive: boolean } } }>('policy', 'show', ...on);
+    assert.equal(show.rollback.state, 'pending');
+    assert.ok(show.rollback.holder.alive);
+    assert.match((await d.metrics()).body, /^sluice_rollback\{[^}]*state="pending"[^}]*\} 1$/m);
+    for (let i = 0; i < 60 && !logs.some((l) => l.event === 'rolled_back'); i++) await sleep(250);
+    assert.ok(logs.some((l) => l.event === 'rolled_back'), 'the daemon rolled back and logged it');
+    assert.ok(!existsSync(settingsPath(pl).replace(/\.json$/, '.pending.json')));
+    const k = kernel();
+    assert.notEqual(k.settings.policyFile, b);
+    assert.ok(k.agree, k.why);
+    assert.equal(k.rules, 1, "the config's policy (one default rule) is back");
+  } finally {
+    await d.stop({ detach: false });
+  }
+});
+
 test('a second daemon on one state directory, or on one interface from another state directory, is refused', async () => {
   const place = { iface: `${runId()}dm`, netns: `${runId()}absent` }; // never exists: nothing is attached
   const cfg = join(dir, 'd.yaml');

@@ -262,8 +262,22 @@ export function recoverJournal(p: Place): 'forward' | 'back' | undefined {
 function locked<T>(p: Place, fn: () => Promise<T> | T): Promise<T> {
   return withLock(p, () => {
     recoverJournal(p);
+    removeStaleTemps(p);
     return fn();
   });
+}
+
+/**
+ * Temporary files of state writes that a crash cut short (writeFileAtomic: <file>.<pid>.tmp).
+ * Every state file of an interface is written under its lock, so none is being written now.
+ */
+function removeStaleTemps(p: Place): void {
+  const path = settingsPath(p);
+  const dir = dirname(path);
+  if (!existsSync(dir)) return;
+  const stem = path.slice(dir.length + 1).replace(/\.json$/, '');
+  const re = new RegExp(`^${stem.replace(/[.*+?^${}()|[\]\\%]/g, '\\$&')}\\.(json|journal\\.json|pending\\.json)\\.\\d+\\.tmp$`);
+  for (const name of readdirSync(dir)) if (re.test(name)) rmSync(join(dir, name), { force: true });
 }
 
 /**
@@ -307,7 +321,7 @@ export class Protection {
     checkPrivileges();
     const dir = pinDir(p);
     // A change that a crash interrupted is finished or undone first, unless it is in progress.
-    if (existsSync(journalPath(p))) withLockIfFree(p, () => recoverJournal(p));
+    if (existsSync(journalPath(p))) withLockIfFree(p, () => { recoverJournal(p); removeStaleTemps(p); });
     const settings = loadSettings(p);
     if (!existsSync(join(dir, 'link')) || !settings) {
       throw new AgentError(AgentCode.NotProtected, `${where(p)} is not protected by Sluice (start with \`sluice up --iface ${p.iface}${p.netns ? ` --netns ${p.netns}` : ''}\`)`);

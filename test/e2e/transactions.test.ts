@@ -14,9 +14,9 @@
 import { PIN_ROOT, removePrivateRoots, STATE_DIR } from '../lib/private-root';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import pino from 'pino';
 import { Daemon } from '../../src/agent/daemon';
@@ -182,6 +182,7 @@ test('policy apply killed at each point of its transaction: the next command rol
     // The next command (any command that opens the interface) finishes or undoes the change.
     await ok('status');
     assert.ok(!existsSync(settingsPath(pl).replace(/\.json$/, '.journal.json')), `no journal left after ${at}`);
+    assert.deepEqual(readdirSync(dirname(settingsPath(pl))).filter((n) => n.endsWith('.tmp')), [], `no temporary file left after ${at}`);
     const k = kernel();
     assert.equal(k.settings.policyFile, want, `after a crash at ${at}: ${want === to ? 'rolled forward' : 'rolled back'}`);
     assert.ok(k.agree, `after a crash at ${at}, kernel and settings agree: ${k.why}`);

@@ -248,14 +248,30 @@ test('a rollback that fails is loud: policy show, status; policy rollback retrie
   assert.ok(kernel().agree);
   const log = readFileSync(settingsPath(pl).replace(/\.json$/, '.rollback.log'), 'utf8');
   assert.match(log, /"event":"rollback_failed"/, 'the agent logged it');
-  // Retried by hand, once the agent (still retrying with its hook) has given up: 3 attempts.
-  for (let i = 0; i < 40 && JSON.parse(readFileSync(settingsPath(pl).replace(/\.json$/, '.pending.json'), 'utf8')).failed.attempts < 3; i++) await sleep(250);
-  await sleep(300);
+  // Retried by hand (without the hook); the agent, if still retrying, then finds nothing to do.
   await ok('policy', 'rollback', ...on);
   const k = kernel();
   assert.equal(k.settings.policyFile, a);
   assert.ok(k.agree, k.why);
   assert.equal((await json<{ rollback: unknown }>('policy', 'show', ...on)).rollback, null);
+});
+
+test('a rollback agent that dies is loud too (orphaned), and policy rollback does its work', async () => {
+  const a = file('a5.yaml', POLICY_A);
+  const b = file('b5.yaml', POLICY_B);
+  await ok('policy', 'apply', a, ...on);
+  const applied = await json<{ rollback_holder: { kind: string; pid: number } }>('policy', 'apply', b, ...on, '--confirm-within', '60s');
+  process.kill(applied.rollback_holder.pid, 'SIGKILL');
+  await sleep(200);
+  const show = await sluice('policy', 'show', ...on, '--json');
+  assert.equal(JSON.parse(show.stdout).rollback.state, 'orphaned');
+  assert.equal(JSON.parse(show.stdout).rollback.holder.alive, false);
+  assert.match((await sluice('policy', 'show', ...on)).stderr, new RegExp(`process ${applied.rollback_holder.pid} \\(gone\\).*nothing will roll back by itself`));
+  assert.match((await sluice('status')).stderr, /nothing will roll back by itself/);
+  await ok('policy', 'rollback', ...on);
+  const k = kernel();
+  assert.equal(k.settings.policyFile, a);
+  assert.ok(k.agree, k.why);
 });
 
 test('on an interface a daemon manages, the daemon holds the rollback of a --confirm-within change and runs it', async () => {

@@ -10,7 +10,8 @@
         "native/testrun.c",
         "native/net.c",
         "native/ringbuf.c",
-        "native/lab.c"
+        "native/lab.c",
+        "native/flock.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],

@@ -8,6 +8,7 @@
  *         net.c      XDP (link and netlink), tc, interface names, network namespaces
  *         lab.c      the lab generator: live-frame runs in a namespace, paced packet socket, GRO
  *         ringbuf.c  BPF ring buffer consumer, polled on a worker thread
+ *         flock.c    flock(2) on a file descriptor (Node has none)
  * Nothing but src/ebpf/native.ts imports this module.
  */
 #include "common.h"
@@ -35,6 +36,7 @@ static napi_value init(napi_env env, napi_value exports)
 	sn_init_net(env, exports);
 	sn_init_lab(env, exports);
 	sn_init_ringbuf(env, exports);
+	sn_init_flock(env, exports);
 	return exports;
 }
 

@@ -33,10 +33,15 @@ import type { Snapshot } from '../limiter/stats';
 import { sweepPenalties } from '../limiter/limiter';
 import { compileLists } from '../limiter/lists';
 import { compilePolicy, PolicyError } from '../limiter/policy';
-import { AgentCode } from './errors';
+import { AgentCode, AgentError } from './errors';
+import { readPending, summarizePending } from './pending';
 import { DEFAULT_MAX_LIST_ENTRIES, policyOf, Protection } from './protection';
 import { statsReport, statusReport, takeSnapshot, topReport } from './report';
-import { listPlaces, loadSettings, pinDir, type Limits, type Place, type Settings } from './state';
+import { rollbackDue, rollbackNow } from './rollback';
+import {
+  daemonLockPath, holdLock, listPlaces, loadSettings, managerLockPath, pinDir, STATE_ROOT,
+  type HeldLock, type Limits, type Place, type Settings,
+} from './state';
 
 export interface DaemonOptions {
   configFile: string;
@@ -62,6 +67,10 @@ interface Managed {
   pending?: string;
   /** For current rates in /v1/stats. */
   snap?: Snapshot;
+  /** The machine-wide lock that says this daemon manages the interface (state.ts, managerLockPath). */
+  manager?: HeldLock;
+  /** The last failed rollback logged (its id and attempts), so that it is logged once. */
+  rollbackLogged?: string;
 }
 
 export interface ReloadResult {
@@ -123,6 +132,8 @@ export class Daemon implements ApiBackend {
   private inputs: Record<string, string>;
   private servers: FastifyInstance[] = [];
   private stopped = false;
+  private stateLock: HeldLock | undefined;
+  private rollbackTimer: NodeJS.Timeout | undefined;
   private readonly reloads = { ok: 0, failed: 0, lastOk: null as boolean | null, lastAt: null as number | null };
   lastReload: ReloadResult | null = null;
 
@@ -131,7 +142,7 @@ export class Daemon implements ApiBackend {
     this.inputs = { ...config.inputs, [config.file]: hash(text) };
     this.log = opts.logger ?? createLogger(config.log.level);
     this.metricsRegistry = new Metrics({
-      metricInterfaces: () => [...this.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection })),
+      metricInterfaces: () => [...this.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection, rollback: summarizePending(m.cfg)?.state ?? null })),
       reloadCounts: () => ({ ...this.reloads }),
     });
   }
@@ -143,12 +154,14 @@ export class Daemon implements ApiBackend {
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const { text, config } = readConfig(opts.configFile);
     const d = new Daemon(config, text, opts);
+    d.takeLocks();
     d.reloads.ok++;
     d.reloads.lastOk = true;
     d.reloads.lastAt = Date.now();
     d.log.info({ event: 'start', config: config.file, interfaces: config.interfaces.length, detach_on_exit: !!opts.detachOnExit }, `sluice daemon starting with ${config.file}`);
     for (const w of config.warnings) d.log.warn({ event: 'config_warning' }, w);
-    for (const i of config.interfaces) d.managed.set(keyOf(i), { cfg: i, override: null });
+    for (const i of config.interfaces) d.managed.set(keyOf(i), { cfg: i, override: null, manager: d.managerLocks.get(keyOf(i)) });
+    d.managerLocks.clear();
     await d.serial(() => d.reconcileAll('start'));
     const configured = new Set(d.managed.keys());
     const others = listPlaces().filter((p) => !configured.has(keyOf(p)));
@@ -163,8 +176,73 @@ export class Daemon implements ApiBackend {
     }
     if (opts.watch ?? true) d.watchInputs();
     d.schedule();
+    d.rollbackTimer = setInterval(() => { void d.checkRollbacks(); }, 1000);
+    d.rollbackTimer.unref();
     d.log.info({ event: 'ready', protected: d.protectedCount(), socket: config.api.socket, tcp: config.api.tcp ? `${config.api.tcp.host}:${config.api.tcp.port}` : null }, `sluice daemon ready: ${d.protectedCount()} of ${d.managed.size} interfaces protected`);
     return d;
+  }
+
+  private readonly managerLocks = new Map<string, HeldLock>();
+
+  /**
+   * One daemon per state directory, and one daemon per interface (machine-wide): a second is
+   * refused before it touches anything. Daemons with their own state directories and interfaces
+   * run side by side.
+   */
+  private takeLocks(): void {
+    const st = holdLock(daemonLockPath(), `config ${this.config.file}`);
+    if (!('release' in st)) {
+      throw new AgentError(AgentCode.DaemonRunning, `another sluice daemon${st.holder ? ` (process ${st.holder}${st.note ? `, ${st.note}` : ''})` : ''} uses the state directory ${STATE_ROOT}: stop it, or give this one a state directory of its own (SLUICE_STATE_DIR). Nothing was changed`);
+    }
+    this.stateLock = st;
+    const taken: HeldLock[] = [];
+    const refused: string[] = [];
+    for (const i of this.config.interfaces) {
+      const l = holdLock(managerLockPath(i), `state ${STATE_ROOT}, config ${this.config.file}`);
+      if ('release' in l) { taken.push(l); this.managerLocks.set(keyOf(i), l); } else refused.push(`${where(i)} (by process ${l.holder ?? '?'}${l.note ? `, ${l.note}` : ''})`);
+    }
+    if (refused.length) {
+      taken.forEach((l) => l.release());
+      this.managerLocks.clear();
+      st.release();
+      throw new AgentError(AgentCode.ManagedElsewhere, `another sluice daemon manages ${refused.join(', ')}: two daemons must not manage one interface. Stop the other, or take the interface out of one config. Nothing was changed`);
+    }
+  }
+
+  /**
+   * Rollbacks of changes applied with --confirm-within to managed interfaces: those this daemon
+   * holds, and those whose holder is gone, run when due; a failed one is logged (once per attempt).
+   */
+  private async checkRollbacks(): Promise<void> {
+    if (this.stopped) return;
+    for (const m of this.managed.values()) {
+      const p = m.cfg;
+      let pending;
+      try {
+        pending = readPending(p);
+        if (pending?.failed) {
+          const tag = `${pending.id}/${pending.failed.attempts}`;
+          if (m.rollbackLogged !== tag) {
+            m.rollbackLogged = tag;
+            this.log.error({ event: 'rollback_failed', iface: p.iface, netns: p.netns, id: pending.id, attempts: pending.failed.attempts, code: pending.failed.code },
+              `the rollback of ${pending.applied} on ${where(p)} failed: ${pending.failed.message}. ${pending.applied} stays live; retry with \`sluice policy rollback ${placeFlags(p)}\` or keep it with \`sluice policy confirm ${placeFlags(p)}\``);
+          }
+          continue;
+        }
+        const due = rollbackDue(p);
+        if (!due) continue;
+        await this.serial(async () => {
+          const done = await rollbackNow(p, due.id);
+          if (!done) return;
+          this.close(m); // reopened by ensure with the restored settings
+          this.log.warn({ event: 'rolled_back', iface: p.iface, netns: p.netns, id: due.id, applied: due.applied }, `${due.applied} on ${where(p)} was not confirmed in time: rolled back to the settings from before it`);
+          await this.ensure(m, 'rollback');
+        });
+      } catch (e) {
+        // rollbackNow recorded the failure in the pending file: logged above on the next check.
+        if ((e as { code?: string }).code !== AgentCode.RollbackFailed) this.log.error({ event: 'rollback_error', iface: p.iface, netns: p.netns }, (e as Error).message);
+      }
+    }
   }
 
   private protectedCount(): number {
@@ -285,6 +363,8 @@ export class Daemon implements ApiBackend {
     try {
       if (m.protection && this.stillOurs(m)) {
         const s = loadSettings(p);
+        // A change applied with --confirm-within is left to its rollback (or confirmation).
+        if (readPending(p)) return;
         if (s && (!sameLimits(s.limits, limits) || listsText(s.lists) !== listsText(p.lists) || s.malformedDrop !== p.malformedDrop || rulesText(s) !== rulesText(p))) {
           await m.protection.update({ limits, lists: p.lists, malformedDrop: p.malformedDrop, rules: p.rules, geoip: p.geoip, ruleIds: p.ruleIds });
           this.log.warn({ event: 'drift', iface: p.iface, netns: p.netns }, `the settings of ${where(p)} were changed outside the daemon (sluice set?): set back to the config's. Change them in ${this.config.file} or with PUT /v1/limits`);
@@ -301,6 +381,8 @@ export class Daemon implements ApiBackend {
         iface: p.iface, netns: p.netns, mode: sizes.mode, maxEntries: sizes.maxEntries, maxRules: sizes.maxRules, maxListEntries: sizes.maxListEntries,
         limits, rules: p.rules, lists: p.lists, malformedDrop: p.malformedDrop, policyFile: p.policyFile,
         geoip: p.geoip, ruleIds: p.ruleIds, egress: p.egress,
+        // Protecting again is never refused because a change is pending (its rollback still runs).
+        allowPending: readPending(p)?.id,
       });
       m.protection = r.protection;
       m.linkId = r.protection.link.info().id;
@@ -485,6 +567,7 @@ export class Daemon implements ApiBackend {
       if (wanted.has(key)) continue;
       const had = !!m.protection;
       this.close(m);
+      m.manager?.release();
       this.managed.delete(key);
       this.metricsRegistry.forget(m.cfg.iface, m.cfg.netns);
       try {
@@ -498,7 +581,14 @@ export class Daemon implements ApiBackend {
     for (const [key, cfg] of wanted) {
       const m = this.managed.get(key);
       if (!m) {
-        const fresh: Managed = { cfg, override: null };
+        const lock = holdLock(managerLockPath(cfg), `state ${STATE_ROOT}, config ${next.file}`);
+        if (!('release' in lock)) {
+          const msg = `another sluice daemon (process ${lock.holder ?? '?'}${lock.note ? `, ${lock.note}` : ''}) manages ${where(cfg)}: not managed by this one`;
+          this.log.error({ event: 'managed_elsewhere', iface: cfg.iface, netns: cfg.netns, code: AgentCode.ManagedElsewhere }, msg);
+          changes.push(`${where(cfg)}: ${msg}`);
+          continue;
+        }
+        const fresh: Managed = { cfg, override: null, manager: lock };
         this.managed.set(key, fresh);
         await this.ensure(fresh, 'reload');
         changes.push(`${where(cfg)}: added, ${fresh.protection ? 'protected' : `not protected (${fresh.error?.message})`}`);
@@ -654,6 +744,7 @@ export class Daemon implements ApiBackend {
     this.stopped = true;
     const detach = o.detach ?? !!this.opts.detachOnExit;
     clearInterval(this.timer);
+    clearInterval(this.rollbackTimer);
     clearTimeout(this.debounce);
     for (const w of this.watchers.values()) w.close();
     this.watchers.clear();
@@ -670,6 +761,8 @@ export class Daemon implements ApiBackend {
         }
       }
     });
+    for (const m of this.managed.values()) m.manager?.release();
+    this.stateLock?.release();
     const n = this.managed.size;
     this.log.info({ event: 'stop', detached: detach }, detach ? `sluice daemon stopped: protection taken down on ${n} interface${n === 1 ? '' : 's'}` : `sluice daemon stopped: protection stays in force on ${n} interface${n === 1 ? '' : 's'} (the next start adopts it)`);
   }

@@ -14,6 +14,10 @@ export const AgentCode = {
   InvalidArgument: 'SLUICE_E_INVALID_ARGUMENT',
   ModeChange: 'SLUICE_E_MODE_CHANGE',
   Busy: 'SLUICE_E_LOCKED',
+  Pending: 'SLUICE_E_PENDING',
+  RollbackFailed: 'SLUICE_E_ROLLBACK_FAILED',
+  DaemonRunning: 'SLUICE_E_DAEMON_RUNNING',
+  ManagedElsewhere: 'SLUICE_E_MANAGED_ELSEWHERE',
 } as const;
 
 export type AgentCodeValue = (typeof AgentCode)[keyof typeof AgentCode];

@@ -22,10 +22,13 @@ import { compileGeo, type GeoCompiled, type GeoConfig } from '../limiter/geoip';
 import { Abi } from '../generated/types';
 import { ABI_MAP, checkStamp, describeStamp, layoutHashOf, objectLayout, readStamp, stampOf, writeStamp, type ObjectLayout } from './abi';
 import { AgentCode, AgentError } from './errors';
+import { assertNoPending, pendingPath } from './pending';
 import {
-  DEFAULT_LIMITS, loadSettings, pinDir, removeSettings, saveSettings, scopeOf, settingsPath, withLock,
+  DEFAULT_LIMITS, journalPath, loadSettings, pinDir, removeFileDurably, removeSettings, saveSettings, scopeOf, settingsPath, withLock,
+  withLockIfFree, writeFileAtomic,
   type Limits, type Mode, type Place, type Settings,
 } from './state';
+import { point } from './testhooks';
 
 export const DEFAULT_OBJECT = resolve(__dirname, '..', '..', '..', 'bpf', 'sluice.bpf.o');
 export const PROGRAM = 'sluice_xdp';
@@ -53,6 +56,8 @@ export interface UpOptions extends Place {
   geoip?: GeoConfig | null;
   ruleIds?: Record<string, number>;
   policyFile?: string | null;
+  /** The id of the pending rollback this change is made for (its own apply, or the rollback): not refused by it. */
+  allowPending?: string;
 }
 
 export interface UpResult {
@@ -163,6 +168,119 @@ function applyAll(limiter: Limiter, s: Settings): void {
   limiter.apply({ policy: policyOf(s), geo: geo ? { entries: geo.entries, hash: geo.hash } : null, lists: s.lists, malformedDrop: s.malformedDrop });
 }
 
+/** The record of a change in progress: enough to finish it or undo it after a crash. */
+interface Journal {
+  format: 1;
+  pid: number;
+  at: string;
+  /** The live policy version before the change; the change's flip makes it versionBefore + 1. */
+  versionBefore: number;
+  previous: Settings | null;
+  next: Settings;
+}
+
+/**
+ * A change of an adopted protection as one transaction: the journal (previous and next settings,
+ * the version before) is written durably, then the kernel flips (Limiter.apply: one write makes
+ * the whole new policy live), then the settings are saved, then the journal is removed. A crash
+ * at any point is finished or undone by the next command or daemon start (recoverJournal): the
+ * kernel's version tells whether the flip happened, and the settings are made to say what the
+ * kernel runs. Called under the interface's lock.
+ */
+function commit(p: Place, limiter: Limiter, previous: Settings | undefined, next: Settings): void {
+  const versionBefore = limiter.version();
+  const journal: Journal = { format: 1, pid: process.pid, at: new Date().toISOString(), versionBefore, previous: previous ?? null, next };
+  writeFileAtomic(journalPath(p), JSON.stringify(journal) + '\n');
+  point('journal');
+  try {
+    applyAll(limiter, next);
+  } catch (e) {
+    // Refused or failed before the flip (the flip is Limiter.apply's last write): nothing is live.
+    if (limiter.version() === versionBefore) removeFileDurably(journalPath(p));
+    throw e;
+  }
+  point('flip');
+  try {
+    saveSettings(next);
+  } catch (e) {
+    // The kernel runs next, the file still says previous: flip the kernel back, so that both say
+    // previous. If that fails too, the journal stays and the next command rolls forward.
+    if (previous) {
+      try {
+        applyAll(limiter, previous);
+        removeFileDurably(journalPath(p));
+      } catch { /* the journal finishes it */ }
+    }
+    throw e;
+  }
+  point('save');
+  removeFileDurably(journalPath(p));
+}
+
+/**
+ * Finish or undo a change that a crash interrupted (its journal is there): when the kernel flipped
+ * (its version moved on from the journal's), the new settings are saved (rolled forward);
+ * otherwise the previous settings are (rolled back; the idle half it may have written is never
+ * live). Called under the interface's lock. Returns what was done.
+ */
+export function recoverJournal(p: Place): 'forward' | 'back' | undefined {
+  const path = journalPath(p);
+  if (!existsSync(path)) return undefined;
+  let j: Journal;
+  try {
+    j = JSON.parse(readFileSync(path, 'utf8')) as Journal;
+  } catch {
+    // Written atomically, so never torn; unreadable means not ours: the settings stay as they are.
+    removeFileDurably(path);
+    return undefined;
+  }
+  const dir = pinDir(p);
+  let version: number | undefined;
+  if (existsSync(join(dir, 'maps', 'config_map'))) {
+    const maps = pinnedMaps(dir);
+    try {
+      version = limiterOf(maps).version();
+    } finally {
+      for (const m of maps.values()) m.close();
+    }
+  }
+  let done: 'forward' | 'back' | undefined;
+  if (version === undefined) {
+    done = undefined; // the pins are gone: nothing runs that settings could disagree with
+  } else if (version !== j.versionBefore) {
+    saveSettings(j.next);
+    done = 'forward';
+  } else if (j.previous) {
+    saveSettings(j.previous);
+    done = 'back';
+  }
+  removeFileDurably(path);
+  if (done) process.emitWarning(`an interrupted change of ${where(p)} (process ${j.pid}, ${j.at}) was ${done === 'forward' ? 'finished: the new settings are saved' : 'undone: the previous settings stay'}`, { code: 'SLUICE_RECOVERED' });
+  return done;
+}
+
+/** Run fn under the interface's lock, after finishing or undoing a change a crash interrupted. */
+function locked<T>(p: Place, fn: () => Promise<T> | T): Promise<T> {
+  return withLock(p, () => {
+    recoverJournal(p);
+    removeStaleTemps(p);
+    return fn();
+  });
+}
+
+/**
+ * Temporary files of state writes that a crash cut short (writeFileAtomic: <file>.<pid>.tmp).
+ * Every state file of an interface is written under its lock, so none is being written now.
+ */
+function removeStaleTemps(p: Place): void {
+  const path = settingsPath(p);
+  const dir = dirname(path);
+  if (!existsSync(dir)) return;
+  const stem = path.slice(dir.length + 1).replace(/\.json$/, '');
+  const re = new RegExp(`^${stem.replace(/[.*+?^${}()|[\]\\%]/g, '\\$&')}\\.(json|journal\\.json|pending\\.json)\\.\\d+\\.tmp$`);
+  for (const name of readdirSync(dir)) if (re.test(name)) rmSync(join(dir, name), { force: true });
+}
+
 /**
  * Pin obj at path, replacing what is pinned there without a moment with nothing: pinned beside it
  * first, then renamed over it (one rename in bpffs). A crash at any point leaves the old pin or the
@@ -184,6 +302,9 @@ function removeEmptyScope(p: Place): void {
   }
 }
 
+/** What Protection.update may change. */
+export interface SettingsChange { limits?: Partial<Limits>; rules?: RuleSpec[]; lists?: Lists; malformedDrop?: boolean; geoip?: GeoConfig | null; ruleIds?: Record<string, number> }
+
 export class Protection {
   private constructor(
     readonly settings: Settings,
@@ -200,6 +321,8 @@ export class Protection {
   static open(p: Place): Protection {
     checkPrivileges();
     const dir = pinDir(p);
+    // A change that a crash interrupted is finished or undone first, unless it is in progress.
+    if (existsSync(journalPath(p))) withLockIfFree(p, () => { recoverJournal(p); removeStaleTemps(p); });
     const settings = loadSettings(p);
     if (!existsSync(join(dir, 'link')) || !settings) {
       throw new AgentError(AgentCode.NotProtected, `${where(p)} is not protected by Sluice (start with \`sluice up --iface ${p.iface}${p.netns ? ` --netns ${p.netns}` : ''}\`)`);
@@ -213,12 +336,18 @@ export class Protection {
     }
   }
 
+  /** Run fn under the interface's lock (reentrant), after recovering an interrupted change. */
+  static locked<T>(p: Place, fn: () => Promise<T> | T): Promise<T> {
+    return locked(p, fn);
+  }
+
   /** Load, attach and pin; or adopt (and upgrade) what is pinned. Then apply the settings. */
   static async up(o: UpOptions): Promise<UpResult> {
     checkPrivileges();
     checkBpffs();
     scopeOf(o.netns);
-    return withLock(o, async () => {
+    return locked(o, async () => {
+      assertNoPending(o, o.allowPending);
       const ifidx = resolveIfindex(o);
       const dir = pinDir(o);
       const warnings: string[] = [];
@@ -464,14 +593,12 @@ export class Protection {
         link.close();
       }
       const settings: Settings = { ...prior, ...base, mode: prior.mode, ifindex: prior.ifindex, mapLayouts: check.digests, attachedAt: prior.attachedAt, updatedAt: '' };
-      // Opened again to include the maps just pinned; closed here, or each adoption leaks their fds.
-      const adopted = pinnedMaps(dir);
+      const live = pinnedMaps(dir);
       try {
-        applyAll(limiterOf(adopted), settings);
+        commit(o, limiterOf(live), prior, settings);
       } finally {
-        for (const m of adopted.values()) m.close();
+        for (const m of live.values()) m.close();
       }
-      saveSettings(settings);
       return { action, warnings, protection: Protection.open(o) };
     } finally {
       coll?.close();
@@ -562,7 +689,7 @@ export class Protection {
   /** Detach and unpin. Idempotent: false when there was nothing to take down. */
   static async down(p: Place): Promise<boolean> {
     checkPrivileges();
-    return withLock(p, () => Protection.teardown(p));
+    return locked(p, () => Protection.teardown(p));
   }
 
   private static async teardown(p: Place): Promise<boolean> {
@@ -582,6 +709,8 @@ export class Protection {
     Protection.detachEgress(p);
     rmSync(dir, { recursive: true, force: true });
     removeSettings(p);
+    // Nothing is left to roll back: a watcher that wakes finds no pending file and ends.
+    rmSync(pendingPath(p), { force: true });
     removeEmptyScope(p);
     return had;
   }
@@ -614,7 +743,9 @@ export class Protection {
    */
   async plug(hook: Hook, slot: number, object: string, program: string): Promise<void> {
     if (!existsSync(object)) throw new AgentError(AgentCode.InvalidArgument, `no BPF object at ${object}`);
-    await withLock(this.place, async () => {
+    await locked(this.place, async () => {
+      this.reload();
+      assertNoPending(this.place);
       this.assertStamp();
       let prog: Program;
       try {
@@ -638,7 +769,9 @@ export class Protection {
 
   /** Empty a plugin slot: its rules go back to the built-in limiter. Idempotent. */
   async unplug(hook: Hook, slot: number): Promise<boolean> {
-    return withLock(this.place, () => {
+    return locked(this.place, () => {
+      this.reload();
+      assertNoPending(this.place);
       const had = unplugProgram(this.maps.get(`sl_plugins_${hook}`)!, slot);
       rmSync(join(pinDir(this.place), 'plugins', `${hook}_${slot}`), { force: true });
       delete this.settings.plugins[hook][String(slot)];
@@ -662,10 +795,26 @@ export class Protection {
     throw new AgentError(AgentCode.PinsAbiMismatch, `the state pinned for ${where(p)} does not carry the ABI stamp this control plane adopted (the pins have ${s ? describeStamp(s) : 'no stamp'}; this control plane ${recorded ? `adopted ${describeStamp({ layoutHash: layoutHashOf(recorded), abiVersion: Abi.VERSION })}` : `has ABI version ${Abi.VERSION} and recorded no layouts for them`}), so nothing is written into it. The program that runs there stays attached and keeps enforcing. Run \`sluice up ${flags}\` to adopt it, or add --reset-state to start with fresh state`);
   }
 
-  /** Change settings live: compiled and checked first, then one policy flip. */
-  async update(change: { limits?: Partial<Limits>; rules?: RuleSpec[]; lists?: Lists; malformedDrop?: boolean; geoip?: GeoConfig | null; ruleIds?: Record<string, number> }): Promise<Settings> {
-    return withLock(this.place, () => {
+  /** The settings as saved now (under the lock: what a read-modify-write must start from). */
+  private reload(): void {
+    const cur = loadSettings(this.place);
+    if (!cur) throw new AgentError(AgentCode.NotProtected, `${where(this.place)} was taken down meanwhile (start with \`sluice up --iface ${this.place.iface}${this.place.netns ? ` --netns ${this.place.netns}` : ''}\`)`);
+    for (const k of Object.keys(this.settings)) if (!(k in cur)) delete (this.settings as unknown as Record<string, unknown>)[k];
+    Object.assign(this.settings, cur);
+  }
+
+  /**
+   * Change settings live: compiled and checked first, then one transaction (commit: journal, one
+   * policy flip, settings saved). The change is computed under the lock from the settings as they
+   * are then (a function of them, for edits such as "add this prefix"), so that concurrent edits
+   * never lose one another. Refused while a rollback is pending (SLUICE_E_PENDING).
+   */
+  async update(change: SettingsChange | ((current: Settings) => SettingsChange)): Promise<Settings> {
+    return locked(this.place, () => {
+      this.reload();
+      assertNoPending(this.place);
       this.assertStamp();
+      if (typeof change === 'function') change = change(this.settings);
       const next: Settings = {
         ...this.settings,
         limits: { ...this.settings.limits, ...change.limits },
@@ -678,8 +827,7 @@ export class Protection {
       validateLimits(next.limits);
       compilePolicy(policyOf(next), next.maxRules);
       checkListsFit(next);
-      applyAll(this.limiter, next);
-      saveSettings(next);
+      commit(this.place, this.limiter, this.settings, next);
       Object.assign(this.settings, next);
       return next;
     });

@@ -8,6 +8,7 @@ import { readStates, SHARED_TOP, sharedWalk, walkStates, type StateEntry } from 
 import type { Rule } from '../generated/types';
 import { listPlaces, type Limits, type Mode, type Place } from './state';
 import { Protection } from './protection';
+import { summarizePending, type PendingSummary } from './pending';
 
 export interface StatsReport extends SlotStats {
   iface: string;
@@ -51,6 +52,8 @@ export interface StatusReport {
   /** Insertions minus entries present: the evictions (and expiries) so far, at least. */
   evictions: number;
   attached_at: string;
+  /** A change applied with --confirm-within that is not confirmed yet, or whose rollback failed. */
+  rollback: PendingSummary | null;
 }
 
 /**
@@ -82,6 +85,7 @@ export async function statusReport(p: Protection): Promise<StatusReport> {
     state_max_entries: p.limiter.maps.rate_limit_map.maxEntries,
     evictions: Math.max(0, snap.totals.new_states - entries),
     attached_at: s.attachedAt,
+    rollback: summarizePending(p.place),
   };
 }
 

@@ -14,19 +14,28 @@
  * written as one path component each (pathName: bpffs refuses "."), and every path is asserted to
  * be exactly its place under its root (under()) before anything is written or removed.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { flock, LOCK } from '../ebpf';
 import type { GeoConfig } from '../limiter/geoip';
 import type { AlgName } from '../limiter/models';
 import type { Lists } from '../limiter/lists';
 import type { RuleSpec } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
 import { netnsNameProblem, placeProblems } from './names';
+import { point } from './testhooks';
 
 /** Where pins live; SLUICE_PIN_ROOT moves them (a directory on a bpffs; tests use a private one). */
 export const PIN_ROOT = resolve(process.env['SLUICE_PIN_ROOT'] || '/sys/fs/bpf/sluice');
 /** Where settings and locks live; SLUICE_STATE_DIR moves them. */
 export const STATE_ROOT = resolve(process.env['SLUICE_STATE_DIR'] || '/run/sluice');
+/**
+ * Where a daemon marks the interfaces it manages, machine-wide (not per state directory, so that
+ * two daemons with separate state directories still cannot manage one interface); SLUICE_LOCK_DIR
+ * moves it.
+ */
+export const MANAGER_ROOT = resolve(process.env['SLUICE_LOCK_DIR'] || '/run/lock/sluice');
 
 export type Mode = 'native' | 'generic';
 
@@ -166,17 +175,51 @@ export function loadSettings(p: Place): Settings | undefined {
   return { egress: false, plugins: { xdp: {}, tc: {} }, geoip: null, ruleIds: {}, ...JSON.parse(readFileSync(path, 'utf8')) } as Settings;
 }
 
-/** Written whole or not at all (a rename within the directory). */
-export function saveSettings(s: Settings): void {
-  const path = settingsPath(s);
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+/**
+ * Write a file whole or not at all, and durably: a temporary file beside it, fsync, rename over
+ * the old one, fsync of the directory. A crash at any point leaves the old content or the new.
+ */
+export function writeFileAtomic(path: string, text: string, hook?: string): void {
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ ...s, updatedAt: new Date().toISOString() }, null, 2) + '\n', { mode: 0o600 });
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  if (hook) point(hook);
   renameSync(tmp, path);
+  fsyncDir(dir);
+}
+
+/** Remove a file durably (the directory fsynced); false when it was not there. */
+export function removeFileDurably(path: string): boolean {
+  if (!existsSync(path)) return false;
+  rmSync(path, { force: true });
+  fsyncDir(dirname(path));
+  return true;
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try { fsyncSync(fd); } finally { closeSync(fd); }
+}
+
+/** Written whole or not at all, and durably (writeFileAtomic). */
+export function saveSettings(s: Settings): void {
+  writeFileAtomic(settingsPath(s), JSON.stringify({ ...s, updatedAt: new Date().toISOString() }, null, 2) + '\n', 'settings-tmp');
+}
+
+/** The journal of the change in progress on a place (src/agent/protection.ts, commit()). */
+export function journalPath(p: Place): string {
+  return settingsPath(p).replace(/\.json$/, '.journal.json');
 }
 
 export function removeSettings(p: Place): void {
-  rmSync(settingsPath(p), { force: true });
+  for (const path of [settingsPath(p), journalPath(p)]) rmSync(path, { force: true });
 }
 
 /** Every place with pins: (scope, iface) pairs under the pin root. */
@@ -195,47 +238,129 @@ export function listPlaces(): Place[] {
   return out.sort((a, b) => `${a.netns ?? ''}/${a.iface}`.localeCompare(`${b.netns ?? ''}/${b.iface}`));
 }
 
-/**
- * One change at a time per interface, across processes: an exclusive lock file holding the owner's
- * pid. A lock whose owner is gone is taken over.
- */
-export async function withLock<T>(p: Place, fn: () => Promise<T> | T, timeoutMs = 10_000): Promise<T> {
+/** The locks this async context holds (so that a locked section may call another: reentrant). */
+const held = new AsyncLocalStorage<ReadonlySet<string>>();
+
+function lockPath(p: Place): string {
   // Outside the scope directory, so that removing an emptied scope is not blocked by the lock.
   assertPlace(p);
-  const path = under(join(STATE_ROOT, '.locks'), `${pathName(scopeOf(p.netns))}--${pathName(p.iface)}.lock`);
+  return under(join(STATE_ROOT, '.locks'), `${pathName(scopeOf(p.netns))}--${pathName(p.iface)}.lock`);
+}
+
+/** Whether this async context holds the lock of p (inside withLock). */
+export function holdsLock(p: Place): boolean {
+  return held.getStore()?.has(lockPath(p)) ?? false;
+}
+
+/** An exclusive flock(2) of path, or undefined when another open file holds it. Never unlinked. */
+function tryFlock(path: string): number | undefined {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const fd = openSync(path, 'wx', 0o600);
-      writeFileSync(fd, String(process.pid));
-      closeSync(fd);
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const owner = Number(readFileSync(path, 'utf8') || 0);
-      if (!owner || !alive(owner)) {
-        rmSync(path, { force: true });
-        continue;
-      }
-      if (Date.now() > deadline) {
-        throw new AgentError(AgentCode.Busy, `${p.iface}${p.netns ? ` in ${p.netns}` : ''} is being changed by process ${owner}; wait for it, or end it`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  const fd = openSync(path, 'a+', 0o600);
   try {
-    return await fn();
-  } finally {
-    try { unlinkSync(path); } catch { /* already gone */ }
+    if (flock(fd, LOCK.EX | LOCK.NB)) {
+      // The holder, for messages only: the lock is the flock, never the content.
+      ftruncateSync(fd, 0);
+      writeSync(fd, `${process.pid}\n`);
+      return fd;
+    }
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+  closeSync(fd);
+  return undefined;
+}
+
+function holderOf(path: string): number | undefined {
+  try {
+    return Number(readFileSync(path, 'utf8').split('\n')[0]) || undefined;
+  } catch {
+    return undefined;
   }
 }
 
-function alive(pid: number): boolean {
+function release(fd: number): void {
+  // Closing the last descriptor releases the flock; the file stays (unlinking a lock file lets
+  // two processes lock two different files of one name).
+  try { ftruncateSync(fd, 0); } catch { /* released anyway */ }
+  closeSync(fd);
+}
+
+/**
+ * One change at a time per interface, across processes: flock(2) of a lock file per interface.
+ * The kernel releases it when its holder exits, however it exits, so there is no stale lock to
+ * take over and no race in taking one over. Every read-modify-write of an interface's settings
+ * and pins happens inside fn. Reentrant within one async context.
+ */
+export async function withLock<T>(p: Place, fn: () => Promise<T> | T, timeoutMs = 10_000): Promise<T> {
+  const path = lockPath(p);
+  const mine = held.getStore();
+  if (mine?.has(path)) return fn();
+  const deadline = Date.now() + timeoutMs;
+  let fd: number | undefined;
+  while ((fd = tryFlock(path)) === undefined) {
+    if (Date.now() > deadline) {
+      const owner = holderOf(path);
+      throw new AgentError(AgentCode.Busy, `${p.iface}${p.netns ? ` in ${p.netns}` : ''} is being changed by ${owner ? `process ${owner}` : 'another process'}; wait for it, or end it`);
+    }
+    await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
+  }
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    return await held.run(new Set([...(mine ?? []), path]), fn);
+  } finally {
+    release(fd);
+  }
+}
+
+/** Run fn under the lock of p if it is free now (or held by this context); undefined if not. */
+export function withLockIfFree<T>(p: Place, fn: () => T): { value: T } | undefined {
+  const path = lockPath(p);
+  if (held.getStore()?.has(path)) return { value: fn() };
+  const fd = tryFlock(path);
+  if (fd === undefined) return undefined;
+  try {
+    return { value: held.run(new Set([...(held.getStore() ?? []), path]), fn) };
+  } finally {
+    release(fd);
+  }
+}
+
+/** A lock held for the life of a process (a daemon's); release() lets it go. */
+export interface HeldLock {
+  path: string;
+  release(): void;
+}
+
+/** Take a lock for as long as this process wants it, or return the pid that holds it. */
+export function holdLock(path: string, note: string): HeldLock | { holder: number | undefined; note: string } {
+  const fd = tryFlock(path);
+  if (fd === undefined) {
+    const text = existsSync(path) ? readFileSync(path, 'utf8') : '';
+    return { holder: holderOf(path), note: text.split('\n').slice(1).join(' ').trim() };
+  }
+  writeSync(fd, `${note}\n`);
+  let open = true;
+  return { path, release: () => { if (open) { open = false; release(fd); } } };
+}
+
+/** The lock a daemon holds on its state directory. */
+export const daemonLockPath = (): string => join(STATE_ROOT, '.daemon.lock');
+
+/** The lock a daemon holds on each interface it manages (machine-wide, MANAGER_ROOT). */
+export function managerLockPath(p: Place): string {
+  assertPlace(p);
+  return under(MANAGER_ROOT, `${pathName(scopeOf(p.netns))}--${pathName(p.iface)}.manager`);
+}
+
+/** The pid of the daemon that manages p now, or undefined when none does. */
+export function managerOf(p: Place): number | undefined {
+  const path = managerLockPath(p);
+  if (!existsSync(path)) return undefined;
+  const fd = openSync(path, 'r');
+  try {
+    if (flock(fd, LOCK.SH | LOCK.NB)) return undefined; // nobody holds it
+    return holderOf(path);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -20,6 +20,8 @@ export interface MetricsInterface {
   netns: string | null;
   /** Open while the interface is protected; undefined while it is not (the last attempt failed). */
   protection: Protection | undefined;
+  /** The state of a change applied with --confirm-within, if one is pending: pending, failed, orphaned. */
+  rollback?: string | null;
 }
 
 export interface ReloadCounts {
@@ -147,6 +149,14 @@ export class Metrics {
       name: 'sluice_policy_version', help: 'Version of the live policy (config_map.version); it grows by one with every change',
       labelNames: IFACE, registers: r,
       async collect() { this.reset(); await each((d) => { if (d.version !== undefined) this.set(d.labels, d.version); }); },
+    });
+    new Gauge({
+      name: 'sluice_rollback', help: '1 while a change applied with --confirm-within awaits confirmation, by state: pending (its rollback is armed), failed (the rollback failed: the change stays live), orphaned (no process will roll it back); absent when nothing is pending',
+      labelNames: [...IFACE, 'state'], registers: r,
+      collect() {
+        this.reset();
+        for (const i of self.source.metricInterfaces()) if (i.rollback) this.set({ iface: i.iface, netns: i.netns ?? '', state: i.rollback }, 1);
+      },
     });
     new Counter({
       name: 'sluice_events_suppressed_total', help: 'Drop events not sampled because the per-CPU event budget was spent',

@@ -52,7 +52,9 @@ export { ifindex, ifname, netnsPath, withNetns, NETNS_RUN_DIR } from './netns';
 export {
   capabilities,
   enableStats,
+  flock,
   hasBpfPrivileges,
+  LOCK,
   libbpfVersion,
   numPossibleCpus,
   StatsHandle,

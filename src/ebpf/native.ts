@@ -240,6 +240,8 @@ export interface NativeAddon {
   dupFd(fd: number): number;
   numPossibleCpus(): number;
   enableStats(type?: number): number;
+  /** flock(2); false when op has LOCK_NB and the lock is held elsewhere. */
+  flock(fd: number, op: number): boolean;
 
   // test runs
   progTestRun(fd: number, data: Uint8Array, opts?: RawTestRunOptions): Promise<RawTestRunResult>;

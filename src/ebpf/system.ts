@@ -45,3 +45,15 @@ export class StatsHandle {
 export function enableStats(type: number = StatsType.RunTime): StatsHandle {
   return new StatsHandle(native().enableStats(type));
 }
+
+/** Operations of flock(2), as <sys/file.h> numbers them. */
+export const LOCK = { SH: 1, EX: 2, NB: 4, UN: 8 } as const;
+
+/**
+ * flock(2) on a file descriptor (Node has none): an advisory lock of the open file, released by
+ * the kernel when the last descriptor of it closes, so a process that dies (even by SIGKILL)
+ * never leaves it held. Returns false when op has LOCK.NB and another open file holds it.
+ */
+export function flock(fd: number, op: number): boolean {
+  return native().flock(fd, op);
+}

@@ -243,6 +243,7 @@ export class Limiter {
       nGeo = geo?.entries.length ?? 0;
       if (idle.geo_hash !== geoHash || idle.n_geo !== nGeo || (nGeo && idle.geo_version === 0)) {
         geoVersion = version;
+        this.markGeoUnknown(half, idle);
         this.rewriteHalf(this.maps.sl_geo, half, (geo?.entries ?? []).map((g) => [g, encodeGeoVal({ version: geoVersion, tier: g.tier }, Buffer.alloc(SL_GEO_VAL_SIZE))]));
       }
     } else {
@@ -250,6 +251,7 @@ export class Limiter {
       nGeo = live.n_geo;
       if (idle.geo_hash !== live.geo_hash || idle.n_geo !== live.n_geo || idle.geo_version !== live.geo_version) {
         geoVersion = live.geo_version;
+        this.markGeoUnknown(half, idle);
         this.copyHalf(this.maps.sl_geo, liveHalf, half);
       }
     }
@@ -289,6 +291,15 @@ export class Limiter {
     const entries = this.#lists?.text === text ? this.#lists.entries : compileLists(lists);
     this.#lists = { text, entries };
     return entries;
+  }
+
+  /**
+   * Before the GeoIP entries of the idle half are rewritten: its record stops claiming them, so
+   * that a crash in the middle (a half-written dataset) makes the next change rewrite them rather
+   * than trust them. No packet reads the idle half (waitForReaders ran).
+   */
+  private markGeoUnknown(half: number, idle: ReturnType<typeof decodeHalf>): void {
+    this.maps.sl_policy.update(u32key(half), encodeHalf({ ...idle, n_geo: 0xffffffff, geo_version: 0, geo_hash: 0n }));
   }
 
   /** The lists of the live half, as the trie holds them (effective flags). */

@@ -20,6 +20,8 @@ export const STATE_DIR = mkdtempSync(join(tmpdir(), `sluice-state-${runId()}-`))
 
 process.env['SLUICE_PIN_ROOT'] = PIN_ROOT;
 process.env['SLUICE_STATE_DIR'] = STATE_DIR;
+// The daemons' machine-wide interface locks (src/agent/state.ts, MANAGER_ROOT), kept private too.
+process.env['SLUICE_LOCK_DIR'] = join(STATE_DIR, 'machine-locks');
 
 /** Remove both private roots (whatever a test left in them). */
 export function removePrivateRoots(): void {

@@ -18,13 +18,17 @@ Examples:
       .action(async (cidrs: string[], o: PlaceOptions & { json?: boolean }) => {
         const p = Protection.open(place(o));
         try {
-          const lists = { ...p.settings.lists };
-          lists[name] = verb === 'add' ? [...lists[name], ...cidrs] : lists[name].filter((c) => !cidrs.includes(c));
-          if (verb === 'del') {
-            const missing = cidrs.filter((c) => !p.settings.lists[name].includes(c));
-            if (missing.length) console.error(`warning: not in the ${name} list: ${missing.join(', ')} (the list holds: ${p.settings.lists[name].join(', ') || 'nothing'})`);
-          }
-          const s = await p.update({ lists });
+          // Read and changed under the interface's lock: concurrent edits never lose one another.
+          let missing: string[] = [];
+          let had: string[] = [];
+          const s = await p.update((cur) => {
+            const lists = { ...cur.lists };
+            had = cur.lists[name];
+            missing = verb === 'del' ? cidrs.filter((c) => !had.includes(c)) : [];
+            lists[name] = verb === 'add' ? [...lists[name], ...cidrs] : lists[name].filter((c) => !cidrs.includes(c));
+            return { lists };
+          });
+          if (missing.length) console.error(`warning: not in the ${name} list: ${missing.join(', ')} (the list held: ${had.join(', ') || 'nothing'})`);
           if (o.json) printJson({ iface: o.iface, netns: o.netns ?? null, [name]: s.lists[name] });
           else console.log(`${name} list of ${o.iface}: ${s.lists[name].join(', ') || '(empty)'}`);
         } finally {

@@ -1,7 +1,8 @@
 import { Option, type Command } from 'commander';
 import { defaultRuleOf } from '../../config/load';
-import { clearPending, readPending, startRollbackWatcher, writePending } from '../../agent/pending';
-import { geoOf, Protection } from '../../agent/protection';
+import { describePending, summarizePending, type Pending } from '../../agent/pending';
+import { geoOf, Protection, type UpResult } from '../../agent/protection';
+import { applyWithRollback, confirm, rollbackNow, runAgent } from '../../agent/rollback';
 import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy, type PolicyFile } from '../../config/policy-file';
 import { GEOIP_ATTRIBUTION } from '../../limiter/geoip';
@@ -92,40 +93,43 @@ Examples:
   sluice policy apply policy.yaml --iface eth1 --confirm-within 60s   # then: sluice policy confirm --iface eth1`)
     .action(async (file: string, o: PlaceOptions & { confirmWithin?: number; json?: boolean }) => {
       const pl = place(o);
-      const prior = loadSettings(pl);
       const p0 = Protection.open(pl); // refuses an interface that is not protected
       p0.close();
-      const pf = loadPolicy(file, prior?.ruleIds ?? {}, prior?.maxRules);
-      const r = await Protection.up({ ...pl, ...policyContent(pf), policyFile: pf.file });
-      const deadline = o.confirmWithin ? Date.now() + o.confirmWithin : null;
-      if (deadline && prior) {
-        writePending(pl, { deadline, previous: prior, applied: pf.file });
-        startRollbackWatcher(pl, deadline);
-      }
+      // Rule ids are read and assigned under the lock, as every read-modify-write.
+      const { pf, r } = await Protection.locked(pl, async () => {
+        const prior = loadSettings(pl);
+        const pf = loadPolicy(file, prior?.ruleIds ?? {}, prior?.maxRules);
+        const change = { ...pl, ...policyContent(pf), policyFile: pf.file };
+        // With a deadline, the rollback is persisted (and its holder started) before the change is live.
+        const r: UpResult & { pending?: Pending } = o.confirmWithin ? await applyWithRollback({ ...change, applied: pf.file }, o.confirmWithin) : await Protection.up(change);
+        return { pf, r };
+      });
+      const deadline = r.pending?.deadline ?? null;
+      const holder = r.pending?.holder ?? null;
       for (const w of r.warnings) console.error(`warning: ${w}`);
       const version = r.protection.limiter.version();
       r.protection.close();
-      if (o.json) return printJson({ iface: o.iface, netns: o.netns ?? null, file: pf.file, version, rules: pf.rules.length + 1, confirm_by: deadline ? new Date(deadline).toISOString() : null });
+      if (o.json) return printJson({ iface: o.iface, netns: o.netns ?? null, file: pf.file, version, rules: pf.rules.length + 1, confirm_by: deadline ? new Date(deadline).toISOString() : null, rollback_holder: holder });
       console.log(`${o.iface}: ${pf.file} is live (policy version ${version}, ${pf.rules.length + 1} rules)`);
-      if (deadline) console.log(`it rolls back at ${new Date(deadline).toISOString()} unless you run: sluice policy confirm --iface ${o.iface}${o.netns ? ` --netns ${o.netns}` : ''}`);
+      if (deadline) console.log(`it rolls back at ${new Date(deadline).toISOString()} (${holder!.kind === 'daemon' ? 'by the daemon' : 'by the rollback agent'}, process ${holder!.pid}) unless you run: sluice policy confirm --iface ${o.iface}${o.netns ? ` --netns ${o.netns}` : ''}; until then other changes of ${o.iface} are refused`);
     });
 
   placeOptions(policy.command('confirm').description('keep a policy applied with --confirm-within'))
-    .action((o: PlaceOptions) => {
-      const had = clearPending(place(o));
+    .action(async (o: PlaceOptions) => {
+      const had = await confirm(place(o));
       console.log(had ? `${o.iface}: confirmed; no rollback` : `${o.iface}: nothing to confirm`);
     });
 
+  placeOptions(policy.command('rollback').description('roll back a policy applied with --confirm-within now (or retry a rollback that failed)'))
+    .action(async (o: PlaceOptions) => {
+      const done = await rollbackNow(place(o));
+      console.log(done ? `${o.iface}: rolled back; the settings from before the change are live` : `${o.iface}: nothing to roll back`);
+    });
+
   placeOptions(policy.command('_rollback', { hidden: true }))
-    .requiredOption('--deadline <ms>', 'epoch milliseconds', (v) => Number(v))
-    .action(async (o: PlaceOptions & { deadline: number }) => {
-      const pl = place(o);
-      await new Promise((r) => setTimeout(r, Math.max(0, o.deadline - Date.now())));
-      const pending = readPending(pl);
-      if (!pending || pending.deadline !== o.deadline) return; // confirmed, or superseded
-      const prev = pending.previous;
-      await Protection.up({ ...pl, ...policyContent(prev), policyFile: prev.policyFile }).then((r) => r.protection.close());
-      clearPending(pl);
+    .requiredOption('--id <id>', 'the pending change to roll back')
+    .action(async (o: PlaceOptions & { id: string }) => {
+      process.exitCode = await runAgent(place(o), o.id);
     });
 
   placeOptions(policy.command('show').description('the live policy of an interface, with per-rule counters'))
@@ -142,10 +146,15 @@ Examples:
         });
         const geoMap = p.maps.get('sl_geo');
         const geo = s.geoip ? { tiers: s.geoip.tiers, default_tier: s.geoip.defaultTier, kernel_bytes: geoMap?.memoryUsage() ?? null, attribution: GEOIP_ATTRIBUTION } : null;
-        const pending = readPending(p.place);
-        const out = { iface: s.iface, netns: s.netns, version: p.limiter.version(), file: s.policyFile, default: s.limits, lists: s.lists, egress: s.egress, plugins: s.plugins, geoip: geo, rules, rollback_at: pending ? new Date(pending.deadline).toISOString() : null };
+        const pending = summarizePending(p.place);
+        const out = { iface: s.iface, netns: s.netns, version: p.limiter.version(), file: s.policyFile, default: s.limits, lists: s.lists, egress: s.egress, plugins: s.plugins, geoip: geo, rules, rollback_at: pending?.rollback_at ?? null, rollback: pending };
         if (o.json) return printJson(out);
-        console.log(`${s.iface}: policy version ${out.version}${s.policyFile ? ` from ${s.policyFile}` : ''}${pending ? ` (rolls back at ${out.rollback_at} unless confirmed)` : ''}`);
+        console.log(`${s.iface}: policy version ${out.version}${s.policyFile ? ` from ${s.policyFile}` : ''}`);
+        if (pending) {
+          const line = describePending(pending, `--iface ${s.iface}${s.netns ? ` --netns ${s.netns}` : ''}`);
+          if (pending.state === 'pending') console.log(line);
+          else console.error(`warning: ${line}`);
+        }
         console.log(table(rules.map((r) => [`${r.id} ${r.name ?? ''}`, num(r.matched), num(r.allowed), num(r.dropped), num(r.would_drop), num(r.blocked), num(r.aggregate)]), ['rule', 'matched', 'allowed', 'dropped', 'would drop', 'blocked', 'aggregate']));
         console.log(`lists: ${s.lists.mgmt.length} mgmt, ${s.lists.deny.length} deny, ${s.lists.allow.length} allow; egress ${s.egress ? 'on' : 'off'}`);
         if (geo) console.log(`GeoIP: tiers ${Object.keys(s.geoip!.tiers).join(', ')} (default ${s.geoip!.defaultTier}); kernel memory of the GeoIP map ${geo.kernel_bytes !== null ? human(geo.kernel_bytes) : 'unknown'}. ${GEOIP_ATTRIBUTION}`);

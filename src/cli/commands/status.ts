@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { describePending } from '../../agent/pending';
 import { openAll, statusReport } from '../../agent/report';
 import { describeLimits, num, printJson, table } from '../common';
 
@@ -25,6 +26,12 @@ Examples:
           `${num(r.state_entries)}/${num(r.state_max_entries)}`, num(r.evictions),
         ]), ['interface', 'ifindex', 'xdp', 'program', 'rules', 'state', 'evicted']));
         for (const r of reports) console.log(`${r.iface}${r.netns ? `@${r.netns}` : ''}: ${describeLimits(r.limits)}; lists: ${r.lists.mgmt} mgmt, ${r.lists.deny} deny, ${r.lists.allow} allow`);
+        for (const r of reports) {
+          if (!r.rollback) continue;
+          const line = `${r.iface}${r.netns ? `@${r.netns}` : ''}: ${describePending(r.rollback, `--iface ${r.iface}${r.netns ? ` --netns ${r.netns}` : ''}`)}`;
+          if (r.rollback.state === 'pending') console.log(line);
+          else console.error(`warning: ${line}`);
+        }
       } finally {
         ps.forEach((p) => p.close());
       }

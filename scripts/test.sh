@@ -7,4 +7,8 @@ cd "$(dirname "$0")/.."
 node dist/scripts/gen-types.js --check
 mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 export SLUICE_TEST_RUN_ID="${SLUICE_TEST_RUN_ID:-sl$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n' | cut -c1-6)}"
+# Settings, locks and the daemon lock of this run in a directory of its own, so that two runs side
+# by side (or a daemon of the machine) never share a state directory.
+export SLUICE_STATE_DIR="${SLUICE_STATE_DIR:-/run/sluice-test-$SLUICE_TEST_RUN_ID}"
+trap 'rm -rf "$SLUICE_STATE_DIR"' EXIT
 node --test --test-concurrency=1 "${files[@]}"

@@ -176,7 +176,9 @@ test('a protection taken down behind the daemon is restored at the next reconcil
   assert.equal(r.code, 0, r.stderr);
   await daemon.waitLog((x) => daemon.logs.indexOf(x) >= n && x.event === 'attached' && x['reason'] === 'periodic', 're-attach after sluice down');
   const d = await flood(2000);
-  assert.ok(d.allowed <= 400 && d.dropped >= 1600, `allowed ${d.allowed}, dropped ${d.dropped}`);
+  // At most two windows of 200; the totals may also hold a stray control packet of the veth's own
+  // (IPv6 neighbour discovery, MLD), passed by the default rule.
+  assert.ok(d.allowed <= 400 + 3 && d.dropped >= 1600 - 3, `allowed ${d.allowed}, dropped ${d.dropped}`);
 });
 
 test('a reload brings added interfaces up, takes removed ones down, and logs load-time changes it cannot make in place', async () => {

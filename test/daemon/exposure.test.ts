@@ -185,6 +185,8 @@ test('TLS with a certificate and key from files; a key that is not the certifica
   assert.throws(() => loadConfig(tlsConfig), (e: ConfigError) => e.problems.length === 1 && e.problems[0]!.path === 'api.tcp.tls.key_file' && !/BEGIN|PRIVATE/.test(JSON.stringify(e.problems)) && !e.message.includes(readFileSync(other, 'utf8').split('\n')[1]!));
 
   write('tls.key');
+  // One daemon per state directory (the daemon lock): the first one's tests are done.
+  for (const x of daemons.splice(0)) await x.stop({ detach: false });
   const d = await Daemon.start({ configFile: tlsConfig, watch: false, logger: logger() });
   daemons.push(d);
   const got = await new Promise<{ status: number; body: string }>((res, rej) => {
@@ -202,6 +204,7 @@ test('TLS with a certificate and key from files; a key that is not the certifica
 });
 
 test('a TCP listener beyond loopback without TLS is warned about loudly (in a namespace of this test)', async () => {
+  for (const x of daemons.splice(0)) await x.stop({ detach: false }); // the state directory's lock
   const ns = await tb.addNs('wide');
   const cfg = join(dir, 'wide.yaml');
   writeFileSync(cfg, stringify({ interfaces: [], reconcile_interval: '1h', api: { socket: null, tcp: { listen: '0.0.0.0:9180', token_file: 'token' } } }));

@@ -8,7 +8,13 @@ import { join } from 'node:path';
 import { REPO } from '../../test/lib/datapath';
 import type { DecisionRow } from '../decision';
 import type { AccuracyRow } from './accuracy';
-import { RESULTS } from './results';
+import { RESULTS, type Machine } from './results';
+
+/** The machine a result file ran on, as a clause: CPU (family/model), CPUs, kernel, clock source, HZ. */
+export function machineText(m: Machine): string {
+  const id = m.cpu_family !== undefined ? ` (family ${m.cpu_family}, model ${m.cpu_model})` : '';
+  return `${m.cpu}${id}, ${m.cpus} CPUs, kernel ${m.kernel}${m.clocksource ? `, clock source ${m.clocksource}` : ''}${m.hz ? `, HZ ${m.hz}` : ''}`;
+}
 import type { Figure } from './throughput';
 
 const DOC = join(REPO, 'docs', 'benchmarks.md');
@@ -27,7 +33,7 @@ const head = (cells: string[]): string => `${row(cells)}\n${row(cells.map(() => 
 interface Throughput {
   date: string;
   quick: boolean;
-  machine: { kernel: string; cpu: string; cpus: number };
+  machine: Machine;
   versions: Record<string, string>;
   limit: { pps: number; burst: number; tableSize: number; spoof_aggregate_pps: number };
   window_s: number;
@@ -54,7 +60,7 @@ function throughputTable(t: Throughput): string {
   }
   const gen = Object.entries(t.generator_ns_per_frame).map(([s, v]) => `${SHAPE_TITLES[s] ?? s} ${v.join(', ')}`).join('; ');
   return `${lines.join('\n')}\n\n${t.quick ? 'A `--quick` run' : 'A full run'} of ${t.date.slice(0, 16).replace('T', ' ')} UTC: ${t.rounds} rounds, ` +
-    `${t.window_s} s windows; ${t.machine.cpu}, ${t.machine.cpus} CPUs, kernel ${t.machine.kernel}; ${Object.entries(t.versions).map(([k, v]) => `${k}: ${v}`).join(', ')}. ` +
+    `${t.window_s} s windows; ${machineText(t.machine)}; ${Object.entries(t.versions).map(([k, v]) => `${k}: ${v}`).join(', ')}. ` +
     `Every limiter: ${t.limit.pps} packets/s per source (burst ${t.limit.burst}), ${num(t.limit.tableSize)} sources tracked; Sluice's rule ` +
     `has an aggregate of ${num(t.limit.spoof_aggregate_pps)} packets/s in the spoofed flood. Generator's own cost (ns/frame, per round): ${gen}.`;
 }
@@ -96,11 +102,12 @@ function targetsTable(t: Throughput | undefined, d: { results: DecisionRow[] } |
   return lines.join('\n');
 }
 
-function decisionTable(d: { results: DecisionRow[]; repeat: number; rounds: number; date: string }): string {
+function decisionTable(d: { results: DecisionRow[]; repeat: number; rounds: number; date: string; machine?: Machine }): string {
   const lines = [head(['case', 'clock', 'ns/packet', 'ratio_to_floor', 'ratio to the same-clock floor', 'spread (ns)'])];
   for (const r of d.results) lines.push(row([r.name, r.clock, r.ns_per_packet, r.ratio_to_floor, r.ratio_to_floor_same_clock, `${r.spread_ns[0]}–${r.spread_ns[1]}`]));
   return `${lines.join('\n')}\n\nBPF_PROG_TEST_RUN, repeat ${num(d.repeat)}, median of ${d.rounds} interleaved rounds, ${d.date.slice(0, 16).replace('T', ' ')} UTC; ` +
-    `the test run itself (a program that returns at once) costs ${d.results[0]?.baseline_pass_ns ?? '?'} ns.`;
+    `the test run itself (a program that returns at once) costs ${d.results[0]?.baseline_pass_ns ?? '?'} ns` +
+    `${d.machine ? `; ${machineText(d.machine)}` : ' (the machine was not recorded)'}.`;
 }
 
 interface Scale {

@@ -79,11 +79,13 @@ const u32key = (i: number): Buffer => {
  * (a plain hash that never evicts) keeps room for new blocks. Returns the entries deleted.
  */
 export function sweepPenalties(map: BpfMap, nowNs: bigint = process.hrtime.bigint()): number {
-  let n = 0;
-  for (const key of [...map.keys()]) {
-    const v = map.lookup(key);
-    if (v && decodePenalty(v).until <= nowNs && map.delete(key)) n++;
+  // Read in batches (a syscall per 4,096 entries), delete what expired.
+  const expired: Buffer[] = [];
+  for (const chunk of map.lookupBatch({ batchSize: 4096 })) {
+    for (const [k, v] of chunk) if (decodePenalty(v).until <= nowNs) expired.push(Buffer.from(k));
   }
+  let n = 0;
+  for (const k of expired) if (map.delete(k)) n++;
   return n;
 }
 

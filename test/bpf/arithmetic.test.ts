@@ -33,23 +33,13 @@ import { compilePolicy, PolicyError, type RuleSpec } from '../../src/limiter/pol
 import { parseRatePer } from '../../src/limiter/units';
 import { assertProgramsUnloaded, TestDatapath } from '../lib/datapath';
 import { pkt } from '../lib/packet';
+import { rng } from '../lib/rng';
 
 const SEED = Number(process.env.SLUICE_ARITH_SEED ?? Date.now() % 1_000_000_007);
 const CONFIGS = Number(process.env.SLUICE_ARITH_CONFIGS ?? 30);
 const N = 200;
 console.log(`# arithmetic: seed ${SEED} (SLUICE_ARITH_SEED=${SEED} replays), ${CONFIGS} configurations per property`);
 
-/** mulberry32 */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A whole number log-uniformly in [lo, hi]. */
 function logU(r: () => number, lo: number, hi: number): bigint {

@@ -12,21 +12,11 @@ import { RuleModel, type AlgName, type RuleLimits } from '../../src/limiter/mode
 import { compilePolicy, maskInPlace, parsePrefix, PolicyError, type RuleSpec } from '../../src/limiter/policy';
 import { assertProgramsUnloaded, TestDatapath } from '../lib/datapath';
 import { pkt } from '../lib/packet';
+import { rng } from '../lib/rng';
 
 const PACKETS = Number(process.env.SLUICE_DIFF_PACKETS ?? 100_000);
 const SEED = Number(process.env.SLUICE_DIFF_SEED ?? Date.now() % 1_000_000_007);
 
-/** mulberry32: small, seedable, good enough to pick traces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 let dp: TestDatapath;
 before(async () => { dp = await TestDatapath.load(); });

@@ -39,27 +39,17 @@
 import { Alg, decodeCounters, decodeKey, decodeState, encodeKey, Reason, SL_COUNTERS_SIZE, type Counters } from '../../src/generated/types';
 import { addCounters } from '../../src/limiter/limiter';
 import { backlog, derive, paramsOf, type Derived } from '../../src/limiter/models';
-
-const U64 = (1n << 64n) - 1n;
 import { covers, parsePrefix, type PolicySpec, type Prefix, type RuleSpec } from '../../src/limiter/policy';
 import type { Lists } from '../../src/limiter/lists';
 import { type TestDatapath, XDP_DROP, XDP_PASS } from '../lib/datapath';
 import { ETH_P, IPPROTO, pkt, type LayerInfo, type PacketBuilder } from '../lib/packet';
+import { rng } from '../lib/rng';
+
+const U64 = (1n << 64n) - 1n;
 
 // ---------------------------------------------------------------------------------------------
 // Randomness
 
-/** mulberry32: small, seedable, good enough to pick frames. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The seed of frame i: a hash of (seed, i), so that frames can be rebuilt one by one. */
 function frameSeed(seed: number, i: number): number {

@@ -10,6 +10,7 @@ import { TestDatapath } from '../lib/datapath';
 import { compileLists, compileWork, LIST_FLAG, type ListEntry, type ListName, type Lists } from '../../src/limiter/lists';
 import ipaddr from 'ipaddr.js';
 import { covers, formatPrefix, maskInPlace, parsePrefix, type Prefix } from '../../src/limiter/policy';
+import { rng } from '../lib/rng';
 
 /** parsePrefix of 4b64801 (ipaddr.js for every input), for the fast IPv4 path to be held to. */
 function referenceParse(text: string): Prefix {
@@ -44,17 +45,6 @@ function referenceCompile(lists: Lists): ListEntry[] {
   return all.map((e) => ({ ...e, flags: all.filter((o) => covers(o, e)).reduce((f, o) => f | o.flags, 0) }));
 }
 
-/** A small deterministic PRNG (mulberry32), so that a failure names a seed that replays it. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Random prefixes drawn near a few bases, so that many nest (a /8, /16s inside it, /32s inside

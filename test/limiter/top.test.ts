@@ -15,6 +15,7 @@ import { BpfMap, MapType } from '../../src/ebpf';
 import { Alg, decodeKey, decodeRule, decodeState, Defaults, RuleFlags, SL_KEY_SIZE, SL_RULE_SIZE, SL_STATE_SIZE, type Rule } from '../../src/generated/types';
 import { backlog, derive, paramsOf, periodMsOf, slidingEstimate } from '../../src/limiter/models';
 import { readStates, sharedWalk, walkStates, type StateEntry } from '../../src/limiter/top';
+import { rng } from '../lib/rng';
 
 // ---- the reference: src/limiter/top.ts as it decoded everything before the streaming walk (with the
 // state words of issue 10: quanta for token/GCRA, the 16|24|24 sliding word), `now` a parameter
@@ -67,16 +68,6 @@ function referenceTop(map: BpfMap, rules: Map<number, Rule>, n: number, now: big
 }
 // ---- end of the reference
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function rule(id: number, o: Partial<Rule> & { pps?: bigint; burst?: bigint } = {}): Rule {
   const r = decodeRule(Buffer.alloc(SL_RULE_SIZE));

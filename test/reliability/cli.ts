@@ -5,8 +5,9 @@
  *   npm run reliability                       # full run, a fresh seed (printed)
  *   npm run reliability -- --seed 12345       # replay the kill points of a run
  *   npm run reliability -- --kills 5 --only "deny add,two CLIs at once" --no-write
+ *   npm run reliability -- --only up --merge  # re-run one case into the results of a full run
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO } from '../lib/datapath';
 import { runId } from '../lib/netns';
@@ -30,6 +31,19 @@ async function main(): Promise<void> {
     // Each case's row as it ends, so that an interrupted run keeps what it measured.
     onRow: (partial) => writeFileSync(join(REPO, 'bench', 'results', 'reliability-partial.json'), JSON.stringify(partial, null, 2) + '\n'),
   });
+  // --merge: this run's rows replace the same cases of the results file (e.g. one case re-run).
+  const file = join(REPO, 'bench', 'results', 'reliability.json');
+  if (argv.includes('--merge') && existsSync(file)) {
+    const prev = JSON.parse(readFileSync(file, 'utf8')) as typeof r;
+    const mine = new Set(r.rows.map((x) => x.case));
+    const rows = prev.rows.map((x) => (mine.has(x.case) ? r.rows.find((y) => y.case === x.case)! : x));
+    for (const x of r.rows) if (!prev.rows.some((y) => y.case === x.case)) rows.push(x);
+    r.rows = rows;
+    r.notes = [...(prev.notes ?? []), `rows ${[...mine].join(', ')} from a run of ${r.date.slice(0, 16).replace('T', ' ')} UTC, seed ${seed}`];
+    r.seed = prev.seed;
+    r.date = prev.date;
+    r.seconds = prev.seconds + r.seconds;
+  }
   const out = JSON.stringify(r, null, 2) + '\n';
   writeFileSync(join(REPO, 'bench', 'results', write ? 'reliability.json' : 'reliability-last.json'), out);
   if (write) writeReport();

@@ -30,7 +30,8 @@ export function table(res: Results): string {
     '',
     `${res.full ? 'A full run' : `A run of ${res.killsPerCommand} kills per command`} of ${res.date.slice(0, 16).replace('T', ' ')} UTC, seed ${res.seed} ` +
       `(\`npm run reliability -- --seed ${res.seed}\` replays its kill points), ${res.seconds} s; kernel ${res.machine.kernel}, ${res.machine.cpus} CPUs. ` +
-      `Flood: ${res.flood.pps} packets/s from one source; the larger limit ${res.flood.limitPps}/s, burst ${res.flood.burst}.`,
+      `Flood: ${res.flood.pps} packets/s from one source; the larger limit ${res.flood.limitPps}/s, burst ${res.flood.burst}.` +
+      (res.notes?.length ? ` Re-run: ${res.notes.join('; ')}.` : ''),
   ].join('\n');
 }
 

@@ -29,7 +29,7 @@ test(`fault injection (CI size): ${KILLS} seeded kills per command and ${FAULTS.
     for (const r of res.rows) {
       assert.ok(!KNOWN_FAILING[r.case], `${r.case} is known to fail and must stay out of CI`);
       assert.ok(r.ok, `${r.case} (seed ${seed}): ${r.failures.join('; ')}`);
-      if (r.kills) assert.equal(r.kills.before + r.kills.during + r.kills.after + r.kills.exited, KILLS);
+      if (r.kills) assert.ok(r.kills.before + r.kills.during + r.kills.after >= KILLS, `${r.case}: ${KILLS} kills landed`);
     }
   } finally {
     await labDown({ id: LAB });

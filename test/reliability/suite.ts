@@ -271,7 +271,8 @@ async function killCase(c: Ctx, cmd: Command, kills: number, seed: number): Prom
     const rangeMs = Math.round(commandMs * 1.2);
     const rand = rng(seed ^ COMMANDS.indexOf(cmd) * 0x9e3779b1);
     const k = { before: 0, during: 0, after: 0, exited: 0, rangeMs, commandMs };
-    for (let i = 0; i < kills; i++) {
+    // Kill points until `kills` of them landed (a point past the command's end is no kill).
+    for (let i = 0; k.before + k.during + k.after < kills && i < 3 * kills; i++) {
       const delay = Math.round(rand() * rangeMs);
       const e = await ns.sluiceKilled(args, delay);
       // The next start after a kill that left something to finish or undo (kernel and settings
@@ -287,7 +288,7 @@ async function killCase(c: Ctx, cmd: Command, kills: number, seed: number): Prom
       if (r.restored && classify(kernelSig(r.restored), sigs.oldK, sigs.newK) !== 'old') fail(j, 'restore did not bring the old policy back', `kill ${i}`);
       // A daemon killed outside a change leaves nothing; its lock and socket are taken over.
     }
-    return row(c, `SIGKILL of ${cmd === 'daemon' ? 'the daemon (start with a new config)' : `\`${cmd}\``}`, 'kill', kills, j, t0,
+    return row(c, `SIGKILL of ${cmd === 'daemon' ? 'the daemon (start with a new config)' : `\`${cmd}\``}`, 'kill', k.before + k.during + k.after, j, t0,
       'old or new policy, never a mix; protected throughout; the next start finishes or undoes', { kills: k });
   });
 }

@@ -54,6 +54,7 @@ export const KNOWN_FAILING: Partial<Record<string, string>> = {
   'two CLIs at once': 'issue 11 steps 2-4 (branch tx, 70f173b: edits read the settings under the lock)',
   'rollback watcher killed': 'issue 11 steps 2-4 (branch tx, ccaa06b: a due rollback is taken over)',
   'map pin removed': 'a fix in adopt() (no step yet: a missing map pin is re-made empty)',
+  'state tmpfs full': 'issue 11 steps 2-4 (branch tx, 70f173b: a failed save flips the kernel back)',
 };
 
 export interface Row {
@@ -499,6 +500,21 @@ async function faultCase(c: Ctx, name: FaultName, seed: number): Promise<Row> {
           if (rec.recoverError) fail(j, 'the next start failed', rec.recoverError);
           if (i === 0) await ns.run('sh', ['-c', `cat /dev/zero > ${ns.stateDir}/filler 2>/dev/null; true`]);
         }
+        // One page left: the lock file takes it, the settings cannot be saved after the flip.
+        runs += 1;
+        await ns.run('sh', ['-c', `cat /dev/zero > ${ns.stateDir}/filler 2>/dev/null; truncate -s -4096 ${ns.stateDir}/filler`]);
+        const e = await ns.sluice('set', ...place(c), '--rate', '500').exited;
+        const r = await ns.probe(P);
+        const kernelChanged = kernelSig(r.before) !== sigs.oldK;
+        notes.push(`\`set\` with one page left: exit ${e.code} (${(e.stderr.trim().split('\n').pop() ?? '').slice(0, 100)}); kernel ${kernelChanged ? 'changed' : 'unchanged'}, settings ${settingsSig(r.before) === sigs.oldS ? 'unchanged' : 'changed'}`);
+        tally(j.atFault, `one page: exit ${e.code}: kernel ${kernelChanged ? 'changed' : 'unchanged'}`);
+        if (e.code !== 0 && kernelChanged) fail(j, 'a failed command changed the live policy', `set with one page left: exit ${e.code}, kernel ${kernelSig(r.before)}, settings ${settingsSig(r.before)}`);
+        await ns.run('rm', ['-f', `${ns.stateDir}/filler`]);
+        const rec = await ns.probe({ ...P, recover: true, restore: files.old });
+        const rk = classify(kernelSig(rec.recovered!), sigs.oldK, sigs.newK);
+        const rs = classify(settingsSig(rec.recovered!), sigs.oldS, sigs.newS);
+        tally(j.afterNextStart, rk === rs ? rk : `${rk}/${rs}`);
+        if (rk !== rs) fail(j, 'the next start left kernel and settings apart', `${rk}/${rs}`);
         break;
       }
     }

@@ -216,10 +216,11 @@ export class Receiver {
    * the time spent in sampling intervals whose passes exceeded limitPps x dt + burst (+ slack),
    * i.e. an unprotected (or wrongly protected) interval.
    */
-  worst(from: number, to: number, limitPps: number, burst: number): { per100ms: number; overMs: number; windows: number } {
+  worst(from: number, to: number, limitPps: number, burst: number): { per100ms: number; overMs: number; windows: number; overAt: number[] } {
     const s = this.samples.filter((x) => x.t >= from && x.t <= to && Number.isFinite(x.a));
     let per100ms = 0;
     const over = new Array<boolean>(s.length).fill(false);
+    const overAt: number[] = [];
     let j = 0;
     for (let i = 0; i < s.length; i++) {
       while (j < s.length && s[j]!.t - s[i]!.t < 100) j++;
@@ -231,11 +232,14 @@ export class Receiver {
       // Two bursts: a policy flip may start a key afresh (a change of algorithm, or a key new to
       // the new half), so a window around one can pass a second burst; a flood unprotected for
       // the window passes 4x the limit.
-      if (d > (limitPps * dt) / 1000 + 2 * burst + 10) for (let k = i; k < j; k++) over[k] = true;
+      if (d > (limitPps * dt) / 1000 + 2 * burst + 10) {
+        for (let k = i; k < j; k++) over[k] = true;
+        if (!overAt.length || s[i]!.t - overAt.at(-1)! > 1000) overAt.push(s[i]!.t);
+      }
     }
     let overMs = 0;
     for (let k = 0; k + 1 < s.length; k++) if (over[k]) overMs += s[k + 1]!.t - s[k]!.t;
-    return { per100ms: Math.round(per100ms), overMs, windows: s.length };
+    return { per100ms: Math.round(per100ms), overMs, windows: s.length, overAt };
   }
 }
 

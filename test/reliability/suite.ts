@@ -201,10 +201,12 @@ function judge(j: Judge, r: ProbeResult, sigs: { oldK: string; newK: string; old
   return { k, s };
 }
 
-function row(c: Ctx, name: string, kind: Row['kind'], runs: number, j: Judge, t0: number, promise: string, extra: Partial<Row> = {}, o: { allowOver?: boolean } = {}): Row {
+function row(c: Ctx, name: string, kind: Row['kind'], runs: number, j: Judge, t0: number, promise: string, extra: Partial<Row> = {}, o: { allowOver?: boolean; events?: { t: number; what: string }[] } = {}): Row {
   const w = c.recv.worst(t0, Date.now(), LIMIT_PPS, BURST);
   const failures = [...j.failures];
-  if (w.overMs > 0 && !o.allowOver) failures.push(`unprotected interval: ${w.overMs} ms above ${LIMIT_PPS}/s (worst 100 ms window ${w.per100ms} packets)`);
+  // Which step of the case each interval above the limit began in (the last one started before it).
+  const at = w.overAt.map((t) => o.events?.filter((e) => e.t <= t).at(-1)?.what ?? `${t - t0} ms into the case`);
+  if (w.overMs > 0 && !o.allowOver) failures.push(`unprotected interval: ${w.overMs} ms above ${LIMIT_PPS}/s (worst 100 ms window ${w.per100ms} packets)${at.length ? `, from ${at.join('; ')}` : ''}`);
   const r: Row = {
     case: name, kind, runs,
     enforced: { worst100ms: w.per100ms, limit100ms: LIMIT_PPS / 10 + BURST, overMs: w.overMs, promise },
@@ -272,10 +274,13 @@ async function killCase(c: Ctx, cmd: Command, kills: number, seed: number): Prom
     const rangeMs = Math.round(commandMs * 1.2);
     const rand = rng(seed ^ COMMANDS.indexOf(cmd) * 0x9e3779b1);
     const k = { before: 0, during: 0, after: 0, exited: 0, rangeMs, commandMs };
+    const events: { t: number; what: string }[] = [];
     // Kill points until `kills` of them landed (a point past the command's end is no kill).
     for (let i = 0; k.before + k.during + k.after < kills && i < 3 * kills; i++) {
       const delay = Math.round(rand() * rangeMs);
+      events.push({ t: Date.now(), what: `kill ${i} at ${delay} ms (seed ${seed})` });
       const e = await ns.sluiceKilled(args, delay);
+      events.push({ t: Date.now(), what: `the probe after kill ${i} (${e.killed ? 'killed' : 'exited first'})` });
       // The next start after a kill that left something to finish or undo (kernel and settings
       // apart, protection off), and after every 10th kill whatever it left (a load costs
       // seconds; the next kill's command is a next start too, and is judged).
@@ -290,7 +295,7 @@ async function killCase(c: Ctx, cmd: Command, kills: number, seed: number): Prom
       // A daemon killed outside a change leaves nothing; its lock and socket are taken over.
     }
     return row(c, `SIGKILL of ${cmd === 'daemon' ? 'the daemon (start with a new config)' : `\`${cmd}\``}`, 'kill', k.before + k.during + k.after, j, t0,
-      'old or new policy, never a mix; protected throughout; the next start finishes or undoes', { kills: k });
+      'old or new policy, never a mix; protected throughout; the next start finishes or undoes', { kills: k }, { events });
   });
 }
 

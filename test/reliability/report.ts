@@ -15,7 +15,7 @@ const tallies = (m: Record<string, number>): string => Object.entries(m).map(([k
 function line(r: Row): string {
   const k = r.kills;
   const kills = k ? `${k.before} / ${k.during} / ${k.after} / ${k.exited} (0–${k.rangeMs} ms; the command takes ${k.commandMs} ms)` : '–';
-  const enforced = `worst 100 ms: ${r.enforced.worst100ms} (limit ${r.enforced.limit100ms}); above the limit ${r.enforced.overMs} ms`;
+  const enforced = `worst 100 ms: ${r.enforced.worst100ms} (a policy passes ${r.enforced.limit100ms}, ${r.enforced.limit100ms + 50} around a flip); above that ${r.enforced.overMs} ms`;
   const end = `at the fault ${tallies(r.end.atFault)}; after the next start ${tallies(r.end.afterNextStart)}`;
   const lost = `counters ${r.lost.counters}, list entries ${r.lost.listEntries}`;
   const verdict = r.ok ? 'as promised' : `**${r.expectedFail ? `fails (expected until ${r.expectedFail})` : 'FAILS'}**: ${r.failures.join('; ')}`;

@@ -139,3 +139,14 @@ export function rollbackDue(p: Place, now = Date.now()): Pending | undefined {
   const mine = pending.holder?.kind === 'daemon' && pending.holder.pid === process.pid;
   return mine || !holderAlive(pending.holder, p) ? pending : undefined;
 }
+
+/**
+ * Before a change of p by anyone but the holder: a rollback that is due and whose holder is gone (a
+ * killed detached agent, a stopped daemon) is carried out now, so that an unconfirmed change never
+ * outlives its deadline because the process that was to undo it died. Returns what was rolled back.
+ */
+export async function settleDueRollback(p: Place): Promise<Pending | undefined> {
+  const due = rollbackDue(p);
+  if (!due || (due.holder?.kind === 'daemon' && due.holder.pid === process.pid)) return undefined;
+  return (await rollbackNow(p, due.id)) ? due : undefined;
+}

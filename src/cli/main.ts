@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { COMMANDS } from './commands';
 import { VerifierError } from '../ebpf';
 import { EXIT, failure } from './common';
+import { settleDueRollback } from './due-rollback';
 
 const program = new Command();
 program
@@ -16,6 +17,7 @@ program
   .showHelpAfterError()
   .exitOverride();
 for (const register of COMMANDS) register(program);
+program.hook('preAction', (_cmd, action) => settleDueRollback(action));
 program.commands.forEach((c) => c.exitOverride());
 
 program.parseAsync().catch((e: unknown) => {

@@ -274,6 +274,24 @@ test('a rollback agent that dies is loud too (orphaned), and policy rollback doe
   assert.ok(k.agree, k.why);
 });
 
+test('a change whose rollback is due and whose agent died is rolled back by the next command first', async () => {
+  const a = file('a6.yaml', POLICY_A);
+  const b = file('b6.yaml', POLICY_B);
+  await ok('policy', 'apply', a, ...on);
+  const applied = await json<{ rollback_holder: { kind: string; pid: number } }>('policy', 'apply', b, ...on, '--confirm-within', '1s');
+  process.kill(applied.rollback_holder.pid, 'SIGKILL');
+  await sleep(1500); // past the deadline, nobody left to roll back
+  assert.equal(kernel().settings.policyFile, b, 'still the unconfirmed change');
+  const r = await sluice('deny', 'add', ...on, '192.0.2.77');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /was not confirmed by .* rolling it back now/);
+  const k = kernel();
+  assert.equal(k.settings.policyFile, a, 'rolled back before the edit');
+  assert.ok(k.settings.lists.deny.some((d: string) => d.startsWith('192.0.2.77')), 'and the edit made on top of it');
+  assert.ok(k.agree, k.why);
+  assert.equal((await json<{ rollback: unknown }>('policy', 'show', ...on)).rollback, null);
+});
+
 test('on an interface a daemon manages, the daemon holds the rollback of a --confirm-within change and runs it', async () => {
   const cfg = join(dir, 'managed.yaml');
   writeConfig(cfg, { interfaces: [{ iface: pl.iface, netns: pl.netns, max_entries: 1024, limits: { rate: 100000 } }], api: { socket: null }, reconcile_interval: '1h' });

@@ -20,6 +20,7 @@ import { loadPolicy } from '../../src/config/policy-file';
 import { ifindex, Link, xdpQuery } from '../../src/ebpf';
 import { ListFlags } from '../../src/generated/types';
 import { bytesToIp } from '../../src/lab/packet';
+import { settleDueRollback } from '../../src/agent/rollback';
 
 export interface Snapshot {
   /** The pinned link holds the interface's ifindex and the interface runs the link's program. */
@@ -89,6 +90,8 @@ async function main(): Promise<void> {
   const apart = !(o.pairs ?? []).includes(`${ks}|${ss}`);
   if (o.recover === true || (o.recover === 'if-needed' && (!b.protected || b.error !== undefined || b.kernel === null || apart))) {
     try {
+      // As `sluice up` starts: a rollback that is due and has lost its holder is done first.
+      await settleDueRollback(place);
       (await Protection.up({ ...place })).protection.close();
     } catch (e) {
       res.recoverError = `${(e as { code?: string }).code ?? ''} ${(e as Error).message}`.slice(0, 300);

@@ -119,6 +119,39 @@ function pinnedMaps(dir: string): Map<string, BpfMap> {
   return out;
 }
 
+/**
+ * Maps of the running program whose pins someone removed: pinned again, the program's own, so that
+ * adoption never puts a fresh map beside the one the program still writes (its counters would
+ * then read zero forever). Returns the names re-pinned.
+ */
+function repinRunningMaps(dir: string, maps: Map<string, BpfMap>): string[] {
+  if (!existsSync(join(dir, 'link'))) return [];
+  const done: string[] = [];
+  const link = Link.fromPin(join(dir, 'link'));
+  try {
+    const progId = link.info().progId;
+    if (!progId) return [];
+    const prog = Program.fromId(progId);
+    try {
+      for (const id of prog.info().mapIds) {
+        const m = BpfMap.fromId(id);
+        if (!m.name.includes('.') && !maps.has(m.name)) {
+          m.pin(join(dir, 'maps', m.name));
+          maps.set(m.name, m);
+          done.push(m.name);
+        } else {
+          m.close();
+        }
+      }
+    } finally {
+      prog.close();
+    }
+  } finally {
+    link.close();
+  }
+  return done;
+}
+
 function limiterOf(maps: Map<string, BpfMap>): Limiter {
   const m = {} as Record<string, BpfMap>;
   for (const name of LIMITER_MAP_NAMES) {
@@ -530,6 +563,8 @@ export class Protection {
     }
     const layout = Protection.layout(base.object);
     const maps = pinnedMaps(dir);
+    const repinned = repinRunningMaps(dir, maps);
+    if (repinned.length) warnings.push(`the pins of ${repinned.join(', ')} were missing (removed by hand?): pinned again from the program that runs, state and counters kept`);
     let spec: ObjectSpec | undefined;
     let coll: Collection | undefined;
     try {

@@ -20,7 +20,7 @@ const LAB = `${RUN.slice(0, 7)}${RUN.endsWith('q') ? 'w' : 'q'}`;
 const KILLS = 2;
 // The quick faults; an invalid reload is also in test/daemon (daemon.test.ts), so CI leaves it to
 // the full run and keeps this file near 90 s.
-const FAULTS: FaultName[] = ['prog pin removed', 'interface down and up'];
+const FAULTS: FaultName[] = ['prog pin removed', 'map pin removed', 'interface down and up'];
 
 test(`fault injection (CI size): ${KILLS} seeded kills per command and ${FAULTS.length} faults, each in its own mount namespace`, { timeout: 240_000 }, async (t) => {
   const seed = process.env['SLUICE_RELIABILITY_SEED'] ? Number(process.env['SLUICE_RELIABILITY_SEED']) : Math.floor(Math.random() * 2 ** 31);

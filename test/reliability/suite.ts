@@ -51,7 +51,6 @@ export const FAULTS: FaultName[] = [
  * CI test asserts the rest), run and reported by `npm run reliability`.
  */
 export const KNOWN_FAILING: Partial<Record<string, string>> = {
-  'map pin removed': 'a fix in adopt() (no step yet: a missing map pin is re-made empty)',
 };
 
 export interface Row {

@@ -24,7 +24,7 @@ import pino, { type Logger } from 'pino';
 import { Link } from '../ebpf';
 import { ApiCode, ApiError, type Problem } from '../api/errors';
 import { Metrics } from '../api/metrics';
-import { buildApi, fileToken, listenTcp, listenUnix, type ApiBackend, type PlaceQuery } from '../api/server';
+import { buildApi, buildReadOnly, fileToken, listenTcp, listenUnix, type ApiBackend, type PlaceQuery, type ReadOnlyBackend } from '../api/server';
 import {
   ConfigError, formatProblem, limitsProblems, loadConfig, mergeLimits, parseConfig,
   type DaemonConfig, type InterfaceConfig, type LimitsInput,
@@ -98,7 +98,7 @@ const placeFlags = (p: Place): string => `--iface ${p.iface}${p.netns ? ` --netn
 const hash = (text: string): string => createHash('sha256').update(text).digest('hex');
 
 /** The api settings as a restart would see them; the token is left out: the listener re-reads its file. */
-const apiText = (a: DaemonConfig['api']): string => JSON.stringify({ ...a, tcp: a.tcp ? { ...a.tcp, token: undefined } : null });
+const apiText = (a: DaemonConfig['api'], m: DaemonConfig['metrics'] = null): string => JSON.stringify({ ...a, tcp: a.tcp ? { ...a.tcp, token: undefined } : null, metrics: m });
 
 /** Rules and GeoIP tiers, compared as text (bigints included). */
 function rulesText(x: { rules: readonly unknown[]; geoip: unknown }): string {
@@ -117,7 +117,7 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { pid: process.pid, name: 'sluice' }, timestamp: pino.stdTimeFunctions.isoTime });
 }
 
-export class Daemon implements ApiBackend {
+export class Daemon implements ApiBackend, ReadOnlyBackend {
   config: DaemonConfig;
   readonly log: Logger;
   readonly metricsRegistry: Metrics;
@@ -276,6 +276,15 @@ export class Daemon implements ApiBackend {
       await listenTcp(app, tcp.host, tcp.port, { tls: !!tcp.tls, log: this.log });
       this.log.info({ event: 'listening', tcp: `${tcp.host}:${tcp.port}`, tls: !!tcp.tls, allowed_hosts: tcp.allowedHosts.map((h) => `${h.host}${h.port ? `:${h.port}` : ''}`) },
         `API on ${tcp.tls ? 'https' : 'http'}://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port} (bearer token required)`);
+    }
+    const ro = this.config.metrics;
+    if (ro) {
+      const app = buildReadOnly(this, { logger: this.log, allowedHosts: ro.allowedHosts });
+      this.servers.push(app);
+      // Read-only and tokenless: nothing here can change the daemon, so no TLS warning applies.
+      await app.listen({ host: ro.host, port: ro.port });
+      this.log.info({ event: 'listening', metrics: `${ro.host}:${ro.port}` },
+        `read-only listener (GET /metrics, GET /healthz; no token) on http://${ro.host.includes(':') ? `[${ro.host}]` : ro.host}:${ro.port}`);
     }
   }
 
@@ -554,8 +563,8 @@ export class Daemon implements ApiBackend {
       this.log.level = next.log.level;
       changes.push(`log level ${prev.log.level} -> ${next.log.level}`);
     }
-    if (apiText(next.api) !== apiText(prev.api)) {
-      this.log.warn({ event: 'api_changed' }, 'the api settings changed: they take effect when the daemon restarts (protection stays in force across a restart)');
+    if (apiText(next.api, next.metrics) !== apiText(prev.api, prev.metrics)) {
+      this.log.warn({ event: 'api_changed' }, 'the api or metrics settings changed: they take effect when the daemon restarts (protection stays in force across a restart)');
     }
     const wanted = new Map(next.interfaces.map((i) => [keyOf(i), i]));
     const leaving = [...this.managed.values()].filter((m) => !wanted.has(keyOf(m.cfg))).map((m) => where(m.cfg));
@@ -719,6 +728,23 @@ export class Daemon implements ApiBackend {
       this.log.info({ event: 'limits_set', iface: q.iface, netns: q.netns, limits, version: p.limiter.version() }, `limits of ${where(q)} set through the API (until the config changes them)`);
       return s;
     });
+  }
+
+  /**
+   * /healthz: ok when every configured interface is protected by this daemon now: it holds the
+   * interface's protection (attached or adopted, and not failed since), and the link pinned for
+   * it is still the one it attached or adopted, attached to an interface (not taken down by
+   * `sluice down`, not replaced by another process). No interfaces configured: ok. Read only:
+   * it looks at the pins, it changes nothing (the reconcile timer repairs).
+   */
+  async health(): Promise<{ ok: boolean; interfaces: { iface: string; netns: string | null; protected: boolean; reason?: string }[] }> {
+    const interfaces = [...this.managed.values()].map((m) => {
+      const base = { iface: m.cfg.iface, netns: m.cfg.netns };
+      if (!m.protection) return { ...base, protected: false, reason: m.error?.message ?? 'not attached yet' };
+      if (!this.stillOurs(m)) return { ...base, protected: false, reason: 'the pinned link is gone or no longer the one this daemon attached (sluice down?); the daemon re-attaches at its next reconcile' };
+      return { ...base, protected: true };
+    });
+    return { ok: interfaces.every((i) => i.protected), interfaces };
   }
 
   async metrics(): Promise<{ contentType: string; body: string }> {

@@ -87,7 +87,7 @@ export function policyOf(s: Pick<Settings, 'limits' | 'rules'>): PolicySpec {
 
 function checkPrivileges(): void {
   if (!hasBpfPrivileges()) {
-    throw new PermissionError('Sluice needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN: run it with sudo', {
+    throw new PermissionError('Sluice needs root, or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN (adopting pinned programs and links by id needs CAP_SYS_ADMIN): run it with sudo', {
       errno: 1, errnoName: 'EPERM', op: 'capabilities',
     });
   }

@@ -13,7 +13,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Settings } from '../agent/state';
@@ -152,6 +152,39 @@ export function tokenMatches(given: string, expected: string): boolean {
   return timingSafeEqual(digest(given), digest(expected)) && given.length === expected.length;
 }
 
+/**
+ * The checks that keep a browser page of another site out (docs/api.md, "Security"): a Host
+ * outside the allowed ones (DNS rebinding), a cross-site Origin or Sec-Fetch-Site. Shared by the
+ * API and the read-only listener. `open`: a route any page may link to (the dashboard).
+ */
+export function refuseForeign(req: FastifyRequest, allowed: readonly { host: string; port: number | null }[] | null, tls: boolean, o: { setting?: string; open?: boolean } = {}): { host: string; port: number | null } | null {
+  // Host first: a DNS-rebound name is not this daemon's, whatever else the request carries.
+  const hostHeader = req.headers.host;
+  const host = typeof hostHeader === 'string' ? parseHost(hostHeader) : null;
+  if (allowed) {
+    const ok = host && allowed.some((a) => a.host === host.host && (a.port === null || a.port === portOr(host.port, tls)));
+    if (!ok) throw new ApiError(ApiCode.HostNotAllowed, 403, `the Host header ${host ? `names ${host.host}, which is` : 'is missing or'} not one of this listener's allowed hosts: add the name to ${o.setting ?? 'api.tcp.allowed_hosts'} if it is this daemon's`);
+  }
+  // A browser says where a request comes from; only this origin's own pages may call.
+  const origin = req.headers.origin;
+  if (typeof origin === 'string') {
+    let same = false;
+    try {
+      const u = new URL(origin);
+      const ou = parseHost(u.host);
+      same = !!host && !!ou && (u.protocol === 'https:') === tls && u.protocol.startsWith('http') &&
+        ou.host === host.host && portOr(ou.port, tls) === portOr(host.port, tls);
+    } catch { same = false; }
+    if (!same) throw new ApiError(ApiCode.CrossSite, 403, 'a request from another origin (a web page elsewhere) is refused: call the API from a client, not a browser page of another site');
+  }
+  const site = req.headers['sec-fetch-site'];
+  // Another port of localhost is "same-site": any local web page. Only same-origin or typed-in.
+  if ((site === 'cross-site' || site === 'same-site') && !o.open) {
+    throw new ApiError(ApiCode.CrossSite, 403, `a request a browser marks as ${site} is refused (Sec-Fetch-Site): call the API from a client, or from the dashboard of this listener`);
+  }
+  return host;
+}
+
 export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: o.logger.child({ api: o.listener ?? 'inject' }) as FastifyBaseLogger,
@@ -174,30 +207,7 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
   });
 
   app.addHook('onRequest', async (req) => {
-    // Host first: a DNS-rebound name is not this daemon's, whatever else the request carries.
-    const hostHeader = req.headers.host;
-    const host = typeof hostHeader === 'string' ? parseHost(hostHeader) : null;
-    if (allowed) {
-      const ok = host && allowed.some((a) => a.host === host.host && (a.port === null || a.port === portOr(host.port, tls)));
-      if (!ok) throw new ApiError(ApiCode.HostNotAllowed, 403, `the Host header ${host ? `names ${host.host}, which is` : 'is missing or'} not one of this listener's allowed hosts: add the name to api.tcp.allowed_hosts if it is this daemon's`);
-    }
-    // A browser says where a request comes from; only this origin's own pages may call.
-    const origin = req.headers.origin;
-    if (typeof origin === 'string') {
-      let same = false;
-      try {
-        const u = new URL(origin);
-        const ou = parseHost(u.host);
-        same = !!host && !!ou && (u.protocol === 'https:') === tls && u.protocol.startsWith('http') &&
-          ou.host === host.host && portOr(ou.port, tls) === portOr(host.port, tls);
-      } catch { same = false; }
-      if (!same) throw new ApiError(ApiCode.CrossSite, 403, 'a request from another origin (a web page elsewhere) is refused: call the API from a client, not a browser page of another site');
-    }
-    const site = req.headers['sec-fetch-site'];
-    // Another port of localhost is "same-site": any local web page. Only same-origin or typed-in.
-    if ((site === 'cross-site' || site === 'same-site') && !(req.method === 'GET' && req.url === '/')) {
-      throw new ApiError(ApiCode.CrossSite, 403, `a request a browser marks as ${site} is refused (Sec-Fetch-Site): call the API from a client, or from the dashboard of this listener`);
-    }
+    refuseForeign(req, allowed, tls, { open: req.method === 'GET' && req.url === '/' });
     // The dashboard page holds neither data nor secrets; its requests to /v1 carry the token.
     if (source !== null && !(req.method === 'GET' && req.url === '/')) {
       const h = req.headers.authorization;
@@ -271,6 +281,50 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
     return reply.type(m.contentType).send(m.body);
   });
 
+  return app;
+}
+
+/** What the read-only listener serves; the daemon implements it. */
+export interface ReadOnlyBackend {
+  metrics(): Promise<{ contentType: string; body: string }>;
+  /** ok: every configured interface is protected (docs/api.md, "The read-only listener"). */
+  health(): Promise<{ ok: boolean; interfaces: { iface: string; netns: string | null; protected: boolean; reason?: string }[] }>;
+}
+
+/**
+ * The read-only listener (config `metrics.listen`): GET /metrics and GET /healthz, nothing else,
+ * no token. For Prometheus and kubelet probes, which cannot hold the API's token. It has no write
+ * route and no /v1 route: every other request is a 404, whatever its method or body (a body is
+ * never parsed). Host and Origin are checked as on the API's TCP listener.
+ */
+export function buildReadOnly(backend: ReadOnlyBackend, o: { logger: Logger; allowedHosts?: readonly { host: string; port: number | null }[] }): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: o.logger.child({ api: 'metrics' }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 1024,
+    return503OnClosing: true,
+  } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+  // No body is ever read: nothing here takes one (a 404 must not turn into a 415 or a 400).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, payload, done) => { payload.resume(); done(null, undefined); });
+  app.addHook('onRequest', async (req) => { refuseForeign(req, o.allowedHosts ?? null, false, { setting: 'metrics.allowed_hosts' }); });
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: +reply.elapsedTime.toFixed(1) }, 'request');
+  });
+  app.setErrorHandler(async (e, req, reply) => {
+    const { status, body } = httpError(e);
+    if (status >= 500) req.log.error({ err: e, url: req.url }, 'request failed');
+    return reply.code(status).send(body);
+  });
+  app.setNotFoundHandler(async (req, reply) => reply.code(404).send({ error: { code: ApiCode.NotFound, message: `no route ${req.method} ${req.url.split('?')[0]}: this is the read-only listener (GET /metrics, GET /healthz); the API is on the daemon's Unix socket or api.tcp` } }));
+  app.get('/metrics', async (_req, reply) => {
+    const m = await backend.metrics();
+    return reply.type(m.contentType).header('cache-control', 'no-store').send(m.body);
+  });
+  app.get('/healthz', async (_req, reply) => {
+    const h = await backend.health();
+    return reply.code(h.ok ? 200 : 503).header('cache-control', 'no-store').send(h);
+  });
   return app;
 }
 

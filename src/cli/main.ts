@@ -2,17 +2,22 @@
  * The `sluice` command. One module per subcommand under src/cli/commands/, each thin over
  * agent / limiter / lab; this file only assembles them and turns errors into exit codes.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { COMMANDS } from './commands';
 import { VerifierError } from '../ebpf';
 import { EXIT, failure } from './common';
 import { settleDueRollback } from './due-rollback';
 
+/** The version of the package this file was installed with (dist/src/cli/ is three levels below it). */
+const VERSION = (JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+
 const program = new Command();
 program
   .name('sluice')
   .description('Per-client rate limiting in the kernel (XDP), run from user space')
-  .version('0.1.0')
+  .version(VERSION)
   .option('-v, --verbose', 'on failure, print everything known: the whole verifier log, the stack')
   .showHelpAfterError()
   .exitOverride();

@@ -61,6 +61,8 @@ export interface DaemonConfig {
   file: string;
   interfaces: InterfaceConfig[];
   api: { socket: string | null; tcp: TcpConfig | null };
+  /** The read-only listener (/metrics, /healthz), or null: off. */
+  metrics: { host: string; port: number; allowedHosts: { host: string; port: number | null }[] } | null;
   log: { level: LogLevel };
   reconcileIntervalMs: number;
   /** Not problems, but worth a log line (e.g. a token file others can read). */
@@ -451,6 +453,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
     file,
     interfaces,
     api: { socket: c.api.socket, tcp },
+    metrics: c.metrics ? { host: c.metrics.listen.host, port: c.metrics.listen.port, allowedHosts: c.metrics.allowed_hosts ? c.metrics.allowed_hosts.map((h) => parseHost(h)!) : defaultAllowedHosts(c.metrics.listen.host) } : null,
     log: { level: c.log.level },
     reconcileIntervalMs: c.reconcile_interval,
     warnings,

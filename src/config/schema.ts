@@ -200,15 +200,23 @@ export function interfacesMessage(v: unknown): string {
   return `expected a list of interfaces, got ${shown(v)}`;
 }
 
+/** The read-only listener: /metrics and /healthz, no token (docs/api.md). */
+export const metricsSchema = z.strictObject({
+  listen,
+  /** Host header values accepted (any port unless one is given); default as api.tcp's (load.ts). */
+  allowed_hosts: z.array(hostEntry, { error: (iss) => `expected a list of host names or addresses (e.g. [10.0.0.5, sluice-metrics.kube-system.svc]), got ${shown(iss.input)}` }).min(1, { error: 'an empty list would refuse every request: leave allowed_hosts out for the default' }).optional(),
+}, { error: (iss) => `expected a mapping { listen: HOST:PORT, allowed_hosts?: [HOST, …] }, or null for none; got ${shown(iss.input)}` });
+
 export const configSchema = z.strictObject({
   interfaces: z.array(interfaceSchema, { error: (iss) => interfacesMessage(iss.input) }),
   api: apiSchema.prefault({}),
+  metrics: metricsSchema.nullable().default(null),
   log: z.strictObject({ level: oneOf(LOG_LEVELS).default('info') }, {
     error: (iss) => `expected a mapping { level: info }, got ${shown(iss.input)}`,
   }).prefault({}),
   reconcile_interval: unitValue((v) => parseDurationMs(v, 'reconcile_interval', 1000, 3_600_000), 'a duration (e.g. 10s)')
     .default(DEFAULT_RECONCILE_MS),
-}, { error: (iss) => `expected a mapping at the top of the file (interfaces, api, log), got ${kindOf(iss.input)}` });
+}, { error: (iss) => `expected a mapping at the top of the file (interfaces, api, metrics, log), got ${kindOf(iss.input)}` });
 
 export type ConfigInput = z.output<typeof configSchema>;
 

@@ -95,7 +95,7 @@ extra: 1
     ['api.tcp.listen', 20, /expected HOST:PORT/],
     ['api.tcp.token_file', 20, /required: the TCP API is served only with a bearer token/],
     ['log.level', 21, /expected one of fatal, error, warn, info, debug, trace, silent/],
-    ['extra', 22, /unknown key; expected one of interfaces, api, log, reconcile_interval/],
+    ['extra', 22, /unknown key; expected one of interfaces, api, metrics, log, reconcile_interval/],
   ];
   for (const [path, line, re] of expect) {
     const p = byPath.get(path);

@@ -54,6 +54,9 @@ test('a namespace re-created with the same ifindex: up attaches afresh instead o
   assert.equal((await run('ip', ['netns', 'del', srv])).code, 0);
   await addNetns(srv);
   await initNetns(srv);
+  // The pair goes with the namespace, but the kernel tears it down after `ip netns del` returns:
+  // until then the client's end still holds its name.
+  for (let i = 0; i < 100 && (await run('ip', ['-n', cli, 'link', 'show', 'dev', veth.a.ifname])).code === 0; i++) await new Promise((r) => setTimeout(r, 50));
   await createVeth({ ns: cli, ifname: veth.a.ifname, mac: veth.a.mac }, { ns: srv, ifname: veth.b.ifname, mac: veth.b.mac });
   for (const e of [veth.a, veth.b]) await configureEnd(e.ns, e.ifname, { ipv4: e.ipv4, prefix4: e.prefix4, ipv6: e.ipv6, prefix6: e.prefix6 });
   for (const e of [veth.a, veth.b]) await waitLinkReady(e.ns, e.ifname);

@@ -8,7 +8,7 @@ import { assertPlace, type Limits } from '../agent/state';
 import { ErrorCode } from '../ebpf';
 import { PolicyError } from '../limiter/policy';
 import type { StateEntry } from '../limiter/top';
-import { formatRate, parseBytes, parseBytesPer, parseDurationMs, parseRate, parseRatePer, type Rate } from '../limiter/units';
+import { FORMS, formatRate, parseBytes, parseBytesPer, parseCount, parseDurationMs, parseRatePer, type Rate } from '../limiter/units';
 
 /** Exit codes, documented in docs/cli.md. */
 export const EXIT = { ok: 0, error: 1, usage: 2, notProtected: 3, permission: 4 } as const;
@@ -62,12 +62,12 @@ export interface LimitOptions {
 
 export function limitOptions(cmd: Command): Command {
   return cmd
-    .option('--rate <n>', 'packets per second, minute or hour per key (1000, 10k, 2.5M, 30/min, 100/h)', parsed((v) => parseRatePer(v, 'rate')))
-    .option('--bytes-rate <n>', 'bytes per second, minute or hour per key (1500000, 2MB, 1GiB, 500MB/h)', parsed((v) => parseBytesPer(v, 'bytes rate')))
-    .option('--burst <n>', 'packets allowed at once (token, gcra: bucket size; windows: extra per window)', parsed((v) => parseRate(v, 'burst', 0)))
-    .option('--bytes-burst <n>', 'bytes allowed at once', parsed((v) => parseBytes(v, 'bytes burst', 0)))
+    .option('--rate <rate>', `packets per key: ${FORMS.rate}`, parsed((v) => parseRatePer(v, 'rate')))
+    .option('--bytes-rate <rate>', `bytes per key: ${FORMS.bytesRate}`, parsed((v) => parseBytesPer(v, 'bytes rate')))
+    .option('--burst <n>', `packets allowed at once (token, gcra: bucket size; windows: extra per window): ${FORMS.count}`, parsed((v) => parseCount(v, 'burst', 0)))
+    .option('--bytes-burst <bytes>', `bytes allowed at once: ${FORMS.bytes}`, parsed((v) => parseBytes(v, 'bytes burst', 0)))
     .addOption(new Option('--algorithm <name>', 'the algorithm').choices(['fixed', 'sliding', 'token', 'gcra']))
-    .option('--window <duration>', 'window of fixed and sliding (1s, 500ms, 1m; at most 1h)', parsed((v) => parseDurationMs(v, 'window', 1, 3_600_000)))
+    .option('--window <duration>', 'window of fixed and sliding, at most 1h: 500ms, 1s, 1m', parsed((v) => parseDurationMs(v, 'window', 1, 3_600_000)))
     .option('--key-v4 <len>', 'IPv4 key prefix length (32: per address, 24: per /24)', prefixLen(32, 'IPv4 key prefix'))
     .option('--key-v6 <len>', 'IPv6 key prefix length (64: per /64)', prefixLen(128, 'IPv6 key prefix'))
     .option('--no-packet-limit', 'limit bytes only (needs --bytes-rate)');

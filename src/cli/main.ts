@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { COMMANDS } from './commands';
 import { VerifierError } from '../ebpf';
 import { EXIT, failure } from './common';
+import { UNITS_HELP } from '../limiter/units';
 
 const program = new Command();
 program
@@ -17,6 +18,15 @@ program
   .exitOverride();
 for (const register of COMMANDS) register(program);
 program.commands.forEach((c) => c.exitOverride());
+
+// Every help text that takes a value with a unit ends with the one grammar of units.
+const UNIT_OPTIONS = new Set(['--rate', '--bytes-rate', '--burst', '--bytes-burst', '--window', '--sample', '--watch', '--confirm-within', '--max-entries', '--max-rules', '--max-list-entries', '--count', '--new-states-per-sec', '--seconds', '--rate-after', '--abusive']);
+const withUnits = (c: Command): void => {
+  if (c.options.some((o) => o.long && UNIT_OPTIONS.has(o.long))) c.addHelpText('after', `\n${UNITS_HELP}`);
+  c.commands.forEach(withUnits);
+};
+program.commands.forEach(withUnits);
+program.addHelpText('after', `\n${UNITS_HELP}\n\nExit codes: 0 done, 1 failed, 2 invalid arguments or policy (nothing changed), 3 not protected, 4 missing privileges (docs/cli.md).`);
 
 program.parseAsync().catch((e: unknown) => {
   if (e instanceof CommanderError) {

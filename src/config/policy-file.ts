@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { DEFAULT_LIMITS, type Limits, type PolicyContent } from '../agent/state';
 import { compileGeo, GeoError, type GeoConfig } from '../limiter/geoip';
 import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
-import { parseDurationMs, parseRate } from '../limiter/units';
+import { FORMS, parseCount, parseDurationMs, parseRate } from '../limiter/units';
 import { ConfigError, type ConfigProblem } from './errors';
 import { deepFreeze, defaultRuleOf, limitsProblems, lineOf, mergeLimits, notThisKind, pathText, sortByLine, zodProblems, type Seg } from './load';
 import { cidr, kindOf, limitsSchema, listsSchema, oneOf, shown, unitValue, wholeIn } from './schema';
@@ -63,7 +63,7 @@ const aggregate = z.union([
   z.literal('none'),
   z.strictObject({
     rate: unitValue((v) => parseRate(v, 'aggregate rate'), 'packets per second (e.g. 50k; an aggregate is always per second)'),
-    burst: unitValue((v) => parseRate(v, 'aggregate burst', 0), 'a number of packets').optional(),
+    burst: unitValue((v) => parseCount(v, 'aggregate burst', 0), `a number of packets (${FORMS.count})`).optional(),
   }),
 ], { error: (iss) => `expected none or { rate, burst }, got ${shown(iss.input)}` });
 
@@ -74,8 +74,21 @@ const ruleSchema = z.strictObject({
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, { error: (iss) => `${shown(iss.input)} is not a rule name (letters, digits, "_", "-", "."; at most 63)` }),
   match: matchSchema.optional(),
   limit: ruleLimitSchema.optional(),
-  on_exceed: z.union([oneOf(['drop']), z.strictObject({ block: unitValue((v) => parseDurationMs(v, 'block', 1), 'a duration (e.g. 30s)') })], {
-    error: (iss) => `expected drop or { block: DURATION }, got ${shown(iss.input)}`,
+  // Not a z.union: its one message would hide what is wrong with the duration of a block.
+  on_exceed: z.unknown().transform((v, ctx): 'drop' | { block: number } => {
+    if (v === 'drop') return 'drop';
+    if (v !== null && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 1 && 'block' in v) {
+      const d = (v as { block: unknown }).block;
+      try {
+        if (typeof d !== 'string' && typeof d !== 'number') throw new Error(`block: expected a duration (${FORMS.duration}), got ${shown(d)}`);
+        return { block: parseDurationMs(d, 'block', 1) };
+      } catch (e) {
+        ctx.issues.push({ code: 'custom', message: (e as Error).message, input: v });
+        return z.NEVER;
+      }
+    }
+    ctx.issues.push({ code: 'custom', message: `expected drop or { block: DURATION }, got ${shown(v)}`, input: v });
+    return z.NEVER;
   }).optional(),
   mode: oneOf(['enforce', 'dry-run']).optional(),
   plugin: wholeIn('plugin slot', 0, 15).optional(),

@@ -9,7 +9,8 @@ import { GEOIP_ATTRIBUTION } from '../../limiter/geoip';
 import { compileLists } from '../../limiter/lists';
 import { compilePolicy, formatPrefix } from '../../limiter/policy';
 import { REASON_NAMES } from '../../limiter/stats';
-import { parseDurationMs } from '../../limiter/units';
+import { parseCount, parseDurationMs } from '../../limiter/units';
+import { MAX_MAX_RULES } from '../../config/schema';
 import { human, num, parsed, place, placeOptions, printJson, table, type PlaceOptions } from '../common';
 
 /**
@@ -40,7 +41,7 @@ export function register(program: Command): void {
   policy
     .command('check <file>')
     .description('validate a policy file and print what it compiles to, without touching the kernel')
-    .option('--max-rules <n>', 'rule slots of the target (default 1024)', (v) => Number(v), 1024)
+    .option('--max-rules <n>', `rule slots of the target: 2 to ${MAX_MAX_RULES} (default 1024)`, parsed((v) => parseCount(v, 'max rules', 2, MAX_MAX_RULES)), 1024)
     .option('--json', 'print JSON')
     .addHelpText('after', `
 Rules are evaluated in this order: the management allowlist, the denylist, the allowlist, then the
@@ -85,7 +86,7 @@ Examples:
     });
 
   placeOptions(policy.command('apply <file>').description('apply a policy file to a protected interface, atomically'))
-    .option('--confirm-within <duration>', 'roll back to the previous policy unless `sluice policy confirm` arrives in time (e.g. 60s)', parsed((v) => parseDurationMs(v, 'confirm-within', 1000, 3_600_000)))
+    .option('--confirm-within <duration>', 'roll back to the previous policy unless `sluice policy confirm` arrives in time: 1s to 1h (e.g. 60s, 5m)', parsed((v) => parseDurationMs(v, 'confirm-within', 1000, 3_600_000)))
     .option('--json', 'print JSON')
     .addHelpText('after', `
 Examples:

@@ -3,7 +3,8 @@ import { Protection } from '../../agent/protection';
 import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy } from '../../config/policy-file';
 import { describeLimits, limitOptions, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
-import { parseRate } from '../../limiter/units';
+import { parseCount } from '../../limiter/units';
+import { MAX_MAX_ENTRIES, MAX_MAX_RULES } from '../../config/schema';
 
 interface UpOpts extends PlaceOptions, LimitOptions {
   mode: 'auto' | 'native' | 'generic';
@@ -36,9 +37,9 @@ Examples:
   limitOptions(cmd);
   cmd
     .addOption(new Option('--mode <mode>', 'XDP mode; auto tries native, then generic').choices(['auto', 'native', 'generic']).default('auto'))
-    .option('--max-entries <n>', 'per-client state entries (LRU), fixed at load', parsed((v) => parseRate(v, 'max entries', 16)))
-    .option('--max-rules <n>', 'rule slots, fixed at load', parsed((v) => parseRate(v, 'max rules', 2)))
-    .option('--max-list-entries <n>', 'entries the compiled allow/deny/management lists may have, fixed at load (default 65536)', parsed((v) => parseRate(v, 'max list entries', 1)))
+    .option('--max-entries <n>', `per-client state entries (LRU), fixed at load: 16 to 2^28 (${MAX_MAX_ENTRIES}); e.g. 100k, 1M`, parsed((v) => parseCount(v, 'max entries', 16, MAX_MAX_ENTRIES)))
+    .option('--max-rules <n>', `rule slots, fixed at load: 2 to ${MAX_MAX_RULES}`, parsed((v) => parseCount(v, 'max rules', 2, MAX_MAX_RULES)))
+    .option('--max-list-entries <n>', 'entries the compiled allow/deny/management lists may have, fixed at load (default 65536; at most 16M)', parsed((v) => parseCount(v, 'max list entries', 1, 1 << 24)))
     .option('--object <path>', 'the BPF object to load (default: bpf/sluice.bpf.o)')
     .option('--policy <file>', 'a policy file (rules, lists, GeoIP tiers; see docs/policy.md); limits on the command line override its defaults')
     .option('--egress', 'also enforce at tc egress (implied by a policy with egress rules)')

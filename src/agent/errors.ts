@@ -18,6 +18,7 @@ export const AgentCode = {
   RollbackFailed: 'SLUICE_E_ROLLBACK_FAILED',
   DaemonRunning: 'SLUICE_E_DAEMON_RUNNING',
   ManagedElsewhere: 'SLUICE_E_MANAGED_ELSEWHERE',
+  NotInList: 'SLUICE_E_NOT_IN_LIST',
 } as const;
 
 export type AgentCodeValue = (typeof AgentCode)[keyof typeof AgentCode];

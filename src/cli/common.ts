@@ -132,12 +132,28 @@ export function human(bytes: number): string {
   return `${bytes.toFixed(i ? 1 : 0)} ${u[i]}`;
 }
 
-/** Exit code for an error, and the message to print. */
-export function failure(e: unknown): { code: number; message: string } {
+/**
+ * Exit code for an error, its documented error code (docs/errors.md; SLUICE_E_INTERNAL for an
+ * error without one of its own), and the message to print.
+ */
+export function failure(e: unknown): { code: number; error: string; message: string } {
   const err = e as { code?: string; message?: string };
   const message = e instanceof Error ? e.message : String(e);
-  if (e instanceof PolicyError || err.code === AgentCode.InvalidArgument || err.code === 'SLUICE_E_CONFIG' || err.code === 'SLUICE_E_LISTS_TOO_LARGE') return { code: EXIT.usage, message };
-  if (err.code === AgentCode.NotProtected) return { code: EXIT.notProtected, message };
-  if (err.code === ErrorCode.Permission) return { code: EXIT.permission, message };
-  return { code: EXIT.error, message };
+  const known = typeof err.code === 'string' && err.code.startsWith('SLUICE_E_') ? err.code : undefined;
+  if (e instanceof PolicyError) return { code: EXIT.usage, error: known ?? 'SLUICE_E_POLICY', message };
+  const error = known ?? 'SLUICE_E_INTERNAL';
+  if (error === AgentCode.InvalidArgument || error === 'SLUICE_E_CONFIG' || error === 'SLUICE_E_LISTS_TOO_LARGE') return { code: EXIT.usage, error, message };
+  if (error === AgentCode.NotProtected) return { code: EXIT.notProtected, error, message };
+  if (error === ErrorCode.Permission) return { code: EXIT.permission, error, message };
+  return { code: EXIT.error, error, message };
+}
+
+/**
+ * Print an error the one way every command does: `sluice: CODE: message` on stderr, and with
+ * --json the same as {"error": {code, exit_code, message}} on stdout, for scripts.
+ */
+export function reportError(f: { code: number; error: string; message: string }, asJson: boolean, hint?: string): void {
+  console.error(`sluice: ${f.error}: ${f.message}`);
+  if (hint) console.error(hint);
+  if (asJson) printJson({ error: { code: f.error, exit_code: f.code, message: f.message } });
 }

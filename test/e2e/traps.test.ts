@@ -41,8 +41,32 @@ test('trap 7a: `deny del` removes what `deny add` stored, in any spelling; delet
   await ok('deny', 'add', ...on, '198.51.100.0/24');
   const r = await sluice('deny', 'del', ...on, '198.51.100.0/24', '203.0.113.9');
   assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /SLUICE_E_NOT_IN_LIST/);
   assert.match(r.stderr, /not in the deny list of .*: 203\.0\.113\.9\/32, so nothing was removed/);
   l = await json<{ deny: string[] }>('deny', 'list', ...on);
   assert.deepEqual(l.deny, ['198.51.100.0/24'], 'nothing removed when one entry is absent');
   await ok('deny', 'del', ...on, '198.51.100.0/24');
+});
+
+test('trap 7b: argument errors exit 2 with one line, its code and a hint; every error prints its code, also in --json', async () => {
+  let r = await sluice('set', ...on, '--rate', 'fast');
+  assert.equal(r.code, 2, r.stderr);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 2, `one line and a hint, not the help:\n${r.stderr}`);
+  assert.match(lines[0]!, /^sluice: SLUICE_E_INVALID_ARGUMENT: .*rate "fast" is not a rate/);
+  assert.match(lines[1]!, /`sluice set --help`/);
+  r = await sluice('deny', 'add', ...on, '10.0.0.300');
+  assert.equal(r.code, 2, `an invalid prefix is an invalid argument: ${r.stderr}`);
+  assert.match(r.stderr, /^sluice: SLUICE_E_INVALID_ARGUMENT: .*10\.0\.0\.300/);
+  r = await sluice('up', '--iface', 'nosuch0', '--netns', srv, '--json');
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^sluice: SLUICE_E_NO_IFACE: /);
+  assert.deepEqual(Object.keys(JSON.parse(r.stdout).error).sort(), ['code', 'exit_code', 'message']);
+  assert.equal(JSON.parse(r.stdout).error.code, 'SLUICE_E_NO_IFACE');
+  r = await sluice('down', '--iface', 'nosuch0', '--netns', srv, '--json');
+  assert.equal(r.code, 3);
+  assert.equal(JSON.parse(r.stdout).error.code, 'SLUICE_E_NOT_PROTECTED');
+  r = await sluice('lab', 'up', '--clients', '99');
+  assert.equal(r.code, 2, 'nested subcommands too');
+  assert.match(r.stderr, /^sluice: SLUICE_E_INVALID_ARGUMENT: .*\n\(`sluice lab up --help`/);
 });

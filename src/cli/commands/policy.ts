@@ -166,7 +166,7 @@ Examples:
 
   const hookOption = (): Option => new Option('--hook <hook>', 'xdp (ingress) or tc (egress)').choices(['xdp', 'tc']).default('xdp');
   placeOptions(policy.command('plug').description('load an operator program into a plugin slot: rules with `plugin: N` hand it their packets'))
-    .requiredOption('--slot <n>', 'slot 0..15', (v) => Number(v))
+    .requiredOption('--slot <n>', 'slot 0..15', parsed((v) => parseCount(v, 'slot', 0, 15)))
     .requiredOption('--object <file>', 'the BPF object')
     .requiredOption('--section <name>', 'the program, by section (e.g. xdp) or function name')
     .addOption(hookOption())
@@ -183,7 +183,7 @@ Example:
       }
     });
   placeOptions(policy.command('unplug').description('empty a plugin slot: its rules go back to the built-in limiter'))
-    .requiredOption('--slot <n>', 'slot 0..15', (v) => Number(v))
+    .requiredOption('--slot <n>', 'slot 0..15', parsed((v) => parseCount(v, 'slot', 0, 15)))
     .addOption(hookOption())
     .action(async (o: PlaceOptions & { slot: number; hook: 'xdp' | 'tc' }) => {
       const p = Protection.open(place(o));

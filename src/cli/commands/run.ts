@@ -26,7 +26,7 @@ Examples:
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
         // An invalid file is a usage error: every problem listed, nothing attached.
-        console.error(`sluice: ${e.message}`);
+        console.error(`sluice: ${e.code}: ${e.message}`);
         process.exitCode = EXIT.usage;
         return;
       }

@@ -130,7 +130,10 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
   const at = (path: Seg[], message: string): void => { problems.push({ path: pathText(path), line: lineOf(doc, lc, path), message }); };
   for (const e of doc.errors) problems.push({ path: '', ...(e.linePos ? { line: e.linePos[0].line } : {}), message: `YAML: ${e.message.split('\n')[0]!}` });
   if (problems.length) throw new ConfigError(file, problems);
-  const raw = (doc.toJS({ maxAliasCount: 100 }) as unknown) ?? {};
+  const raw = (doc.toJS({ maxAliasCount: 100 }) as unknown) ?? null;
+  // An empty file (or one of comments) is refused, never read as "no rules, no lists": applied, it
+  // would empty the management allowlist. `{}` says "nothing" on purpose.
+  if (raw === null) throw new ConfigError(file, [{ path: '', message: 'the policy file is empty (a file caught half-written, or the wrong path?); write `{}` for a policy of defaults only, on purpose' }]);
   notThisKind(raw, Object.keys(policySchema.shape), file, 'policy file');
   const parsed = policySchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(file, sortByLine(zodProblems(parsed.error, doc, lc, [], policySchema)));

@@ -5,7 +5,7 @@
  * The data path then applies management -> deny -> allow, in that order.
  */
 import { ListFlags } from '../generated/types';
-import { formatPrefix, parsePrefix, type Prefix } from './policy';
+import { covers, formatPrefix, parsePrefix, type Prefix } from './policy';
 
 export type ListName = 'mgmt' | 'deny' | 'allow';
 export const LIST_FLAG: Record<ListName, number> = { mgmt: ListFlags.MGMT, deny: ListFlags.DENY, allow: ListFlags.ALLOW };
@@ -94,4 +94,13 @@ export function compileLists(lists: Lists): ListEntry[] {
   }
   compileWork.checks = checks;
   return all.map((e, i) => ({ ...e, flags: flags[i]! }));
+}
+
+/**
+ * The management prefixes of before that after no longer covers (the sources that would lose
+ * their protection from lockout): empty when after keeps or widens every one of them.
+ */
+export function mgmtDropped(before: string[], after: string[]): string[] {
+  const keep = after.map(parsePrefix);
+  return before.filter((b) => { const p = parsePrefix(b); return !keep.some((k) => covers(k, p)); });
 }

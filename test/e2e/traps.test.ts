@@ -3,7 +3,7 @@
  * namespaces this test creates. Each of these failed on 3d14d9d (the base of the issue).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -69,4 +69,28 @@ test('trap 7b: argument errors exit 2 with one line, its code and a hint; every 
   r = await sluice('lab', 'up', '--clients', '99');
   assert.equal(r.code, 2, 'nested subcommands too');
   assert.match(r.stderr, /^sluice: SLUICE_E_INVALID_ARGUMENT: .*\n\(`sluice lab up --help`/);
+});
+
+test('trap 7c: an empty policy file is refused, and a policy never shrinks the management allowlist without --allow-mgmt-shrink', async () => {
+  const empty = join(dir, 'empty.yaml');
+  writeFileSync(empty, '# cut short\n');
+  const withMgmt = join(dir, 'mgmt.yaml');
+  writeFileSync(withMgmt, 'mgmt: [192.0.2.10, "2001:db8::/64"]\n');
+  const without = join(dir, 'without.yaml');
+  writeFileSync(without, 'deny: [198.51.100.0/24]\n');
+  let r = await sluice('policy', 'check', empty);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /the policy file is empty/);
+  await ok('policy', 'apply', withMgmt, ...on);
+  r = await sluice('policy', 'apply', empty, ...on);
+  assert.equal(r.code, 2, `an empty file is refused: ${r.stderr}`);
+  r = await sluice('policy', 'apply', without, ...on);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^sluice: SLUICE_E_MGMT_SHRINK: .*192\.0\.2\.10\/32, 2001:db8::\/64 out of the management allowlist/);
+  assert.deepEqual((await json<{ mgmt: string[] }>('mgmt', 'list', ...on)).mgmt, ['192.0.2.10/32', '2001:db8::/64'], 'nothing changed');
+  await ok('policy', 'apply', without, ...on, '--allow-mgmt-shrink');
+  assert.deepEqual((await json<{ mgmt: string[] }>('mgmt', 'list', ...on)).mgmt, [], 'removed on purpose');
+  const none = join(dir, 'none.yaml');
+  writeFileSync(none, '{}\n');
+  await ok('policy', 'apply', none, ...on); // `{}`: nothing, on purpose
 });

@@ -6,7 +6,8 @@ import { applyWithRollback, confirm, rollbackNow, runAgent } from '../../agent/r
 import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy, type PolicyFile } from '../../config/policy-file';
 import { GEOIP_ATTRIBUTION } from '../../limiter/geoip';
-import { compileLists } from '../../limiter/lists';
+import { compileLists, mgmtDropped } from '../../limiter/lists';
+import { assertMgmtKept } from '../../agent/errors';
 import { compilePolicy, formatPrefix } from '../../limiter/policy';
 import { REASON_NAMES } from '../../limiter/stats';
 import { parseCount, parseDurationMs } from '../../limiter/units';
@@ -87,12 +88,16 @@ Examples:
 
   placeOptions(policy.command('apply <file>').description('apply a policy file to a protected interface, atomically'))
     .option('--confirm-within <duration>', 'roll back to the previous policy unless `sluice policy confirm` arrives in time: 1s to 1h (e.g. 60s, 5m)', parsed((v) => parseDurationMs(v, 'confirm-within', 1000, 3_600_000)))
+    .option('--allow-mgmt-shrink', 'allow the file to take prefixes out of the management allowlist (refused otherwise: lockout protection)')
     .option('--json', 'print JSON')
     .addHelpText('after', `
+A file whose mgmt list leaves out a prefix the live management allowlist holds is refused
+(SLUICE_E_MGMT_SHRINK), unless --allow-mgmt-shrink; an empty file is refused (write {} for none).
+
 Examples:
   sluice policy apply policy.yaml --iface eth1
   sluice policy apply policy.yaml --iface eth1 --confirm-within 60s   # then: sluice policy confirm --iface eth1`)
-    .action(async (file: string, o: PlaceOptions & { confirmWithin?: number; json?: boolean }) => {
+    .action(async (file: string, o: PlaceOptions & { confirmWithin?: number; json?: boolean; allowMgmtShrink?: boolean }) => {
       const pl = place(o);
       const p0 = Protection.open(pl); // refuses an interface that is not protected
       p0.close();
@@ -100,6 +105,7 @@ Examples:
       const { pf, r } = await Protection.locked(pl, async () => {
         const prior = loadSettings(pl);
         const pf = loadPolicy(file, prior?.ruleIds ?? {}, prior?.maxRules);
+        assertMgmtKept(mgmtDropped(prior?.lists.mgmt ?? [], pf.lists.mgmt), o.iface, o.allowMgmtShrink);
         const change = { ...pl, ...policyContent(pf), policyFile: pf.file };
         // With a deadline, the rollback is persisted (and its holder started) before the change is live.
         const r: UpResult & { pending?: Pending } = o.confirmWithin ? await applyWithRollback({ ...change, applied: pf.file }, o.confirmWithin) : await Protection.up(change);

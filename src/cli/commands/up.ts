@@ -1,5 +1,7 @@
 import { Option, type Command } from 'commander';
+import { assertMgmtKept } from '../../agent/errors';
 import { Protection } from '../../agent/protection';
+import { mgmtDropped } from '../../limiter/lists';
 import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy } from '../../config/policy-file';
 import { describeLimits, limitOptions, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
@@ -13,6 +15,7 @@ interface UpOpts extends PlaceOptions, LimitOptions {
   maxListEntries?: number;
   object?: string;
   resetState?: boolean;
+  allowMgmtShrink?: boolean;
   policy?: string;
   egress?: boolean;
   json?: boolean;
@@ -42,12 +45,14 @@ Examples:
     .option('--max-list-entries <n>', 'entries the compiled allow/deny/management lists may have, fixed at load (default 65536; at most 16M)', parsed((v) => parseCount(v, 'max list entries', 1, 1 << 24)))
     .option('--object <path>', 'the BPF object to load (default: bpf/sluice.bpf.o)')
     .option('--policy <file>', 'a policy file (rules, lists, GeoIP tiers; see docs/policy.md); limits on the command line override its defaults')
+    .option('--allow-mgmt-shrink', 'with --policy on a protected interface: allow the file to take prefixes out of the management allowlist')
     .option('--egress', 'also enforce at tc egress (implied by a policy with egress rules)')
     .option('--reset-state', 'discard pinned state and counters, start afresh')
     .option('--json', 'print the result as JSON')
     .action(async (o: UpOpts) => {
       const prior = loadSettings(place(o));
       const pf = o.policy ? loadPolicy(o.policy, prior?.ruleIds ?? {}, o.maxRules ?? prior?.maxRules) : undefined;
+      if (pf) assertMgmtKept(mgmtDropped(prior?.lists.mgmt ?? [], pf.lists.mgmt), o.iface, o.allowMgmtShrink);
       const r = await Protection.up({
         ...place(o),
         ...(pf ? { ...policyContent(pf), policyFile: pf.file } : {}),

@@ -15,7 +15,7 @@ import {
   type Collection,
 } from '../ebpf';
 import { Limiter, LIMITER_MAP_NAMES, ListsTooLargeError, RULE_SIZED_MAPS, type LimiterMaps } from '../limiter/limiter';
-import { compileLists, emptyLists, normaliseLists, type Lists } from '../limiter/lists';
+import { compileLists, emptyLists, normaliseLists, type Lists, type RuntimeLists } from '../limiter/lists';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
 import { plugProgram, unplugProgram, type Hook } from '../limiter/plugins';
 import { compileGeo, type GeoCompiled, type GeoConfig } from '../limiter/geoip';
@@ -56,6 +56,8 @@ export interface UpOptions extends Place {
   geoip?: GeoConfig | null;
   ruleIds?: Record<string, number>;
   policyFile?: string | null;
+  /** The runtime layer of list edits to keep (docs/cli.md); absent: the prior one. */
+  runtime?: RuntimeLists;
   /** The id of the pending rollback this change is made for (its own apply, or the rollback): not refused by it. */
   allowPending?: string;
 }
@@ -303,7 +305,7 @@ function removeEmptyScope(p: Place): void {
 }
 
 /** What Protection.update may change. */
-export interface SettingsChange { limits?: Partial<Limits>; rules?: RuleSpec[]; lists?: Lists; malformedDrop?: boolean; geoip?: GeoConfig | null; ruleIds?: Record<string, number> }
+export interface SettingsChange { limits?: Partial<Limits>; rules?: RuleSpec[]; lists?: Lists; malformedDrop?: boolean; geoip?: GeoConfig | null; ruleIds?: Record<string, number>; runtime?: RuntimeLists }
 
 export class Protection {
   private constructor(
@@ -390,6 +392,7 @@ export class Protection {
         ruleIds: o.ruleIds ?? prior?.ruleIds ?? {},
         plugins: (!fresh && prior?.plugins) || { xdp: {}, tc: {} },
         policyFile: o.policyFile !== undefined ? o.policyFile : prior?.policyFile ?? null,
+        ...((o.runtime ?? prior?.runtime) ? { runtime: o.runtime ?? prior?.runtime } : {}),
       };
       validateLimits(base.limits);
       compilePolicy(policyOf(base), base.maxRules); // refuse an invalid policy before touching anything
@@ -823,6 +826,7 @@ export class Protection {
         malformedDrop: change.malformedDrop ?? this.settings.malformedDrop,
         geoip: change.geoip !== undefined ? change.geoip : this.settings.geoip,
         ruleIds: change.ruleIds ?? this.settings.ruleIds,
+        ...((change.runtime ?? this.settings.runtime) ? { runtime: change.runtime ?? this.settings.runtime } : {}),
       };
       validateLimits(next.limits);
       compilePolicy(policyOf(next), next.maxRules);

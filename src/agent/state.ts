@@ -20,7 +20,7 @@ import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { flock, LOCK } from '../ebpf';
 import type { GeoConfig } from '../limiter/geoip';
 import type { AlgName } from '../limiter/models';
-import type { Lists } from '../limiter/lists';
+import type { Lists, RuntimeLists } from '../limiter/lists';
 import type { RuleSpec } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
 import { netnsNameProblem, placeProblems } from './names';
@@ -96,6 +96,11 @@ export interface Settings extends PolicyContent {
   /** Operator programs plugged into the plugin slots, by hook and slot. */
   plugins: { xdp: Record<string, PluginRef>; tc: Record<string, PluginRef> };
   policyFile: string | null;
+  /**
+   * List edits made at runtime, apart from the policy file's lists (`lists` is the two laid
+   * together: what the kernel holds); absent when there are none or in older settings.
+   */
+  runtime?: RuntimeLists;
   /**
    * Digest of each pinned map's layout (src/agent/abi.ts), as the stamp in maps/sl_abi_map covers
    * them; absent in settings written before pins were stamped.

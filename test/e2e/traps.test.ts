@@ -94,3 +94,23 @@ test('trap 7c: an empty policy file is refused, and a policy never shrinks the m
   writeFileSync(none, '{}\n');
   await ok('policy', 'apply', none, ...on); // `{}`: nothing, on purpose
 });
+
+test('trap 7d: list edits made at runtime survive the next `policy apply` of the same file, shown as a runtime layer; --drop-runtime drops them', async () => {
+  const f = join(dir, 'incident.yaml');
+  writeFileSync(f, 'mgmt: [192.0.2.10]\ndeny: [198.51.100.0/24]\n');
+  await ok('policy', 'apply', f, ...on);
+  await ok('deny', 'add', ...on, '203.0.113.9'); // during an incident
+  await ok('deny', 'del', ...on, '198.51.100.0/24'); // an entry of the file, lifted at runtime
+  const r = await sluice('policy', 'apply', f, ...on);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /runtime list edits kept .*deny \+203\.0\.113\.9\/32, deny -198\.51\.100\.0\/24/);
+  const l = await json<{ deny: string[]; runtime: { add: string[]; del: string[] } }>('deny', 'list', ...on);
+  assert.deepEqual(l.deny, ['203.0.113.9/32'], 'the runtime edits are still in force');
+  assert.deepEqual(l.runtime, { add: ['203.0.113.9/32'], del: ['198.51.100.0/24'] });
+  const show = await json<{ lists: { deny: string[] }; runtime: { add: { deny: string[] }; del: { deny: string[] } } }>('policy', 'show', ...on);
+  assert.deepEqual([show.runtime.add.deny, show.runtime.del.deny], [['203.0.113.9/32'], ['198.51.100.0/24']]);
+  await ok('policy', 'apply', f, ...on, '--drop-runtime');
+  const d = await json<{ deny: string[]; runtime: { add: string[]; del: string[] } }>('deny', 'list', ...on);
+  assert.deepEqual(d.deny, ['198.51.100.0/24'], 'the file alone');
+  assert.deepEqual(d.runtime, { add: [], del: [] });
+});

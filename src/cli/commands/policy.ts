@@ -6,7 +6,7 @@ import { applyWithRollback, confirm, rollbackNow, runAgent } from '../../agent/r
 import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy, type PolicyFile } from '../../config/policy-file';
 import { GEOIP_ATTRIBUTION } from '../../limiter/geoip';
-import { compileLists, mgmtDropped } from '../../limiter/lists';
+import { compileLists, describeRuntime, emptyRuntime, layered, mgmtDropped, runtimeIsEmpty } from '../../limiter/lists';
 import { assertMgmtKept } from '../../agent/errors';
 import { compilePolicy, formatPrefix } from '../../limiter/policy';
 import { REASON_NAMES } from '../../limiter/stats';
@@ -88,35 +88,46 @@ Examples:
 
   placeOptions(policy.command('apply <file>').description('apply a policy file to a protected interface, atomically'))
     .option('--confirm-within <duration>', 'roll back to the previous policy unless `sluice policy confirm` arrives in time: 1s to 1h (e.g. 60s, 5m)', parsed((v) => parseDurationMs(v, 'confirm-within', 1000, 3_600_000)))
+    .option('--drop-runtime', 'discard the list edits made at runtime (`sluice deny add` …); by default they are kept over the file\'s lists')
     .option('--allow-mgmt-shrink', 'allow the file to take prefixes out of the management allowlist (refused otherwise: lockout protection)')
     .option('--json', 'print JSON')
     .addHelpText('after', `
 A file whose mgmt list leaves out a prefix the live management allowlist holds is refused
 (SLUICE_E_MGMT_SHRINK), unless --allow-mgmt-shrink; an empty file is refused (write {} for none).
+List edits made at runtime (sluice allow|deny|mgmt add|del) are kept over the file's lists, and
+named on stderr; --drop-runtime discards them (docs/cli.md, "The runtime layer").
 
 Examples:
   sluice policy apply policy.yaml --iface eth1
   sluice policy apply policy.yaml --iface eth1 --confirm-within 60s   # then: sluice policy confirm --iface eth1`)
-    .action(async (file: string, o: PlaceOptions & { confirmWithin?: number; json?: boolean; allowMgmtShrink?: boolean }) => {
+    .action(async (file: string, o: PlaceOptions & { confirmWithin?: number; json?: boolean; allowMgmtShrink?: boolean; dropRuntime?: boolean }) => {
       const pl = place(o);
       const p0 = Protection.open(pl); // refuses an interface that is not protected
       p0.close();
       // Rule ids are read and assigned under the lock, as every read-modify-write.
+      let loadedRuntime: ReturnType<typeof emptyRuntime> | undefined;
       const { pf, r } = await Protection.locked(pl, async () => {
         const prior = loadSettings(pl);
+        loadedRuntime = prior?.runtime;
         const pf = loadPolicy(file, prior?.ruleIds ?? {}, prior?.maxRules);
-        assertMgmtKept(mgmtDropped(prior?.lists.mgmt ?? [], pf.lists.mgmt), o.iface, o.allowMgmtShrink);
-        const change = { ...pl, ...policyContent(pf), policyFile: pf.file };
+        // Runtime list edits are laid over the file's lists, unless the operator drops them.
+        const runtime = o.dropRuntime ? emptyRuntime() : prior?.runtime ?? emptyRuntime();
+        const lists = layered(pf.lists, runtime);
+        assertMgmtKept(mgmtDropped(prior?.lists.mgmt ?? [], lists.mgmt), o.iface, o.allowMgmtShrink);
+        const change = { ...pl, ...policyContent(pf), lists, runtime, policyFile: pf.file };
         // With a deadline, the rollback is persisted (and its holder started) before the change is live.
         const r: UpResult & { pending?: Pending } = o.confirmWithin ? await applyWithRollback({ ...change, applied: pf.file }, o.confirmWithin) : await Protection.up(change);
         return { pf, r };
       });
+      const rt = r.protection.settings.runtime;
+      if (!runtimeIsEmpty(rt)) console.error(`note: runtime list edits kept over ${pf.file}: ${describeRuntime(rt)} (\`--drop-runtime\` discards them)`);
+      else if (o.dropRuntime && !runtimeIsEmpty(loadedRuntime)) console.error(`note: runtime list edits dropped: ${describeRuntime(loadedRuntime)}`);
       const deadline = r.pending?.deadline ?? null;
       const holder = r.pending?.holder ?? null;
       for (const w of r.warnings) console.error(`warning: ${w}`);
       const version = r.protection.limiter.version();
       r.protection.close();
-      if (o.json) return printJson({ iface: o.iface, netns: o.netns ?? null, file: pf.file, version, rules: pf.rules.length + 1, confirm_by: deadline ? new Date(deadline).toISOString() : null, rollback_holder: holder });
+      if (o.json) return printJson({ iface: o.iface, netns: o.netns ?? null, file: pf.file, version, rules: pf.rules.length + 1, runtime: rt ?? emptyRuntime(), confirm_by: deadline ? new Date(deadline).toISOString() : null, rollback_holder: holder });
       console.log(`${o.iface}: ${pf.file} is live (policy version ${version}, ${pf.rules.length + 1} rules)`);
       if (deadline) console.log(`it rolls back at ${new Date(deadline).toISOString()} (${holder!.kind === 'daemon' ? 'by the daemon' : 'by the rollback agent'}, process ${holder!.pid}) unless you run: sluice policy confirm --iface ${o.iface}${o.netns ? ` --netns ${o.netns}` : ''}; until then other changes of ${o.iface} are refused`);
     });
@@ -154,7 +165,7 @@ Examples:
         const geoMap = p.maps.get('sl_geo');
         const geo = s.geoip ? { tiers: s.geoip.tiers, default_tier: s.geoip.defaultTier, kernel_bytes: geoMap?.memoryUsage() ?? null, attribution: GEOIP_ATTRIBUTION } : null;
         const pending = summarizePending(p.place);
-        const out = { iface: s.iface, netns: s.netns, version: p.limiter.version(), file: s.policyFile, default: s.limits, lists: s.lists, egress: s.egress, plugins: s.plugins, geoip: geo, rules, rollback_at: pending?.rollback_at ?? null, rollback: pending };
+        const out = { iface: s.iface, netns: s.netns, version: p.limiter.version(), file: s.policyFile, default: s.limits, lists: s.lists, runtime: s.runtime ?? emptyRuntime(), egress: s.egress, plugins: s.plugins, geoip: geo, rules, rollback_at: pending?.rollback_at ?? null, rollback: pending };
         if (o.json) return printJson(out);
         console.log(`${s.iface}: policy version ${out.version}${s.policyFile ? ` from ${s.policyFile}` : ''}`);
         if (pending) {
@@ -164,6 +175,7 @@ Examples:
         }
         console.log(table(rules.map((r) => [`${r.id} ${r.name ?? ''}`, num(r.matched), num(r.allowed), num(r.dropped), num(r.would_drop), num(r.blocked), num(r.aggregate)]), ['rule', 'matched', 'allowed', 'dropped', 'would drop', 'blocked', 'aggregate']));
         console.log(`lists: ${s.lists.mgmt.length} mgmt, ${s.lists.deny.length} deny, ${s.lists.allow.length} allow; egress ${s.egress ? 'on' : 'off'}`);
+        if (!runtimeIsEmpty(s.runtime)) console.log(`runtime list edits over the file (kept across \`policy apply\`): ${describeRuntime(s.runtime)}`);
         if (geo) console.log(`GeoIP: tiers ${Object.keys(s.geoip!.tiers).join(', ')} (default ${s.geoip!.defaultTier}); kernel memory of the GeoIP map ${geo.kernel_bytes !== null ? human(geo.kernel_bytes) : 'unknown'}. ${GEOIP_ATTRIBUTION}`);
       } finally {
         p.close();

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { assertMgmtKept } from '../../agent/errors';
 import { Protection } from '../../agent/protection';
-import { mgmtDropped } from '../../limiter/lists';
+import { layered, mgmtDropped } from '../../limiter/lists';
 import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy } from '../../config/policy-file';
 import { describeLimits, limitOptions, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
@@ -52,10 +52,12 @@ Examples:
     .action(async (o: UpOpts) => {
       const prior = loadSettings(place(o));
       const pf = o.policy ? loadPolicy(o.policy, prior?.ruleIds ?? {}, o.maxRules ?? prior?.maxRules) : undefined;
-      if (pf) assertMgmtKept(mgmtDropped(prior?.lists.mgmt ?? [], pf.lists.mgmt), o.iface, o.allowMgmtShrink);
+      // Runtime list edits stay over the file's lists, as with `policy apply`.
+      const lists = pf ? layered(pf.lists, prior?.runtime) : undefined;
+      if (lists) assertMgmtKept(mgmtDropped(prior?.lists.mgmt ?? [], lists.mgmt), o.iface, o.allowMgmtShrink);
       const r = await Protection.up({
         ...place(o),
-        ...(pf ? { ...policyContent(pf), policyFile: pf.file } : {}),
+        ...(pf ? { ...policyContent(pf), lists: lists!, policyFile: pf.file } : {}),
         ...(o.egress ? { egress: true } : {}),
         mode: o.mode,
         ...(o.maxEntries !== undefined ? { maxEntries: o.maxEntries } : {}),

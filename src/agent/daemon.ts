@@ -365,8 +365,8 @@ export class Daemon implements ApiBackend {
         const s = loadSettings(p);
         // A change applied with --confirm-within is left to its rollback (or confirmation).
         if (readPending(p)) return;
-        if (s && (!sameLimits(s.limits, limits) || listsText(s.lists) !== listsText(p.lists) || s.malformedDrop !== p.malformedDrop || rulesText(s) !== rulesText(p))) {
-          await m.protection.update({ limits, lists: p.lists, malformedDrop: p.malformedDrop, rules: p.rules, geoip: p.geoip, ruleIds: p.ruleIds });
+        if (s && (!sameLimits(s.limits, limits) || listsText(s.lists) !== listsText(p.lists) || s.malformedDrop !== p.malformedDrop || rulesText(s) !== rulesText(p) || (s.newStatesPerSec ?? 0) !== p.newStatesPerSec)) {
+          await m.protection.update({ limits, lists: p.lists, malformedDrop: p.malformedDrop, rules: p.rules, geoip: p.geoip, ruleIds: p.ruleIds, newStatesPerSec: p.newStatesPerSec });
           this.log.warn({ event: 'drift', iface: p.iface, netns: p.netns }, `the settings of ${where(p)} were changed outside the daemon (sluice set?): set back to the config's. Change them in ${this.config.file} or with PUT /v1/limits`);
         }
         return;
@@ -380,7 +380,7 @@ export class Daemon implements ApiBackend {
       const r = await Protection.up({
         iface: p.iface, netns: p.netns, mode: sizes.mode, maxEntries: sizes.maxEntries, maxRules: sizes.maxRules, maxListEntries: sizes.maxListEntries,
         limits, rules: p.rules, lists: p.lists, malformedDrop: p.malformedDrop, policyFile: p.policyFile,
-        geoip: p.geoip, ruleIds: p.ruleIds, egress: p.egress,
+        geoip: p.geoip, ruleIds: p.ruleIds, egress: p.egress, newStatesPerSec: p.newStatesPerSec,
         // Protecting again is never refused because a change is pending (its rollback still runs).
         allowPending: readPending(p)?.id,
       });
@@ -602,6 +602,7 @@ export class Daemon implements ApiBackend {
       if (!sameLimits(old.limits, cfg.limits)) runtime.push('limits');
       if (listsText(old.lists) !== listsText(cfg.lists)) runtime.push('lists');
       if (old.malformedDrop !== cfg.malformedDrop) runtime.push('malformed');
+      if (old.newStatesPerSec !== cfg.newStatesPerSec) runtime.push('new_states_per_sec');
       if (rulesText(old) !== rulesText(cfg)) runtime.push('rules');
       if (old.egress !== cfg.egress) changes.push(`${where(cfg)}: egress ${cfg.egress ? 'on' : 'off'} takes effect with \`sluice up\` or a daemon restart`);
       if (runtime.length) {
@@ -609,7 +610,7 @@ export class Daemon implements ApiBackend {
         m.override = null;
         if (m.protection && this.stillOurs(m)) {
           try {
-            await m.protection.update({ limits: cfg.limits, lists: cfg.lists, malformedDrop: cfg.malformedDrop, rules: cfg.rules, geoip: cfg.geoip, ruleIds: cfg.ruleIds });
+            await m.protection.update({ limits: cfg.limits, lists: cfg.lists, malformedDrop: cfg.malformedDrop, rules: cfg.rules, geoip: cfg.geoip, ruleIds: cfg.ruleIds, newStatesPerSec: cfg.newStatesPerSec });
             changes.push(`${where(cfg)}: ${runtime.join(', ')} updated (policy version ${m.protection.limiter.version()})`);
           } catch (e) {
             this.log.error({ event: 'update_failed', iface: cfg.iface, netns: cfg.netns }, `cannot update ${where(cfg)}: ${(e as Error).message}`);

@@ -101,6 +101,8 @@ export interface Settings extends PolicyContent {
    * together: what the kernel holds); absent when there are none or in older settings.
    */
   runtime?: RuntimeLists;
+  /** sl_config.new_states_per_sec (docs/datapath.md): 0 or absent, the default of 100,000 a second per CPU. */
+  newStatesPerSec?: number;
   /**
    * Digest of each pinned map's layout (src/agent/abi.ts), as the stamp in maps/sl_abi_map covers
    * them; absent in settings written before pins were stamped.

@@ -8,7 +8,7 @@ import { assertPlace, type Limits } from '../agent/state';
 import { ErrorCode } from '../ebpf';
 import { PolicyError } from '../limiter/policy';
 import type { StateEntry } from '../limiter/top';
-import { FORMS, formatRate, parseBytes, parseBytesPer, parseCount, parseDurationMs, parseRatePer, type Rate } from '../limiter/units';
+import { FORMS, formatRate, parseBytes, parseBytesPer, parseCount, parseDurationMs, parseNewStates, parseRatePer, type Rate } from '../limiter/units';
 
 /** Exit codes, documented in docs/cli.md. */
 export const EXIT = { ok: 0, error: 1, usage: 2, notProtected: 3, permission: 4 } as const;
@@ -58,6 +58,7 @@ export interface LimitOptions {
   keyV4?: number;
   keyV6?: number;
   noPacketLimit?: boolean;
+  newStatesPerSec?: number;
 }
 
 export function limitOptions(cmd: Command): Command {
@@ -70,7 +71,8 @@ export function limitOptions(cmd: Command): Command {
     .option('--window <duration>', 'window of fixed and sliding, at most 1h: 500ms, 1s, 1m', parsed((v) => parseDurationMs(v, 'window', 1, 3_600_000)))
     .option('--key-v4 <len>', 'IPv4 key prefix length (32: per address, 24: per /24)', prefixLen(32, 'IPv4 key prefix'))
     .option('--key-v6 <len>', 'IPv6 key prefix length (64: per /64)', prefixLen(128, 'IPv6 key prefix'))
-    .option('--no-packet-limit', 'limit bytes only (needs --bytes-rate)');
+    .option('--no-packet-limit', 'limit bytes only (needs --bytes-rate)')
+    .option('--new-states-per-sec <rate>', 'cap on new per-client states a second per CPU (sl_config.new_states_per_sec, docs/datapath.md): e.g. 50k/s; 0: the default, 100k', parsed((v) => parseNewStates(v, 'new states per second')));
 }
 
 export function limitsFrom(o: LimitOptions & { packetLimit?: boolean }): Partial<Limits> {

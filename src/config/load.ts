@@ -42,6 +42,8 @@ export interface InterfaceConfig {
   ruleIds: Record<string, number>;
   egress: boolean;
   policyFile: string | null;
+  /** sl_config.new_states_per_sec; 0: the default. */
+  newStatesPerSec: number;
 }
 
 export interface TcpConfig {
@@ -419,6 +421,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
       maxEntries: i.max_entries,
       maxRules: i.max_rules,
       maxListEntries: i.max_list_entries,
+      newStatesPerSec: i.new_states_per_sec,
       limits,
       lists: {
         mgmt: uniq([...pol?.lists.mgmt ?? [], ...i.lists?.mgmt ?? []]),

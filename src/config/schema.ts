@@ -10,7 +10,7 @@
 import { z } from 'zod';
 import { ifaceNameProblem, netnsNameProblem } from '../agent/names';
 import { formatPrefix, parsePrefix } from '../limiter/policy';
-import { FORMS, MAX_RATE, parseBytes, parseBytesPer, parseCount, parseDurationMs, parseRatePer } from '../limiter/units';
+import { FORMS, MAX_RATE, parseBytes, parseBytesPer, parseCount, parseDurationMs, parseNewStates, parseRatePer } from '../limiter/units';
 import { MAX_WINDOW_MS } from '../limiter/policy';
 
 export const DEFAULT_SOCKET = '/run/sluice/api.sock';
@@ -140,6 +140,8 @@ export const interfaceSchema = z.strictObject({
   limits: limitsSchema.optional(),
   lists: listsSchema.optional(),
   malformed: oneOf(['pass', 'drop']).default('pass'),
+  /** sl_config.new_states_per_sec (docs/datapath.md); 0: the data path's default. */
+  new_states_per_sec: unitValue((v) => parseNewStates(v), 'new states a second per CPU (e.g. 50k/s; 0: the default)').default(0),
   /** A policy file (docs/policy.md), relative to this file: rules, lists, GeoIP tiers. */
   policy: z.string({ error: (iss) => `expected the path of a policy file, got ${shown(iss.input)}` }).min(1).optional(),
   egress: z.boolean({ error: (iss) => `expected true or false, got ${shown(iss.input)}` }).optional(),

@@ -144,3 +144,11 @@ export function formatRate(r: Rate): string {
   const per = r.periodMs === 3_600_000 ? 'h' : r.periodMs === 60_000 ? 'min' : 's';
   return `${r.units}/${per}`;
 }
+
+/** sl_config.new_states_per_sec: new states a second per CPU, 0 for the default (100,000). */
+export const MAX_NEW_STATES = 0xffffffff;
+export function parseNewStates(text: string | number, what = 'new_states_per_sec'): number {
+  const n = parseRate(text, what, 0);
+  if (n > MAX_NEW_STATES) throw new Error(`${what} "${text}" is too large (at most ${MAX_NEW_STATES}, which removes the cap)`);
+  return n;
+}

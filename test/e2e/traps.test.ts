@@ -3,12 +3,13 @@
  * namespaces this test creates. Each of these failed on 3d14d9d (the base of the issue).
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { json, ok, sluice } from '../lib/cli';
-import { assertNoLeftovers, Testbed, type Veth } from '../lib/netns';
+import { BIN, json, ok, sluice } from '../lib/cli';
+import { assertNoLeftovers, run, Testbed, type Veth } from '../lib/netns';
 
 const tb = new Testbed();
 const dir = mkdtempSync(join(tmpdir(), 'sluice-traps-'));
@@ -113,4 +114,29 @@ test('trap 7d: list edits made at runtime survive the next `policy apply` of the
   const d = await json<{ deny: string[]; runtime: { add: string[]; del: string[] } }>('deny', 'list', ...on);
   assert.deepEqual(d.deny, ['198.51.100.0/24'], 'the file alone');
   assert.deepEqual(d.runtime, { add: [], del: [] });
+});
+
+test('trap 7e: sizes are checked at parse time; new_states_per_sec can be set; run without a socket stays up; lab as non-root says so', async () => {
+  for (const args of [['up', ...on, '--max-entries', '5G'], ['up', ...on, '--max-rules', '70000'], ['policy', 'check', join(dir, 'none.yaml'), '--max-rules', 'abc']]) {
+    const r = await sluice(...args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^sluice: SLUICE_E_INVALID_ARGUMENT: option '--max-(entries|rules) <n>' argument/);
+  }
+  const set = await json<{ new_states_per_sec: number }>('set', ...on, '--new-states-per-sec', '50k/s');
+  assert.equal(set.new_states_per_sec, 50_000);
+  const st = await json<{ new_states_per_sec: number }>('set', ...on, '--rate', '1000/s');
+  assert.equal(st.new_states_per_sec, 50_000, 'kept across other changes');
+  await ok('set', ...on, '--new-states-per-sec', '0');
+  // The daemon with no API socket and no TCP listener keeps running until a signal.
+  const cfg = join(dir, 'nosock.yaml');
+  writeFileSync(cfg, 'interfaces: []\napi: { socket: null }\nlog: { level: silent }\n');
+  const d = spawn(process.execPath, [BIN, 'run', '--config', cfg], { stdio: 'ignore', env: { ...process.env, SLUICE_STATE_DIR: join(dir, 'daemon-state') } });
+  const exited = new Promise<number | null>((res) => d.once('exit', (c) => res(c)));
+  const early = await Promise.race([exited, new Promise<'alive'>((res) => setTimeout(() => res('alive'), 2500))]);
+  if (early !== 'alive') assert.fail(`sluice run exited at once (code ${early})`);
+  d.kill('SIGTERM');
+  assert.equal(await exited, 0);
+  const lab = await run('runuser', ['-u', 'nobody', '--', process.execPath, BIN, 'lab', 'up']);
+  assert.equal(lab.code, 4, lab.stderr);
+  assert.match(lab.stderr, /SLUICE_E_PERMISSION: the lab creates network namespaces .* run it as root/);
 });

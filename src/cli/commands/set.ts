@@ -21,8 +21,8 @@ Examples:
     .action(async (o: PlaceOptions & LimitOptions & { json?: boolean; packetLimit?: boolean; malformed?: 'pass' | 'drop' }) => {
       const p = Protection.open(place(o));
       try {
-        const s = await p.update({ limits: limitsFrom(o), ...(o.malformed ? { malformedDrop: o.malformed === 'drop' } : {}) });
-        if (o.json) printJson({ iface: s.iface, netns: s.netns, limits: s.limits, malformed: s.malformedDrop ? 'drop' : 'pass', version: p.limiter.version() });
+        const s = await p.update({ limits: limitsFrom(o), ...(o.malformed ? { malformedDrop: o.malformed === 'drop' } : {}), ...(o.newStatesPerSec !== undefined ? { newStatesPerSec: o.newStatesPerSec } : {}) });
+        if (o.json) printJson({ iface: s.iface, netns: s.netns, limits: s.limits, malformed: s.malformedDrop ? 'drop' : 'pass', new_states_per_sec: s.newStatesPerSec ?? 0, version: p.limiter.version() });
         else console.log(`${s.iface}: ${describeLimits(s.limits)} (policy version ${p.limiter.version()})`);
       } finally {
         p.close();

@@ -64,6 +64,7 @@ Examples:
         ...(o.maxRules !== undefined ? { maxRules: o.maxRules } : {}),
         ...(o.maxListEntries !== undefined ? { maxListEntries: o.maxListEntries } : {}),
         ...(o.object !== undefined ? { object: o.object } : {}),
+        ...(o.newStatesPerSec !== undefined ? { newStatesPerSec: o.newStatesPerSec } : {}),
         resetState: !!o.resetState,
         limits: { ...pf?.limits, ...limitsFrom(o) },
       });
@@ -72,7 +73,7 @@ Examples:
         for (const w of r.warnings) console.error(`warning: ${w}`);
         const prog = p.programInfo();
         if (o.json) {
-          printJson({ action: r.action, iface: p.settings.iface, netns: p.settings.netns, ifindex: p.settings.ifindex, mode: p.settings.mode, program_id: prog.id, limits: p.settings.limits, warnings: r.warnings });
+          printJson({ action: r.action, iface: p.settings.iface, netns: p.settings.netns, ifindex: p.settings.ifindex, mode: p.settings.mode, program_id: prog.id, limits: p.settings.limits, new_states_per_sec: p.settings.newStatesPerSec ?? 0, warnings: r.warnings });
           return;
         }
         console.log(`${r.action} ${p.settings.iface}${p.settings.netns ? ` in ${p.settings.netns}` : ''} (ifindex ${p.settings.ifindex}, ${p.settings.mode} XDP, program ${prog.id})`);

@@ -166,8 +166,22 @@ function distance(a: string, b: string): number {
   return d[b.length]!;
 }
 
+/** Names people write for a key that has another name here (from other tools, or in full). */
+const SYNONYMS: Record<string, string[]> = {
+  proto: ['protocol', 'protocols', 'ip_proto'],
+  dst_port: ['port', 'ports', 'dport', 'dest_port', 'destination_port'],
+  src: ['source', 'from', 'src_ip', 'saddr'],
+  dst: ['destination', 'to', 'dst_ip', 'daddr'],
+  tcp_flags: ['flags'],
+  rate: ['pps', 'limit'],
+  bytes_rate: ['bps', 'bandwidth'],
+  on_exceed: ['action', 'on_exceeded'],
+  max_entries: ['entries'],
+};
+
 function unknownKeyMessage(key: string, allowed: string[]): string {
-  const near = allowed.filter((k) => distance(k, key) <= 2).sort((x, y) => distance(x, key) - distance(y, key))[0];
+  const synonym = allowed.find((k) => SYNONYMS[k]?.includes(key.toLowerCase()));
+  const near = synonym ?? allowed.filter((k) => distance(k, key) <= 2).sort((x, y) => distance(x, key) - distance(y, key))[0];
   return `unknown key${near ? ` (did you mean ${near}?)` : ''}; expected ${allowed.length ? `one of ${allowed.join(', ')}` : 'no keys here'}`;
 }
 

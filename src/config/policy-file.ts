@@ -17,7 +17,7 @@ import { ConfigError, type ConfigProblem } from './errors';
 import { deepFreeze, defaultRuleOf, limitsProblems, lineOf, mergeLimits, notThisKind, pathText, sortByLine, zodProblems, type Seg } from './load';
 import { cidr, kindOf, limitsSchema, listsSchema, oneOf, shown, unitValue, wholeIn } from './schema';
 
-const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
+export const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
 
 const oneOrMany = <T extends z.ZodType>(item: T) => z.union([item, z.array(item)], {
   error: (iss) => `expected one value or a list, got ${shown(iss.input)}`,
@@ -135,8 +135,22 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
   // would empty the management allowlist. `{}` says "nothing" on purpose.
   if (raw === null) throw new ConfigError(file, [{ path: '', message: 'the policy file is empty (a file caught half-written, or the wrong path?); write `{}` for a policy of defaults only, on purpose' }]);
   notThisKind(raw, Object.keys(policySchema.shape), file, 'policy file');
+  // Duplicate rule names are found on the raw document, so that they are reported with every
+  // other problem rather than only once the rest is fixed.
+  const dupNames: ConfigProblem[] = [];
+  const rawRules = (raw as { rules?: unknown }).rules;
+  if (Array.isArray(rawRules)) {
+    const seen = new Map<string, number>();
+    rawRules.forEach((r, i) => {
+      const name = (r as { name?: unknown } | null)?.name;
+      if (typeof name !== 'string') return;
+      if (seen.has(name)) dupNames.push({ path: pathText(['rules', i, 'name']), line: lineOf(doc, lc, ['rules', i, 'name']), message: `the name ${name} is used by rules[${seen.get(name)}] too` });
+      else seen.set(name, i);
+    });
+  }
   const parsed = policySchema.safeParse(raw);
-  if (!parsed.success) throw new ConfigError(file, sortByLine(zodProblems(parsed.error, doc, lc, [], policySchema)));
+  if (!parsed.success) throw new ConfigError(file, sortByLine([...zodProblems(parsed.error, doc, lc, [], policySchema), ...dupNames]));
+  problems.push(...dupNames);
   const p = parsed.data;
 
   const limits = mergeLimits(DEFAULT_LIMITS, p.defaults);
@@ -150,8 +164,7 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
   }
   const names = new Map<string, number>();
   (p.rules ?? []).forEach((r, i) => {
-    if (names.has(r.name)) at(['rules', i, 'name'], `the name ${r.name} is used by rules[${names.get(r.name)}] too`);
-    names.set(r.name, i);
+    if (!names.has(r.name)) names.set(r.name, i); // duplicates: reported above
   });
   const ruleIds: Record<string, number> = {};
   const used = new Set<number>([0]);

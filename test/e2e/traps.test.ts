@@ -140,3 +140,32 @@ test('trap 7e: sizes are checked at parse time; new_states_per_sec can be set; r
   assert.equal(lab.code, 4, lab.stderr);
   assert.match(lab.stderr, /SLUICE_E_PERMISSION: the lab creates network namespaces .* run it as root/);
 });
+
+test('trap 7f: policy check shows names as written, byte limits, bursts and blocks; every problem at once; snake_case JSON', async () => {
+  const f = join(dir, 'check.yaml');
+  writeFileSync(f, `geoip:
+  tiers: { domestic: [DE] }
+  default_tier: foreign
+rules:
+  - name: syn
+    match: { proto: tcp, tcp_flags: syn, tier: foreign }
+    limit: { algorithm: token, rate: 50/s, burst: 20, bytes_rate: 2MB/s, bytes_burst: 64KB }
+    on_exceed: { block: 30s }
+`);
+  const text = await ok('policy', 'check', f);
+  const row = text.split('\n').find((l) => l.startsWith('syn'))!;
+  assert.match(row, /proto tcp syn tier foreign/, row);
+  assert.match(row, /50 pkt\/s burst 20, 2\.0 MB\/s burst 64\.0 kB/, row);
+  assert.match(row, /block 30s/, row);
+  const j = await ok('policy', 'check', f, '--json');
+  const camel = [...j.matchAll(/"([a-z]+[A-Z][A-Za-z]*)":/g)].map((m) => m[1]);
+  assert.deepEqual(camel, [], 'no camelCase keys');
+  const rule = JSON.parse(j).rules[0];
+  assert.deepEqual([rule.pps_burst, rule.bps, rule.bps_burst, rule.block_ms], [20, 2_000_000, 64_000, 30_000]);
+  const bad = join(dir, 'bad.yaml');
+  writeFileSync(bad, 'rules:\n  - name: a\n    match: { protocol: udp }\n  - name: a\n');
+  const r = await sluice('policy', 'check', bad);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /rules\[0\]\.match\.protocol: unknown key \(did you mean proto\?\)/);
+  assert.match(r.stderr, /rules\[1\]\.name: the name a is used by rules\[0\] too/, 'the duplicate with the other problems');
+});

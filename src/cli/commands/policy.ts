@@ -4,7 +4,7 @@ import { describePending, summarizePending, type Pending } from '../../agent/pen
 import { geoOf, Protection, type UpResult } from '../../agent/protection';
 import { applyWithRollback, confirm, rollbackNow, runAgent } from '../../agent/rollback';
 import { loadSettings, policyContent } from '../../agent/state';
-import { loadPolicy, type PolicyFile } from '../../config/policy-file';
+import { loadPolicy, PROTOCOLS, type PolicyFile } from '../../config/policy-file';
 import { GEOIP_ATTRIBUTION } from '../../limiter/geoip';
 import { compileLists, describeRuntime, emptyRuntime, layered, mgmtDropped, runtimeIsEmpty } from '../../limiter/lists';
 import { assertMgmtKept } from '../../agent/errors';
@@ -12,7 +12,8 @@ import { compilePolicy, formatPrefix } from '../../limiter/policy';
 import { REASON_NAMES } from '../../limiter/stats';
 import { parseCount, parseDurationMs } from '../../limiter/units';
 import { MAX_MAX_RULES } from '../../config/schema';
-import { human, num, parsed, place, placeOptions, printJson, table, type PlaceOptions } from '../common';
+import { describeLimits, human, limitsJson, num, parsed, place, placeOptions, printJson, table, type PlaceOptions } from '../common';
+import { formatRate } from '../../limiter/units';
 
 /**
  * Kernel memory of an sl_geo entry, as the kernel's own accounting reports it (fdinfo memlock of
@@ -24,14 +25,26 @@ function policyOfFile(pf: PolicyFile) {
   return [defaultRuleOf(pf.limits), ...pf.rules];
 }
 
-function describeMatch(r: PolicyFile['rules'][number]): string {
+/** Protocol numbers by the names a policy file writes. */
+const PROTO_NAMES = new Map(Object.entries(PROTOCOLS).map(([k, v]) => [v, k]));
+
+/** Tier ids as parsePolicy assigns them (the order of `tiers`, then the default tier as 255), by name. */
+function tierNames(pf: PolicyFile): Map<number, string> {
+  const m = new Map<number, string>();
+  if (!pf.geoip) return m;
+  Object.keys(pf.geoip.tiers).forEach((name, i) => m.set(i + 1, name));
+  m.set(255, pf.geoip.defaultTier);
+  return m;
+}
+
+function describeMatch(r: PolicyFile['rules'][number], tiers: Map<number, string>): string {
   const parts: string[] = [];
   if (r.src) parts.push(`src ${[r.src].flat().join(',')}`);
   if (r.dst) parts.push(`dst ${[r.dst].flat().join(',')}`);
-  if (r.proto) parts.push(`proto ${r.proto}`);
+  if (r.proto) parts.push(`proto ${PROTO_NAMES.get(r.proto) ?? r.proto}`);
   if (r.dport) parts.push(`port ${(typeof r.dport[0] === 'number' ? [r.dport as [number, number]] : (r.dport as [number, number][])).map(([a, b]) => (a === b ? a : `${a}-${b}`)).join(',')}`);
   if (r.syn) parts.push('syn');
-  if (r.tier) parts.push(`tier ${r.tier === 255 ? 'default' : r.tier}`);
+  if (r.tier) parts.push(`tier ${tiers.get(r.tier) ?? r.tier}`);
   if (r.dir && r.dir !== 'ingress') parts.push(r.dir);
   return parts.join(' ') || 'any';
 }
@@ -55,13 +68,19 @@ Examples:
   sluice policy check policy.yaml --json | jq .rules`)
     .action((file: string, o: { maxRules: number; json?: boolean }) => {
       const pf = loadPolicy(file, {}, o.maxRules);
+      const tiers = tierNames(pf);
       const compiled = compilePolicy({ rules: policyOfFile(pf) }, o.maxRules);
       const lists = compileLists(pf.lists);
       const geo = pf.geoip ? geoOf(pf.geoip) : undefined;
       const summary = {
         file: pf.file,
-        default: pf.limits,
-        rules: pf.rules.map((r) => ({ name: r.name, id: r.id, slots: compiled.slotsOf.get(r.id), match: describeMatch(r), alg: r.alg, pps: r.pps, bps: r.bps ?? null, key: r.key, key_by: r.keyBy, action: r.action ?? 'drop', plugin: r.plugin ?? null })),
+        default: limitsJson(pf.limits),
+        rules: pf.rules.map((r) => ({
+          name: r.name, id: r.id, slots: compiled.slotsOf.get(r.id), match: describeMatch(r, tiers), alg: r.alg ?? null,
+          pps: r.pps === undefined || r.pps === null ? null : Number(r.pps), pps_period_ms: r.ppsPeriodMs ?? 1000, pps_burst: r.ppsBurst === undefined ? null : Number(r.ppsBurst),
+          bps: r.bps === undefined ? null : Number(r.bps), bps_period_ms: r.bpsPeriodMs ?? 1000, bps_burst: r.bpsBurst === undefined ? null : Number(r.bpsBurst),
+          window_ms: r.windowMs ?? null, key: r.key ?? null, key_by: r.keyBy ?? null, action: r.action ?? 'drop', block_ms: r.blockMs ?? null, plugin: r.plugin ?? null,
+        })),
         map_entries: {
           rule_slots: compiled.rules.length,
           cidr_entries: compiled.cidrs.length,
@@ -74,9 +93,17 @@ Examples:
       };
       if (o.json) return printJson(summary);
       console.log(`${pf.file}: valid`);
-      console.log(`default: ${pf.limits.algorithm} ${pf.limits.rate ?? '-'}/s per /${pf.limits.keyV4} and /${pf.limits.keyV6}`);
-      console.log(table(summary.rules.map((r) => [r.name ?? '', r.id, (r.slots ?? []).join(','), r.match, r.alg ?? '', String(r.pps ?? '-'), r.key === 'rule' ? 'rule' : `${r.key_by} /${(r.key as { v4: number }).v4} /${(r.key as { v6: number }).v6}`, r.action + (r.plugin !== null ? ` plugin ${r.plugin}` : '')]),
-        ['rule', 'id', 'slots', 'match', 'alg', 'pps', 'key', 'action']));
+      console.log(`default: ${describeLimits(pf.limits)}`);
+      const per = (ms: number): string => formatRate({ units: 0, periodMs: ms }).slice(1);
+      const limitOf = (r: (typeof summary.rules)[number]): string => [
+        r.pps !== null ? `${num(r.pps)} pkt${per(r.pps_period_ms)}${r.pps_burst ? ` burst ${num(r.pps_burst)}` : ''}` : '',
+        r.bps !== null ? `${human(r.bps)}${per(r.bps_period_ms)}${r.bps_burst ? ` burst ${human(r.bps_burst)}` : ''}` : '',
+        r.window_ms !== null && (r.alg === 'fixed' || r.alg === 'sliding') ? `window ${r.window_ms} ms` : '',
+      ].filter(Boolean).join(', ') || '-';
+      const keyOf = (r: (typeof summary.rules)[number]): string => (r.key === null ? 'default' : r.key === 'rule' ? 'rule' : `${r.key_by ?? 'src'} /${r.key.v4 ?? '-'} /${r.key.v6 ?? '-'}`);
+      const actionOf = (r: (typeof summary.rules)[number]): string => `${r.action === 'block' ? '' : r.action}${r.block_ms !== null ? `${r.action === 'block' ? '' : ' '}block ${r.block_ms / 1000}s` : ''}${r.plugin !== null ? ` plugin ${r.plugin}` : ''}`;
+      console.log(table(summary.rules.map((r) => [r.name ?? '', r.id, (r.slots ?? []).join(','), r.match, r.alg ?? '', limitOf(r), keyOf(r), actionOf(r)]),
+        ['rule', 'id', 'slots', 'match', 'alg', 'limit', 'key', 'action']));
       console.log(`\ncandidates by source prefix (longest first, then file order):`);
       for (const c of summary.candidates) console.log(`  ${c.prefix.padEnd(24)} -> slots ${c.slots.join(', ') || '(default rule)'}`);
       console.log(`\nmap entries: ${summary.map_entries.rule_slots} rule slots, ${summary.map_entries.cidr_entries} source prefixes, ${summary.map_entries.list_entries} list entries, ${summary.map_entries.geo_entries} GeoIP prefixes`);
@@ -165,7 +192,7 @@ Examples:
         const geoMap = p.maps.get('sl_geo');
         const geo = s.geoip ? { tiers: s.geoip.tiers, default_tier: s.geoip.defaultTier, kernel_bytes: geoMap?.memoryUsage() ?? null, attribution: GEOIP_ATTRIBUTION } : null;
         const pending = summarizePending(p.place);
-        const out = { iface: s.iface, netns: s.netns, version: p.limiter.version(), file: s.policyFile, default: s.limits, lists: s.lists, runtime: s.runtime ?? emptyRuntime(), egress: s.egress, plugins: s.plugins, geoip: geo, rules, rollback_at: pending?.rollback_at ?? null, rollback: pending };
+        const out = { iface: s.iface, netns: s.netns, version: p.limiter.version(), file: s.policyFile, default: limitsJson(s.limits), lists: s.lists, runtime: s.runtime ?? emptyRuntime(), egress: s.egress, plugins: s.plugins, geoip: geo, rules, rollback_at: pending?.rollback_at ?? null, rollback: pending };
         if (o.json) return printJson(out);
         console.log(`${s.iface}: policy version ${out.version}${s.policyFile ? ` from ${s.policyFile}` : ''}`);
         if (pending) {

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { Protection } from '../../agent/protection';
-import { describeLimits, limitOptions, limitsFrom, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
+import { describeLimits, limitOptions, limitsJson, limitsFrom, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
 
 export function register(program: Command): void {
   const cmd = program
@@ -22,7 +22,7 @@ Examples:
       const p = Protection.open(place(o));
       try {
         const s = await p.update({ limits: limitsFrom(o), ...(o.malformed ? { malformedDrop: o.malformed === 'drop' } : {}), ...(o.newStatesPerSec !== undefined ? { newStatesPerSec: o.newStatesPerSec } : {}) });
-        if (o.json) printJson({ iface: s.iface, netns: s.netns, limits: s.limits, malformed: s.malformedDrop ? 'drop' : 'pass', new_states_per_sec: s.newStatesPerSec ?? 0, version: p.limiter.version() });
+        if (o.json) printJson({ iface: s.iface, netns: s.netns, limits: limitsJson(s.limits), malformed: s.malformedDrop ? 'drop' : 'pass', new_states_per_sec: s.newStatesPerSec ?? 0, version: p.limiter.version() });
         else console.log(`${s.iface}: ${describeLimits(s.limits)} (policy version ${p.limiter.version()})`);
       } finally {
         p.close();

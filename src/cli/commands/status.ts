@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { describePending } from '../../agent/pending';
 import { openAll, statusReport } from '../../agent/report';
-import { describeLimits, num, printJson, table } from '../common';
+import { describeLimits, limitsJson, num, printJson, table } from '../common';
 
 export function register(program: Command): void {
   program
@@ -19,7 +19,7 @@ Examples:
       try {
         const reports = [];
         for (const p of ps) reports.push(await statusReport(p));
-        if (o.json) return printJson({ interfaces: reports });
+        if (o.json) return printJson({ interfaces: reports.map((r) => ({ ...r, limits: limitsJson(r.limits) })) });
         if (!reports.length) return console.log('no interface is protected');
         console.log(table(reports.map((r) => [
           `${r.iface}${r.netns ? `@${r.netns}` : ''}`, r.ifindex, `${r.mode} (link)`, r.program_id, r.rules,

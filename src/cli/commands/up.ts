@@ -4,7 +4,7 @@ import { Protection } from '../../agent/protection';
 import { layered, mgmtDropped } from '../../limiter/lists';
 import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy } from '../../config/policy-file';
-import { describeLimits, limitOptions, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
+import { describeLimits, limitOptions, limitsJson, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
 import { parseCount } from '../../limiter/units';
 import { MAX_MAX_ENTRIES, MAX_MAX_RULES } from '../../config/schema';
 
@@ -73,7 +73,7 @@ Examples:
         for (const w of r.warnings) console.error(`warning: ${w}`);
         const prog = p.programInfo();
         if (o.json) {
-          printJson({ action: r.action, iface: p.settings.iface, netns: p.settings.netns, ifindex: p.settings.ifindex, mode: p.settings.mode, program_id: prog.id, limits: p.settings.limits, new_states_per_sec: p.settings.newStatesPerSec ?? 0, warnings: r.warnings });
+          printJson({ action: r.action, iface: p.settings.iface, netns: p.settings.netns, ifindex: p.settings.ifindex, mode: p.settings.mode, program_id: prog.id, limits: limitsJson(p.settings.limits), new_states_per_sec: p.settings.newStatesPerSec ?? 0, warnings: r.warnings });
           return;
         }
         console.log(`${r.action} ${p.settings.iface}${p.settings.netns ? ` in ${p.settings.netns}` : ''} (ifindex ${p.settings.ifindex}, ${p.settings.mode} XDP, program ${prog.id})`);

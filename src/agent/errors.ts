@@ -20,6 +20,7 @@ export const AgentCode = {
   ManagedElsewhere: 'SLUICE_E_MANAGED_ELSEWHERE',
   NotInList: 'SLUICE_E_NOT_IN_LIST',
   MgmtShrink: 'SLUICE_E_MGMT_SHRINK',
+  ManagedByDaemon: 'SLUICE_E_MANAGED',
 } as const;
 
 export type AgentCodeValue = (typeof AgentCode)[keyof typeof AgentCode];

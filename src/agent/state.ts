@@ -359,6 +359,15 @@ export function managerLockPath(p: Place): string {
   return under(MANAGER_ROOT, `${pathName(scopeOf(p.netns))}--${pathName(p.iface)}.manager`);
 }
 
+/** The daemon that manages p now (its pid and its note: state directory and config), or undefined. */
+export function managerInfo(p: Place): { pid: number; note: string | null } | undefined {
+  const pid = managerOf(p);
+  if (pid === undefined) return undefined;
+  let note: string | null = null;
+  try { note = readFileSync(managerLockPath(p), 'utf8').split('\n')[1]?.trim() || null; } catch { /* released meanwhile */ }
+  return { pid, note };
+}
+
 /** The pid of the daemon that manages p now, or undefined when none does. */
 export function managerOf(p: Place): number | undefined {
   const path = managerLockPath(p);

@@ -4,7 +4,8 @@
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { AgentCode } from '../agent/errors';
-import { assertPlace, type Limits } from '../agent/state';
+import { assertPlace, managerInfo, type Limits } from '../agent/state';
+import { AgentError } from '../agent/errors';
 import { ErrorCode } from '../ebpf';
 import { PolicyError } from '../limiter/policy';
 import type { StateEntry } from '../limiter/top';
@@ -167,4 +168,16 @@ export function reportError(f: { code: number; error: string; message: string },
   console.error(`sluice: ${f.error}: ${f.message}`);
   if (hint) console.error(hint);
   if (asJson) printJson({ error: { code: f.error, exit_code: f.code, message: f.message } });
+}
+
+/**
+ * Refuse a change of an interface a daemon manages: the daemon would set it back as drift at its
+ * next reconcile, seconds after the command printed success. The place of such a change is the
+ * daemon's config (it reloads), PUT /v1/limits, or a trial with `policy apply --confirm-within`.
+ */
+export function refuseIfManaged(p: { iface: string; netns: string | null }, what: string): void {
+  const m = managerInfo(p);
+  if (!m) return;
+  const at = `${p.iface}${p.netns ? ` in network namespace ${p.netns}` : ''}`;
+  throw new AgentError(AgentCode.ManagedByDaemon, `${at} is managed by the sluice daemon (process ${m.pid}${m.note ? `, ${m.note}` : ''}): ${what} would be set back as drift at its next reconcile, so nothing was changed. Change the daemon's config file (it reloads), use its API (PUT /v1/limits), or try a policy with \`sluice policy apply FILE --confirm-within 60s\` (the daemon holds the rollback)`);
 }

@@ -169,3 +169,31 @@ rules:
   assert.match(r.stderr, /rules\[0\]\.match\.protocol: unknown key \(did you mean proto\?\)/);
   assert.match(r.stderr, /rules\[1\]\.name: the name a is used by rules\[0\] too/, 'the duplicate with the other problems');
 });
+
+test('trap 7g: status says a daemon owns the interface, and the command refuses changes the daemon would set back as drift', async () => {
+  const cfg = join(dir, 'managed.yaml');
+  writeFileSync(cfg, `interfaces:\n  - { iface: ${veth.b.ifname}, netns: ${srv}, limits: { rate: 1000/s } }\napi: { socket: null }\nlog: { level: silent }\nreconcile_interval: 1h\n`);
+  const d = spawn(process.execPath, [BIN, 'run', '--config', cfg], { stdio: 'ignore' });
+  const exited = new Promise<number | null>((res) => d.once('exit', (c) => res(c)));
+  try {
+    type St = { interfaces: { iface: string; netns: string; managed_by: { kind: string; pid: number } | null }[] };
+    let mine: St['interfaces'][number] | undefined;
+    for (let i = 0; i < 100; i++) {
+      mine = (await json<St>('status')).interfaces.find((x) => x.iface === veth.b.ifname && x.netns === srv);
+      if (mine?.managed_by) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual(mine?.managed_by && { kind: mine.managed_by.kind, pid: mine.managed_by.pid }, { kind: 'daemon', pid: d.pid });
+    assert.match(await ok('status'), new RegExp(`managed by the sluice daemon \\(process ${d.pid}`));
+    for (const args of [['set', ...on, '--rate', '5'], ['deny', 'add', ...on, '203.0.113.7'], ['policy', 'apply', join(dir, 'none.yaml'), ...on]]) {
+      const r = await sluice(...args);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^sluice: SLUICE_E_MANAGED: .* is managed by the sluice daemon \\(process ${d.pid}.*nothing was changed`));
+    }
+    const st = await json<{ interfaces: { iface: string; netns: string; limits: { rate: number } }[] }>('status');
+    assert.equal(st.interfaces.find((x) => x.iface === veth.b.ifname && x.netns === srv)!.limits.rate, 1000, 'unchanged');
+  } finally {
+    d.kill('SIGTERM');
+    await exited;
+  }
+});

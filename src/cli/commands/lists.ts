@@ -3,7 +3,7 @@ import { Protection } from '../../agent/protection';
 import { AgentCode, AgentError } from '../../agent/errors';
 import { editRuntime, type ListName, type RuntimeLists } from '../../limiter/lists';
 import { formatPrefix, parsePrefix } from '../../limiter/policy';
-import { place, placeOptions, printJson, type PlaceOptions } from '../common';
+import { place, placeOptions, printJson, refuseIfManaged, type PlaceOptions } from '../common';
 
 /**
  * A prefix as the lists store it: "192.0.2.1" is "192.0.2.1/32", "2001:DB8:0::1" is
@@ -47,6 +47,7 @@ Examples:
       .action(async (given: string[], o: PlaceOptions & { json?: boolean }) => {
         const pl = place(o);
         const cidrs = canonical(given); // an invalid prefix is exit code 2 before anything is opened
+        refuseIfManaged(pl, `\`sluice ${name} ${verb}\``);
         const p = Protection.open(pl);
         try {
           // Read and changed under the interface's lock: concurrent edits never lose one another.

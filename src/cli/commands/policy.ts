@@ -12,7 +12,7 @@ import { compilePolicy, formatPrefix } from '../../limiter/policy';
 import { REASON_NAMES } from '../../limiter/stats';
 import { parseCount, parseDurationMs } from '../../limiter/units';
 import { MAX_MAX_RULES } from '../../config/schema';
-import { describeLimits, human, limitsJson, num, parsed, place, placeOptions, printJson, table, type PlaceOptions } from '../common';
+import { describeLimits, human, limitsJson, num, parsed, place, placeOptions, printJson, refuseIfManaged, table, type PlaceOptions } from '../common';
 import { formatRate } from '../../limiter/units';
 
 /**
@@ -129,6 +129,8 @@ Examples:
   sluice policy apply policy.yaml --iface eth1 --confirm-within 60s   # then: sluice policy confirm --iface eth1`)
     .action(async (file: string, o: PlaceOptions & { confirmWithin?: number; json?: boolean; allowMgmtShrink?: boolean; dropRuntime?: boolean }) => {
       const pl = place(o);
+      // With a deadline the daemon holds the rollback (a trial); without, it would set the file back as drift.
+      if (!o.confirmWithin) refuseIfManaged(pl, '`sluice policy apply` without --confirm-within');
       const p0 = Protection.open(pl); // refuses an interface that is not protected
       p0.close();
       // Rule ids are read and assigned under the lock, as every read-modify-write.

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { Protection } from '../../agent/protection';
-import { describeLimits, limitOptions, limitsJson, limitsFrom, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
+import { describeLimits, limitOptions, limitsJson, refuseIfManaged, limitsFrom, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
 
 export function register(program: Command): void {
   const cmd = program
@@ -19,6 +19,7 @@ Examples:
     .addOption(new Option('--malformed <verdict>', 'what to do with malformed packets').choices(['pass', 'drop']))
     .option('--json', 'print the result as JSON')
     .action(async (o: PlaceOptions & LimitOptions & { json?: boolean; packetLimit?: boolean; malformed?: 'pass' | 'drop' }) => {
+      refuseIfManaged(place(o), '`sluice set`');
       const p = Protection.open(place(o));
       try {
         const s = await p.update({ limits: limitsFrom(o), ...(o.malformed ? { malformedDrop: o.malformed === 'drop' } : {}), ...(o.newStatesPerSec !== undefined ? { newStatesPerSec: o.newStatesPerSec } : {}) });

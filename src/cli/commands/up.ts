@@ -4,7 +4,7 @@ import { Protection } from '../../agent/protection';
 import { layered, mgmtDropped } from '../../limiter/lists';
 import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy } from '../../config/policy-file';
-import { describeLimits, limitOptions, limitsJson, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
+import { describeLimits, limitOptions, limitsJson, refuseIfManaged, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
 import { parseCount } from '../../limiter/units';
 import { MAX_MAX_ENTRIES, MAX_MAX_RULES } from '../../config/schema';
 
@@ -50,6 +50,7 @@ Examples:
     .option('--reset-state', 'discard pinned state and counters, start afresh')
     .option('--json', 'print the result as JSON')
     .action(async (o: UpOpts) => {
+      refuseIfManaged(place(o), '`sluice up`');
       const prior = loadSettings(place(o));
       const pf = o.policy ? loadPolicy(o.policy, prior?.ruleIds ?? {}, o.maxRules ?? prior?.maxRules) : undefined;
       // Runtime list edits stay over the file's lists, as with `policy apply`.

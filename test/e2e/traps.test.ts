@@ -179,7 +179,9 @@ test('trap 7g: status says a daemon owns the interface, and the command refuses 
     type St = { interfaces: { iface: string; netns: string; managed_by: { kind: string; pid: number } | null }[] };
     let mine: St['interfaces'][number] | undefined;
     for (let i = 0; i < 100; i++) {
-      mine = (await json<St>('status')).interfaces.find((x) => x.iface === veth.b.ifname && x.netns === srv);
+      // While the daemon adopts the interface, status may see it between two states: ask again.
+      const r = await sluice('status', '--json');
+      mine = r.code === 0 ? (JSON.parse(r.stdout) as St).interfaces.find((x) => x.iface === veth.b.ifname && x.netns === srv) : undefined;
       if (mine?.managed_by) break;
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -31,7 +31,7 @@ import {
 } from '../config';
 import type { Snapshot } from '../limiter/stats';
 import { sweepPenalties } from '../limiter/limiter';
-import { compileLists } from '../limiter/lists';
+import { compileLists, emptyRuntime } from '../limiter/lists';
 import { compilePolicy, PolicyError } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
 import { readPending, summarizePending } from './pending';
@@ -374,8 +374,8 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
         const s = loadSettings(p);
         // A change applied with --confirm-within is left to its rollback (or confirmation).
         if (readPending(p)) return;
-        if (s && (!sameLimits(s.limits, limits) || listsText(s.lists) !== listsText(p.lists) || s.malformedDrop !== p.malformedDrop || rulesText(s) !== rulesText(p))) {
-          await m.protection.update({ limits, lists: p.lists, malformedDrop: p.malformedDrop, rules: p.rules, geoip: p.geoip, ruleIds: p.ruleIds });
+        if (s && (!sameLimits(s.limits, limits) || listsText(s.lists) !== listsText(p.lists) || s.malformedDrop !== p.malformedDrop || rulesText(s) !== rulesText(p) || (s.newStatesPerSec ?? 0) !== p.newStatesPerSec)) {
+          await m.protection.update({ limits, lists: p.lists, malformedDrop: p.malformedDrop, rules: p.rules, geoip: p.geoip, ruleIds: p.ruleIds, newStatesPerSec: p.newStatesPerSec, runtime: emptyRuntime() });
           this.log.warn({ event: 'drift', iface: p.iface, netns: p.netns }, `the settings of ${where(p)} were changed outside the daemon (sluice set?): set back to the config's. Change them in ${this.config.file} or with PUT /v1/limits`);
         }
         return;
@@ -389,7 +389,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       const r = await Protection.up({
         iface: p.iface, netns: p.netns, mode: sizes.mode, maxEntries: sizes.maxEntries, maxRules: sizes.maxRules, maxListEntries: sizes.maxListEntries,
         limits, rules: p.rules, lists: p.lists, malformedDrop: p.malformedDrop, policyFile: p.policyFile,
-        geoip: p.geoip, ruleIds: p.ruleIds, egress: p.egress,
+        geoip: p.geoip, ruleIds: p.ruleIds, egress: p.egress, newStatesPerSec: p.newStatesPerSec, runtime: emptyRuntime(),
         // Protecting again is never refused because a change is pending (its rollback still runs).
         allowPending: readPending(p)?.id,
       });
@@ -611,6 +611,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       if (!sameLimits(old.limits, cfg.limits)) runtime.push('limits');
       if (listsText(old.lists) !== listsText(cfg.lists)) runtime.push('lists');
       if (old.malformedDrop !== cfg.malformedDrop) runtime.push('malformed');
+      if (old.newStatesPerSec !== cfg.newStatesPerSec) runtime.push('new_states_per_sec');
       if (rulesText(old) !== rulesText(cfg)) runtime.push('rules');
       if (old.egress !== cfg.egress) changes.push(`${where(cfg)}: egress ${cfg.egress ? 'on' : 'off'} takes effect with \`sluice up\` or a daemon restart`);
       if (runtime.length) {
@@ -618,7 +619,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
         m.override = null;
         if (m.protection && this.stillOurs(m)) {
           try {
-            await m.protection.update({ limits: cfg.limits, lists: cfg.lists, malformedDrop: cfg.malformedDrop, rules: cfg.rules, geoip: cfg.geoip, ruleIds: cfg.ruleIds });
+            await m.protection.update({ limits: cfg.limits, lists: cfg.lists, malformedDrop: cfg.malformedDrop, rules: cfg.rules, geoip: cfg.geoip, ruleIds: cfg.ruleIds, newStatesPerSec: cfg.newStatesPerSec, runtime: emptyRuntime() });
             changes.push(`${where(cfg)}: ${runtime.join(', ')} updated (policy version ${m.protection.limiter.version()})`);
           } catch (e) {
             this.log.error({ event: 'update_failed', iface: cfg.iface, netns: cfg.netns }, `cannot update ${where(cfg)}: ${(e as Error).message}`);

@@ -18,6 +18,9 @@ export const AgentCode = {
   RollbackFailed: 'SLUICE_E_ROLLBACK_FAILED',
   DaemonRunning: 'SLUICE_E_DAEMON_RUNNING',
   ManagedElsewhere: 'SLUICE_E_MANAGED_ELSEWHERE',
+  NotInList: 'SLUICE_E_NOT_IN_LIST',
+  MgmtShrink: 'SLUICE_E_MGMT_SHRINK',
+  ManagedByDaemon: 'SLUICE_E_MANAGED',
 } as const;
 
 export type AgentCodeValue = (typeof AgentCode)[keyof typeof AgentCode];
@@ -27,4 +30,14 @@ export class AgentError extends Error {
     super(message);
     this.name = 'AgentError';
   }
+}
+
+/**
+ * Refuse a change that takes prefixes out of the management allowlist (the sources that manage
+ * the machine, never dropped) unless the operator said so: a policy file that forgot its mgmt
+ * list, or an empty one, must not lock its operator out.
+ */
+export function assertMgmtKept(dropped: string[], where: string, allow: boolean | undefined): void {
+  if (!dropped.length || allow) return;
+  throw new AgentError(AgentCode.MgmtShrink, `this change would take ${dropped.join(', ')} out of the management allowlist of ${where} (those sources could then be dropped, and you locked out); nothing was changed. Keep them in the file's mgmt list, or pass --allow-mgmt-shrink to remove them on purpose`);
 }

@@ -15,7 +15,7 @@ import {
   type Collection,
 } from '../ebpf';
 import { Limiter, LIMITER_MAP_NAMES, ListsTooLargeError, RULE_SIZED_MAPS, type LimiterMaps } from '../limiter/limiter';
-import { compileLists, emptyLists, normaliseLists, type Lists } from '../limiter/lists';
+import { compileLists, emptyLists, normaliseLists, type Lists, type RuntimeLists } from '../limiter/lists';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
 import { plugProgram, unplugProgram, type Hook } from '../limiter/plugins';
 import { compileGeo, type GeoCompiled, type GeoConfig } from '../limiter/geoip';
@@ -56,6 +56,10 @@ export interface UpOptions extends Place {
   geoip?: GeoConfig | null;
   ruleIds?: Record<string, number>;
   policyFile?: string | null;
+  /** The runtime layer of list edits to keep (docs/cli.md); absent: the prior one. */
+  runtime?: RuntimeLists;
+  /** sl_config.new_states_per_sec; 0: the default; absent: the prior value. */
+  newStatesPerSec?: number;
   /** The id of the pending rollback this change is made for (its own apply, or the rollback): not refused by it. */
   allowPending?: string;
 }
@@ -199,6 +203,8 @@ function applyAll(limiter: Limiter, s: Settings): void {
   const geo = s.geoip ? geoOf(s.geoip) : undefined;
   // One transaction: rules, lists and the malformed verdict go live in one flip.
   limiter.apply({ policy: policyOf(s), geo: geo ? { entries: geo.entries, hash: geo.hash } : null, lists: s.lists, malformedDrop: s.malformedDrop });
+  // The new-state cap is global (sl_config), not per policy half: written after the flip.
+  if (limiter.config().new_states_per_sec !== (s.newStatesPerSec ?? 0)) limiter.setConfig({ new_states_per_sec: s.newStatesPerSec ?? 0 });
 }
 
 /** The record of a change in progress: enough to finish it or undo it after a crash. */
@@ -336,7 +342,7 @@ function removeEmptyScope(p: Place): void {
 }
 
 /** What Protection.update may change. */
-export interface SettingsChange { limits?: Partial<Limits>; rules?: RuleSpec[]; lists?: Lists; malformedDrop?: boolean; geoip?: GeoConfig | null; ruleIds?: Record<string, number> }
+export interface SettingsChange { limits?: Partial<Limits>; rules?: RuleSpec[]; lists?: Lists; malformedDrop?: boolean; geoip?: GeoConfig | null; ruleIds?: Record<string, number>; runtime?: RuntimeLists; newStatesPerSec?: number }
 
 export class Protection {
   private constructor(
@@ -423,6 +429,8 @@ export class Protection {
         ruleIds: o.ruleIds ?? prior?.ruleIds ?? {},
         plugins: (!fresh && prior?.plugins) || { xdp: {}, tc: {} },
         policyFile: o.policyFile !== undefined ? o.policyFile : prior?.policyFile ?? null,
+        ...((o.runtime ?? prior?.runtime) ? { runtime: o.runtime ?? prior?.runtime } : {}),
+        newStatesPerSec: o.newStatesPerSec ?? prior?.newStatesPerSec ?? 0,
       };
       validateLimits(base.limits);
       compilePolicy(policyOf(base), base.maxRules); // refuse an invalid policy before touching anything
@@ -858,6 +866,8 @@ export class Protection {
         malformedDrop: change.malformedDrop ?? this.settings.malformedDrop,
         geoip: change.geoip !== undefined ? change.geoip : this.settings.geoip,
         ruleIds: change.ruleIds ?? this.settings.ruleIds,
+        ...((change.runtime ?? this.settings.runtime) ? { runtime: change.runtime ?? this.settings.runtime } : {}),
+        newStatesPerSec: change.newStatesPerSec ?? this.settings.newStatesPerSec ?? 0,
       };
       validateLimits(next.limits);
       compilePolicy(policyOf(next), next.maxRules);

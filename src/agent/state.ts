@@ -20,7 +20,7 @@ import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { flock, LOCK } from '../ebpf';
 import type { GeoConfig } from '../limiter/geoip';
 import type { AlgName } from '../limiter/models';
-import type { Lists } from '../limiter/lists';
+import type { Lists, RuntimeLists } from '../limiter/lists';
 import type { RuleSpec } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
 import { netnsNameProblem, placeProblems } from './names';
@@ -96,6 +96,13 @@ export interface Settings extends PolicyContent {
   /** Operator programs plugged into the plugin slots, by hook and slot. */
   plugins: { xdp: Record<string, PluginRef>; tc: Record<string, PluginRef> };
   policyFile: string | null;
+  /**
+   * List edits made at runtime, apart from the policy file's lists (`lists` is the two laid
+   * together: what the kernel holds); absent when there are none or in older settings.
+   */
+  runtime?: RuntimeLists;
+  /** sl_config.new_states_per_sec (docs/datapath.md): 0 or absent, the default of 100,000 a second per CPU. */
+  newStatesPerSec?: number;
   /**
    * Digest of each pinned map's layout (src/agent/abi.ts), as the stamp in maps/sl_abi_map covers
    * them; absent in settings written before pins were stamped.
@@ -350,6 +357,15 @@ export const daemonLockPath = (): string => join(STATE_ROOT, '.daemon.lock');
 export function managerLockPath(p: Place): string {
   assertPlace(p);
   return under(MANAGER_ROOT, `${pathName(scopeOf(p.netns))}--${pathName(p.iface)}.manager`);
+}
+
+/** The daemon that manages p now (its pid and its note: state directory and config), or undefined. */
+export function managerInfo(p: Place): { pid: number; note: string | null } | undefined {
+  const pid = managerOf(p);
+  if (pid === undefined) return undefined;
+  let note: string | null = null;
+  try { note = readFileSync(managerLockPath(p), 'utf8').split('\n')[1]?.trim() || null; } catch { /* released meanwhile */ }
+  return { pid, note };
 }
 
 /** The pid of the daemon that manages p now, or undefined when none does. */

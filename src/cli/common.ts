@@ -4,11 +4,12 @@
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { AgentCode } from '../agent/errors';
-import { assertPlace, type Limits } from '../agent/state';
+import { assertPlace, managerInfo, type Limits } from '../agent/state';
+import { AgentError } from '../agent/errors';
 import { ErrorCode } from '../ebpf';
 import { PolicyError } from '../limiter/policy';
 import type { StateEntry } from '../limiter/top';
-import { formatRate, parseBytes, parseBytesPer, parseDurationMs, parseRate, parseRatePer, type Rate } from '../limiter/units';
+import { FORMS, formatRate, parseBytes, parseBytesPer, parseCount, parseDurationMs, parseNewStates, parseRatePer, type Rate } from '../limiter/units';
 
 /** Exit codes, documented in docs/cli.md. */
 export const EXIT = { ok: 0, error: 1, usage: 2, notProtected: 3, permission: 4 } as const;
@@ -58,19 +59,21 @@ export interface LimitOptions {
   keyV4?: number;
   keyV6?: number;
   noPacketLimit?: boolean;
+  newStatesPerSec?: number;
 }
 
 export function limitOptions(cmd: Command): Command {
   return cmd
-    .option('--rate <n>', 'packets per second, minute or hour per key (1000, 10k, 2.5M, 30/min, 100/h)', parsed((v) => parseRatePer(v, 'rate')))
-    .option('--bytes-rate <n>', 'bytes per second, minute or hour per key (1500000, 2MB, 1GiB, 500MB/h)', parsed((v) => parseBytesPer(v, 'bytes rate')))
-    .option('--burst <n>', 'packets allowed at once (token, gcra: bucket size; windows: extra per window)', parsed((v) => parseRate(v, 'burst', 0)))
-    .option('--bytes-burst <n>', 'bytes allowed at once', parsed((v) => parseBytes(v, 'bytes burst', 0)))
+    .option('--rate <rate>', `packets per key: ${FORMS.rate}`, parsed((v) => parseRatePer(v, 'rate')))
+    .option('--bytes-rate <rate>', `bytes per key: ${FORMS.bytesRate}`, parsed((v) => parseBytesPer(v, 'bytes rate')))
+    .option('--burst <n>', `packets allowed at once (token, gcra: bucket size; windows: extra per window): ${FORMS.count}`, parsed((v) => parseCount(v, 'burst', 0)))
+    .option('--bytes-burst <bytes>', `bytes allowed at once: ${FORMS.bytes}`, parsed((v) => parseBytes(v, 'bytes burst', 0)))
     .addOption(new Option('--algorithm <name>', 'the algorithm').choices(['fixed', 'sliding', 'token', 'gcra']))
-    .option('--window <duration>', 'window of fixed and sliding (1s, 500ms, 1m; at most 1h)', parsed((v) => parseDurationMs(v, 'window', 1, 3_600_000)))
+    .option('--window <duration>', 'window of fixed and sliding, at most 1h: 500ms, 1s, 1m', parsed((v) => parseDurationMs(v, 'window', 1, 3_600_000)))
     .option('--key-v4 <len>', 'IPv4 key prefix length (32: per address, 24: per /24)', prefixLen(32, 'IPv4 key prefix'))
     .option('--key-v6 <len>', 'IPv6 key prefix length (64: per /64)', prefixLen(128, 'IPv6 key prefix'))
-    .option('--no-packet-limit', 'limit bytes only (needs --bytes-rate)');
+    .option('--no-packet-limit', 'limit bytes only (needs --bytes-rate)')
+    .option('--new-states-per-sec <rate>', 'cap on new per-client states a second per CPU (sl_config.new_states_per_sec, docs/datapath.md): e.g. 50k/s; 0: the default, 100k', parsed((v) => parseNewStates(v, 'new states per second')));
 }
 
 export function limitsFrom(o: LimitOptions & { packetLimit?: boolean }): Partial<Limits> {
@@ -94,6 +97,15 @@ export function limitsFrom(o: LimitOptions & { packetLimit?: boolean }): Partial
   if (o.keyV4 !== undefined) l.keyV4 = o.keyV4;
   if (o.keyV6 !== undefined) l.keyV6 = o.keyV6;
   return l;
+}
+
+/** Limits as every --json output writes them: snake_case, as the config file and the API do. */
+export function limitsJson(l: Limits): Record<string, unknown> {
+  return {
+    algorithm: l.algorithm, rate: l.rate, rate_period_ms: l.ratePeriodMs ?? 1000, burst: l.burst,
+    bytes_rate: l.bytesRate, bytes_period_ms: l.bytesPeriodMs ?? 1000, bytes_burst: l.bytesBurst,
+    window_ms: l.windowMs, key_v4: l.keyV4, key_v6: l.keyV6,
+  };
 }
 
 export function describeLimits(l: Limits): string {
@@ -132,12 +144,40 @@ export function human(bytes: number): string {
   return `${bytes.toFixed(i ? 1 : 0)} ${u[i]}`;
 }
 
-/** Exit code for an error, and the message to print. */
-export function failure(e: unknown): { code: number; message: string } {
+/**
+ * Exit code for an error, its documented error code (docs/errors.md; SLUICE_E_INTERNAL for an
+ * error without one of its own), and the message to print.
+ */
+export function failure(e: unknown): { code: number; error: string; message: string } {
   const err = e as { code?: string; message?: string };
   const message = e instanceof Error ? e.message : String(e);
-  if (e instanceof PolicyError || err.code === AgentCode.InvalidArgument || err.code === 'SLUICE_E_CONFIG' || err.code === 'SLUICE_E_LISTS_TOO_LARGE') return { code: EXIT.usage, message };
-  if (err.code === AgentCode.NotProtected) return { code: EXIT.notProtected, message };
-  if (err.code === ErrorCode.Permission) return { code: EXIT.permission, message };
-  return { code: EXIT.error, message };
+  const known = typeof err.code === 'string' && err.code.startsWith('SLUICE_E_') ? err.code : undefined;
+  if (e instanceof PolicyError) return { code: EXIT.usage, error: known ?? 'SLUICE_E_POLICY', message };
+  const error = known ?? 'SLUICE_E_INTERNAL';
+  if (error === AgentCode.InvalidArgument || error === 'SLUICE_E_CONFIG' || error === 'SLUICE_E_LISTS_TOO_LARGE') return { code: EXIT.usage, error, message };
+  if (error === AgentCode.NotProtected) return { code: EXIT.notProtected, error, message };
+  if (error === ErrorCode.Permission) return { code: EXIT.permission, error, message };
+  return { code: EXIT.error, error, message };
+}
+
+/**
+ * Print an error the one way every command does: `sluice: CODE: message` on stderr, and with
+ * --json the same as {"error": {code, exit_code, message}} on stdout, for scripts.
+ */
+export function reportError(f: { code: number; error: string; message: string }, asJson: boolean, hint?: string): void {
+  console.error(`sluice: ${f.error}: ${f.message}`);
+  if (hint) console.error(hint);
+  if (asJson) printJson({ error: { code: f.error, exit_code: f.code, message: f.message } });
+}
+
+/**
+ * Refuse a change of an interface a daemon manages: the daemon would set it back as drift at its
+ * next reconcile, seconds after the command printed success. The place of such a change is the
+ * daemon's config (it reloads), PUT /v1/limits, or a trial with `policy apply --confirm-within`.
+ */
+export function refuseIfManaged(p: { iface: string; netns: string | null }, what: string): void {
+  const m = managerInfo(p);
+  if (!m) return;
+  const at = `${p.iface}${p.netns ? ` in network namespace ${p.netns}` : ''}`;
+  throw new AgentError(AgentCode.ManagedByDaemon, `${at} is managed by the sluice daemon (process ${m.pid}${m.note ? `, ${m.note}` : ''}): ${what} would be set back as drift at its next reconcile, so nothing was changed. Change the daemon's config file (it reloads), use its API (PUT /v1/limits), or try a policy with \`sluice policy apply FILE --confirm-within 60s\` (the daemon holds the rollback)`);
 }

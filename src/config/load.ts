@@ -42,6 +42,8 @@ export interface InterfaceConfig {
   ruleIds: Record<string, number>;
   egress: boolean;
   policyFile: string | null;
+  /** sl_config.new_states_per_sec; 0: the default. */
+  newStatesPerSec: number;
 }
 
 export interface TcpConfig {
@@ -166,8 +168,22 @@ function distance(a: string, b: string): number {
   return d[b.length]!;
 }
 
+/** Names people write for a key that has another name here (from other tools, or in full). */
+const SYNONYMS: Record<string, string[]> = {
+  proto: ['protocol', 'protocols', 'ip_proto'],
+  dst_port: ['port', 'ports', 'dport', 'dest_port', 'destination_port'],
+  src: ['source', 'from', 'src_ip', 'saddr'],
+  dst: ['destination', 'to', 'dst_ip', 'daddr'],
+  tcp_flags: ['flags'],
+  rate: ['pps', 'limit'],
+  bytes_rate: ['bps', 'bandwidth'],
+  on_exceed: ['action', 'on_exceeded'],
+  max_entries: ['entries'],
+};
+
 function unknownKeyMessage(key: string, allowed: string[]): string {
-  const near = allowed.filter((k) => distance(k, key) <= 2).sort((x, y) => distance(x, key) - distance(y, key))[0];
+  const synonym = allowed.find((k) => SYNONYMS[k]?.includes(key.toLowerCase()));
+  const near = synonym ?? allowed.filter((k) => distance(k, key) <= 2).sort((x, y) => distance(x, key) - distance(y, key))[0];
   return `unknown key${near ? ` (did you mean ${near}?)` : ''}; expected ${allowed.length ? `one of ${allowed.join(', ')}` : 'no keys here'}`;
 }
 
@@ -421,6 +437,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
       maxEntries: i.max_entries,
       maxRules: i.max_rules,
       maxListEntries: i.max_list_entries,
+      newStatesPerSec: i.new_states_per_sec,
       limits,
       lists: {
         mgmt: uniq([...pol?.lists.mgmt ?? [], ...i.lists?.mgmt ?? []]),

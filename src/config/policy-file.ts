@@ -12,12 +12,12 @@ import { z } from 'zod';
 import { DEFAULT_LIMITS, type Limits, type PolicyContent } from '../agent/state';
 import { compileGeo, GeoError, type GeoConfig } from '../limiter/geoip';
 import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
-import { parseDurationMs, parseRate } from '../limiter/units';
+import { FORMS, parseCount, parseDurationMs, parseRate } from '../limiter/units';
 import { ConfigError, type ConfigProblem } from './errors';
 import { deepFreeze, defaultRuleOf, limitsProblems, lineOf, mergeLimits, notThisKind, pathText, sortByLine, zodProblems, type Seg } from './load';
 import { cidr, kindOf, limitsSchema, listsSchema, oneOf, shown, unitValue, wholeIn } from './schema';
 
-const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
+export const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
 
 const oneOrMany = <T extends z.ZodType>(item: T) => z.union([item, z.array(item)], {
   error: (iss) => `expected one value or a list, got ${shown(iss.input)}`,
@@ -63,7 +63,7 @@ const aggregate = z.union([
   z.literal('none'),
   z.strictObject({
     rate: unitValue((v) => parseRate(v, 'aggregate rate'), 'packets per second (e.g. 50k; an aggregate is always per second)'),
-    burst: unitValue((v) => parseRate(v, 'aggregate burst', 0), 'a number of packets').optional(),
+    burst: unitValue((v) => parseCount(v, 'aggregate burst', 0), `a number of packets (${FORMS.count})`).optional(),
   }),
 ], { error: (iss) => `expected none or { rate, burst }, got ${shown(iss.input)}` });
 
@@ -74,8 +74,21 @@ const ruleSchema = z.strictObject({
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, { error: (iss) => `${shown(iss.input)} is not a rule name (letters, digits, "_", "-", "."; at most 63)` }),
   match: matchSchema.optional(),
   limit: ruleLimitSchema.optional(),
-  on_exceed: z.union([oneOf(['drop']), z.strictObject({ block: unitValue((v) => parseDurationMs(v, 'block', 1), 'a duration (e.g. 30s)') })], {
-    error: (iss) => `expected drop or { block: DURATION }, got ${shown(iss.input)}`,
+  // Not a z.union: its one message would hide what is wrong with the duration of a block.
+  on_exceed: z.unknown().transform((v, ctx): 'drop' | { block: number } => {
+    if (v === 'drop') return 'drop';
+    if (v !== null && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 1 && 'block' in v) {
+      const d = (v as { block: unknown }).block;
+      try {
+        if (typeof d !== 'string' && typeof d !== 'number') throw new Error(`block: expected a duration (${FORMS.duration}), got ${shown(d)}`);
+        return { block: parseDurationMs(d, 'block', 1) };
+      } catch (e) {
+        ctx.issues.push({ code: 'custom', message: (e as Error).message, input: v });
+        return z.NEVER;
+      }
+    }
+    ctx.issues.push({ code: 'custom', message: `expected drop or { block: DURATION }, got ${shown(v)}`, input: v });
+    return z.NEVER;
   }).optional(),
   mode: oneOf(['enforce', 'dry-run']).optional(),
   plugin: wholeIn('plugin slot', 0, 15).optional(),
@@ -117,10 +130,27 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
   const at = (path: Seg[], message: string): void => { problems.push({ path: pathText(path), line: lineOf(doc, lc, path), message }); };
   for (const e of doc.errors) problems.push({ path: '', ...(e.linePos ? { line: e.linePos[0].line } : {}), message: `YAML: ${e.message.split('\n')[0]!}` });
   if (problems.length) throw new ConfigError(file, problems);
-  const raw = (doc.toJS({ maxAliasCount: 100 }) as unknown) ?? {};
+  const raw = (doc.toJS({ maxAliasCount: 100 }) as unknown) ?? null;
+  // An empty file (or one of comments) is refused, never read as "no rules, no lists": applied, it
+  // would empty the management allowlist. `{}` says "nothing" on purpose.
+  if (raw === null) throw new ConfigError(file, [{ path: '', message: 'the policy file is empty (a file caught half-written, or the wrong path?); write `{}` for a policy of defaults only, on purpose' }]);
   notThisKind(raw, Object.keys(policySchema.shape), file, 'policy file');
+  // Duplicate rule names are found on the raw document, so that they are reported with every
+  // other problem rather than only once the rest is fixed.
+  const dupNames: ConfigProblem[] = [];
+  const rawRules = (raw as { rules?: unknown }).rules;
+  if (Array.isArray(rawRules)) {
+    const seen = new Map<string, number>();
+    rawRules.forEach((r, i) => {
+      const name = (r as { name?: unknown } | null)?.name;
+      if (typeof name !== 'string') return;
+      if (seen.has(name)) dupNames.push({ path: pathText(['rules', i, 'name']), line: lineOf(doc, lc, ['rules', i, 'name']), message: `the name ${name} is used by rules[${seen.get(name)}] too` });
+      else seen.set(name, i);
+    });
+  }
   const parsed = policySchema.safeParse(raw);
-  if (!parsed.success) throw new ConfigError(file, sortByLine(zodProblems(parsed.error, doc, lc, [], policySchema)));
+  if (!parsed.success) throw new ConfigError(file, sortByLine([...zodProblems(parsed.error, doc, lc, [], policySchema), ...dupNames]));
+  problems.push(...dupNames);
   const p = parsed.data;
 
   const limits = mergeLimits(DEFAULT_LIMITS, p.defaults);
@@ -134,8 +164,7 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
   }
   const names = new Map<string, number>();
   (p.rules ?? []).forEach((r, i) => {
-    if (names.has(r.name)) at(['rules', i, 'name'], `the name ${r.name} is used by rules[${names.get(r.name)}] too`);
-    names.set(r.name, i);
+    if (!names.has(r.name)) names.set(r.name, i); // duplicates: reported above
   });
   const ruleIds: Record<string, number> = {};
   const used = new Set<number>([0]);

@@ -10,7 +10,7 @@
 import { z } from 'zod';
 import { ifaceNameProblem, netnsNameProblem } from '../agent/names';
 import { formatPrefix, parsePrefix } from '../limiter/policy';
-import { MAX_RATE, parseBytes, parseBytesPer, parseDurationMs, parseRate, parseRatePer } from '../limiter/units';
+import { FORMS, MAX_RATE, parseBytes, parseBytesPer, parseCount, parseDurationMs, parseNewStates, parseRatePer } from '../limiter/units';
 import { MAX_WINDOW_MS } from '../limiter/policy';
 
 export const DEFAULT_SOCKET = '/run/sluice/api.sock';
@@ -87,11 +87,11 @@ export const wholeIn = (what: string, min: number, max: number) =>
 /** The default rule's limits; every key optional (the config fills in defaults, the API changes only what it names). */
 export const limitsSchema = z.strictObject({
   algorithm: oneOf(['fixed', 'sliding', 'token', 'gcra']).optional(),
-  rate: optionalLimit((v) => parseRatePer(v, 'rate'), 'packets per second, minute or hour (e.g. 1000, 10k, 30/min, 100/h)').optional(),
-  burst: unitValue((v) => parseRate(v, 'burst', 0), 'a number of packets (e.g. 50, 1k)').optional(),
-  bytes_rate: optionalLimit((v) => parseBytesPer(v, 'bytes rate'), 'bytes per second, minute or hour (e.g. 1500000, 2MB, 500MB/h)').optional(),
-  bytes_burst: unitValue((v) => parseBytes(v, 'bytes burst', 0), 'a number of bytes (e.g. 64KB)').optional(),
-  window: unitValue((v) => parseDurationMs(v, 'window', 1, MAX_WINDOW_MS), 'a duration up to 1h (e.g. 1s, 500ms, 1m)').optional(),
+  rate: optionalLimit((v) => parseRatePer(v, 'rate'), `packets per second, minute or hour (${FORMS.rate})`).optional(),
+  burst: unitValue((v) => parseCount(v, 'burst', 0), `a number of packets (${FORMS.count})`).optional(),
+  bytes_rate: optionalLimit((v) => parseBytesPer(v, 'bytes rate'), `bytes per second, minute or hour (${FORMS.bytesRate})`).optional(),
+  bytes_burst: unitValue((v) => parseBytes(v, 'bytes burst', 0), `a number of bytes (${FORMS.bytes})`).optional(),
+  window: unitValue((v) => parseDurationMs(v, 'window', 1, MAX_WINDOW_MS), `a duration up to 1h (${FORMS.duration})`).optional(),
   key: z.strictObject({
     v4: wholeIn('IPv4 key prefix length', 1, 32).optional(),
     v6: wholeIn('IPv6 key prefix length', 1, 128).optional(),
@@ -131,7 +131,7 @@ export const interfaceSchema = z.strictObject({
   iface: ifaceName,
   netns: netnsName.nullable().optional(),
   mode: oneOf(['auto', 'native', 'generic']).default('auto'),
-  max_entries: unitValue((v) => parseRate(v, 'max_entries', 16), 'a number of entries (e.g. 100000, 1M)')
+  max_entries: unitValue((v) => parseCount(v, 'max_entries', 16), `a number of entries (${FORMS.count})`)
     .pipe(z.number().max(MAX_MAX_ENTRIES, { error: `max_entries must be at most ${MAX_MAX_ENTRIES}` }))
     .default(DEFAULT_MAX_ENTRIES),
   max_rules: wholeIn('max_rules', 2, MAX_MAX_RULES).default(DEFAULT_MAX_RULES),
@@ -140,6 +140,8 @@ export const interfaceSchema = z.strictObject({
   limits: limitsSchema.optional(),
   lists: listsSchema.optional(),
   malformed: oneOf(['pass', 'drop']).default('pass'),
+  /** sl_config.new_states_per_sec (docs/datapath.md); 0: the data path's default. */
+  new_states_per_sec: unitValue((v) => parseNewStates(v), 'new states a second per CPU (e.g. 50k/s; 0: the default)').default(0),
   /** A policy file (docs/policy.md), relative to this file: rules, lists, GeoIP tiers. */
   policy: z.string({ error: (iss) => `expected the path of a policy file, got ${shown(iss.input)}` }).min(1).optional(),
   egress: z.boolean({ error: (iss) => `expected true or false, got ${shown(iss.input)}` }).optional(),
@@ -214,7 +216,7 @@ export const configSchema = z.strictObject({
   log: z.strictObject({ level: oneOf(LOG_LEVELS).default('info') }, {
     error: (iss) => `expected a mapping { level: info }, got ${shown(iss.input)}`,
   }).prefault({}),
-  reconcile_interval: unitValue((v) => parseDurationMs(v, 'reconcile_interval', 1000, 3_600_000), 'a duration (e.g. 10s)')
+  reconcile_interval: unitValue((v) => parseDurationMs(v, 'reconcile_interval', 1000, 3_600_000), `a duration (${FORMS.duration})`)
     .default(DEFAULT_RECONCILE_MS),
 }, { error: (iss) => `expected a mapping at the top of the file (interfaces, api, metrics, log), got ${kindOf(iss.input)}` });
 

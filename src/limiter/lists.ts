@@ -5,7 +5,7 @@
  * The data path then applies management -> deny -> allow, in that order.
  */
 import { ListFlags } from '../generated/types';
-import { formatPrefix, parsePrefix, type Prefix } from './policy';
+import { covers, formatPrefix, parsePrefix, type Prefix } from './policy';
 
 export type ListName = 'mgmt' | 'deny' | 'allow';
 export const LIST_FLAG: Record<ListName, number> = { mgmt: ListFlags.MGMT, deny: ListFlags.DENY, allow: ListFlags.ALLOW };
@@ -94,4 +94,72 @@ export function compileLists(lists: Lists): ListEntry[] {
   }
   compileWork.checks = checks;
   return all.map((e, i) => ({ ...e, flags: flags[i]! }));
+}
+
+/**
+ * The management prefixes of before that after no longer covers (the sources that would lose
+ * their protection from lockout): empty when after keeps or widens every one of them.
+ */
+export function mgmtDropped(before: string[], after: string[]): string[] {
+  const keep = after.map(parsePrefix);
+  return before.filter((b) => { const p = parsePrefix(b); return !keep.some((k) => covers(k, p)); });
+}
+
+/**
+ * List edits made at runtime (`sluice allow|deny|mgmt add|del`), kept apart from the lists of the
+ * policy file: `add` holds what was added on top of the file, `del` what was removed from it. A
+ * `policy apply` lays them over the new file's lists, so that a block added during an incident
+ * survives the next apply of the same file (docs/cli.md, "The runtime layer").
+ */
+export interface RuntimeLists {
+  add: Lists;
+  del: Lists;
+}
+
+export function emptyRuntime(): RuntimeLists {
+  return { add: emptyLists(), del: emptyLists() };
+}
+
+export function runtimeIsEmpty(r: RuntimeLists | undefined): boolean {
+  return !r || (Object.keys(LIST_FLAG) as ListName[]).every((n) => !r.add[n].length && !r.del[n].length);
+}
+
+/** A file's lists with the runtime layer laid over them: (file - del) + add. */
+export function layered(file: Lists, r: RuntimeLists | undefined): Lists {
+  const f = normaliseLists(file);
+  if (!r) return f;
+  const out = emptyLists();
+  for (const n of Object.keys(LIST_FLAG) as ListName[]) {
+    out[n] = [...f[n].filter((c) => !r.del[n].includes(c)), ...r.add[n].filter((c) => !f[n].includes(c))];
+  }
+  return out;
+}
+
+/** The runtime layer after an edit of list `name` (prefixes canonical). */
+export function editRuntime(r: RuntimeLists | undefined, name: ListName, verb: 'add' | 'del', cidrs: string[]): RuntimeLists {
+  const cur = r ?? emptyRuntime();
+  const add = { ...cur.add, [name]: [...cur.add[name]] };
+  const del = { ...cur.del, [name]: [...cur.del[name]] };
+  for (const c of cidrs) {
+    if (verb === 'add') {
+      if (del[name].includes(c)) del[name] = del[name].filter((x) => x !== c); // the file's entry is back
+      else if (!add[name].includes(c)) add[name].push(c);
+    } else if (add[name].includes(c)) {
+      add[name] = add[name].filter((x) => x !== c); // a runtime addition withdrawn
+    } else if (!del[name].includes(c)) {
+      del[name].push(c); // an entry of the file, removed at runtime
+    }
+  }
+  return { add, del };
+}
+
+/** A runtime layer as one line: "deny +203.0.113.9/32, mgmt -192.0.2.10/32". */
+export function describeRuntime(r: RuntimeLists | undefined): string {
+  if (!r) return '';
+  const parts: string[] = [];
+  for (const n of Object.keys(LIST_FLAG) as ListName[]) {
+    for (const c of r.add[n]) parts.push(`${n} +${c}`);
+    for (const c of r.del[n]) parts.push(`${n} -${c}`);
+  }
+  return parts.join(', ');
 }

@@ -567,7 +567,8 @@ test('rates per period: the units parser and its errors', () => {
   assert.deepEqual(parseRatePer('3/min'), { units: 3, periodMs: 60_000 });
   assert.deepEqual(parseRatePer('100/h'), { units: 100, periodMs: 3_600_000 });
   assert.deepEqual(parseRatePer('10k/s'), { units: 10_000, periodMs: 1000 });
-  assert.deepEqual(parseRatePer('2m'), { units: 2_000_000, periodMs: 1000 }, 'm is mega, as before');
+  assert.deepEqual(parseRatePer('2M'), { units: 2_000_000, periodMs: 1000 });
+  assert.throws(() => parseRatePer('2m'), /"m" is ambiguous/, 'm is neither mega nor minute: refused');
   assert.throws(() => parseRatePer('0.5/s'), /not a whole number of units per period \(write e\.g\. 30\/min for 0\.5\/s\)/);
   assert.throws(() => parseRatePer('3/day'), /"\/day" is not a period \(use \/s, \/min or \/h\)/);
   assert.throws(() => compilePolicy({ rules: [{ id: 0, pps: 3, ppsPeriodMs: 1234 }] }, 2), /ppsPeriodMs 1234 must be 1000 \(a second\), 60000 \(a minute\) or 3600000 \(an hour\)/);

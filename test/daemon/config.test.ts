@@ -119,6 +119,7 @@ test('invalid rates are each a clear problem: zero, negative, not a number, an u
     ['"0.5/s"', /not a whole number of units per period \(write e\.g\. 30\/min/],
     ['99999999999999', /too large/],
     ['1.5', /not a whole number/],
+    ['2.5m', /"m" is ambiguous in a number \(mega or minute\?\); write 2\.5M for 2\.5 million a second, or a rate per minute as N\/min/],
     ['[1]', /expected packets per second, minute or hour .* got a list/],
     ['true', /expected packets per second, minute or hour .* got true/],
   ];

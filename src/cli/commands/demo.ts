@@ -1,13 +1,13 @@
 import type { Command } from 'commander';
 import { runDemo, summary } from '../../lab/demo';
-import { parseRate } from '../../limiter/units';
+import { parseCount, parseRate } from '../../limiter/units';
 import { parsed, printJson } from '../common';
 
 export function register(program: Command): void {
   program
     .command('demo')
     .description('see Sluice work: a lab, three well-behaved clients and an abusive one, a live view, a live limit change')
-    .option('--seconds <n>', 'how long the traffic runs (the limit changes half-way)', parsed((v) => parseRate(v, 'seconds', 4)), 20)
+    .option('--seconds <n>', 'how long the traffic runs (the limit changes half-way)', parsed((v) => parseCount(v, 'seconds', 4, 3600)), 20)
     .option('--rate <n>', 'the limit per client, packets per second', parsed((v) => parseRate(v, 'rate')), 1000)
     .option('--rate-after <n>', 'the limit after the live change', parsed((v) => parseRate(v, 'rate after')), 500)
     .option('--abusive <pps>', 'what the abusive client offers, packets per second', parsed((v) => parseRate(v, 'abusive rate')), 50_000)

@@ -4,7 +4,8 @@ import { Protection } from '../../agent/protection';
 import { RingBuffer } from '../../ebpf';
 import { decodeEvent, SL_EVENT_SIZE } from '../../generated/types';
 import { REASON_NAMES } from '../../limiter/stats';
-import { place, placeOptions, type PlaceOptions } from '../common';
+import { parseCount } from '../../limiter/units';
+import { parsed, place, placeOptions, type PlaceOptions } from '../common';
 
 export function register(program: Command): void {
   const cmd = program
@@ -19,7 +20,7 @@ Examples:
   sluice events --iface eth1 --json | jq 'select(.reason == "limit")'`);
   placeOptions(cmd)
     .option('--json', 'one JSON object per line')
-    .option('--count <n>', 'stop after this many events', (v) => Number(v))
+    .option('--count <n>', 'stop after this many events', parsed((v) => parseCount(v, 'count')))
     .action(async (o: PlaceOptions & { json?: boolean; count?: number }) => {
       const p = Protection.open(place(o));
       const rb = RingBuffer.open(p.maps.get('sl_events')!);

@@ -17,6 +17,7 @@ import {
   requireLayout,
   type FloodProto,
 } from '../../lab';
+import { PermissionError } from '../../ebpf';
 import { num, parsed, printJson, table } from '../common';
 
 const int = (what: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
@@ -59,6 +60,12 @@ no route out; nothing outside them is touched. Example session:
   sluice lab flood --pps max --duration 5 --sources 16
   sluice lab count
   sluice lab down`);
+  // Namespaces, veths and /run/sluice/lab need root: say so, instead of a raw EACCES from deep inside.
+  lab.hook('preAction', () => {
+    if (process.getuid?.() !== 0) {
+      throw new PermissionError('the lab creates network namespaces and veth pairs and keeps its state in /run/sluice/lab: run it as root (sudo sluice lab …)', { errno: 13, errnoName: 'EACCES', op: 'lab' });
+    }
+  });
 
   lab
     .command('up')

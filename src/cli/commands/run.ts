@@ -26,16 +26,19 @@ Examples:
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
         // An invalid file is a usage error: every problem listed, nothing attached.
-        console.error(`sluice: ${e.message}`);
+        console.error(`sluice: ${e.code}: ${e.message}`);
         process.exitCode = EXIT.usage;
         return;
       }
+      // The daemon's own timers are unref'd and, with `api.socket: null` and no TCP listener,
+      // nothing else holds the event loop: this timer keeps the daemon running until a signal.
+      const alive = setInterval(() => undefined, 1 << 30);
       await new Promise<void>((resolve) => {
         const onHup = (): void => { d.reload('sighup').catch(() => undefined); };
         const onStop = (signal: string) => (): void => {
           d.log.info({ event: 'signal', signal }, `${signal}: stopping`);
           process.removeListener('SIGHUP', onHup);
-          d.stop().catch((e: unknown) => d.log.error({ event: 'stop_failed' }, (e as Error).message)).finally(resolve);
+          d.stop().catch((e: unknown) => d.log.error({ event: 'stop_failed' }, (e as Error).message)).finally(() => { clearInterval(alive); resolve(); });
         };
         process.on('SIGHUP', onHup);
         process.once('SIGTERM', onStop('SIGTERM'));

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { openAll, statsReport, takeSnapshot, type StatsReport } from '../../agent/report';
 import { Protection } from '../../agent/protection';
 import { parseDurationMs } from '../../limiter/units';
@@ -30,13 +30,14 @@ export function register(program: Command): void {
     .description('allowed and dropped packets and bytes, drop rate, current rates, per rule and reason')
     .option('-i, --iface <name>', 'the interface (default: every protected interface)')
     .option('--netns <name>', 'the network namespace of the interface')
-    .option('-w, --watch <seconds>', 'refresh in place every N seconds until Ctrl-C', parsed((v) => parseDurationMs(v, 'watch interval', 100) / 1000))
-    .option('--sample <duration>', 'time between the two readings that give current rates (0: none)', parsed((v) => parseDurationMs(v, 'sample', 0)), 1000)
+    .option('-w, --watch <duration>', 'refresh in place at this interval until Ctrl-C (e.g. 2s, 500ms)', parsed((v) => parseDurationMs(v, 'watch interval', 100) / 1000))
+    .addOption(new Option('--sample <duration>', 'time between the two readings that give current rates (e.g. 500ms, 2s; 0: none)').argParser(parsed((v) => parseDurationMs(v, 'sample', 0, 3_600_000))).default(1000, '1s'))
     .option('--json', 'print JSON (totals since attach: allowed_packets, dropped_packets, allowed_bytes, dropped_bytes, …)')
     .addHelpText('after', `
 Examples:
   sluice stats --iface eth1
-  sluice stats --iface eth1 --watch 2
+  sluice stats --iface eth1 --watch 2s
+  sluice stats --iface eth1 --sample 500ms
   sluice stats --json`)
     .action(async (o: StatsOpts) => {
       const ps = o.iface ? [Protection.open({ iface: o.iface, netns: o.netns ?? null })] : openAll();

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { describePending } from '../../agent/pending';
 import { openAll, statusReport } from '../../agent/report';
-import { describeLimits, num, printJson, table } from '../common';
+import { managerInfo } from '../../agent/state';
+import { describeLimits, limitsJson, num, printJson, table } from '../common';
 
 export function register(program: Command): void {
   program
@@ -19,12 +20,14 @@ Examples:
       try {
         const reports = [];
         for (const p of ps) reports.push(await statusReport(p));
-        if (o.json) return printJson({ interfaces: reports });
+        const owners = reports.map((r) => managerInfo({ iface: r.iface, netns: r.netns }) ?? null);
+        if (o.json) return printJson({ interfaces: reports.map((r, i) => ({ ...r, limits: limitsJson(r.limits), managed_by: owners[i] ? { kind: 'daemon', pid: owners[i]!.pid, note: owners[i]!.note } : null })) });
         if (!reports.length) return console.log('no interface is protected');
-        console.log(table(reports.map((r) => [
+        console.log(table(reports.map((r, i) => [
           `${r.iface}${r.netns ? `@${r.netns}` : ''}`, r.ifindex, `${r.mode} (link)`, r.program_id, r.rules,
-          `${num(r.state_entries)}/${num(r.state_max_entries)}`, num(r.evictions),
-        ]), ['interface', 'ifindex', 'xdp', 'program', 'rules', 'state', 'evicted']));
+          `${num(r.state_entries)}/${num(r.state_max_entries)}`, num(r.evictions), owners[i] ? `daemon ${owners[i]!.pid}` : 'cli',
+        ]), ['interface', 'ifindex', 'xdp', 'program', 'rules', 'state', 'evicted', 'owner']));
+        for (const [i, r] of reports.entries()) if (owners[i]) console.log(`${r.iface}${r.netns ? `@${r.netns}` : ''}: managed by the sluice daemon (process ${owners[i]!.pid}${owners[i]!.note ? `, ${owners[i]!.note}` : ''}): change it through its config or API`);
         for (const r of reports) console.log(`${r.iface}${r.netns ? `@${r.netns}` : ''}: ${describeLimits(r.limits)}; lists: ${r.lists.mgmt} mgmt, ${r.lists.deny} deny, ${r.lists.allow} allow`);
         for (const r of reports) {
           if (!r.rollback) continue;

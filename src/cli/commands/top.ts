@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { topReport } from '../../agent/report';
 import { Protection } from '../../agent/protection';
-import { parseRate } from '../../limiter/units';
+import { parseCount } from '../../limiter/units';
 import { parsed, place, placeOptions, printJson, stateTable, type PlaceOptions } from '../common';
 
 export function register(program: Command): void {
@@ -16,7 +16,7 @@ Examples:
   sluice top --iface eth1
   sluice top --iface eth1 -n 50 --json`);
   placeOptions(cmd)
-    .option('-n, --count <n>', 'how many', parsed((v) => parseRate(v, 'count')), 20)
+    .option('-n, --count <n>', 'how many', parsed((v) => parseCount(v, 'count')), 20)
     .option('--json', 'print JSON')
     .action(async (o: PlaceOptions & { count: number; json?: boolean }) => {
       const p = Protection.open(place(o));

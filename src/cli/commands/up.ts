@@ -1,9 +1,12 @@
 import { Option, type Command } from 'commander';
+import { assertMgmtKept } from '../../agent/errors';
 import { Protection } from '../../agent/protection';
+import { layered, mgmtDropped } from '../../limiter/lists';
 import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy } from '../../config/policy-file';
-import { describeLimits, limitOptions, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
-import { parseRate } from '../../limiter/units';
+import { describeLimits, limitOptions, limitsJson, refuseIfManaged, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
+import { parseCount } from '../../limiter/units';
+import { MAX_MAX_ENTRIES, MAX_MAX_RULES } from '../../config/schema';
 
 interface UpOpts extends PlaceOptions, LimitOptions {
   mode: 'auto' | 'native' | 'generic';
@@ -12,6 +15,7 @@ interface UpOpts extends PlaceOptions, LimitOptions {
   maxListEntries?: number;
   object?: string;
   resetState?: boolean;
+  allowMgmtShrink?: boolean;
   policy?: string;
   egress?: boolean;
   json?: boolean;
@@ -36,26 +40,32 @@ Examples:
   limitOptions(cmd);
   cmd
     .addOption(new Option('--mode <mode>', 'XDP mode; auto tries native, then generic').choices(['auto', 'native', 'generic']).default('auto'))
-    .option('--max-entries <n>', 'per-client state entries (LRU), fixed at load', parsed((v) => parseRate(v, 'max entries', 16)))
-    .option('--max-rules <n>', 'rule slots, fixed at load', parsed((v) => parseRate(v, 'max rules', 2)))
-    .option('--max-list-entries <n>', 'entries the compiled allow/deny/management lists may have, fixed at load (default 65536)', parsed((v) => parseRate(v, 'max list entries', 1)))
+    .option('--max-entries <n>', `per-client state entries (LRU), fixed at load: 16 to 2^28 (${MAX_MAX_ENTRIES}); e.g. 100k, 1M`, parsed((v) => parseCount(v, 'max entries', 16, MAX_MAX_ENTRIES)))
+    .option('--max-rules <n>', `rule slots, fixed at load: 2 to ${MAX_MAX_RULES}`, parsed((v) => parseCount(v, 'max rules', 2, MAX_MAX_RULES)))
+    .option('--max-list-entries <n>', 'entries the compiled allow/deny/management lists may have, fixed at load (default 65536; at most 16M)', parsed((v) => parseCount(v, 'max list entries', 1, 1 << 24)))
     .option('--object <path>', 'the BPF object to load (default: bpf/sluice.bpf.o)')
     .option('--policy <file>', 'a policy file (rules, lists, GeoIP tiers; see docs/policy.md); limits on the command line override its defaults')
+    .option('--allow-mgmt-shrink', 'with --policy on a protected interface: allow the file to take prefixes out of the management allowlist')
     .option('--egress', 'also enforce at tc egress (implied by a policy with egress rules)')
     .option('--reset-state', 'discard pinned state and counters, start afresh')
     .option('--json', 'print the result as JSON')
     .action(async (o: UpOpts) => {
+      refuseIfManaged(place(o), '`sluice up`');
       const prior = loadSettings(place(o));
       const pf = o.policy ? loadPolicy(o.policy, prior?.ruleIds ?? {}, o.maxRules ?? prior?.maxRules) : undefined;
+      // Runtime list edits stay over the file's lists, as with `policy apply`.
+      const lists = pf ? layered(pf.lists, prior?.runtime) : undefined;
+      if (lists) assertMgmtKept(mgmtDropped(prior?.lists.mgmt ?? [], lists.mgmt), o.iface, o.allowMgmtShrink);
       const r = await Protection.up({
         ...place(o),
-        ...(pf ? { ...policyContent(pf), policyFile: pf.file } : {}),
+        ...(pf ? { ...policyContent(pf), lists: lists!, policyFile: pf.file } : {}),
         ...(o.egress ? { egress: true } : {}),
         mode: o.mode,
         ...(o.maxEntries !== undefined ? { maxEntries: o.maxEntries } : {}),
         ...(o.maxRules !== undefined ? { maxRules: o.maxRules } : {}),
         ...(o.maxListEntries !== undefined ? { maxListEntries: o.maxListEntries } : {}),
         ...(o.object !== undefined ? { object: o.object } : {}),
+        ...(o.newStatesPerSec !== undefined ? { newStatesPerSec: o.newStatesPerSec } : {}),
         resetState: !!o.resetState,
         limits: { ...pf?.limits, ...limitsFrom(o) },
       });
@@ -64,7 +74,7 @@ Examples:
         for (const w of r.warnings) console.error(`warning: ${w}`);
         const prog = p.programInfo();
         if (o.json) {
-          printJson({ action: r.action, iface: p.settings.iface, netns: p.settings.netns, ifindex: p.settings.ifindex, mode: p.settings.mode, program_id: prog.id, limits: p.settings.limits, warnings: r.warnings });
+          printJson({ action: r.action, iface: p.settings.iface, netns: p.settings.netns, ifindex: p.settings.ifindex, mode: p.settings.mode, program_id: prog.id, limits: limitsJson(p.settings.limits), new_states_per_sec: p.settings.newStatesPerSec ?? 0, warnings: r.warnings });
           return;
         }
         console.log(`${r.action} ${p.settings.iface}${p.settings.netns ? ` in ${p.settings.netns}` : ''} (ifindex ${p.settings.ifindex}, ${p.settings.mode} XDP, program ${prog.id})`);

@@ -275,6 +275,15 @@ static napi_value object_open_file(napi_env env, napi_callback_info info)
 	return ext;
 }
 
+/* Close the handle's bpf_object, if open; the handle keeps its path and settings. */
+static void close_object(struct sn_object *h)
+{
+	if (h->obj)
+		bpf_object__close(h->obj);
+	h->obj = NULL;
+	h->state = OBJ_CLOSED;
+}
+
 /*
  * objectClose(handle): close the bpf_object (and with it the fds of a loaded
  * object). The handle keeps its path and settings and re-opens on next use.
@@ -287,10 +296,7 @@ static napi_value object_close(napi_env env, napi_callback_info info)
 	h = get_handle(env, argv[0]);
 	if (!h)
 		return NULL;
-	if (h->obj)
-		bpf_object__close(h->obj);
-	h->obj = NULL;
-	h->state = OBJ_CLOSED;
+	close_object(h);
 	return sn_undefined(env);
 }
 
@@ -308,10 +314,7 @@ static napi_value object_free(napi_env env, napi_callback_info info)
 	h = get_handle(env, argv[0]);
 	if (!h)
 		return NULL;
-	if (h->obj)
-		bpf_object__close(h->obj);
-	h->obj = NULL;
-	h->state = OBJ_CLOSED;
+	close_object(h);
 	free_settings(h);
 	free(h->path);
 	h->path = NULL;

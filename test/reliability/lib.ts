@@ -22,19 +22,8 @@ export const BIN = join(REPO, 'bin', 'sluice.js');
 export const PROBE = join(REPO, 'dist', 'test', 'reliability', 'probe.js');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-// ---------------------------------------------------------------------------------------------
-// Seeded randomness (mulberry32): the seed is printed, --seed replays a run.
-
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// Seeded randomness: the seed is printed, --seed replays a run.
+export { rng } from '../lib/rng';
 
 // ---------------------------------------------------------------------------------------------
 // A case's mount namespace

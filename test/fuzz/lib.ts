@@ -23,7 +23,9 @@
  *             decides: exactly per batch of such frames, and per probe down to the state word of
  *             the key (rule id, source) moving by one packet's cost on a pass;
  *   limits    the clock is fixed within a round (TestDatapath.setNow) and every rule is a token
- *             bucket of rate R and burst B, so each key passes at most B packets a round: checked
+ *             bucket of rate R and burst B, so each key passes at most B packets a round, and per
+ *             probe a key that has passed fewer than B this round is not dropped over the limit
+ *             (the rule as written, not the derived bucket, says what conforms): checked
  *             on the state of every key, and per readable source on its passes (never more than
  *             its keys were charged); the charges over all keys equal the PASS counters; every key
  *             is well formed (a rule id of the policy, the rule's key length, the address masked,
@@ -848,6 +850,12 @@ export class Fuzzer {
         if (v === 0 && after !== ((nq + back + inc) & U64)) fail(`a pass charges its key one packet: state word ${was} -> ${after}, now ${this.now}, cost ${inc} quanta`);
         if (v === 1 && c.reason_packets[Reason.LIMIT] === 1n && (after !== was || back + inc <= PARAMS.get(id)!.cap)) {
           fail(`a drop over the limit leaves its key as it was, full: state word ${was} -> ${after}, now ${this.now}`);
+        }
+        // Against the rule as written, not the derived bucket: at a fixed clock, a key that has
+        // passed fewer than its burst this round has room for one more packet.
+        const burst = PARAMS.get(id)!.burst;
+        if (v === 1 && c.reason_packets[Reason.LIMIT] === 1n && back / inc < burst) {
+          fail(`a stream that conforms to the limit is never dropped: the key (rule ${id}, ${keyAddr(p.src)}) had passed ${back / inc} of its burst of ${burst} this round and was dropped over the limit`);
         }
       }
     }

@@ -279,8 +279,11 @@ export interface TransferResult {
 }
 
 /** `seconds` of bulk TCP from fromNs to (toNs, toAddr):port, at most maxBytes. */
-export async function tcpTransfer(tb: Testbed, fromNs: string, toNs: string, toAddr: string, port: number, seconds: number, maxBytes = 4e9): Promise<TransferResult> {
-  const recv = tb.spawn(toNs, process.execPath, ['-e', TCP_RECV_JS, String(port), String(Math.round((seconds + 3) * 1000))]);
+export async function tcpTransfer(tb: Testbed, fromNs: string, toNs: string, toAddr: string, port: number, seconds: number, maxBytes = 4e9, cpu?: number): Promise<TransferResult> {
+  // Pinned to one CPU, sender, receiver and the softirq work between them share it: the transfer's
+  // speed no longer depends on where the scheduler happens to place the two processes.
+  const pin = (args: string[]): [string, string[]] => (cpu === undefined ? [process.execPath, args] : ['taskset', ['-c', String(cpu), process.execPath, ...args]]);
+  const recv = tb.spawn(toNs, ...pin(['-e', TCP_RECV_JS, String(port), String(Math.round((seconds + 3) * 1000))]));
   let out = '';
   recv.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = once(recv, 'exit');
@@ -289,7 +292,7 @@ export async function tcpTransfer(tb: Testbed, fromNs: string, toNs: string, toA
     if (Date.now() > deadline || recv.exitCode !== null) throw new Error('TCP receiver did not start');
     await new Promise((r) => setTimeout(r, 10));
   }
-  const snd = await tb.exec(fromNs, process.execPath, ['-e', TCP_SEND_JS, toAddr, String(port), String(seconds), String(maxBytes)], { timeoutMs: (seconds + 20) * 1000 });
+  const snd = await tb.exec(fromNs, ...pin(['-e', TCP_SEND_JS, toAddr, String(port), String(seconds), String(maxBytes)]), { timeoutMs: (seconds + 20) * 1000 });
   if (snd.code !== 0) throw new Error(`TCP sender failed: ${snd.stderr}`);
   await exited;
   const r = JSON.parse(out.split('\n').find((l) => l.startsWith('{'))!) as { bytes: number; seconds: number };

@@ -34,6 +34,7 @@ import { sweepPenalties } from '../limiter/limiter';
 import { compileLists, emptyRuntime } from '../limiter/lists';
 import { compilePolicy, PolicyError } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
+import { EventHub, type EventBudget, type EventFilter, type EventView } from './events';
 import { readPending, summarizePending } from './pending';
 import { DEFAULT_MAX_LIST_ENTRIES, policyOf, Protection } from './protection';
 import { statsReport, statusReport, takeSnapshot, topReport } from './report';
@@ -71,6 +72,8 @@ interface Managed {
   manager?: HeldLock;
   /** The last failed rollback logged (its id and attempts), so that it is logged once. */
   rollbackLogged?: string;
+  /** The one consumer of the interface's event ring buffer while it is protected (GET /v1/events). */
+  events?: EventHub;
 }
 
 export interface ReloadResult {
@@ -198,7 +201,8 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     const taken: HeldLock[] = [];
     const refused: string[] = [];
     for (const i of this.config.interfaces) {
-      const l = holdLock(managerLockPath(i), `state ${STATE_ROOT}, config ${this.config.file}`);
+      // The API socket is named last: `sluice events` reads through it (the daemon consumes the ring buffer).
+      const l = holdLock(managerLockPath(i), `state ${STATE_ROOT}, config ${this.config.file}${this.config.api.socket ? `, api ${this.config.api.socket}` : ''}`);
       if ('release' in l) { taken.push(l); this.managerLocks.set(keyOf(i), l); } else refused.push(`${where(i)} (by process ${l.holder ?? '?'}${l.note ? `, ${l.note}` : ''})`);
     }
     if (refused.length) {
@@ -395,6 +399,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       });
       m.protection = r.protection;
       m.linkId = r.protection.link.info().id;
+      this.startEvents(m);
       m.snap = takeSnapshot(r.protection);
       for (const w of r.warnings) this.log.warn({ event: 'up_warning', iface: p.iface, netns: p.netns }, w);
       const prog = r.protection.programInfo();
@@ -467,7 +472,34 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     m.pending = note || undefined;
   }
 
+  /** Drain the interface's ring buffer from now on: nothing decided before is shown as new. */
+  private startEvents(m: Managed): void {
+    if (!m.protection?.maps.get('sl_events')) return;
+    const p = m.cfg;
+    try {
+      m.events = new EventHub(m.protection, (e) => this.log.error({ event: 'events_failed', iface: p.iface, netns: p.netns }, `reading the events of ${where(p)} failed: ${e.message}`));
+    } catch (e) {
+      this.log.error({ event: 'events_failed', iface: p.iface, netns: p.netns }, `cannot read the events of ${where(p)}: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * Events of a managed interface as they are decided, filtered, until the returned function is
+   * called. The daemon is the ring buffer's one consumer; this is how `sluice events` reads when a
+   * daemon runs.
+   */
+  subscribeEvents(q: PlaceQuery, filter: EventFilter, send: (e: EventView) => void, end: () => void): { budget: () => EventBudget | undefined; unsubscribe: () => void } {
+    const m = this.find(q);
+    const hub = m.events;
+    if (!m.protection || !hub) throw new AgentError(AgentCode.NotProtected, `${where(m.cfg)} is not protected now, so it has no events: see GET /v1/status`);
+    const unsubscribe = hub.subscribe((e) => { if (filter.matches(e)) send(e); }, end);
+    return { budget: () => (m.events === hub ? hub.budget() : undefined), unsubscribe };
+  }
+
   private close(m: Managed): void {
+    const hub = m.events;
+    m.events = undefined;
+    if (hub) void hub.close();
     try { m.protection?.close(); } catch { /* already closed */ }
     m.protection = undefined;
     m.linkId = undefined;

@@ -21,6 +21,7 @@ export const AgentCode = {
   NotInList: 'SLUICE_E_NOT_IN_LIST',
   MgmtShrink: 'SLUICE_E_MGMT_SHRINK',
   ManagedByDaemon: 'SLUICE_E_MANAGED',
+  DaemonUnreachable: 'SLUICE_E_DAEMON_UNREACHABLE',
 } as const;
 
 export type AgentCodeValue = (typeof AgentCode)[keyof typeof AgentCode];

@@ -16,6 +16,7 @@ import { dirname } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { EventFilter, type EventBudget, type EventView } from '../agent/events';
 import type { Settings } from '../agent/state';
 import { limitsSchema, pathText, type LimitsInput } from '../config';
 import { tokenProblem } from '../config/load';
@@ -36,6 +37,8 @@ export interface ApiBackend {
   setLimits(place: PlaceQuery, limits: LimitsInput): Promise<Settings>;
   reload(source: string): Promise<unknown>;
   metrics(): Promise<{ contentType: string; body: string }>;
+  /** Events of a managed interface as they are decided (GET /v1/events); `end` when they stop. */
+  subscribeEvents(place: PlaceQuery, filter: EventFilter, send: (e: EventView) => void, end: () => void): { budget: () => EventBudget | undefined; unsubscribe: () => void };
 }
 
 export interface ApiOptions {
@@ -116,6 +119,11 @@ export function isLoopback(host: string): boolean {
 const placeQuery = z.strictObject({ iface: ifaceName, netns: netnsName.optional() });
 const statsQuery = z.strictObject({ iface: ifaceName.optional(), netns: netnsName.optional() })
   .refine((q) => q.iface !== undefined || q.netns === undefined, { error: 'netns needs iface', path: ['netns'] });
+const eventsQuery = placeQuery.extend({
+  rule: z.string().min(1).max(64).optional(),
+  reason: z.string().min(1).max(32).optional(),
+  source: z.string().min(1).max(64).optional(),
+});
 const topQuery = placeQuery.extend({
   n: z.string().regex(/^\d{1,4}$/, { error: (i) => `n ${shown(i.input)} must be a whole number from 1 to 1000` })
     .transform(Number)
@@ -240,7 +248,7 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
   });
 
   app.setNotFoundHandler(async (req, reply) => {
-    return reply.code(404).send({ error: { code: ApiCode.NotFound, message: `no route ${req.method} ${req.url.split('?')[0]}: see docs/api.md (GET / (the dashboard), /v1/status, /v1/stats, /v1/top, /metrics; PUT /v1/limits; POST /v1/reload)` } });
+    return reply.code(404).send({ error: { code: ApiCode.NotFound, message: `no route ${req.method} ${req.url.split('?')[0]}: see docs/api.md (GET / (the dashboard), /v1/status, /v1/stats, /v1/top, /v1/events, /metrics; PUT /v1/limits; POST /v1/reload)` } });
   });
 
   const place = (q: { iface: string; netns?: string | null | undefined }): PlaceQuery => ({ iface: q.iface, netns: q.netns ?? null });
@@ -273,6 +281,39 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
   app.post('/v1/reload', async (req) => {
     valid(emptyBody, req.body, 'body');
     return backend.reload('api');
+  });
+
+  // Server-sent events: one `data:` line of JSON per event (docs/api.md, GET /v1/events), and an
+  // `event: budget` every 2 s with what the kernel did not emit. Streams end when the daemon stops.
+  const streams = new Set<() => void>();
+  app.addHook('preClose', async () => { for (const end of [...streams]) end(); });
+  app.get('/v1/events', async (req, reply) => {
+    const q = valid(eventsQuery, req.query, 'query');
+    let filter: EventFilter;
+    try {
+      filter = new EventFilter({ rule: q.rule, reason: q.reason, source: q.source });
+    } catch (e) {
+      throw new ApiError(ApiCode.BadRequest, 400, `invalid query: ${(e as Error).message}`);
+    }
+    const res = reply.raw;
+    let timer: NodeJS.Timeout | undefined;
+    let open = true;
+    const end = (): void => {
+      if (!open) return;
+      open = false;
+      clearInterval(timer);
+      streams.delete(end);
+      sub?.unsubscribe();
+      res.end();
+    };
+    const sub = backend.subscribeEvents(place(q), filter, (e) => { if (open) res.write(`data: ${JSON.stringify(e)}\n\n`); }, end);
+    reply.hijack();
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+    const budget = (): void => { if (open) res.write(`event: budget\ndata: ${JSON.stringify(sub.budget() ?? null)}\n\n`); };
+    budget();
+    timer = setInterval(budget, 2000);
+    streams.add(end);
+    req.raw.on('close', end);
   });
 
   app.get('/metrics', async (req, reply) => {

@@ -10,9 +10,12 @@ import { VerifierError } from '../ebpf';
 import { EXIT, failure, reportError } from './common';
 import { settleDueRollback } from './due-rollback';
 import { UNITS_HELP } from '../limiter/units';
+import { quietOnClosedPipe } from './terminal';
 
 /** The version of the package this file was installed with (dist/src/cli/ is three levels below it). */
 const VERSION = (JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+
+quietOnClosedPipe();
 
 const program = new Command();
 program

@@ -83,6 +83,8 @@ export interface Rates {
   allowed_bps: number;
   dropped_bps: number;
   new_states_per_sec: number;
+  /** Dropped of decided packets between the two readings (0 when none were decided). */
+  drop_rate: number;
 }
 
 export function rates(prev: Snapshot, cur: Snapshot): Rates {
@@ -95,10 +97,14 @@ export function rates(prev: Snapshot, cur: Snapshot): Rates {
     allowed_bps: r(prev.totals.allowed_bytes, cur.totals.allowed_bytes),
     dropped_bps: r(prev.totals.dropped_bytes, cur.totals.dropped_bytes),
     new_states_per_sec: r(prev.totals.new_states, cur.totals.new_states),
+    drop_rate: +dropRate({
+      allowed_packets: cur.totals.allowed_packets - prev.totals.allowed_packets,
+      dropped_packets: cur.totals.dropped_packets - prev.totals.dropped_packets,
+    }).toFixed(4),
   };
 }
 
-export function dropRate(t: Totals): number {
+export function dropRate(t: Pick<Totals, 'allowed_packets' | 'dropped_packets'>): number {
   const all = t.allowed_packets + t.dropped_packets;
   return all ? t.dropped_packets / all : 0;
 }

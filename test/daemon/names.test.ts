@@ -113,10 +113,11 @@ test('the API refuses such names (400, every problem listed) before they reach t
     setLimits: async (p) => { seen.push(p); return { iface: p.iface, netns: p.netns, limits: {} } as never; },
     reload: async () => ({}),
     metrics: async () => ({ contentType: 'text/plain', body: '' }),
+    subscribeEvents: (p) => { seen.push(p); return { budget: () => undefined, unsubscribe: () => undefined }; },
   };
   const app = buildApi(backend, { logger: pino({ level: 'silent' }) });
   try {
-    for (const url of ['/v1/top?iface=..', '/v1/top?iface=', '/v1/top?iface=eth0&netns=..', '/v1/stats?iface=a%2Fb', '/v1/stats?iface=eth0&netns=', `/v1/top?iface=${'x'.repeat(16)}`]) {
+    for (const url of ['/v1/top?iface=..', '/v1/top?iface=', '/v1/top?iface=eth0&netns=..', '/v1/stats?iface=a%2Fb', '/v1/stats?iface=eth0&netns=', `/v1/top?iface=${'x'.repeat(16)}`, '/v1/events?iface=..', '/v1/events?iface=eth0&netns=..']) {
       const r = await app.inject({ method: 'GET', url });
       assert.equal(r.statusCode, 400, `${url}: ${r.body}`);
       const body = r.json() as { error: { code: string; problems: { path: string; message: string }[] } };

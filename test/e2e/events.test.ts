@@ -191,3 +191,20 @@ test('stats --watch: one JSON object a line, plain text when piped, quiet when t
   assert.doesNotMatch(text, /\x1b/, 'no escape sequences when piped');
   assert.match(text, /drop rate now [\d.]+%, since attach [\d.]+%/);
 });
+
+test('stats --watch on a terminal redraws in place, with a sparkline of the last minute', { timeout: 30_000 }, async () => {
+  // script(1) gives the command a pseudo-terminal, as an operator's shell would.
+  const cmd = [process.execPath, BIN, 'stats', ...on, '--watch', '200ms'].map((a) => `'${a}'`).join(' ');
+  const tty = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TERM: 'xterm' } });
+  children.push(tty);
+  let out = '';
+  tty.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise((res) => tty.once('exit', res));
+  const deadline = Date.now() + 15_000;
+  while ((out.match(/\x1b\[H\x1b\[2J/g) ?? []).length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  tty.kill('SIGINT');
+  await exited;
+  assert.ok((out.match(/\x1b\[H\x1b\[2J/g) ?? []).length >= 3, `redrawn in place: ${JSON.stringify(out.slice(0, 300))}`);
+  assert.match(out, /dropped\/s, last minute \S*[▁▂▃▄▅▆▇█]+/);
+  assert.match(out, /Ctrl-C to stop/);
+});

@@ -61,6 +61,8 @@ export interface FloodOptions {
   family?: 4 | 6;
   /** Destination port (udp, tcp-syn); default 9 (discard). */
   dport?: number;
+  /** Source port (udp, tcp-syn); default 40000. */
+  sport?: number;
   path?: FloodPath | 'auto';
   /** Live path: parallel generators, one per CPU from CPU 0 (default: every online CPU, at most 2). */
   threads?: number;
@@ -104,14 +106,18 @@ export function buildFrame(t: FloodTarget, o: Omit<FloodOptions, 'pps' | 'second
   const proto = o.proto ?? 'udp';
   const size = o.size ?? 64;
   const dport = o.dport ?? 9;
+  const sport = o.sport ?? 40000;
+  for (const [what, p] of [['dport', dport], ['sport', sport]] as const) {
+    if (!Number.isInteger(p) || p < 0 || p > 65535) throw new RangeError(`${what} must be 0..65535, got ${p}`);
+  }
   const sources = o.sources ?? 1;
   if (!Number.isInteger(sources) || sources < 1 || sources > 0xffffffff) throw new RangeError(`sources must be 1..2^32-1, got ${sources}`);
   const base = family === 4 ? (sources > 1 ? t.sourceBase4 : undefined) ?? t.ipv4 : (sources > 1 ? t.sourceBase6 : undefined) ?? t.ipv6;
   const b: PacketBuilder = pkt().eth({ src: t.mac, dst: t.peerMac });
   if (family === 4) b.ipv4({ src: base, dst: t.peerIpv4, ttl: 64, df: true });
   else b.ipv6({ src: base, dst: t.peerIpv6, hopLimit: 64 });
-  if (proto === 'udp') b.udp({ sport: 40000, dport, ...(family === 4 ? { noChecksum: true } : {}) });
-  else if (proto === 'tcp-syn') b.tcp({ sport: 40000, dport, flags: 'S', seq: 1 });
+  if (proto === 'udp') b.udp({ sport, dport, ...(family === 4 ? { noChecksum: true } : {}) });
+  else if (proto === 'tcp-syn') b.tcp({ sport, dport, flags: 'S', seq: 1 });
   else if (family === 4) b.icmp({ id: 1, seq: 1 });
   else b.icmpv6({ id: 1, seq: 1 });
   const headers = b.build().length;
@@ -244,13 +250,19 @@ async function liveLoop(prog: Program, frame: Buffer, netns: string, cpu: number
     return sent;
   }
   // Frames due by the end of each slot, from times relative to the start (so that rounding of
-  // absolute clock values never loses a frame).
+  // absolute clock values never loses a frame). A rate this machine cannot reach must not stretch
+  // the flood past its time: a run takes at most what the last one showed fits in a slot, and none
+  // starts once the time is up (the result's rate says what was reached).
+  let fits = 50_000; // frames that fit in a slot, learnt from each run (as for max, below)
   for (let slot = 0; slot * SLOT_S < seconds && !signal?.aborted; slot++) {
+    const left = end - nowS();
+    if (left <= 0) break;
     const due = Math.floor(pps * Math.min(seconds, (slot + 1) * SLOT_S) + 1e-6);
-    const n = due - sent;
+    const n = Math.min(due - sent, Math.max(1000, Math.floor(fits * Math.min(1, left / SLOT_S))));
     if (n > 0) {
-      await run(n);
+      const r = await run(n);
       sent += n;
+      if (r.elapsedNs > 0) fits = (n / (r.elapsedNs / 1e9)) * SLOT_S;
     }
     // A run that overran its slot starts the next one at once.
     await sleep((t0 + (slot + 1) * SLOT_S - nowS()) * 1000);

@@ -108,8 +108,8 @@ no route out; nothing outside them is touched. Example session:
       const r = await labHttp(requireLayout(o.id), { requests: o.requests, concurrency: o.concurrency, client: o.client, family: o.ipv6 ? 6 : 4, timeoutS: o.timeout });
       if (o.json) return printJson(r);
       console.log(`${r.url} from client ${o.client}: ${num(r.requests)} requests, ${o.concurrency} at once`);
-      console.log(table([[num(r.completed), num(r.failed), num(r.timedOut), r.seconds.toFixed(2), num(r.requestsPerSecond)]], ['completed', 'failed', 'timed out', 'seconds', 'requests/s']));
-      const l = r.latencyMs;
+      console.log(table([[num(r.completed), num(r.failed), num(r.timed_out), r.seconds.toFixed(2), num(r.requests_per_second)]], ['completed', 'failed', 'timed out', 'seconds', 'requests/s']));
+      const l = r.latency_ms;
       console.log(`latency ms: min ${l.min}  p50 ${l.p50}  p90 ${l.p90}  p99 ${l.p99}  max ${l.max}  mean ${l.mean}`);
     });
 
@@ -171,7 +171,7 @@ no route out; nothing outside them is touched. Example session:
       if (o.reset) labCountReset(layout);
       if (o.json) return printJson(r);
       console.log(`arrived at the server side: ${num(r.packets)} IP packets from ${num(r.sources.length)} sources` +
-        `${r.unrecorded ? ` (${num(r.unrecorded)} of sources past the table's size)` : ''}, ${num(r.nonIp)} non-IP frames`);
+        `${r.unrecorded ? ` (${num(r.unrecorded)} of sources past the table's size)` : ''}, ${num(r.non_ip)} non-IP frames`);
       if (r.sources.length) {
         console.log(table(r.sources.slice(0, o.top).map((s) => [s.address, num(s.packets), num(s.bytes)]), ['source', 'packets', 'bytes']));
         if (r.sources.length > o.top) console.log(`… and ${num(r.sources.length - o.top)} more (--top, --json)`);

@@ -102,8 +102,8 @@ test('every --json of `sluice lab` and the layout file the lab writes have snake
   });
   const docs: [string, unknown][] = [
     ['lab up --json', await cli('up', '--clients', '2')],
-    ['lab http --json', await cli('http', '--requests', '20', '--concurrency', '2', '--timeout', '2')],
-    ['lab flood --json', await cli('flood', '--pps', '200', '--duration', '0.2', '--sources', '2')],
+    ['lab http --json', await cli('http', '--requests', '20', '--concurrency', '2', '--timeout', '2s')],
+    ['lab flood --json', await cli('flood', '--pps', '200', '--duration', '200ms', '--sources', '2')],
     ['lab count --json', await cli('count')],
     [`${STATE_DIR}/${ID}.json`, JSON.parse(readFileSync(join(STATE_DIR, `${ID}.json`), 'utf8'))],
   ];
@@ -245,7 +245,7 @@ test('flood --pps max into a Sluice-protected veth: what arrives equals what Slu
 });
 
 test('sluice lab flood stops on Ctrl-C and still reports; --json prints sent, seconds, pps, path', async () => {
-  const child = spawn(process.execPath, [SLUICE, 'lab', 'flood', '--pps', 'max', '--duration', '30', '--id', ID, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [SLUICE, 'lab', 'flood', '--pps', 'max', '--duration', '30s', '--id', ID, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));

@@ -97,7 +97,7 @@ export function parseDurationMs(text: string | number, what = 'duration', min = 
   if (f === undefined) throw new Error(`${what} "${t}": "${m[2]}" is not a unit of time (accepted: ${FORMS.duration})`);
   const ms = Math.round(Number(m[1]) * f);
   if (Number.isFinite(ms) && ms < min) throw new Error(`${what} "${t}" must be at least ${formatDurationMs(min)}`);
-  if (Number.isFinite(ms) && ms > max) throw new Error(`${what} "${t}" is too long (at most ${formatDurationMs(max)})`);
+  if (Number.isFinite(ms) && ms > max) throw new Error(`${what} "${t}" is too large (at most ${formatDurationMs(max)})`);
   return whole(ms, what, t, min, max);
 }
 

@@ -37,7 +37,7 @@ import { AgentCode, AgentError } from './errors';
 import { EventHub, type EventBudget, type EventFilter, type EventView } from './events';
 import { readPending, summarizePending } from './pending';
 import { DEFAULT_MAX_LIST_ENTRIES, policyOf, Protection } from './protection';
-import { statsReport, statusReport, takeSnapshot, topReport } from './report';
+import { limitsJson, statsReport, statusJson, statusReport, takeSnapshot, topReport } from './report';
 import { rollbackDue, rollbackNow } from './rollback';
 import {
   daemonLockPath, holdLock, listPlaces, loadSettings, managerLockPath, pinDir, STATE_ROOT,
@@ -706,7 +706,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
         continue;
       }
       try {
-        interfaces.push({ ...(await statusReport(m.protection)), ...base, protected: true, ...extra });
+        interfaces.push({ ...statusJson(await statusReport(m.protection)), ...base, protected: true, ...extra });
       } catch (e) {
         interfaces.push({ ...base, protected: false, error: { code: (e as { code?: string }).code ?? 'SLUICE_E_INTERNAL', message: (e as Error).message }, ...extra });
       }
@@ -744,8 +744,16 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     return { iface: q.iface, netns: q.netns, read_ms: +(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1), top };
   }
 
-  /** Limits through the API: validated as in the file, then one policy flip; kept until the config changes this interface. */
-  setLimits(q: PlaceQuery, input: LimitsInput): Promise<Settings> {
+  /**
+   * Limits through the API: validated as in the file, then one policy flip; kept until the config
+   * changes this interface. The answer is the limits now in force, as JSON (snake_case).
+   */
+  async setLimits(q: PlaceQuery, input: LimitsInput): Promise<{ iface: string; netns: string | null; limits: ReturnType<typeof limitsJson> }> {
+    const s = await this.applyLimits(q, input);
+    return { iface: s.iface, netns: s.netns, limits: limitsJson(s.limits) };
+  }
+
+  private applyLimits(q: PlaceQuery, input: LimitsInput): Promise<Settings> {
     return this.serial(async () => {
       const m = this.find(q);
       if (!m.protection || !this.stillOurs(m)) await this.ensure(m, 'api');
@@ -758,7 +766,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       }
       const s = await p.update({ limits });
       m.override = sameLimits(limits, m.cfg.limits) ? null : limits;
-      this.log.info({ event: 'limits_set', iface: q.iface, netns: q.netns, limits, version: p.limiter.version() }, `limits of ${where(q)} set through the API (until the config changes them)`);
+      this.log.info({ event: 'limits_set', iface: q.iface, netns: q.netns, limits: limitsJson(limits), version: p.limiter.version() }, `limits of ${where(q)} set through the API (until the config changes them)`);
       return s;
     });
   }

@@ -72,6 +72,18 @@ export interface UpResult {
 
 const where = (p: Place): string => `${p.iface}${p.netns ? ` (network namespace ${p.netns})` : ''}`;
 
+/**
+ * Limits changed by a partial change. A rate brings its period: one given without (`rate: 1k`,
+ * from the config file or the API, where per second is the absent period) is per second, whatever
+ * the period of the rate it replaces (1000/min must not follow from 30/min and then 1k).
+ */
+export function withLimits(base: Limits, change: Partial<Limits> | undefined): Limits {
+  const next = { ...base, ...change };
+  if (change && 'rate' in change && !('ratePeriodMs' in change)) delete next.ratePeriodMs;
+  if (change && 'bytesRate' in change && !('bytesPeriodMs' in change)) delete next.bytesPeriodMs;
+  return next;
+}
+
 /** The policy a Settings describes: the default rule from the limits, then the rules. */
 export function policyOf(s: Pick<Settings, 'limits' | 'rules'>): PolicySpec {
   const l = s.limits;
@@ -420,7 +432,7 @@ export class Protection {
         maxRules: o.maxRules ?? prior?.maxRules ?? DEFAULT_MAX_RULES,
         maxListEntries: o.maxListEntries ?? prior?.maxListEntries ?? DEFAULT_MAX_LIST_ENTRIES,
         object: resolve(o.object ?? prior?.object ?? DEFAULT_OBJECT),
-        limits: { ...DEFAULT_LIMITS, ...prior?.limits, ...o.limits },
+        limits: withLimits({ ...DEFAULT_LIMITS, ...prior?.limits }, o.limits),
         rules: o.rules ?? prior?.rules ?? [],
         lists: lists ?? prior?.lists ?? emptyLists(),
         malformedDrop: o.malformedDrop ?? prior?.malformedDrop ?? false,
@@ -860,7 +872,7 @@ export class Protection {
       if (typeof change === 'function') change = change(this.settings);
       const next: Settings = {
         ...this.settings,
-        limits: { ...this.settings.limits, ...change.limits },
+        limits: withLimits(this.settings.limits, change.limits),
         rules: change.rules ?? this.settings.rules,
         lists: change.lists ? normaliseLists(change.lists) : this.settings.lists,
         malformedDrop: change.malformedDrop ?? this.settings.malformedDrop,

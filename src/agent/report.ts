@@ -64,6 +64,33 @@ async function countStates(p: Protection): Promise<number> {
   return (await sharedWalk(p.limiter.maps.rate_limit_map, () => liveRules(p))).entries;
 }
 
+/** Limits as every JSON output writes them (CLI --json, the HTTP API, the logs): snake_case, as the config file does. */
+export interface LimitsJson {
+  algorithm: Limits['algorithm'];
+  rate: number | null;
+  rate_period_ms: number;
+  burst: number;
+  bytes_rate: number | null;
+  bytes_period_ms: number;
+  bytes_burst: number;
+  window_ms: number;
+  key_v4: number;
+  key_v6: number;
+}
+
+export function limitsJson(l: Limits): LimitsJson {
+  return {
+    algorithm: l.algorithm, rate: l.rate, rate_period_ms: l.ratePeriodMs ?? 1000, burst: l.burst,
+    bytes_rate: l.bytesRate, bytes_period_ms: l.bytesPeriodMs ?? 1000, bytes_burst: l.bytesBurst,
+    window_ms: l.windowMs, key_v4: l.keyV4, key_v6: l.keyV6,
+  };
+}
+
+/** A status report as JSON (`sluice status --json`, GET /v1/status): every key snake_case. */
+export function statusJson(r: StatusReport): Omit<StatusReport, 'limits'> & { limits: LimitsJson } {
+  return { ...r, limits: limitsJson(r.limits) };
+}
+
 export async function statusReport(p: Protection): Promise<StatusReport> {
   const s = p.settings;
   const prog = p.programInfo();

@@ -59,11 +59,12 @@ async function api(path) {
   if (!r.ok) throw new Error(path + ": " + r.status + " " + ((await r.json().catch(() => ({}))).error?.message ?? ""));
   return r.json();
 }
+const per = (ms) => (ms === 3600000 ? "h" : ms === 60000 ? "min" : "s");
 function limitText(l) {
   const parts = [];
-  if (l.rate !== null) parts.push(fmt(l.rate) + " packets/s" + (l.burst ? " (burst " + fmt(l.burst) + ")" : ""));
-  if (l.bytesRate !== null) parts.push(bytes(l.bytesRate) + "/s");
-  return parts.join(" and ") + ", " + l.algorithm + ", per /" + l.keyV4 + " and /" + l.keyV6;
+  if (l.rate !== null) parts.push(fmt(l.rate) + " packets/" + per(l.rate_period_ms) + (l.burst ? " (burst " + fmt(l.burst) + ")" : ""));
+  if (l.bytes_rate !== null) parts.push(bytes(l.bytes_rate) + "/" + per(l.bytes_period_ms) + (l.bytes_burst ? " (burst " + bytes(l.bytes_burst) + ")" : ""));
+  return parts.join(" and ") + ", " + l.algorithm + ", per /" + l.key_v4 + " and /" + l.key_v6;
 }
 async function refresh() {
   const status = await api("/v1/status");

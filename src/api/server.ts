@@ -17,7 +17,6 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { EventFilter, type EventBudget, type EventView } from '../agent/events';
-import type { Settings } from '../agent/state';
 import { limitsSchema, pathText, type LimitsInput } from '../config';
 import { tokenProblem } from '../config/load';
 import { ifaceName, netnsName, parseHost, shown } from '../config/schema';
@@ -34,7 +33,8 @@ export interface ApiBackend {
   /** One interface's report, or every managed interface's ({ interfaces: [...] }) without a place. */
   stats(place?: PlaceQuery): Promise<unknown>;
   top(place: PlaceQuery, n: number): Promise<unknown>;
-  setLimits(place: PlaceQuery, limits: LimitsInput): Promise<Settings>;
+  /** Change the limits; the answer is { iface, netns, limits } as JSON (snake_case keys). */
+  setLimits(place: PlaceQuery, limits: LimitsInput): Promise<unknown>;
   reload(source: string): Promise<unknown>;
   metrics(): Promise<{ contentType: string; body: string }>;
   /** Events of a managed interface as they are decided (GET /v1/events); `end` when they stop. */
@@ -137,20 +137,66 @@ const limitsBody = z.strictObject({
 }, { error: (i) => `expected a JSON object { iface, netns?, limits: { … } }, got ${shown(i.input)}` });
 const emptyBody = z.union([z.undefined(), z.null(), z.strictObject({})], { error: 'this route takes no body' });
 
-/** Validate input with a schema; every problem at once, as a 400. */
+/** snake_case, as every key of the API's JSON is (and the config file's). */
+export const SNAKE_KEY = /^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$/;
+
+/** The snake_case spelling of a camelCase key: bytesRate -> bytes_rate, keyV4 -> key_v4. */
+export const snakeOf = (k: string): string => k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/([A-Z])([A-Z][a-z])/g, '$1_$2').toLowerCase();
+
+/**
+ * Keys of the answers (and of the CLI's --json) that a body spells differently: limits are written
+ * as in the config file (a window with its unit, a rate with its period, key: { v4, v6 }).
+ */
+const WRITTEN_AS: Record<string, string> = {
+  window_ms: '"window" with its unit (e.g. "window": "1000ms")',
+  rate_period_ms: 'the period in "rate" itself (e.g. "rate": "30/min")',
+  bytes_period_ms: 'the period in "bytes_rate" itself (e.g. "bytes_rate": "500MB/h")',
+  key_v4: '"key": { "v4": N }',
+  key_v6: '"key": { "v6": N }',
+};
+
+/** Every key of a JSON body that is not snake_case, with where it is (keys are names here, never data). */
+function camelKeys(v: unknown, path: (string | number)[] = [], out: { path: string; key: string }[] = []): { path: string; key: string }[] {
+  if (Array.isArray(v)) v.forEach((x, i) => camelKeys(x, [...path, i], out));
+  else if (v !== null && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) {
+      if (/[A-Z]/.test(k)) out.push({ path: pathText([...path, k]), key: k });
+      camelKeys(x, [...path, k], out);
+    }
+  }
+  return out;
+}
+
+/**
+ * Validate input with a schema; every problem at once, as a 400. A body with a camelCase key is a
+ * 422 that names the snake_case spelling (the API's JSON is snake_case in both directions; such a
+ * key is never ignored), with every other problem of the body too.
+ */
 function valid<S extends z.ZodType>(schema: S, input: unknown, where: string): z.output<S> {
+  const camel = where === 'body' ? camelKeys(input) : [];
   const r = schema.safeParse(input);
-  if (r.success) return r.data;
-  const problems: Problem[] = [];
-  for (const iss of r.error.issues) {
+  if (r.success && !camel.length) return r.data;
+  const problems: Problem[] = camel.map(({ path, key }) => {
+    const snake = snakeOf(key);
+    const as = WRITTEN_AS[snake];
+    return { path, message: `keys are snake_case: ${key} is ${snake}${as ? `, which this body takes as ${as}` : ''}` };
+  });
+  const reported = new Set(camel.map((c) => c.path));
+  for (const iss of r.success ? [] : r.error.issues) {
     const path = pathText(iss.path.filter((s): s is string | number => typeof s !== 'symbol'));
     if (iss.code === 'unrecognized_keys') {
-      for (const k of iss.keys) problems.push({ path: pathText([...(path ? [path] : []), k]), message: 'unknown key' });
+      for (const k of iss.keys) {
+        const at = pathText([...(path ? [path] : []), k]);
+        const as = WRITTEN_AS[k];
+        if (!reported.has(at)) problems.push({ path: at, message: as ? `unknown key: write ${as}` : 'unknown key' });
+      }
     } else {
       problems.push({ path, message: iss.message });
     }
   }
-  throw new ApiError(ApiCode.BadRequest, 400, `invalid ${where}: ${problems.map((p) => `${p.path ? `${p.path}: ` : ''}${p.message}`).join('; ')}`, problems);
+  const text = problems.map((p) => `${p.path ? `${p.path}: ` : ''}${p.message}`).join('; ');
+  if (camel.length) throw new ApiError(ApiCode.BadRequest, 422, `invalid ${where}: ${text}`, problems);
+  throw new ApiError(ApiCode.BadRequest, 400, `invalid ${where}: ${text}`, problems);
 }
 
 const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
@@ -274,8 +320,7 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
 
   app.put('/v1/limits', async (req) => {
     const b = valid(limitsBody, req.body, 'body');
-    const s = await backend.setLimits(place(b), b.limits);
-    return { iface: s.iface, netns: s.netns, limits: s.limits };
+    return backend.setLimits(place(b), b.limits);
   });
 
   app.post('/v1/reload', async (req) => {

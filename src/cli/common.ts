@@ -100,13 +100,7 @@ export function limitsFrom(o: LimitOptions & { packetLimit?: boolean }): Partial
 }
 
 /** Limits as every --json output writes them: snake_case, as the config file and the API do. */
-export function limitsJson(l: Limits): Record<string, unknown> {
-  return {
-    algorithm: l.algorithm, rate: l.rate, rate_period_ms: l.ratePeriodMs ?? 1000, burst: l.burst,
-    bytes_rate: l.bytesRate, bytes_period_ms: l.bytesPeriodMs ?? 1000, bytes_burst: l.bytesBurst,
-    window_ms: l.windowMs, key_v4: l.keyV4, key_v6: l.keyV6,
-  };
-}
+export { limitsJson } from '../agent/report';
 
 export function describeLimits(l: Limits): string {
   const parts: string[] = [];

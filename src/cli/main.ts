@@ -53,7 +53,7 @@ const args = process.argv.slice(2);
 const asJson = args.includes('--json');
 
 // Every help text that takes a value with a unit ends with the one grammar of units.
-const UNIT_OPTIONS = new Set(['--rate', '--bytes-rate', '--burst', '--bytes-burst', '--window', '--sample', '--watch', '--confirm-within', '--max-entries', '--max-rules', '--max-list-entries', '--count', '--new-states-per-sec', '--seconds', '--rate-after', '--abusive']);
+const UNIT_OPTIONS = new Set(['--rate', '--bytes-rate', '--burst', '--bytes-burst', '--window', '--sample', '--watch', '--confirm-within', '--max-entries', '--max-rules', '--max-list-entries', '--count', '--new-states-per-sec', '--duration', '--timeout', '--rate-after', '--abusive']);
 const withUnits = (c: Command): void => {
   if (c.options.some((o) => o.long && UNIT_OPTIONS.has(o.long))) c.addHelpText('after', `\n${UNITS_HELP}`);
   c.commands.forEach(withUnits);

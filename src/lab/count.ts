@@ -33,7 +33,7 @@ export interface CountSite {
 
 export interface CountAttachment {
   /** Interfaces whose clsact qdisc the lab created (and may remove again). */
-  createdHooks: string[];
+  created_hooks: string[];
 }
 
 /** Load the counter once and attach it at ingress of every interface of `site`. */
@@ -49,12 +49,12 @@ export async function attachCount(site: CountSite, o: { maxSources?: number } = 
       tcAttach(ifname, 'ingress', coll.program('lab_count_in'), { ...COUNT_FILTER, replace: true, netns: site.netns });
     }
   } catch (e) {
-    detachCount(site, { createdHooks });
+    detachCount(site, { created_hooks: createdHooks });
     throw e;
   } finally {
     coll.close(); // the filters keep the program, and it its maps
   }
-  return { createdHooks };
+  return { created_hooks: createdHooks };
 }
 
 /** Remove the lab's filters; remove a clsact qdisc only where the lab created it. */
@@ -62,7 +62,7 @@ export function detachCount(site: CountSite, a: CountAttachment): void {
   for (const ifname of site.ifnames) {
     try {
       if (tcQuery(ifname, 'ingress', { ...COUNT_FILTER, netns: site.netns })) tcDetach(ifname, 'ingress', { ...COUNT_FILTER, netns: site.netns });
-      if (a.createdHooks.includes(ifname)) tcHookDestroy(ifname, 'both', { netns: site.netns });
+      if (a.created_hooks.includes(ifname)) tcHookDestroy(ifname, 'both', { netns: site.netns });
     } catch {
       /* the interface is gone already: so is everything on it */
     }
@@ -82,7 +82,7 @@ export interface CountReport {
   /** Every IP packet seen, including those of sources that found no room in the map. */
   packets: number;
   bytes: number;
-  nonIp: number;
+  non_ip: number;
   unrecorded: number;
 }
 
@@ -133,7 +133,7 @@ export function readCount(site: CountSite): CountReport {
     sources.sort((a, b) => b.packets - a.packets || a.address.localeCompare(b.address));
     const t = m.totals.lookupPerCpu(Buffer.alloc(4)).map((b) => decodeLabCountTotals(b.subarray(0, LAB_COUNT_TOTALS_SIZE)));
     const add = (f: (x: (typeof t)[number]) => bigint): number => t.reduce((s, x) => s + Number(f(x)), 0);
-    return { sources, packets: add((x) => x.packets), bytes: add((x) => x.bytes), nonIp: add((x) => x.non_ip), unrecorded: add((x) => x.unrecorded) };
+    return { sources, packets: add((x) => x.packets), bytes: add((x) => x.bytes), non_ip: add((x) => x.non_ip), unrecorded: add((x) => x.unrecorded) };
   } finally {
     m.close();
   }

@@ -25,11 +25,11 @@ export interface HttpLoadResult {
   completed: number;
   /** Connection errors and non-2xx answers (timeouts not included). */
   failed: number;
-  timedOut: number;
+  timed_out: number;
   seconds: number;
-  requestsPerSecond: number;
+  requests_per_second: number;
   /** Milliseconds. */
-  latencyMs: { min: number; p50: number; p90: number; p99: number; max: number; mean: number };
+  latency_ms: { min: number; p50: number; p90: number; p99: number; max: number; mean: number };
 }
 
 interface ChildArgs extends HttpLoadOptions {
@@ -89,10 +89,10 @@ export async function runLoadHere(a: ChildArgs): Promise<HttpLoadResult> {
     requests: a.requests,
     completed,
     failed: Math.max(0, summary.errors - timedOut) + summary.non2xx,
-    timedOut,
+    timed_out: timedOut,
     seconds: round(seconds),
-    requestsPerSecond: Math.round(completed / seconds),
-    latencyMs: {
+    requests_per_second: Math.round(completed / seconds),
+    latency_ms: {
       min: round(latencies[0] ?? 0),
       p50: round(percentile(latencies, 50)),
       p90: round(percentile(latencies, 90)),

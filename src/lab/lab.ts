@@ -45,8 +45,8 @@ export interface LabClient extends LabEnd {
   prefix4: number;
   prefix6: number;
   /** First source of multi-source floods from this client (its own range, outside every link). */
-  sourceBase4: string;
-  sourceBase6: string;
+  source_base4: string;
+  source_base6: string;
 }
 
 export interface LabLayout {
@@ -83,17 +83,37 @@ export function planLab(id: string, n: number): Omit<LabLayout, 'created' | 'ser
       prefix4: 24,
       prefix6: 64,
       server: { ifname: `lab${id}-s${k}`, mac: `02:5c:1a:b0:${hex2(k)}:01`, ipv4: `10.213.${k}.1`, ipv6: `fd00:1ab:0:${k.toString(16)}::1` },
-      sourceBase4: `10.${100 + k}.0.1`,
-      sourceBase6: `fd00:${(0x100 + k).toString(16)}:0:1::2`,
+      source_base4: `10.${100 + k}.0.1`,
+      source_base6: `fd00:${(0x100 + k).toString(16)}:0:1::2`,
     });
   }
   return { id, server: { netns: serverNs(id) }, clients };
 }
 
+/**
+ * A layout file written before its keys were snake_case (sourceBase4, createdHooks), as it is now:
+ * a lab brought up by an older sluice can still be used and taken down.
+ */
+function fromOlderLayout(l: LabLayout): LabLayout {
+  type Old = { sourceBase4?: string; sourceBase6?: string; createdHooks?: string[] };
+  for (const c of l.clients as (LabClient & Old)[]) {
+    if (c.source_base4 === undefined && c.sourceBase4 !== undefined) c.source_base4 = c.sourceBase4;
+    if (c.source_base6 === undefined && c.sourceBase6 !== undefined) c.source_base6 = c.sourceBase6;
+    delete c.sourceBase4;
+    delete c.sourceBase6;
+  }
+  const count = l.count as CountAttachment & Old;
+  if (count && count.created_hooks === undefined) {
+    count.created_hooks = count.createdHooks ?? [];
+    delete count.createdHooks;
+  }
+  return l;
+}
+
 /** The recorded layout of lab `id`, or undefined. */
 export function readLayout(id: string = DEFAULT_LAB_ID): LabLayout | undefined {
   try {
-    return JSON.parse(readFileSync(statePath(checkLabId(id)), 'utf8')) as LabLayout;
+    return fromOlderLayout(JSON.parse(readFileSync(statePath(checkLabId(id)), 'utf8')) as LabLayout);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
@@ -147,7 +167,7 @@ export function floodTarget(l: LabLayout, k = 1): FloodTarget {
   return {
     netns: c.netns, ifname: c.ifname, mac: c.mac, ipv4: c.ipv4, ipv6: c.ipv6,
     peerMac: c.server.mac, peerIpv4: c.server.ipv4, peerIpv6: c.server.ipv6,
-    sourceBase4: c.sourceBase4, sourceBase6: c.sourceBase6,
+    sourceBase4: c.source_base4, sourceBase6: c.source_base6,
   };
 }
 

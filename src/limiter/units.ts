@@ -87,12 +87,24 @@ export function parseDurationMs(text: string | number, what = 'duration', min = 
   const m = /^\s*(-?\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$/.exec(t);
   if (!m) throw new Error(`${what} "${t}" is not a duration (accepted: ${FORMS.duration})`);
   if (m[2] === '') {
-    if (Number(m[1]) === 0) return whole(0, what, t, min, max);
+    if (Number(m[1]) === 0) {
+      if (min > 0) throw new Error(`${what} "${t}" must be at least ${formatDurationMs(min)}`);
+      return 0;
+    }
     throw new Error(`${what} "${t}" needs a unit: ${m[1]}ms, ${m[1]}s, ${m[1]}m or ${m[1]}h (a bare number is ambiguous)`);
   }
   const f = DURATION[m[2]!];
   if (f === undefined) throw new Error(`${what} "${t}": "${m[2]}" is not a unit of time (accepted: ${FORMS.duration})`);
-  return whole(Math.round(Number(m[1]) * f), what, t, min, max);
+  const ms = Math.round(Number(m[1]) * f);
+  if (Number.isFinite(ms) && ms < min) throw new Error(`${what} "${t}" must be at least ${formatDurationMs(min)}`);
+  if (Number.isFinite(ms) && ms > max) throw new Error(`${what} "${t}" is too large (at most ${formatDurationMs(max)})`);
+  return whole(ms, what, t, min, max);
+}
+
+/** A duration as parseDurationMs reads it back, in the largest unit that says it whole: 1h, 90s, 500ms. */
+export function formatDurationMs(ms: number): string {
+  for (const [unit, f] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms >= f && ms % f === 0) return `${ms / f}${unit}`;
+  return `${ms}ms`;
 }
 
 /** A rate as stored: whole units per period (a second, a minute or an hour). */

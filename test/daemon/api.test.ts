@@ -136,7 +136,7 @@ test('PUT /v1/limits changes the limit and the next packets obey', async () => {
 
   const r = await app.inject({ method: 'PUT', url: '/v1/limits', payload: { iface: place.iface, netns: place.netns, limits: { rate: '1k' } } });
   assert.equal(r.statusCode, 200, r.body);
-  assert.deepEqual(r.json(), { iface: place.iface, netns: place.netns, limits: { algorithm: 'fixed', rate: 1000, burst: 0, bytesRate: null, bytesBurst: 0, windowMs: 1000, keyV4: 32, keyV6: 64 } });
+  assert.deepEqual(r.json(), { iface: place.iface, netns: place.netns, limits: { algorithm: 'fixed', rate: 1000, rate_period_ms: 1000, burst: 0, bytes_rate: null, bytes_period_ms: 1000, bytes_burst: 0, window_ms: 1000, key_v4: 32, key_v6: 64 } });
   const after = await flood(3000);
   assert.ok(after.allowed >= 900 && after.allowed <= 2000, `allowed ${after.allowed} of 3000 under 1000/s (was 100/s)`);
   assert.ok(after.dropped >= 900, `dropped ${after.dropped}`);

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import { BIN } from '../lib/cli';
+import { checkKeys } from '../lib/json-keys';
 import { run, runId } from '../lib/netns';
 
 const ID = runId().slice(0, 8);
@@ -21,8 +22,9 @@ async function leftovers(id: string): Promise<string[]> {
 interface Demo { clients: { role: string; sent: number; passed: number; dropped: number }[]; interrupted: boolean; seconds: number; rate_before: number; rate_after: number }
 
 test('the demo holds the abusive client to its limit, spares the others, and cleans up', async () => {
-  const out = await new Promise<string>((res, rej) => execFile(process.execPath, [BIN, 'demo', '--seconds', '6', '--json', '--id', ID], { timeout: 120_000 }, (e, stdout, stderr) => (e ? rej(new Error(`${e.message}\n${stderr}`)) : res(stdout))));
+  const out = await new Promise<string>((res, rej) => execFile(process.execPath, [BIN, 'demo', '--duration', '6s', '--json', '--id', ID], { timeout: 120_000 }, (e, stdout, stderr) => (e ? rej(new Error(`${e.message}\n${stderr}`)) : res(stdout))));
   const r = JSON.parse(out) as Demo;
+  assert.deepEqual(checkKeys(r).bad, [], 'snake_case keys at every depth');
   const abusive = r.clients.find((c) => c.role === 'abusive')!;
   const expected = r.rate_before * 3 + r.rate_after * 3;
   assert.ok(abusive.passed >= expected * 0.8 && abusive.passed <= expected * 1.2 + r.rate_before / 10, `abusive passed ${abusive.passed}, limit allows about ${expected}`);
@@ -35,7 +37,7 @@ test('the demo holds the abusive client to its limit, spares the others, and cle
 });
 
 test('Ctrl-C stops the demo and still cleans up', async () => {
-  const child = spawn(process.execPath, [BIN, 'demo', '--seconds', '30', '--plain', '--id', ID], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'demo', '--duration', '30s', '--plain', '--id', ID], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   while (!out.includes('Sluice demo: 2 s')) await once(child.stdout, 'data');

@@ -319,7 +319,7 @@ for (const alg of ALGS) {
       const rule = liveRules(p).get(0)!;
       const target = floodTarget(layout, 1);
       const hotAddr = target.ipv4;
-      const calmAddr = labClient(layout, 1).sourceBase4; // another address, from the same client
+      const calmAddr = labClient(layout, 1).source_base4; // another address, from the same client
       labCountReset(layout);
       // Both through the same veth and program, at once, paced (even spacing, every send time
       // recorded); meanwhile the flood's last_seen, which tells the clock the rule reads.
@@ -536,7 +536,7 @@ test('many sources: 10,000 under the limit lose nothing; a state map of 2,000 ev
     }
 
     // Client 1, into the default state map (100,000 entries).
-    const first = labClient(layout, 1).sourceBase4;
+    const first = labClient(layout, 1).source_base4;
     const seenA: bigint[] = [];
     const a = await whileRunning(labFlood(layout, { client: 1, pps: PPS, seconds: 2, sources: SOURCES, path: 'paced', record: true }), 5, () => void seenA.push(lastSeenOf(big, first) ?? 0n));
     assert.equal(a.sent, PPS * 2);
@@ -557,10 +557,10 @@ test('many sources: 10,000 under the limit lose nothing; a state map of 2,000 ev
     }
     assert.equal(count.packets, passes(), 'the receiver counted what Sluice passed');
     assert.equal(count.unrecorded, 0);
-    const control = count.sources.filter((s) => ![1, 2].some((k) => inFlood(labClient(layout, k).sourceBase4)(s.address)));
+    const control = count.sources.filter((s) => ![1, 2].some((k) => inFlood(labClient(layout, k).source_base4)(s.address)));
     let decided = 0;
     for (const [p, r, k] of [[big, a, 1], [small, b, 2]] as const) {
-      const base = labClient(layout, k).sourceBase4;
+      const base = labClient(layout, k).source_base4;
       const mine = count.sources.filter((s) => inFlood(base)(s.address));
       const c = p.limiter.counters(0);
       const reason = (x: number): number => Number(c.reason_packets[x]);
@@ -624,11 +624,11 @@ test('HTTP through the limiter: a client under the limit completes every request
       const r = await labHttp(layout, { requests: REQUESTS, concurrency: 8, family });
       const passed = counters(p, Reason.PASS) - before;
       const pps = passed / r.seconds;
-      t.diagnostic(`IPv${family}: ${r.completed}/${r.requests} completed in ${r.seconds} s (${r.requestsPerSecond} req/s, p99 ${r.latencyMs.p99} ms); ` +
+      t.diagnostic(`IPv${family}: ${r.completed}/${r.requests} completed in ${r.seconds} s (${r.requests_per_second} req/s, p99 ${r.latency_ms.p99} ms); ` +
         `Sluice passed ${passed} packets from the client (${Math.round(pps)}/s on average; limit ${RATE}/s, burst ${RATE})`);
       assert.equal(r.completed, REQUESTS, JSON.stringify(r));
       assert.equal(r.failed, 0);
-      assert.equal(r.timedOut, 0);
+      assert.equal(r.timed_out, 0);
       assert.ok(passed >= REQUESTS, 'the requests went through Sluice');
       assert.ok(passed < RATE / 2, `the client stayed under the limit: ${passed} packets (both runs together fit in one bucket)`);
     }

@@ -6,8 +6,8 @@
  * where the receiver's count must equal what Sluice says it passed.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Link, ObjectSpec, type BpfMap, type Collection } from '../../src/ebpf';
@@ -20,12 +20,14 @@ import {
   labHttp,
   labUp,
   listLabs,
+  readLayout,
   STATE_DIR,
   type FloodProto,
   type LabLayout,
 } from '../../src/lab';
 import { listNetns, netnsPids, nsExec } from '../../src/lab/netns';
 import { PROD_OBJECT, REPO } from '../lib/datapath';
+import { checkKeys } from '../lib/json-keys';
 import { assertNoLeftovers, runId } from '../lib/netns';
 
 const ID = runId();
@@ -62,7 +64,6 @@ test('lab up is idempotent, and lab down also cleans up a lab whose state was lo
   assert.deepEqual(q.stdout.split(/\s+/).filter((s) => s.startsWith('rx-')).sort(), ['rx-0', 'rx-1']);
 
   // A crash: the state file is gone, namespaces and the HTTP server remain. down finds them by name.
-  const { rmSync } = await import('node:fs');
   rmSync(join(STATE_DIR, `${ID}.json`));
   assert.ok((await listLabs()).includes(ID), 'the lab is found by its namespace names');
   const pid = lab.server.http.pid;
@@ -90,8 +91,51 @@ test('the HTTP generator completes every request, over IPv4 and IPv6', async () 
     const r = await labHttp(lab, { requests: 400, concurrency: 8, client: 2, family });
     assert.equal(r.completed, 400, JSON.stringify(r));
     assert.equal(r.failed, 0);
-    assert.equal(r.timedOut, 0);
-    assert.ok(r.requestsPerSecond > 0 && r.latencyMs.p99 >= r.latencyMs.p50);
+    assert.equal(r.timed_out, 0);
+    assert.ok(r.requests_per_second > 0 && r.latency_ms.p99 >= r.latency_ms.p50);
+  }
+});
+
+test('every --json of `sluice lab` and the layout file the lab writes have snake_case keys at every depth', async () => {
+  const cli = (...args: string[]): Promise<unknown> => new Promise((res, rej) => {
+    execFile(process.execPath, [SLUICE, 'lab', ...args, '--id', ID, '--json'], { timeout: 60_000 }, (e, stdout, stderr) => (e ? rej(new Error(`sluice lab ${args.join(' ')}: ${e.message}\n${stderr}`)) : res(JSON.parse(stdout))));
+  });
+  const docs: [string, unknown][] = [
+    ['lab up --json', await cli('up', '--clients', '2')],
+    ['lab http --json', await cli('http', '--requests', '20', '--concurrency', '2', '--timeout', '2s')],
+    ['lab flood --json', await cli('flood', '--pps', '200', '--duration', '200ms', '--sources', '2')],
+    ['lab count --json', await cli('count')],
+    [`${STATE_DIR}/${ID}.json`, JSON.parse(readFileSync(join(STATE_DIR, `${ID}.json`), 'utf8'))],
+  ];
+  let keys = 0;
+  const bad: string[] = [];
+  for (const [what, doc] of docs) {
+    const r = checkKeys(doc);
+    bad.push(...new Set(r.bad.map((b) => `${what}: ${b}`)));
+    assert.ok(r.keys >= 4, `${what}: ${r.keys} keys walked`);
+    keys += r.keys;
+  }
+  assert.deepEqual(bad, [], 'every key snake_case');
+  assert.ok(keys > 60, `${keys} keys walked`);
+  const layout = docs[0]![1] as LabLayout;
+  assert.equal(layout.clients[0]!.source_base4, '10.101.0.1', 'what the layout says is what tests and benchmarks read');
+  assert.ok(layout.count.created_hooks.length >= 1);
+  const http = docs[1]![1] as { completed: number; timed_out: number; latency_ms: { p50: number } };
+  assert.equal(http.completed, 20);
+  assert.equal(http.timed_out, 0);
+  assert.ok((docs[3]![1] as { non_ip: number }).non_ip >= 0);
+
+  // A layout file an older sluice wrote (camelCase) still reads, as the snake_case layout.
+  const oldId = `q${ID.slice(-6)}`;
+  const old = JSON.parse(JSON.stringify(layout).replace(/"source_base([46])"/g, '"sourceBase$1"').replace('"created_hooks"', '"createdHooks"'));
+  writeFileSync(join(STATE_DIR, `${oldId}.json`), JSON.stringify({ ...old, id: oldId }));
+  try {
+    const read = readLayout(oldId)!;
+    assert.deepEqual(checkKeys(read).bad, []);
+    assert.equal(read.clients[1]!.source_base6, layout.clients[1]!.source_base6);
+    assert.deepEqual(read.count.created_hooks, layout.count.created_hooks);
+  } finally {
+    rmSync(join(STATE_DIR, `${oldId}.json`), { force: true });
   }
 });
 
@@ -201,7 +245,7 @@ test('flood --pps max into a Sluice-protected veth: what arrives equals what Slu
 });
 
 test('sluice lab flood stops on Ctrl-C and still reports; --json prints sent, seconds, pps, path', async () => {
-  const child = spawn(process.execPath, [SLUICE, 'lab', 'flood', '--pps', 'max', '--duration', '30', '--id', ID, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [SLUICE, 'lab', 'flood', '--pps', 'max', '--duration', '30s', '--id', ID, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));

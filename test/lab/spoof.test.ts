@@ -32,7 +32,7 @@ test(`a spoofed flood at full rate, every default: never-seen sources stay under
   try {
     const target = floodTarget(layout, 1);
     const tracked = target.ipv4;
-    const blocked = labClient(layout, 1).sourceBase4;
+    const blocked = labClient(layout, 1).source_base4;
     // Every default (the default rule: fixed window, 1,000 packets/s per source, the default
     // aggregate and cap on new states), and one rule that blocks an abusive source for 60 s.
     ({ protection: p } = await Protection.up({

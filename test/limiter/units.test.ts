@@ -70,3 +70,39 @@ test('units: `stats --sample 500` is refused at once (it used to wait 500 s), an
   assert.match(h.stdout, /"m" is refused in a rate/);
   writeFileSync(join(dir, 'x'), '');
 });
+
+test('units: the lab and the demo take durations with a unit (lab flood --duration, lab http --timeout, demo --duration); a bare number is refused', async () => {
+  const NO_LAB = 'qunits9'; // a lab id that is not up: an accepted argument reaches "not up"
+  const [flood, http, demo, old, floodOk, httpOk, zero, tooLong, help, demoHelp] = await Promise.all([
+    sluice('lab', 'flood', '--pps', '100', '--duration', '5', '--id', NO_LAB),
+    sluice('lab', 'http', '-n', '10', '-c', '1', '--timeout', '5', '--id', NO_LAB),
+    sluice('demo', '--duration', '10'),
+    sluice('demo', '--seconds', '10'),
+    sluice('lab', 'flood', '--pps', '100', '--duration', '500ms', '--id', NO_LAB),
+    sluice('lab', 'http', '-n', '10', '-c', '1', '--timeout', '2s', '--id', NO_LAB),
+    sluice('lab', 'flood', '--pps', '100', '--duration', '0', '--id', NO_LAB),
+    sluice('lab', 'flood', '--pps', '100', '--duration', '2d', '--id', NO_LAB),
+    sluice('lab', 'flood', '--help'),
+    sluice('demo', '--help'),
+  ]);
+  for (const [r, re] of [
+    [flood, /duration "5" needs a unit: 5ms, 5s, 5m or 5h/],
+    [http, /timeout "5" needs a unit: 5ms, 5s/],
+    [demo, /duration "10" needs a unit: 10ms, 10s/],
+    [old, /--seconds is now --duration, with its unit: --duration 10s/],
+    [zero, /duration "0" must be at least 1ms/],
+    [tooLong, /"d" is not a unit of time/],
+  ] as const) {
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trim().split('\n').length, 2, `one line and a hint: ${r.stderr}`);
+  }
+  for (const r of [floodOk, httpOk]) {
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`lab '${NO_LAB}' is not up`), 'the duration was taken; the lab is what is missing');
+  }
+  assert.match(help.stdout, /--duration <duration> +how long, at most 24h \(e\.g\. 500ms, 10s, 5m\)/);
+  assert.match(help.stdout, /durations +500ms, 2s, 5m \(minutes\), 1h/);
+  assert.match(demoHelp.stdout, /--duration <duration>[\s\S]*\(default: 20s\)/);
+  assert.doesNotMatch(demoHelp.stdout, /--seconds/);
+});

@@ -534,7 +534,7 @@ export async function runSuite(o: SuiteOptions): Promise<Results> {
   const cl = labClient(layout, 1);
   const c: Ctx = {
     layout, iface: cl.server.ifname, netns: layout.server.netns,
-    A: cl.ipv4, B: cl.sourceBase4, C: cl.sourceBase4.replace(/\.1$/, '.2'),
+    A: cl.ipv4, B: cl.source_base4, C: cl.source_base4.replace(/\.1$/, '.2'),
     recv: undefined as unknown as Receiver, log, caseNo: 0, quick: !!o.quick,
   };
   KEEP.deny = `${c.C}/32`;

@@ -18,6 +18,7 @@ import {
   type FloodProto,
 } from '../../lab';
 import { PermissionError } from '../../ebpf';
+import { parseDurationMs } from '../../limiter/units';
 import { num, parsed, printJson, table } from '../common';
 
 const int = (what: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
@@ -27,12 +28,8 @@ const int = (what: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
     return n;
   });
 
-const positive = (what: string) =>
-  parsed((v: string) => {
-    const n = Number(v);
-    if (!(n > 0) || !Number.isFinite(n)) throw new Error(`${what} "${v}" must be a positive number`);
-    return n;
-  });
+/** A duration through the one grammar of units (src/limiter/units.ts), in seconds: a unit is required. */
+const seconds = (what: string, minMs: number, maxMs: number) => parsed((v: string) => parseDurationMs(v, what, minMs, maxMs) / 1000);
 
 const idOption = (): Option => new Option('--id <id>', 'lab id (lower-case letter, then 1-7 letters or digits)').default(DEFAULT_LAB_ID);
 
@@ -57,7 +54,7 @@ no route out; nothing outside them is touched. Example session:
   sluice lab up --clients 2
   sluice lab http --requests 1000 --concurrency 10
   sluice up --iface labmain-s1 --netns sluice-lab-main-srv --rate 1000
-  sluice lab flood --pps max --duration 5 --sources 16
+  sluice lab flood --pps max --duration 5s --sources 16
   sluice lab count
   sluice lab down`);
   // Namespaces, veths and /run/sluice/lab need root: say so, instead of a raw EACCES from deep inside.
@@ -101,15 +98,15 @@ no route out; nothing outside them is touched. Example session:
     .requiredOption('-c, --concurrency <n>', 'connections at once', int('concurrency', 1, 10_000))
     .option('-k, --client <k>', 'client number', int('client', 1, MAX_CLIENTS), 1)
     .option('-6, --ipv6', 'to the server over IPv6')
-    .option('--timeout <seconds>', 'a request taking longer counts as timed out', positive('timeout'), 5)
+    .addOption(new Option('--timeout <duration>', 'a request taking longer counts as timed out (e.g. 500ms, 5s)').argParser(seconds('timeout', 1, 3_600_000)).default(5, '5s'))
     .addOption(idOption())
     .option('--json', 'print the result as JSON')
     .action(async (o: { requests: number; concurrency: number; client: number; ipv6?: boolean; timeout: number; id: string; json?: boolean }) => {
       const r = await labHttp(requireLayout(o.id), { requests: o.requests, concurrency: o.concurrency, client: o.client, family: o.ipv6 ? 6 : 4, timeoutS: o.timeout });
       if (o.json) return printJson(r);
       console.log(`${r.url} from client ${o.client}: ${num(r.requests)} requests, ${o.concurrency} at once`);
-      console.log(table([[num(r.completed), num(r.failed), num(r.timedOut), r.seconds.toFixed(2), num(r.requestsPerSecond)]], ['completed', 'failed', 'timed out', 'seconds', 'requests/s']));
-      const l = r.latencyMs;
+      console.log(table([[num(r.completed), num(r.failed), num(r.timed_out), r.seconds.toFixed(2), num(r.requests_per_second)]], ['completed', 'failed', 'timed out', 'seconds', 'requests/s']));
+      const l = r.latency_ms;
       console.log(`latency ms: min ${l.min}  p50 ${l.p50}  p90 ${l.p90}  p99 ${l.p99}  max ${l.max}  mean ${l.mean}`);
     });
 
@@ -122,7 +119,7 @@ no route out; nothing outside them is touched. Example session:
       if (!(n > 0) || !Number.isFinite(n)) throw new Error(`pps "${v}" must be a positive number or 'max'`);
       return n;
     }))
-    .requiredOption('-d, --duration <seconds>', 'how long', positive('duration'))
+    .requiredOption('-d, --duration <duration>', 'how long, at most 24h (e.g. 500ms, 10s, 5m)', seconds('duration', 1, 86_400_000))
     .addOption(new Option('--sources <k>', 'distinct source addresses, in sequence (1: the client\'s own)').argParser(int('sources', 1, 0xffff)).default(1).conflicts('spoof'))
     .addOption(new Option('--spoof <kind>', 'random spoofed sources (IPv4: from 10.0.0.0/8)').choices(['random']))
     .option('--size <bytes>', 'frame size as the kernel sees it, without FCS', int('size', 42, 1514), 64)
@@ -171,7 +168,7 @@ no route out; nothing outside them is touched. Example session:
       if (o.reset) labCountReset(layout);
       if (o.json) return printJson(r);
       console.log(`arrived at the server side: ${num(r.packets)} IP packets from ${num(r.sources.length)} sources` +
-        `${r.unrecorded ? ` (${num(r.unrecorded)} of sources past the table's size)` : ''}, ${num(r.nonIp)} non-IP frames`);
+        `${r.unrecorded ? ` (${num(r.unrecorded)} of sources past the table's size)` : ''}, ${num(r.non_ip)} non-IP frames`);
       if (r.sources.length) {
         console.log(table(r.sources.slice(0, o.top).map((s) => [s.address, num(s.packets), num(s.bytes)]), ['source', 'packets', 'bytes']));
         if (r.sources.length > o.top) console.log(`… and ${num(r.sources.length - o.top)} more (--top, --json)`);

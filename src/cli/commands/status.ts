@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { describePending } from '../../agent/pending';
-import { openAll, statusReport } from '../../agent/report';
+import { openAll, statusJson, statusReport } from '../../agent/report';
 import { managerInfo } from '../../agent/state';
-import { describeLimits, limitsJson, num, printJson, table } from '../common';
+import { describeLimits, num, printJson, table } from '../common';
 
 export function register(program: Command): void {
   program
@@ -21,7 +21,7 @@ Examples:
         const reports = [];
         for (const p of ps) reports.push(await statusReport(p));
         const owners = reports.map((r) => managerInfo({ iface: r.iface, netns: r.netns }) ?? null);
-        if (o.json) return printJson({ interfaces: reports.map((r, i) => ({ ...r, limits: limitsJson(r.limits), managed_by: owners[i] ? { kind: 'daemon', pid: owners[i]!.pid, note: owners[i]!.note } : null })) });
+        if (o.json) return printJson({ interfaces: reports.map((r, i) => ({ ...statusJson(r), managed_by: owners[i] ? { kind: 'daemon', pid: owners[i]!.pid, note: owners[i]!.note } : null })) });
         if (!reports.length) return console.log('no interface is protected');
         console.log(table(reports.map((r, i) => [
           `${r.iface}${r.netns ? `@${r.netns}` : ''}`, r.ifindex, `${r.mode} (link)`, r.program_id, r.rules,

@@ -161,6 +161,8 @@ test('every answer of every route, errors included, has snake_case keys at every
   // Errors of every kind.
   const errors: [FastifyInstance, InjectOptions & { url: string; method: string }, number][] = [
     [app, { method: 'GET', url: '/v1/stats?iface=a/b&x=1' }, 400],
+    // Its answer is a stream of server-sent events (test/e2e/events.test.ts reads them); its errors are JSON.
+    [app, { method: 'GET', url: `/v1/events?iface=${place.iface}&reason=nope` }, 400],
     [app, { method: 'PUT', url: '/v1/limits', payload: { iface: place.iface, limits: { rate: -1, extra: 1 } } }, 400],
     [app, { method: 'PUT', url: '/v1/limits', payload: { iface: 'eth9', limits: {} } }, 404],
     [app, { method: 'PUT', url: '/v1/limits', payload: 'rate=1', headers: { 'content-type': 'text/plain' } }, 415],

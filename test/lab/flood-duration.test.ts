@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { Protection } from '../../src/agent/protection';
 import { flood, floodTarget, labClient, labCount, labCountReset, labDown, labUp } from '../../src/lab';
+import { sluice } from '../lib/cli';
 import { runId } from '../lib/netns';
 
 const RUN = runId();
@@ -49,4 +50,15 @@ test('lab flood --dport: the frames carry the port asked for, so port rules can 
     await Protection.down(place);
   }
   await assert.rejects(flood(target, { pps: 10, seconds: 0.1, dport: 70000 }), /dport must be 0..65535/);
+});
+
+test('sluice lab flood reports the rate reached against the rate asked', { timeout: 60_000 }, async () => {
+  await labUp({ id: LAB, clients: 1 });
+  const r = await sluice('lab', 'flood', '--id', LAB, '--pps', '5M', '--duration', '500ms', '--path', 'paced', '--dport', '53', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as { sent: number; seconds: number; pps: number; asked_pps: number; reached: number; path: string };
+  assert.equal(j.asked_pps, 5_000_000);
+  assert.ok(j.seconds >= 0.45 && j.seconds <= 0.55, `ran ${j.seconds} s`);
+  assert.ok(j.reached > 0 && j.reached < 1 && Math.abs(j.reached - j.pps / j.asked_pps) < 0.001, JSON.stringify(j));
+  assert.match(r.stderr, /warning: reached [\d,]+ pps, [\d.]+% of the 5,000,000 pps asked/);
 });

@@ -18,7 +18,7 @@ import {
   type FloodProto,
 } from '../../lab';
 import { PermissionError } from '../../ebpf';
-import { parseDurationMs } from '../../limiter/units';
+import { parseDurationMs, parseRate } from '../../limiter/units';
 import { num, parsed, printJson, table } from '../common';
 
 const int = (what: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
@@ -113,41 +113,43 @@ no route out; nothing outside them is touched. Example session:
   lab
     .command('flood')
     .description('a packet flood from a client namespace to the server (live XDP frames, or a paced packet socket)')
-    .requiredOption('--pps <n|max>', "offered packets per second, or 'max'", parsed((v) => {
-      if (v === 'max') return 'max' as const;
-      const n = Number(v);
-      if (!(n > 0) || !Number.isFinite(n)) throw new Error(`pps "${v}" must be a positive number or 'max'`);
-      return n;
-    }))
+    .requiredOption('--pps <rate|max>', "offered packets per second (e.g. 50000, 50k, 2M/s), or 'max'", parsed((v) => (v === 'max' ? 'max' as const : parseRate(v, 'pps'))))
     .requiredOption('-d, --duration <duration>', 'how long, at most 24h (e.g. 500ms, 10s, 5m)', seconds('duration', 1, 86_400_000))
     .addOption(new Option('--sources <k>', 'distinct source addresses, in sequence (1: the client\'s own)').argParser(int('sources', 1, 0xffff)).default(1).conflicts('spoof'))
     .addOption(new Option('--spoof <kind>', 'random spoofed sources (IPv4: from 10.0.0.0/8)').choices(['random']))
     .option('--size <bytes>', 'frame size as the kernel sees it, without FCS', int('size', 42, 1514), 64)
     .addOption(new Option('--proto <proto>', 'what to send').choices(['udp', 'tcp-syn', 'icmp']).default('udp'))
+    .option('--dport <port>', 'destination port (udp, tcp-syn), to try port rules', int('dport', 0, 65535), 9)
+    .option('--sport <port>', 'source port (udp, tcp-syn)', int('sport', 0, 65535), 40000)
     .option('-6, --ipv6', 'IPv6 frames')
     .option('-k, --client <k>', 'client number', int('client', 1, MAX_CLIENTS), 1)
     .addOption(new Option('--path <path>', `live XDP frames or a paced socket (auto: paced below 200,000 pps)`).choices(['auto', 'live', 'paced']).default('auto'))
     .addOption(idOption())
-    .option('--json', 'print {"sent", "seconds", "pps", "path"}')
+    .option('--json', 'print {"sent", "seconds", "pps", "asked_pps", "reached", "path"}')
     .action(async (o: {
-      pps: number | 'max'; duration: number; sources: number; spoof?: 'random'; size: number; proto: FloodProto;
+      pps: number | 'max'; duration: number; sources: number; spoof?: 'random'; size: number; proto: FloodProto; dport: number; sport: number;
       ipv6?: boolean; client: number; path: 'auto' | 'live' | 'paced'; id: string; json?: boolean;
     }) => {
       const layout = requireLayout(o.id);
       const path = floodPath(o);
       if (!o.json) {
         const src = o.spoof ? 'random spoofed sources' : o.sources > 1 ? `${num(o.sources)} sources` : 'one source';
+        const ports = o.proto === 'icmp' ? '' : ` port ${o.sport} -> ${o.dport}`;
         console.log(`flooding from client ${o.client} for ${o.duration} s at ${o.pps === 'max' ? 'the highest rate' : `${num(o.pps)} pps`}: ` +
-          `${o.proto} over IPv${o.ipv6 ? 6 : 4}, ${o.size}-byte frames, ${src}, ${path === 'live' ? 'live XDP frames' : 'paced packet socket'} (Ctrl-C stops)`);
+          `${o.proto}${ports} over IPv${o.ipv6 ? 6 : 4}, ${o.size}-byte frames, ${src}, ${path === 'live' ? 'live XDP frames' : 'paced packet socket'} (Ctrl-C stops)`);
       }
       const stop = abortOnSigint();
       try {
         const r = await labFlood(layout, {
-          pps: o.pps, seconds: o.duration, size: o.size, proto: o.proto, family: o.ipv6 ? 6 : 4, client: o.client, path: o.path,
+          pps: o.pps, seconds: o.duration, size: o.size, proto: o.proto, dport: o.dport, sport: o.sport, family: o.ipv6 ? 6 : 4, client: o.client, path: o.path,
           ...(o.spoof ? { spoof: o.spoof } : { sources: o.sources }), signal: stop.signal,
         });
-        if (o.json) return printJson({ sent: r.sent, seconds: Number(r.seconds.toFixed(3)), pps: Math.round(r.pps), path: r.path });
-        console.log(`sent ${num(r.sent)} frames in ${r.seconds.toFixed(2)} s: ${num(r.pps)} pps offered, path ${r.path}` +
+        // The rate reached against the rate asked: a rate this machine cannot reach ends on time
+        // with fewer frames, and says so.
+        const reached = o.pps === 'max' ? null : Number((r.pps / o.pps).toFixed(4));
+        if (reached !== null && reached < 0.95) console.error(`warning: reached ${num(r.pps)} pps, ${(reached * 100).toFixed(1)}% of the ${num(o.pps as number)} pps asked: this machine's ${r.path} path goes no faster${r.path === 'paced' ? ' (--path live goes faster)' : ''}`);
+        if (o.json) return printJson({ sent: r.sent, seconds: Number(r.seconds.toFixed(3)), pps: Math.round(r.pps), asked_pps: o.pps, reached, path: r.path });
+        console.log(`sent ${num(r.sent)} frames in ${r.seconds.toFixed(2)} s: ${num(r.pps)} pps offered${reached !== null ? ` (${(reached * 100).toFixed(1)}% of the rate asked)` : ''}, path ${r.path}` +
           `${r.path === 'live' ? ` (${r.threads} generator thread${r.threads > 1 ? 's' : ''}, 100 ms runs)` : ` (latest frame ${((r.lateNsMax ?? 0) / 1000).toFixed(0)} µs behind schedule)`}`);
         console.log('what arrived: `sluice lab count` (after the XDP hook) and `sluice stats` (what Sluice decided)');
       } finally {

@@ -16,6 +16,8 @@ export interface HttpLoadOptions {
   concurrency: number;
   /** Seconds before a request counts as timed out (default 5). */
   timeoutS?: number;
+  /** Called about every 250 ms with the requests answered (or failed) so far. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface HttpLoadResult {
@@ -71,12 +73,25 @@ export async function runLoadHere(a: ChildArgs): Promise<HttpLoadResult> {
       { url: a.url, amount: a.requests, connections: a.concurrency, timeout: a.timeoutS ?? 5 },
       (err, r) => (err ? reject(err) : resolve(r)),
     );
+    let done = 0;
+    let shown = 0;
+    // Progress for the parent on stderr ("progress DONE TOTAL"), at most four times a second.
+    const tell = (): void => {
+      const now = performance.now();
+      if (now - shown < 250) return;
+      shown = now;
+      process.stderr.write(`progress ${done} ${a.requests}\n`);
+    };
     inst.on('response', (_client, _status, _bytes, ms) => {
       latencies.push(ms);
       last = performance.now();
+      done++;
+      tell();
     });
     inst.on('reqError', () => {
       last = performance.now();
+      done++;
+      tell();
     });
   });
   latencies.sort((x, y) => x - y);
@@ -107,12 +122,17 @@ export async function runLoadHere(a: ChildArgs): Promise<HttpLoadResult> {
 export async function httpLoadFrom(netns: string, url: string, o: HttpLoadOptions): Promise<HttpLoadResult> {
   if (!Number.isInteger(o.requests) || o.requests < 1) throw new RangeError(`requests must be a positive integer, got ${o.requests}`);
   if (!Number.isInteger(o.concurrency) || o.concurrency < 1) throw new RangeError(`concurrency must be a positive integer, got ${o.concurrency}`);
-  const args: ChildArgs = { ...o, url };
+  const { onProgress, ...rest } = o;
+  const args: ChildArgs = { ...rest, url };
   const child = spawn('ip', ['netns', 'exec', netns, process.execPath, __filename, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  child.stderr.on('data', (d: Buffer) => {
+    const text = d.toString();
+    for (const m of text.matchAll(/^progress (\d+) (\d+)$/gm)) onProgress?.(Number(m[1]), Number(m[2]));
+    err += text.replace(/^progress \d+ \d+\n/gm, '');
+  });
   const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
   const line = out.split('\n').find((l) => l.startsWith('{'));
   if (code !== 0 || !line) throw new Error(`HTTP load in ${netns} failed (exit ${code}): ${err.trim() || out.trim()}`);

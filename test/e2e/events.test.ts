@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request, type IncomingMessage } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -207,4 +207,22 @@ test('stats --watch on a terminal redraws in place, with a sparkline of the last
   assert.ok((out.match(/\x1b\[H\x1b\[2J/g) ?? []).length >= 3, `redrawn in place: ${JSON.stringify(out.slice(0, 300))}`);
   assert.match(out, /dropped\/s, last minute \S*[▁▂▃▄▅▆▇█]+/);
   assert.match(out, /Ctrl-C to stop/);
+});
+
+// Last: it applies a policy of its own.
+test('a long load shows progress on a terminal, and nothing extra when stderr is not one', { timeout: 60_000 }, async () => {
+  const file = join(dir, 'big.yaml');
+  const deny = Array.from({ length: 20_000 }, (_, i) => `  - 198.18.${i >> 8}.${i & 255}/32`).join('\n');
+  writeFileSync(file, `defaults: { algorithm: token, rate: 50, burst: 50 }\ndeny:\n${deny}\n`);
+  const cmd = [process.execPath, BIN, 'policy', 'apply', file, ...on].map((a) => `'${a}'`).join(' ');
+  const tty = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TERM: 'xterm' } });
+  children.push(tty);
+  let out = '';
+  tty.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  assert.equal(await new Promise((res) => tty.once('exit', res)), 0, out);
+  assert.match(out, /reading and checking .*big\.yaml….* 1 rules?, 20,000 list prefixes \([\d.]+ s\)/);
+  assert.match(out, /writing rules and lists to the kernel \(one flip\)….*\([\d.]+ s\)/);
+  const piped = await sluice('policy', 'apply', file, ...on);
+  assert.equal(piped.code, 0, piped.stderr);
+  assert.doesNotMatch(piped.stderr, /reading and checking|\x1b/);
 });

@@ -20,6 +20,7 @@ import {
 import { PermissionError } from '../../ebpf';
 import { parseDurationMs, parseRate } from '../../limiter/units';
 import { num, parsed, printJson, table } from '../common';
+import { Progress } from '../terminal';
 
 const int = (what: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
   parsed((v: string) => {
@@ -102,7 +103,13 @@ no route out; nothing outside them is touched. Example session:
     .addOption(idOption())
     .option('--json', 'print the result as JSON')
     .action(async (o: { requests: number; concurrency: number; client: number; ipv6?: boolean; timeout: number; id: string; json?: boolean }) => {
-      const r = await labHttp(requireLayout(o.id), { requests: o.requests, concurrency: o.concurrency, client: o.client, family: o.ipv6 ? 6 : 4, timeoutS: o.timeout });
+      const progress = new Progress();
+      progress.start(`${num(o.requests)} requests from client ${o.client}`);
+      const r = await labHttp(requireLayout(o.id), {
+        requests: o.requests, concurrency: o.concurrency, client: o.client, family: o.ipv6 ? 6 : 4, timeoutS: o.timeout,
+        onProgress: (done, total) => progress.update(`${num(done)} of ${num(total)}`),
+      });
+      progress.end();
       if (o.json) return printJson(r);
       console.log(`${r.url} from client ${o.client}: ${num(r.requests)} requests, ${o.concurrency} at once`);
       console.log(table([[num(r.completed), num(r.failed), num(r.timed_out), r.seconds.toFixed(2), num(r.requests_per_second)]], ['completed', 'failed', 'timed out', 'seconds', 'requests/s']));

@@ -13,6 +13,7 @@ import { REASON_NAMES } from '../../limiter/stats';
 import { parseCount, parseDurationMs } from '../../limiter/units';
 import { MAX_MAX_RULES } from '../../config/schema';
 import { describeLimits, human, limitsJson, num, parsed, place, placeOptions, printJson, refuseIfManaged, table, type PlaceOptions } from '../common';
+import { policySize, Progress } from '../terminal';
 import { formatRate } from '../../limiter/units';
 
 /**
@@ -133,19 +134,24 @@ Examples:
       if (!o.confirmWithin) refuseIfManaged(pl, '`sluice policy apply` without --confirm-within');
       const p0 = Protection.open(pl); // refuses an interface that is not protected
       p0.close();
+      const progress = new Progress();
       // Rule ids are read and assigned under the lock, as every read-modify-write.
       let loadedRuntime: ReturnType<typeof emptyRuntime> | undefined;
       const { pf, r } = await Protection.locked(pl, async () => {
         const prior = loadSettings(pl);
         loadedRuntime = prior?.runtime;
+        progress.start(`reading and checking ${file}`);
         const pf = loadPolicy(file, prior?.ruleIds ?? {}, prior?.maxRules);
+        progress.end(policySize(pf));
         // Runtime list edits are laid over the file's lists, unless the operator drops them.
         const runtime = o.dropRuntime ? emptyRuntime() : prior?.runtime ?? emptyRuntime();
         const lists = layered(pf.lists, runtime);
         assertMgmtKept(mgmtDropped(prior?.lists.mgmt ?? [], lists.mgmt), o.iface, o.allowMgmtShrink);
         const change = { ...pl, ...policyContent(pf), lists, runtime, policyFile: pf.file };
         // With a deadline, the rollback is persisted (and its holder started) before the change is live.
+        progress.start('writing rules and lists to the kernel (one flip)');
         const r: UpResult & { pending?: Pending } = o.confirmWithin ? await applyWithRollback({ ...change, applied: pf.file }, o.confirmWithin) : await Protection.up(change);
+        progress.end();
         return { pf, r };
       });
       const rt = r.protection.settings.runtime;

@@ -4,6 +4,7 @@ import { Protection } from '../../agent/protection';
 import { layered, mgmtDropped } from '../../limiter/lists';
 import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy } from '../../config/policy-file';
+import { policySize, Progress } from '../terminal';
 import { describeLimits, limitOptions, limitsJson, refuseIfManaged, limitsFrom, parsed, place, placeOptions, printJson, type LimitOptions, type PlaceOptions } from '../common';
 import { parseCount } from '../../limiter/units';
 import { MAX_MAX_ENTRIES, MAX_MAX_RULES } from '../../config/schema';
@@ -52,10 +53,14 @@ Examples:
     .action(async (o: UpOpts) => {
       refuseIfManaged(place(o), '`sluice up`');
       const prior = loadSettings(place(o));
+      const progress = new Progress();
+      if (o.policy) progress.start(`reading and checking ${o.policy}`);
       const pf = o.policy ? loadPolicy(o.policy, prior?.ruleIds ?? {}, o.maxRules ?? prior?.maxRules) : undefined;
+      if (pf) progress.end(policySize(pf));
       // Runtime list edits stay over the file's lists, as with `policy apply`.
       const lists = pf ? layered(pf.lists, prior?.runtime) : undefined;
       if (lists) assertMgmtKept(mgmtDropped(prior?.lists.mgmt ?? [], lists.mgmt), o.iface, o.allowMgmtShrink);
+      progress.start(`loading the data path and writing ${pf ? 'the policy' : 'the limits'} to the kernel`);
       const r = await Protection.up({
         ...place(o),
         ...(pf ? { ...policyContent(pf), lists: lists!, policyFile: pf.file } : {}),
@@ -69,6 +74,7 @@ Examples:
         resetState: !!o.resetState,
         limits: { ...pf?.limits, ...limitsFrom(o) },
       });
+      progress.end(r.action);
       const p = r.protection;
       try {
         for (const w of r.warnings) console.error(`warning: ${w}`);

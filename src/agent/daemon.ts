@@ -35,7 +35,7 @@ import { compileLists, emptyRuntime } from '../limiter/lists';
 import { compilePolicy, PolicyError } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
 import { readPending, summarizePending } from './pending';
-import { DEFAULT_MAX_LIST_ENTRIES, policyOf, Protection } from './protection';
+import { DEFAULT_MAX_LIST_ENTRIES, DEFAULT_OBJECT, policyOf, Protection } from './protection';
 import { statsReport, statusReport, takeSnapshot, topReport } from './report';
 import { rollbackDue, rollbackNow } from './rollback';
 import {
@@ -387,6 +387,11 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       const pinned = loadSettings(p);
       const sizes = this.sizesFor(m, pinned);
       const r = await Protection.up({
+        // The object of this installation, never the one the settings recorded: those are the
+        // host's (/run), written by whatever ran before (an older image, another package prefix,
+        // a checkout), and its path may not exist here or hold another build. A new image or
+        // package thus brings its program in, through the pinned link (an upgrade).
+        object: DEFAULT_OBJECT,
         iface: p.iface, netns: p.netns, mode: sizes.mode, maxEntries: sizes.maxEntries, maxRules: sizes.maxRules, maxListEntries: sizes.maxListEntries,
         limits, rules: p.rules, lists: p.lists, malformedDrop: p.malformedDrop, policyFile: p.policyFile,
         geoip: p.geoip, ruleIds: p.ruleIds, egress: p.egress, newStatesPerSec: p.newStatesPerSec, runtime: emptyRuntime(),

@@ -11,7 +11,8 @@
         "native/net.c",
         "native/ringbuf.c",
         "native/lab.c",
-        "native/flock.c"
+        "native/flock.c",
+        "native/notify.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],

@@ -9,6 +9,7 @@
  *         lab.c      the lab generator: live-frame runs in a namespace, paced packet socket, GRO
  *         ringbuf.c  BPF ring buffer consumer, polled on a worker thread
  *         flock.c    flock(2) on a file descriptor (Node has none)
+ *         notify.c   a datagram to a Unix socket (sd_notify's $NOTIFY_SOCKET; Node has none)
  * Nothing but src/ebpf/native.ts imports this module.
  */
 #include "common.h"
@@ -37,6 +38,7 @@ static napi_value init(napi_env env, napi_value exports)
 	sn_init_lab(env, exports);
 	sn_init_ringbuf(env, exports);
 	sn_init_flock(env, exports);
+	sn_init_notify(env, exports);
 	return exports;
 }
 

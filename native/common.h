@@ -122,6 +122,7 @@ void sn_init_net(napi_env env, napi_value exports);
 void sn_init_lab(napi_env env, napi_value exports);
 void sn_init_ringbuf(napi_env env, napi_value exports);
 void sn_init_flock(napi_env env, napi_value exports);
+void sn_init_notify(napi_env env, napi_value exports);
 
 #define SN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -35,8 +35,9 @@ import { compileLists, emptyRuntime } from '../limiter/lists';
 import { compilePolicy, PolicyError } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
 import { EventHub, type EventBudget, type EventFilter, type EventView } from './events';
+import { monotonicUsec, notifier } from './notify';
 import { readPending, summarizePending } from './pending';
-import { DEFAULT_MAX_LIST_ENTRIES, policyOf, Protection } from './protection';
+import { DEFAULT_MAX_LIST_ENTRIES, DEFAULT_OBJECT, policyOf, Protection } from './protection';
 import { limitsJson, statsReport, statusJson, statusReport, takeSnapshot, topReport } from './report';
 import { rollbackDue, rollbackNow } from './rollback';
 import {
@@ -138,6 +139,11 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
   private stateLock: HeldLock | undefined;
   private rollbackTimer: NodeJS.Timeout | undefined;
   private readonly reloads = { ok: 0, failed: 0, lastOk: null as boolean | null, lastAt: null as number | null };
+  /** The service manager ($NOTIFY_SOCKET, Type=notify): told READY=1 once every interface is protected. */
+  private readonly notify = notifier();
+  private ready = false;
+  private lastStatus = '';
+  private notifyFailed = false;
   lastReload: ReloadResult | null = null;
 
   private constructor(config: DaemonConfig, text: string, readonly opts: DaemonOptions) {
@@ -182,6 +188,8 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     d.rollbackTimer = setInterval(() => { void d.checkRollbacks(); }, 1000);
     d.rollbackTimer.unref();
     d.log.info({ event: 'ready', protected: d.protectedCount(), socket: config.api.socket, tcp: config.api.tcp ? `${config.api.tcp.host}:${config.api.tcp.port}` : null }, `sluice daemon ready: ${d.protectedCount()} of ${d.managed.size} interfaces protected`);
+    if (d.notify.problem) d.log.warn({ event: 'notify_unusable' }, `${d.notify.problem}: the service manager is not told when the daemon is ready`);
+    d.readiness();
     return d;
   }
 
@@ -246,6 +254,49 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
         // rollbackNow recorded the failure in the pending file: logged above on the next check.
         if ((e as { code?: string }).code !== AgentCode.RollbackFailed) this.log.error({ event: 'rollback_error', iface: p.iface, netns: p.netns }, (e as Error).message);
       }
+    }
+  }
+
+  /**
+   * Readiness for the service manager (Type=notify): READY=1 the first time every configured
+   * interface is protected by this daemon (what /healthz calls ok), so that what is ordered after
+   * sluice.service starts with protection in place; until then, and after, STATUS= says how many.
+   * Checked at start, after every reconcile and after every reload.
+   */
+  private readiness(): void {
+    if (this.stopped || !this.notify.socket) return;
+    const all = [...this.managed.values()].every((m) => m.protection && this.stillOurs(m));
+    if (all && !this.ready) {
+      this.ready = true;
+      if (this.tell({ READY: 1, STATUS: this.statusLine() })) {
+        this.log.info({ event: 'notified_ready', socket: this.notify.socket }, `told the service manager: ready (${this.statusLine()})`);
+      }
+      return;
+    }
+    this.tell({ STATUS: this.statusLine() });
+  }
+
+  private statusLine(): string {
+    const missing = [...this.managed.values()].filter((m) => !m.protection).map((m) => where(m.cfg));
+    const n = this.managed.size;
+    return `${n - missing.length} of ${n} interface${n === 1 ? '' : 's'} protected${missing.length ? `; not yet: ${missing.join(', ')} (retried every ${this.config.reconcileIntervalMs / 1000} s)` : ''}`;
+  }
+
+  /** Send to the service manager (nothing without $NOTIFY_SOCKET); a failure is logged once. STATUS alone only when it changed. */
+  private tell(fields: Record<string, string | number>): boolean {
+    if (!this.notify.socket) return false;
+    if (Object.keys(fields).length === 1 && fields['STATUS'] !== undefined) {
+      if (fields['STATUS'] === this.lastStatus) return false;
+    }
+    if (fields['STATUS'] !== undefined) this.lastStatus = String(fields['STATUS']);
+    try {
+      return this.notify.send(fields);
+    } catch (e) {
+      if (!this.notifyFailed) {
+        this.notifyFailed = true;
+        this.log.warn({ event: 'notify_failed', socket: this.notify.socket }, `cannot tell the service manager (${this.notify.socket}): ${(e as Error).message}`);
+      }
+      return false;
     }
   }
 
@@ -348,7 +399,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       void this.reloadIfChanged('file')
         .catch(() => undefined) // refused: logged, the running policy stays
         .then(() => this.serial(() => this.reconcileAll('periodic')))
-        .then(() => this.sample());
+        .then(() => { this.sample(); this.readiness(); });
     }, this.config.reconcileIntervalMs);
     this.timer.unref();
   }
@@ -391,6 +442,11 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       const pinned = loadSettings(p);
       const sizes = this.sizesFor(m, pinned);
       const r = await Protection.up({
+        // The object of this installation, never the one the settings recorded: those are the
+        // host's (/run), written by whatever ran before (an older image, another package prefix,
+        // a checkout), and its path may not exist here or hold another build. A new image or
+        // package thus brings its program in, through the pinned link (an upgrade).
+        object: DEFAULT_OBJECT,
         iface: p.iface, netns: p.netns, mode: sizes.mode, maxEntries: sizes.maxEntries, maxRules: sizes.maxRules, maxListEntries: sizes.maxListEntries,
         limits, rules: p.rules, lists: p.lists, malformedDrop: p.malformedDrop, policyFile: p.policyFile,
         geoip: p.geoip, ruleIds: p.ruleIds, egress: p.egress, newStatesPerSec: p.newStatesPerSec, runtime: emptyRuntime(),
@@ -510,7 +566,16 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
 
   /** Validate the file in full, then apply it; an invalid file changes nothing. */
   reload(source: string): Promise<ReloadResult> {
-    return this.serial(() => this.reloadNow(source));
+    return this.serial(async () => {
+      // The service manager sees the reload from its start to its end, refused or not.
+      if (this.ready) this.tell({ RELOADING: 1, MONOTONIC_USEC: monotonicUsec(), STATUS: `reloading (${source})` });
+      try {
+        return await this.reloadNow(source);
+      } finally {
+        if (this.ready) this.tell({ READY: 1, STATUS: this.statusLine() });
+        else this.readiness();
+      }
+    });
   }
 
   private async reloadNow(source: string): Promise<ReloadResult> {
@@ -810,6 +875,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     if (this.stopped) return;
     this.stopped = true;
     const detach = o.detach ?? !!this.opts.detachOnExit;
+    this.tell({ STOPPING: 1, STATUS: detach ? 'stopping: taking protection down' : 'stopping: protection stays in force' });
     clearInterval(this.timer);
     clearInterval(this.rollbackTimer);
     clearTimeout(this.debounce);

@@ -53,6 +53,7 @@ export {
   capabilities,
   enableStats,
   flock,
+  unixDatagramSend,
   hasBpfPrivileges,
   LOCK,
   libbpfVersion,

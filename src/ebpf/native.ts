@@ -242,6 +242,8 @@ export interface NativeAddon {
   enableStats(type?: number): number;
   /** flock(2); false when op has LOCK_NB and the lock is held elsewhere. */
   flock(fd: number, op: number): boolean;
+  /** One datagram to a Unix socket (address: sun_path's bytes, a leading NUL for an abstract name); bytes sent. */
+  unixDatagramSend(address: Uint8Array, message: Uint8Array): number;
 
   // test runs
   progTestRun(fd: number, data: Uint8Array, opts?: RawTestRunOptions): Promise<RawTestRunResult>;

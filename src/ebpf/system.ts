@@ -57,3 +57,12 @@ export const LOCK = { SH: 1, EX: 2, NB: 4, UN: 8 } as const;
 export function flock(fd: number, op: number): boolean {
   return native().flock(fd, op);
 }
+
+/**
+ * Send one datagram to a Unix socket (Node has no datagram Unix sockets): `address` is the socket's
+ * path, or `\0name` for an abstract name. Returns the bytes sent; throws a BpfError with the errno
+ * (ENOENT, ECONNREFUSED, EAGAIN …) otherwise.
+ */
+export function unixDatagramSend(address: string, message: string): number {
+  return native().unixDatagramSend(Buffer.from(address, 'utf8'), Buffer.from(message, 'utf8'));
+}

@@ -30,7 +30,11 @@ export interface DaemonProcess {
 }
 
 export function startDaemon(config: string, args: string[] = []): DaemonProcess {
-  const child = spawn(process.execPath, [SLUICE, 'run', '--config', config, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return watchDaemon(spawn(process.execPath, [SLUICE, 'run', '--config', config, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+/** A daemon started some other way (an image's entry command): its log lines, waits and exit. */
+export function watchDaemon(child: ChildProcess): DaemonProcess {
   const logs: LogLine[] = [];
   const stderr: string[] = [];
   const waiters = new Set<() => void>();

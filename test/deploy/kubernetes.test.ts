@@ -99,7 +99,8 @@ test('the DaemonSet: host network, probes on the read-only listener, the capabil
   assert.ok(c.resources.requests && c.resources.limits, 'requests and limits');
   const host = Object.fromEntries(pod.volumes.filter((v: Obj) => v.hostPath).map((v: Obj) => [v.name, v.hostPath.path]));
   assert.deepEqual(host, { bpffs: '/sys/fs/bpf', run: '/run' });
-  assert.deepEqual(c.command, ['sluice', 'run', '--config', '/etc/sluice/sluice.yaml']);
+  assert.equal(c.command, undefined, "the image's ENTRYPOINT runs (test/deploy/image.test.ts checks args against the image's CMD)");
+  assert.deepEqual(c.args, ['run', '--config', '/etc/sluice/sluice.yaml']);
   assert.equal(svc.spec.ports[0].targetPort, 'metrics');
   assert.equal(ds.spec.template.metadata.annotations['prometheus.io/port'], '9181');
 });

@@ -6,7 +6,8 @@
 import { dropRate, rates, snapshot, type Rates, type RuleStats, type SlotStats, type Snapshot } from '../limiter/stats';
 import { readStates, SHARED_TOP, sharedWalk, walkStates, type StateEntry } from '../limiter/top';
 import type { Rule } from '../generated/types';
-import { listPlaces, type Limits, type Mode, type Place } from './state';
+import { listPlaces, type Limits, type Mode } from './state';
+import { AgentCode } from './errors';
 import { Protection } from './protection';
 import { summarizePending, type PendingSummary } from './pending';
 
@@ -117,8 +118,27 @@ export async function statusReport(p: Protection): Promise<StatusReport> {
 }
 
 /** Every protected interface (pins present), opened; the caller closes them. */
+/**
+ * Every protected interface, opened. One that is not protected when it is opened (taken down by
+ * another process between the listing and its opening: `sluice down`, a test run's cleanup) is left
+ * out, not an error for all.
+ */
 export function openAll(): Protection[] {
-  return listPlaces().map((pl: Place) => Protection.open(pl));
+  const out: Protection[] = [];
+  try {
+    for (const pl of listPlaces()) {
+      try {
+        out.push(Protection.open(pl));
+      } catch (e) {
+        if ((e as { code?: string }).code === AgentCode.NotProtected) continue;
+        throw e;
+      }
+    }
+    return out;
+  } catch (e) {
+    out.forEach((p) => p.close());
+    throw e;
+  }
 }
 
 /** The live rules by id (for decoding state). */

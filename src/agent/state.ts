@@ -233,10 +233,19 @@ export function removeSettings(p: Place): void {
 export function listPlaces(): Place[] {
   if (!existsSync(PIN_ROOT)) return [];
   const out: Place[] = [];
+  // Another process may remove a directory while this one reads: what is gone is not listed.
+  const gone = (e: unknown): boolean => (e as NodeJS.ErrnoException).code === 'ENOENT';
   for (const scope of readdirSync(PIN_ROOT)) {
     const dir = join(PIN_ROOT, scope);
-    if (!statSync(dir).isDirectory()) continue;
-    for (const entry of readdirSync(dir)) {
+    let entries: string[];
+    try {
+      if (!statSync(dir).isDirectory()) continue;
+      entries = readdirSync(dir);
+    } catch (e) {
+      if (gone(e)) continue;
+      throw e;
+    }
+    for (const entry of entries) {
       const p = { iface: nameOfPath(entry), netns: scope === 'host' ? null : nameOfPath(scope) };
       // Not made by Sluice (no valid name could make it): not a place, and never opened as one.
       if (placeProblems(p).length === 0 && pathName(p.iface) === entry && pathName(p.netns ?? 'host') === scope) out.push(p);

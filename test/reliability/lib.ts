@@ -171,7 +171,16 @@ export function classify(sig: string | null, old: string, neu: string): Side {
 // ---------------------------------------------------------------------------------------------
 // The receiver: the lab's count at tc ingress, sampled
 
-export interface Sample { t: number; a: number }
+/**
+ * One reading of the receiver: t, the wall clock when it began (to place it among the case's
+ * events); h0 and h1, the monotonic clock just before and just after the count was read (ms). The
+ * count is the kernel's at some moment between h0 and h1, and under load that span is not small:
+ * the sampling thread can be descheduled between the clock read and the map read, or inside it
+ * (up to 150 ms seen on this 2-CPU VM, loaded, while `up` runs).
+ */
+export interface Sample { t: number; a: number; h0: number; h1: number }
+
+const mono = (): number => Number(process.hrtime.bigint()) / 1e6;
 
 /**
  * Samples what arrived from source `addr` every `everyMs`. worst() says, over a time span, the
@@ -192,8 +201,17 @@ export class Receiver {
     }
   }
 
+  /** One sample now, timed on both sides of the read. */
+  sample(): Sample {
+    const t = Date.now();
+    const h0 = mono();
+    const a = this.read();
+    const h1 = mono();
+    return { t, a, h0, h1 };
+  }
+
   start(): void {
-    this.timer = setInterval(() => this.samples.push({ t: Date.now(), a: this.read() }), this.everyMs);
+    this.timer = setInterval(() => this.samples.push(this.sample()), this.everyMs);
   }
 
   stop(): void {
@@ -202,8 +220,13 @@ export class Receiver {
 
   /**
    * Over [from, to]: the largest count in any window of at least 100 ms (scaled to 100 ms), and
-   * the time spent in sampling intervals whose passes exceeded limitPps x dt + burst (+ slack),
-   * i.e. an unprotected (or wrongly protected) interval.
+   * the time spent in sampling intervals whose passes exceeded limitPps x dt + two bursts (+ slack),
+   * i.e. an unprotected (or wrongly protected) interval. A window runs from one sample to the first
+   * at least 100 ms later, and its length dt is the longest it can have been: from just before the
+   * first read to just after the last (h1 of the end minus h0 of the start). Timed from the clock
+   * reads alone, a read delayed after its clock read makes the window look shorter than the
+   * interval its count covers, and a limiter that holds shows as one passing up to
+   * limitPps x the delay too many.
    */
   worst(from: number, to: number, limitPps: number, burst: number): { per100ms: number; overMs: number; windows: number; overAt: number[] } {
     const s = this.samples.filter((x) => x.t >= from && x.t <= to && Number.isFinite(x.a));
@@ -212,23 +235,26 @@ export class Receiver {
     const overAt: number[] = [];
     let j = 0;
     for (let i = 0; i < s.length; i++) {
-      while (j < s.length && s[j]!.t - s[i]!.t < 100) j++;
+      while (j < s.length && s[j]!.h0 - s[i]!.h0 < 100) j++;
       if (j >= s.length) break;
-      const dt = s[j]!.t - s[i]!.t;
+      const dt = s[j]!.h1 - s[i]!.h0;
       const d = s[j]!.a - s[i]!.a;
       if (d < 0) continue; // the count was reset (the lab's namespace re-created)
       per100ms = Math.max(per100ms, (d * 100) / dt);
-      // Two bursts: a policy flip may start a key afresh (a change of algorithm, or a key new to
-      // the new half), so a window around one can pass a second burst; a flood unprotected for
-      // the window passes 4x the limit.
+      // Two bursts: over a window that holds a flip, the old policy can pass its rate x (its part
+      // of the window) + its burst, and the new one the same with its own (a key started afresh
+      // by a change of algorithm or scale, or new to the new half): at most the larger rate x dt +
+      // both bursts (docs/reliability.md, Method). The 10: a margin (the per-CPU counts are read
+      // one CPU after the other while packets arrive). A flood unprotected for the window passes
+      // 4x the limit.
       if (d > (limitPps * dt) / 1000 + 2 * burst + 10) {
         for (let k = i; k < j; k++) over[k] = true;
         if (!overAt.length || s[i]!.t - overAt.at(-1)! > 1000) overAt.push(s[i]!.t);
       }
     }
     let overMs = 0;
-    for (let k = 0; k + 1 < s.length; k++) if (over[k]) overMs += s[k + 1]!.t - s[k]!.t;
-    return { per100ms: Math.round(per100ms), overMs, windows: s.length, overAt };
+    for (let k = 0; k + 1 < s.length; k++) if (over[k]) overMs += s[k + 1]!.h0 - s[k]!.h0;
+    return { per100ms: Math.round(per100ms), overMs: Math.round(overMs), windows: s.length, overAt };
   }
 }
 

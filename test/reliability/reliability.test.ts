@@ -26,11 +26,7 @@ test(`fault injection (CI size): ${KILLS} seeded kills per command and ${FAULTS.
   const seed = process.env['SLUICE_RELIABILITY_SEED'] ? Number(process.env['SLUICE_RELIABILITY_SEED']) : Math.floor(Math.random() * 2 ** 31);
   t.diagnostic(`seed ${seed} (replay: SLUICE_RELIABILITY_SEED=${seed})`);
   try {
-    // Kills of `up` and `policy apply` are left to the full run: one run in a few has shown an
-    // interval of up to three bursts around them (docs/reliability.md, open), so in CI they would
-    // fail by chance rather than by a change.
-    const commands = COMMANDS.filter((c) => c !== 'up' && c !== 'policy apply');
-    const res = await runSuite({ seed, killsPerCommand: KILLS, labId: LAB, quick: true, commands, faults: FAULTS.filter((f) => !KNOWN_FAILING[f]) });
+    const res = await runSuite({ seed, killsPerCommand: KILLS, labId: LAB, quick: true, commands: COMMANDS, faults: FAULTS.filter((f) => !KNOWN_FAILING[f]) });
     t.diagnostic(`\n${table(res)}`);
     for (const r of res.rows) {
       assert.ok(!KNOWN_FAILING[r.case], `${r.case} is known to fail and must stay out of CI`);

@@ -70,14 +70,27 @@ export interface GeoEntry {
 /** Entries per batch syscall when a trie half is read or written (BPF_MAP_*_BATCH). */
 export const TRIE_BATCH = 2048;
 
-/** A key of a trie of struct sl_lpm_key without its half (byte 4), as a string: the same prefix in either half. */
+/**
+ * The id of a key of a trie of struct sl_lpm_key: the key without its half (byte 4), as a latin1
+ * string, so the same prefix in either half. Strings, and values as strings too, rather than a Buffer per entry: a
+ * change of 100,000 entries then leaves the garbage collector little to walk (its pauses are
+ * pauses of the event loop as well).
+ */
 const HALF_OFFSET = 4;
-const prefixId = (key: Buffer): string => key.toString('latin1', 0, HALF_OFFSET) + key.toString('latin1', HALF_OFFSET + 1);
+/** The id of the key encodeLpmKey gives for this prefix (prefixlen 32 + plen, little-endian; no padding). */
+const idOfPrefix = (e: { family: number; plen: number; addr: Buffer }): string => {
+  const a = e.addr.toString('latin1', 0, 16);
+  return String.fromCharCode(32 + e.plen, 0, 0, 0, e.family, 0, 0) + (a.length < 16 ? a + '\0'.repeat(16 - a.length) : a);
+};
+/** Write the key of an id, in half `half`, at off. */
+const putKey = (b: Buffer, off: number, id: string, half: number): void => {
+  b.write(id.slice(0, HALF_OFFSET), off, 'latin1');
+  b[off + HALF_OFFSET] = half;
+  b.write(id.slice(HALF_OFFSET), off + HALF_OFFSET + 1, 'latin1');
+};
 const keyOfId = (id: string, half: number): Buffer => {
   const k = Buffer.alloc(SL_LPM_KEY_SIZE);
-  k.write(id.slice(0, HALF_OFFSET), 0, 'latin1');
-  k[HALF_OFFSET] = half;
-  k.write(id.slice(HALF_OFFSET), HALF_OFFSET + 1, 'latin1');
+  putKey(k, 0, id, half);
   return k;
 };
 
@@ -297,10 +310,13 @@ export class Limiter {
       if (idle.geo_hash !== geoHash || idle.n_geo !== nGeo || (nGeo && idle.geo_version === 0)) {
         geoVersion = version;
         this.markGeoUnknown(half, idle);
-        const entries = new Map<string, Buffer>();
+        const entries = new Map<string, string>();
         const tick = ticker(TRIE_BATCH);
+        const byTier = new Map<number, string>();
         for (const g of geo?.entries ?? []) {
-          entries.set(prefixId(this.keyOf(half, g)), encodeGeoVal({ version: geoVersion, tier: g.tier }, Buffer.alloc(SL_GEO_VAL_SIZE)));
+          let v = byTier.get(g.tier);
+          if (v === undefined) byTier.set(g.tier, (v = encodeGeoVal({ version: geoVersion, tier: g.tier }, Buffer.alloc(SL_GEO_VAL_SIZE)).toString('latin1')));
+          entries.set(idOfPrefix(g), v);
           if (tick()) yield;
         }
         yield* this.syncHalf(this.maps.sl_geo, half, () => entries);
@@ -319,10 +335,13 @@ export class Limiter {
     // was live a flip ago, so a `deny add` writes one entry, not the whole list).
     let nLists: number;
     if (lists) {
-      const want = new Map<string, Buffer>();
+      const want = new Map<string, string>();
       const tick = ticker(TRIE_BATCH);
+      const byFlags = new Map<number, string>();
       for (const e of lists) {
-        want.set(prefixId(this.keyOf(half, e)), encodeListVal({ flags: e.flags }));
+        let v = byFlags.get(e.flags);
+        if (v === undefined) byFlags.set(e.flags, (v = encodeListVal({ flags: e.flags }).toString('latin1')));
+        want.set(idOfPrefix(e), v);
         if (tick()) yield;
       }
       yield* this.syncHalf(this.maps.sl_lists, half, () => want);
@@ -372,9 +391,7 @@ export class Limiter {
     return this.entriesOf(this.maps.sl_lists, this.version() & 1).map(([e, v]) => ({ ...e, flags: decodeListVal(v).flags }));
   }
 
-  private keyOf(half: number, e: { family: number; plen: number; addr: Buffer }): Buffer {
-    return encodeLpmKey({ prefixlen: 32 + e.plen, half, family: e.family, addr: e.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
-  }
+
 
   /** The entries of one half of an LPM trie of struct sl_lpm_key, with their values. */
   private entriesOf(trie: BpfMap, half: number): [{ family: number; plen: number; addr: Buffer }, Buffer][] {
@@ -382,7 +399,7 @@ export class Limiter {
     const halves = runSync(this.readHalves(trie));
     for (const [id, v] of halves[half]!) {
       const k = decodeLpmKey(keyOfId(id, half));
-      out.push([{ family: k.family, plen: k.prefixlen - 32, addr: Buffer.from(k.addr) }, v]);
+      out.push([{ family: k.family, plen: k.prefixlen - 32, addr: Buffer.from(k.addr) }, Buffer.from(v, 'latin1')]);
     }
     return out;
   }
@@ -391,14 +408,14 @@ export class Limiter {
    * Both halves of a trie of struct sl_lpm_key (prefix without its half -> value), read with
    * batch lookups of TRIE_BATCH entries, a possible pause after each.
    */
-  private *readHalves(trie: BpfMap): Steps<Map<string, Buffer>[]> {
-    const halves = [new Map<string, Buffer>(), new Map<string, Buffer>()];
+  private *readHalves(trie: BpfMap): Steps<Map<string, string>[]> {
+    const halves = [new Map<string, string>(), new Map<string, string>()];
     const ks = trie.keySize;
     const vs = trie.valueBufferSize;
-    for (const b of trie.batches({ batchSize: TRIE_BATCH })) {
-      for (let i = 0; i < b.count; i++) {
-        const key = b.keys.subarray(i * ks, (i + 1) * ks);
-        halves[key[HALF_OFFSET]! & 1]!.set(prefixId(key), Buffer.from(b.values.subarray(i * vs, (i + 1) * vs)));
+    for (const b of trie.batches({ batchSize: TRIE_BATCH, reuse: true })) {
+      for (let i = 0, k = 0, v = 0; i < b.count; i++, k += ks, v += vs) {
+        const id = b.keys.toString('latin1', k, k + HALF_OFFSET) + b.keys.toString('latin1', k + HALF_OFFSET + 1, k + ks);
+        halves[b.keys[k + HALF_OFFSET]! & 1]!.set(id, b.values.toString('latin1', v, v + vs));
       }
       yield;
     }
@@ -411,45 +428,58 @@ export class Limiter {
    * In batches of TRIE_BATCH entries a syscall, a possible pause after each. Deletes first, so that
    * the half never holds more than the larger of before and after (the trie's size is two halves).
    */
-  private *syncHalf(trie: BpfMap, half: number, wanted: (halves: Map<string, Buffer>[]) => Map<string, Buffer>): Steps<void> {
+  private *syncHalf(trie: BpfMap, half: number, wanted: (halves: Map<string, string>[]) => Map<string, string>): Steps<void> {
     const halves = yield* this.readHalves(trie);
     const want = wanted(halves);
     const have = halves[half]!;
-    const del: Buffer[] = [];
-    const put: [Buffer, Buffer][] = [];
+    const del: string[] = [];
+    const put: string[] = [];
     let n = 0;
     for (const id of have.keys()) {
-      if (!want.has(id)) del.push(keyOfId(id, half));
+      if (!want.has(id)) del.push(id);
       if (++n % TRIE_BATCH === 0) yield;
     }
     for (const [id, v] of want) {
-      if (!have.get(id)?.equals(v)) put.push([keyOfId(id, half), v]);
+      if (have.get(id) !== v) put.push(id);
       if (++n % TRIE_BATCH === 0) yield;
     }
+    const ks = trie.keySize;
+    const vs = trie.valueBufferSize;
+    /** Chunk i of ids as packed keys (and their values from want). */
+    const packed = (ids: string[], values: boolean): { count: number; keys: Buffer; values: Buffer } => {
+      const keys = Buffer.alloc(ids.length * ks);
+      const vals = Buffer.alloc(values ? ids.length * vs : 0);
+      ids.forEach((id, j) => {
+        putKey(keys, j * ks, id, half);
+        if (values) vals.write(want.get(id)!, j * vs, 'latin1');
+      });
+      return { count: ids.length, keys, values: vals };
+    };
     for (let i = 0; i < del.length; i += TRIE_BATCH) {
-      const chunk = del.slice(i, i + TRIE_BATCH);
+      const b = packed(del.slice(i, i + TRIE_BATCH), false);
+      const keys = Array.from({ length: b.count }, (_, j) => b.keys.subarray(j * ks, (j + 1) * ks));
       if (this.#batchWrites) {
         try {
-          trie.deleteBatch(chunk);
+          trie.deleteBatch(keys);
         } catch (e) {
           if (!batchUnsupported(e)) throw e;
           this.#batchWrites = false;
         }
       }
-      if (!this.#batchWrites) for (const k of chunk) trie.delete(k);
+      if (!this.#batchWrites) for (const k of keys) trie.delete(k);
       yield;
     }
     for (let i = 0; i < put.length; i += TRIE_BATCH) {
-      const chunk = put.slice(i, i + TRIE_BATCH);
+      const b = packed(put.slice(i, i + TRIE_BATCH), true);
       if (this.#batchWrites) {
         try {
-          trie.updateBatch(chunk.map(([k]) => k), chunk.map(([, v]) => v));
+          trie.updatePacked(b);
         } catch (e) {
           if (!batchUnsupported(e)) throw e;
           this.#batchWrites = false;
         }
       }
-      if (!this.#batchWrites) for (const [k, v] of chunk) trie.update(k, v);
+      if (!this.#batchWrites) for (let j = 0; j < b.count; j++) trie.update(b.keys.subarray(j * ks, (j + 1) * ks), b.values.subarray(j * vs, (j + 1) * vs));
       yield;
     }
   }

@@ -70,6 +70,17 @@ test('a change that fails part-way leaves the live half as it was', async () => 
   const failing = new Proxy(trie, {
     get(target, prop, recv) {
       if (prop === 'update') return (k: Uint8Array, val: Uint8Array) => { if (++writes > 3) throw new Error('injected: update failed'); target.update(k, val); };
+      if (prop === 'updatePacked') {
+        return (b: { count: number; keys: Buffer; values: Buffer }) => {
+          const ks = target.keySize;
+          const vs = target.valueBufferSize;
+          for (let i = 0; i < b.count; i++) {
+            if (++writes > 3) throw new Error('injected: update failed');
+            target.update(b.keys.subarray(i * ks, (i + 1) * ks), b.values.subarray(i * vs, (i + 1) * vs));
+          }
+          return b.count;
+        };
+      }
       if (prop === 'updateBatch') {
         return (ks: Uint8Array[], vs: Uint8Array[]) => {
           ks.forEach((k, i) => { if (++writes > 3) throw new Error('injected: update failed'); target.update(k, vs[i]!); });

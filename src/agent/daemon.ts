@@ -31,7 +31,8 @@ import {
 } from '../config';
 import type { Snapshot } from '../limiter/stats';
 import { sweepPenalties } from '../limiter/limiter';
-import { compileLists, emptyRuntime } from '../limiter/lists';
+import { compiledListsSteps, emptyRuntime } from '../limiter/lists';
+import { runAsync } from '../limiter/steps';
 import { compilePolicy, PolicyError } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
 import { EventHub, type EventBudget, type EventFilter, type EventView } from './events';
@@ -584,7 +585,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     let next: DaemonConfig;
     try {
       next = readConfig(this.config.file).config;
-      const misfits = this.misfits(next);
+      const misfits = await this.misfits(next);
       if (misfits.length) throw Object.assign(new ConfigError(next.file, misfits), { inputs: next.inputs });
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
@@ -626,14 +627,15 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
    * refused whole instead of applied in part. A program taken down meanwhile (`sluice down`, to
    * load afresh with other sizes) is not asked.
    */
-  private misfits(next: DaemonConfig): { path: string; message: string }[] {
+  private async misfits(next: DaemonConfig): Promise<{ path: string; message: string }[]> {
     const out: { path: string; message: string }[] = [];
-    next.interfaces.forEach((cfg, n) => {
+    for (const [n, cfg] of next.interfaces.entries()) {
       const m = this.managed.get(keyOf(cfg));
       const live = m?.protection?.settings;
-      if (!m || !live || !this.stillOurs(m)) return;
+      if (!m || !live || !this.stillOurs(m)) continue;
       const held = live.maxListEntries ?? DEFAULT_MAX_LIST_ENTRIES;
-      const entries = compileLists(cfg.lists).length;
+      // In slices: a list of 100,000 prefixes compiles without holding the API for its length.
+      const entries = (await runAsync(compiledListsSteps(cfg.lists))).length;
       if (entries > held) {
         out.push({ path: `interfaces[${n}].lists`, message: `the lists compile to ${entries} entries; the program running on ${where(cfg)} holds ${held} (max_list_entries is fixed at load: shorten the lists, or \`sluice down ${placeFlags(cfg)}\` and reload to attach afresh with a larger max_list_entries)` });
       }
@@ -643,7 +645,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
         if (!(e instanceof PolicyError)) throw e;
         for (const p of e.problems) out.push({ path: `interfaces[${n}].policy`, message: `${p} (the program running on ${where(cfg)} has ${live.maxRules} rule slots, fixed at load)` });
       }
-    });
+    }
     return out;
   }
 

@@ -15,7 +15,8 @@ import {
   type Collection,
 } from '../ebpf';
 import { Limiter, LIMITER_MAP_NAMES, ListsTooLargeError, RULE_SIZED_MAPS, type LimiterMaps } from '../limiter/limiter';
-import { compileLists, emptyLists, normaliseLists, type Lists, type RuntimeLists } from '../limiter/lists';
+import { compiledListsSteps, emptyLists, normaliseListsSteps, type Lists, type RuntimeLists } from '../limiter/lists';
+import { runAsync } from '../limiter/steps';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
 import { plugProgram, unplugProgram, type Hook } from '../limiter/plugins';
 import { compileGeo, type GeoCompiled, type GeoConfig } from '../limiter/geoip';
@@ -205,16 +206,24 @@ export function geoOf(cfg: GeoConfig): GeoCompiled {
 /** Entries the lists of these settings may compile to (settings from before it was a setting: the default). */
 const listMax = (s: Pick<Settings, 'maxListEntries'>): number => s.maxListEntries ?? DEFAULT_MAX_LIST_ENTRIES;
 
-/** Refuse lists that the data path could not hold, before anything changes. */
-function checkListsFit(s: Pick<Settings, 'lists' | 'maxListEntries'>): void {
-  const n = compileLists(s.lists).length;
+/**
+ * Refuse lists that the data path could not hold, before anything changes. Compiled in slices
+ * (src/limiter/steps.ts) and remembered, so the write that follows does not compile them again.
+ */
+async function checkListsFit(s: Pick<Settings, 'lists' | 'maxListEntries'>): Promise<void> {
+  const n = (await runAsync(compiledListsSteps(s.lists))).length;
   if (n > listMax(s)) throw new ListsTooLargeError(n, listMax(s));
 }
 
-function applyAll(limiter: Limiter, s: Settings): void {
+/**
+ * The whole of a Settings into the data path, as one transaction (Limiter.applyAsync): written in
+ * slices that let the event loop run between them (a daemon serving its API while 100,000 list
+ * entries are written), made live by one flip.
+ */
+async function applyAll(limiter: Limiter, s: Settings): Promise<void> {
   const geo = s.geoip ? geoOf(s.geoip) : undefined;
   // One transaction: rules, lists and the malformed verdict go live in one flip.
-  limiter.apply({ policy: policyOf(s), geo: geo ? { entries: geo.entries, hash: geo.hash } : null, lists: s.lists, malformedDrop: s.malformedDrop });
+  await limiter.applyAsync({ policy: policyOf(s), geo: geo ? { entries: geo.entries, hash: geo.hash } : null, lists: s.lists, malformedDrop: s.malformedDrop });
   // The new-state cap is global (sl_config), not per policy half: written after the flip.
   if (limiter.config().new_states_per_sec !== (s.newStatesPerSec ?? 0)) limiter.setConfig({ new_states_per_sec: s.newStatesPerSec ?? 0 });
 }
@@ -238,13 +247,13 @@ interface Journal {
  * kernel's version tells whether the flip happened, and the settings are made to say what the
  * kernel runs. Called under the interface's lock.
  */
-function commit(p: Place, limiter: Limiter, previous: Settings | undefined, next: Settings): void {
+async function commit(p: Place, limiter: Limiter, previous: Settings | undefined, next: Settings): Promise<void> {
   const versionBefore = limiter.version();
   const journal: Journal = { format: 1, pid: process.pid, at: new Date().toISOString(), versionBefore, previous: previous ?? null, next };
   writeFileAtomic(journalPath(p), JSON.stringify(journal) + '\n');
   point('journal');
   try {
-    applyAll(limiter, next);
+    await applyAll(limiter, next);
   } catch (e) {
     // Refused or failed before the flip (the flip is Limiter.apply's last write): nothing is live.
     if (limiter.version() === versionBefore) removeFileDurably(journalPath(p));
@@ -258,7 +267,7 @@ function commit(p: Place, limiter: Limiter, previous: Settings | undefined, next
     // previous. If that fails too, the journal stays and the next command rolls forward.
     if (previous) {
       try {
-        applyAll(limiter, previous);
+        await applyAll(limiter, previous);
         removeFileDurably(journalPath(p));
       } catch { /* the journal finishes it */ }
     }
@@ -423,7 +432,7 @@ export class Protection {
       if (fresh && prior && (Object.keys(prior.plugins.xdp).length || Object.keys(prior.plugins.tc).length)) {
         warnings.push(`the plugged programs of ${where(o)} went with its old pins: plug them again with \`sluice policy plug\``);
       }
-      const lists = o.lists ? normaliseLists(o.lists) : undefined;
+      const lists = o.lists ? await runAsync(normaliseListsSteps(o.lists)) : undefined;
       const base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'> = {
         format: 1,
         iface: o.iface,
@@ -446,7 +455,7 @@ export class Protection {
       };
       validateLimits(base.limits);
       compilePolicy(policyOf(base), base.maxRules); // refuse an invalid policy before touching anything
-      checkListsFit(base);
+      await checkListsFit(base);
 
       if (existsSync(join(dir, 'link')) && prior) {
         // --reset-state on a protected interface: fresh maps, the program replaced through the
@@ -534,7 +543,7 @@ export class Protection {
       Protection.stampFresh(coll.maps, layout, warnings);
       const settings: Settings = { ...base, mode: 'native', ifindex: ifidx, mapLayouts: layout.digests, attachedAt: new Date().toISOString(), updatedAt: '' };
       const limiter = limiterOf(coll.maps);
-      applyAll(limiter, settings); // the policy is in place before the first packet meets the program
+      await applyAll(limiter, settings); // the policy is in place before the first packet meets the program
       const prog = coll.programs.get(PROGRAM)!;
       const want = o.mode ?? 'auto';
       if (want === 'generic') {
@@ -650,7 +659,7 @@ export class Protection {
       const settings: Settings = { ...prior, ...base, mode: prior.mode, ifindex: prior.ifindex, mapLayouts: check.digests, attachedAt: prior.attachedAt, updatedAt: '' };
       const live = pinnedMaps(dir);
       try {
-        commit(o, limiterOf(live), prior, settings);
+        await commit(o, limiterOf(live), prior, settings);
       } finally {
         for (const m of live.values()) m.close();
       }
@@ -683,7 +692,7 @@ export class Protection {
       coll = await spec.load();
       const plugins = { xdp: { ...base.plugins.xdp }, tc: { ...base.plugins.tc } };
       const settings: Settings = { ...prior, ...base, plugins, mode: prior.mode, ifindex: prior.ifindex, mapLayouts: layout.digests, attachedAt: new Date().toISOString(), updatedAt: '' };
-      applyAll(limiterOf(coll.maps), settings); // the policy is in place before the first packet meets the program
+      await applyAll(limiterOf(coll.maps), settings); // the policy is in place before the first packet meets the program
       Protection.stampFresh(coll.maps, layout, warnings);
       Protection.carryPlugins(dir, coll.maps, settings, warnings);
       rmSync(staged, { recursive: true, force: true });
@@ -865,16 +874,18 @@ export class Protection {
    * never lose one another. Refused while a rollback is pending (SLUICE_E_PENDING).
    */
   async update(change: SettingsChange | ((current: Settings) => SettingsChange)): Promise<Settings> {
-    return locked(this.place, () => {
+    return locked(this.place, async () => {
       this.reload();
       assertNoPending(this.place);
       this.assertStamp();
       if (typeof change === 'function') change = change(this.settings);
+      // In slices, as the write below: 100,000 prefixes are parsed without holding the event loop.
+      const lists = change.lists ? await runAsync(normaliseListsSteps(change.lists)) : undefined;
       const next: Settings = {
         ...this.settings,
         limits: withLimits(this.settings.limits, change.limits),
         rules: change.rules ?? this.settings.rules,
-        lists: change.lists ? normaliseLists(change.lists) : this.settings.lists,
+        lists: lists ?? this.settings.lists,
         malformedDrop: change.malformedDrop ?? this.settings.malformedDrop,
         geoip: change.geoip !== undefined ? change.geoip : this.settings.geoip,
         ruleIds: change.ruleIds ?? this.settings.ruleIds,
@@ -883,8 +894,8 @@ export class Protection {
       };
       validateLimits(next.limits);
       compilePolicy(policyOf(next), next.maxRules);
-      checkListsFit(next);
-      commit(this.place, this.limiter, this.settings, next);
+      await checkListsFit(next);
+      await commit(this.place, this.limiter, this.settings, next);
       Object.assign(this.settings, next);
       return next;
     });

@@ -3,16 +3,17 @@
  * Applies policies atomically (write the inactive half, wait out readers, flip one version number),
  * reads counters and settings. Knows nothing about interfaces or pins (that is src/agent).
  */
-import type { BpfMap } from '../ebpf';
+import { BpfError, NotSupportedError, type BpfMap } from '../ebpf';
 import {
   decodeCands, decodeConfig, decodeCounters, decodeHalf, decodeListVal, decodeLpmKey, decodePenalty, decodeRule, encodeCands, encodeConfig,
   encodeGeoVal, encodeHalf, encodeListVal, encodeLpmKey, encodeRule, type Config, type Counters, type Rule,
   SL_GEO_VAL_SIZE,
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
 } from '../generated/types';
-import { compileLists, type ListEntry, type Lists } from './lists';
+import { compiledListsSteps, type ListEntry, type Lists } from './lists';
 import { compilePolicy, type CompiledPolicy, type PolicySpec } from './policy';
 import { scaleOf } from './models';
+import { runAsync, runSync, SLICE_MS, ticker, type Steps } from './steps';
 
 /** The maps of one loaded (or adopted) data path, by their names in bpf/maps.h. */
 export interface LimiterMaps {
@@ -66,6 +67,36 @@ export interface GeoEntry {
   tier: number;
 }
 
+/** Entries per batch syscall when a trie half is read or written (BPF_MAP_*_BATCH). */
+export const TRIE_BATCH = 2048;
+
+/**
+ * The id of a key of a trie of struct sl_lpm_key: the key without its half (byte 4), as a latin1
+ * string, so the same prefix in either half. Strings, and values as strings too, rather than a Buffer per entry: a
+ * change of 100,000 entries then leaves the garbage collector little to walk (its pauses are
+ * pauses of the event loop as well).
+ */
+const HALF_OFFSET = 4;
+/** The id of the key encodeLpmKey gives for this prefix (prefixlen 32 + plen, little-endian; no padding). */
+const idOfPrefix = (e: { family: number; plen: number; addr: Buffer }): string => {
+  const a = e.addr.toString('latin1', 0, 16);
+  return String.fromCharCode(32 + e.plen, 0, 0, 0, e.family, 0, 0) + (a.length < 16 ? a + '\0'.repeat(16 - a.length) : a);
+};
+/** Write the key of an id, in half `half`, at off. */
+const putKey = (b: Buffer, off: number, id: string, half: number): void => {
+  b.write(id.slice(0, HALF_OFFSET), off, 'latin1');
+  b[off + HALF_OFFSET] = half;
+  b.write(id.slice(HALF_OFFSET), off + HALF_OFFSET + 1, 'latin1');
+};
+const keyOfId = (id: string, half: number): Buffer => {
+  const k = Buffer.alloc(SL_LPM_KEY_SIZE);
+  putKey(k, 0, id, half);
+  return k;
+};
+
+/** A kernel that does not do batch operations on this map type (an LPM trie before they were added). */
+const batchUnsupported = (e: unknown): boolean => e instanceof NotSupportedError || (e instanceof BpfError && (e.errnoName === 'EINVAL' || e.errnoName === 'ENOTSUPP' || e.errnoName === 'EOPNOTSUPP'));
+
 const u32key = (i: number): Buffer => {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(i);
@@ -106,7 +137,11 @@ export function addCounters(a: Counters, b: Counters): Counters {
 export class Limiter {
   readonly maxRules: number;
   /** The lists applied last and what they compiled to (compileLists is a pure function of them). */
-  #lists: { text: string; entries: ListEntry[] } | undefined;
+  #lists: { text: string; entries: readonly ListEntry[] } | undefined;
+  /** An applyAsync is between two of its slices: no other change may start on these maps. */
+  #applying = false;
+  /** Batch writes of the tries (BPF_MAP_UPDATE_BATCH, _DELETE_BATCH); a kernel without them: one by one. */
+  #batchWrites = true;
 
   constructor(readonly maps: LimiterMaps) {
     this.maxRules = maps.sl_rules.maxEntries / 2;
@@ -178,8 +213,35 @@ export class Limiter {
    * lists sized) before the first write; a refusal changes nothing.
    */
   apply(change: Change): { compiled?: CompiledPolicy; listEntries: number } {
+    this.#assertIdle();
+    return runSync(this.#apply(change));
+  }
+
+  /**
+   * apply, in time slices of about sliceMs with a turn of the event loop between them, for a
+   * process that serves meanwhile (the daemon): a list or GeoIP dataset of 100,000 entries is
+   * compiled and written in batches (TRIE_BATCH entries a syscall) without holding the loop for
+   * the whole of it. The transaction is the same: the idle half is written whole, then one write
+   * flips; until the flip no packet sees any of it, and a crash in between leaves the old policy.
+   * One change at a time per Limiter: another apply while this one runs is refused.
+   */
+  async applyAsync(change: Change, sliceMs = SLICE_MS): Promise<{ compiled?: CompiledPolicy; listEntries: number }> {
+    this.#assertIdle();
+    this.#applying = true;
+    try {
+      return await runAsync(this.#apply(change), sliceMs);
+    } finally {
+      this.#applying = false;
+    }
+  }
+
+  #assertIdle(): void {
+    if (this.#applying) throw new Error('a change of this data path is being applied (Limiter.applyAsync): one change at a time');
+  }
+
+  *#apply(change: Change): Steps<{ compiled?: CompiledPolicy; listEntries: number }> {
     const compiled = change.policy ? compilePolicy(change.policy, this.maxRules) : undefined;
-    const lists = change.lists ? this.compiledLists(change.lists) : undefined;
+    const lists = change.lists ? yield* this.compiledLists(change.lists) : undefined;
     if (lists && lists.length > this.listCapacity()) throw new ListsTooLargeError(lists.length, this.listCapacity());
 
     const cur = this.config();
@@ -190,6 +252,7 @@ export class Limiter {
     const idle = decodeHalf(this.maps.sl_policy.lookup(u32key(half))!);
     // Before the first write: no packet may still read the idle half (it was live two flips ago).
     this.waitForReaders();
+    yield;
 
     // Rules and candidates.
     const liveRules = new Map<number, Rule>();
@@ -234,6 +297,7 @@ export class Limiter {
       any = live.any.slot.slice(0, live.any.n);
     }
 
+    yield;
     // GeoIP: rewritten only when this half does not already hold the dataset (a dataset is large;
     // most changes do not touch it).
     const geo = compiled ? change.geo ?? null : undefined;
@@ -246,7 +310,16 @@ export class Limiter {
       if (idle.geo_hash !== geoHash || idle.n_geo !== nGeo || (nGeo && idle.geo_version === 0)) {
         geoVersion = version;
         this.markGeoUnknown(half, idle);
-        this.rewriteHalf(this.maps.sl_geo, half, (geo?.entries ?? []).map((g) => [g, encodeGeoVal({ version: geoVersion, tier: g.tier }, Buffer.alloc(SL_GEO_VAL_SIZE))]));
+        const entries = new Map<string, string>();
+        const tick = ticker(TRIE_BATCH);
+        const byTier = new Map<number, string>();
+        for (const g of geo?.entries ?? []) {
+          let v = byTier.get(g.tier);
+          if (v === undefined) byTier.set(g.tier, (v = encodeGeoVal({ version: geoVersion, tier: g.tier }, Buffer.alloc(SL_GEO_VAL_SIZE)).toString('latin1')));
+          entries.set(idOfPrefix(g), v);
+          if (tick()) yield;
+        }
+        yield* this.syncHalf(this.maps.sl_geo, half, () => entries);
       }
     } else {
       geoHash = live.geo_hash;
@@ -254,7 +327,7 @@ export class Limiter {
       if (idle.geo_hash !== live.geo_hash || idle.n_geo !== live.n_geo || idle.geo_version !== live.geo_version) {
         geoVersion = live.geo_version;
         this.markGeoUnknown(half, idle);
-        this.copyHalf(this.maps.sl_geo, liveHalf, half);
+        yield* this.syncHalf(this.maps.sl_geo, half, (halves) => halves[liveHalf]!);
       }
     }
 
@@ -262,10 +335,19 @@ export class Limiter {
     // was live a flip ago, so a `deny add` writes one entry, not the whole list).
     let nLists: number;
     if (lists) {
-      this.syncHalf(this.maps.sl_lists, half, lists.map((e) => [e, encodeListVal({ flags: e.flags })]));
+      const want = new Map<string, string>();
+      const tick = ticker(TRIE_BATCH);
+      const byFlags = new Map<number, string>();
+      for (const e of lists) {
+        let v = byFlags.get(e.flags);
+        if (v === undefined) byFlags.set(e.flags, (v = encodeListVal({ flags: e.flags }).toString('latin1')));
+        want.set(idOfPrefix(e), v);
+        if (tick()) yield;
+      }
+      yield* this.syncHalf(this.maps.sl_lists, half, () => want);
       nLists = lists.length;
     } else {
-      this.syncHalf(this.maps.sl_lists, half, this.entriesOf(this.maps.sl_lists, liveHalf));
+      yield* this.syncHalf(this.maps.sl_lists, half, (halves) => halves[liveHalf]!);
       nLists = live.n_lists;
     }
 
@@ -288,9 +370,9 @@ export class Limiter {
    * The same lists again (a change of limits or rules only, a reconcile) are not compiled again:
    * at 100,000 prefixes that is most of the work.
    */
-  private compiledLists(lists: Lists): ListEntry[] {
+  private *compiledLists(lists: Lists): Steps<readonly ListEntry[]> {
     const text = JSON.stringify([lists.mgmt, lists.deny, lists.allow]);
-    const entries = this.#lists?.text === text ? this.#lists.entries : compileLists(lists);
+    const entries = this.#lists?.text === text ? this.#lists.entries : yield* compiledListsSteps(lists);
     this.#lists = { text, entries };
     return entries;
   }
@@ -309,39 +391,97 @@ export class Limiter {
     return this.entriesOf(this.maps.sl_lists, this.version() & 1).map(([e, v]) => ({ ...e, flags: decodeListVal(v).flags }));
   }
 
-  private keyOf(half: number, e: { family: number; plen: number; addr: Buffer }): Buffer {
-    return encodeLpmKey({ prefixlen: 32 + e.plen, half, family: e.family, addr: e.addr }, Buffer.alloc(SL_LPM_KEY_SIZE));
-  }
+
 
   /** The entries of one half of an LPM trie of struct sl_lpm_key, with their values. */
   private entriesOf(trie: BpfMap, half: number): [{ family: number; plen: number; addr: Buffer }, Buffer][] {
     const out: [{ family: number; plen: number; addr: Buffer }, Buffer][] = [];
-    for (const key of [...trie.keys()]) {
-      const k = decodeLpmKey(key);
-      if (k.half !== half) continue;
-      const v = trie.lookup(key);
-      if (v) out.push([{ family: k.family, plen: k.prefixlen - 32, addr: Buffer.from(k.addr) }, v]);
+    const halves = runSync(this.readHalves(trie));
+    for (const [id, v] of halves[half]!) {
+      const k = decodeLpmKey(keyOfId(id, half));
+      out.push([{ family: k.family, plen: k.prefixlen - 32, addr: Buffer.from(k.addr) }, Buffer.from(v, 'latin1')]);
     }
     return out;
   }
 
-  /** Make one half of a trie hold exactly these entries, writing only what differs. */
-  private syncHalf(trie: BpfMap, half: number, wanted: [{ family: number; plen: number; addr: Buffer }, Buffer][]): void {
-    const want = new Map(wanted.map(([e, v]) => [this.keyOf(half, e).toString('hex'), v]));
-    const have = new Map(this.entriesOf(trie, half).map(([e, v]) => [this.keyOf(half, e).toString('hex'), v]));
-    for (const hex of have.keys()) if (!want.has(hex)) trie.delete(Buffer.from(hex, 'hex'));
-    for (const [hex, v] of want) if (!have.get(hex)?.equals(v)) trie.update(Buffer.from(hex, 'hex'), v);
+  /**
+   * Both halves of a trie of struct sl_lpm_key (prefix without its half -> value), read with
+   * batch lookups of TRIE_BATCH entries, a possible pause after each.
+   */
+  private *readHalves(trie: BpfMap): Steps<Map<string, string>[]> {
+    const halves = [new Map<string, string>(), new Map<string, string>()];
+    const ks = trie.keySize;
+    const vs = trie.valueBufferSize;
+    for (const b of trie.batches({ batchSize: TRIE_BATCH, reuse: true })) {
+      for (let i = 0, k = 0, v = 0; i < b.count; i++, k += ks, v += vs) {
+        const id = b.keys.toString('latin1', k, k + HALF_OFFSET) + b.keys.toString('latin1', k + HALF_OFFSET + 1, k + ks);
+        halves[b.keys[k + HALF_OFFSET]! & 1]!.set(id, b.values.toString('latin1', v, v + vs));
+      }
+      yield;
+    }
+    return halves;
   }
 
-  /** Replace one half of a trie with these entries. */
-  private rewriteHalf(trie: BpfMap, half: number, entries: [{ family: number; plen: number; addr: Buffer }, Buffer][]): void {
-    for (const key of [...trie.keys()]) if (decodeLpmKey(key).half === half) trie.delete(key);
-    for (const [e, v] of entries) trie.update(this.keyOf(half, e), v);
-  }
-
-  /** Copy one half of a trie over the other. */
-  private copyHalf(trie: BpfMap, from: number, to: number): void {
-    this.rewriteHalf(trie, to, this.entriesOf(trie, from));
+  /**
+   * Make one half of a trie hold exactly the entries `wanted` gives (computed from both halves as
+   * they are read), by difference: what is missing or differs is written, what is extra deleted.
+   * In batches of TRIE_BATCH entries a syscall, a possible pause after each. Deletes first, so that
+   * the half never holds more than the larger of before and after (the trie's size is two halves).
+   */
+  private *syncHalf(trie: BpfMap, half: number, wanted: (halves: Map<string, string>[]) => Map<string, string>): Steps<void> {
+    const halves = yield* this.readHalves(trie);
+    const want = wanted(halves);
+    const have = halves[half]!;
+    const del: string[] = [];
+    const put: string[] = [];
+    let n = 0;
+    for (const id of have.keys()) {
+      if (!want.has(id)) del.push(id);
+      if (++n % TRIE_BATCH === 0) yield;
+    }
+    for (const [id, v] of want) {
+      if (have.get(id) !== v) put.push(id);
+      if (++n % TRIE_BATCH === 0) yield;
+    }
+    const ks = trie.keySize;
+    const vs = trie.valueBufferSize;
+    /** Chunk i of ids as packed keys (and their values from want). */
+    const packed = (ids: string[], values: boolean): { count: number; keys: Buffer; values: Buffer } => {
+      const keys = Buffer.alloc(ids.length * ks);
+      const vals = Buffer.alloc(values ? ids.length * vs : 0);
+      ids.forEach((id, j) => {
+        putKey(keys, j * ks, id, half);
+        if (values) vals.write(want.get(id)!, j * vs, 'latin1');
+      });
+      return { count: ids.length, keys, values: vals };
+    };
+    for (let i = 0; i < del.length; i += TRIE_BATCH) {
+      const b = packed(del.slice(i, i + TRIE_BATCH), false);
+      const keys = Array.from({ length: b.count }, (_, j) => b.keys.subarray(j * ks, (j + 1) * ks));
+      if (this.#batchWrites) {
+        try {
+          trie.deleteBatch(keys);
+        } catch (e) {
+          if (!batchUnsupported(e)) throw e;
+          this.#batchWrites = false;
+        }
+      }
+      if (!this.#batchWrites) for (const k of keys) trie.delete(k);
+      yield;
+    }
+    for (let i = 0; i < put.length; i += TRIE_BATCH) {
+      const b = packed(put.slice(i, i + TRIE_BATCH), true);
+      if (this.#batchWrites) {
+        try {
+          trie.updatePacked(b);
+        } catch (e) {
+          if (!batchUnsupported(e)) throw e;
+          this.#batchWrites = false;
+        }
+      }
+      if (!this.#batchWrites) for (let j = 0; j < b.count; j++) trie.update(b.keys.subarray(j * ks, (j + 1) * ks), b.values.subarray(j * vs, (j + 1) * vs));
+      yield;
+    }
   }
 
   /** Counters of one slot of stats_map, summed over CPUs. */

@@ -6,6 +6,7 @@
  */
 import { ListFlags } from '../generated/types';
 import { covers, formatPrefix, parsePrefix, type Prefix } from './policy';
+import { runSync, ticker, type Steps } from './steps';
 
 export type ListName = 'mgmt' | 'deny' | 'allow';
 export const LIST_FLAG: Record<ListName, number> = { mgmt: ListFlags.MGMT, deny: ListFlags.DENY, allow: ListFlags.ALLOW };
@@ -27,6 +28,12 @@ const id = (p: Prefix): string => `${p.family}|${p.addr.toString('hex')}|${p.ple
 
 /** Normalise the CIDRs of each list (throws on the first bad one, naming it and its list). */
 export function normaliseLists(lists: Lists): Lists {
+  return runSync(normaliseListsSteps(lists));
+}
+
+/** normaliseLists in steps (src/limiter/steps.ts): a pause is possible every 2,048 prefixes. */
+export function* normaliseListsSteps(lists: Lists): Steps<Lists> {
+  const tick = ticker(2048);
   const out = emptyLists();
   for (const name of Object.keys(LIST_FLAG) as ListName[]) {
     const seen = new Set<string>();
@@ -40,6 +47,7 @@ export function normaliseLists(lists: Lists): Lists {
       const s = formatPrefix(p);
       if (!seen.has(s)) out[name].push(s);
       seen.add(s);
+      if (tick()) yield;
     }
   }
   return out;
@@ -70,6 +78,12 @@ export const compileWork = { checks: 0 };
  * (which already carry theirs). Each prefix is pushed and popped once.
  */
 export function compileLists(lists: Lists): ListEntry[] {
+  return runSync(compileListsSteps(lists));
+}
+
+/** compileLists in steps (src/limiter/steps.ts): a pause is possible every 2,048 prefixes. */
+export function* compileListsSteps(lists: Lists): Steps<ListEntry[]> {
+  const tick = ticker(2048);
   const own = new Map<string, ListEntry>();
   for (const name of Object.keys(LIST_FLAG) as ListName[]) {
     for (const text of lists[name]) {
@@ -78,11 +92,18 @@ export function compileLists(lists: Lists): ListEntry[] {
       let e = own.get(k);
       if (!e) own.set(k, (e = { ...p, flags: 0 }));
       e.flags |= LIST_FLAG[name];
+      if (tick()) yield;
     }
   }
   const all = [...own.values()];
-  const order = all.map((e, i) => ({ e, i, sort: `${e.family}${e.addr.toString('hex')}${String(e.plen).padStart(3, '0')}` }));
+  const order: { e: ListEntry; i: number; sort: string }[] = [];
+  for (let i = 0; i < all.length; i++) {
+    const e = all[i]!;
+    order.push({ e, i, sort: `${e.family}${e.addr.toString('hex')}${String(e.plen).padStart(3, '0')}` });
+    if (tick()) yield;
+  }
   order.sort((a, b) => (a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0));
+  yield;
   const flags = new Array<number>(all.length);
   const open: { e: ListEntry; flags: number }[] = [];
   let checks = 0;
@@ -91,9 +112,33 @@ export function compileLists(lists: Lists): ListEntry[] {
     const f = e.flags | (open.length ? open[open.length - 1]!.flags : 0);
     flags[i] = f;
     open.push({ e, flags: f });
+    if (tick()) yield;
   }
   compileWork.checks = checks;
-  return all.map((e, i) => ({ ...e, flags: flags[i]! }));
+  const out: ListEntry[] = [];
+  for (let i = 0; i < all.length; i++) {
+    out.push({ ...all[i]!, flags: flags[i]! });
+    if (tick()) yield;
+  }
+  return out;
+}
+
+/** What the lists compiled to lately, by their text: a change checks, then writes, the same lists (two: a change and its rollback). */
+const recent: { text: string; entries: ListEntry[] }[] = [];
+
+/**
+ * compileListsSteps, remembered for the last few lists (compileLists is a pure function of them):
+ * the size check of a change, its write into the trie and a reconcile of the same lists compile
+ * once. The entries are shared: never change them.
+ */
+export function* compiledListsSteps(lists: Lists): Steps<readonly ListEntry[]> {
+  const text = JSON.stringify([lists.mgmt, lists.deny, lists.allow]);
+  const hit = recent.find((r) => r.text === text);
+  if (hit) return hit.entries;
+  const entries = yield* compileListsSteps(lists);
+  recent.unshift({ text, entries });
+  recent.length = Math.min(recent.length, 2);
+  return entries;
 }
 
 /**

@@ -171,7 +171,8 @@ function parseV4Decimal(text: string): Prefix | undefined {
   if (!m) return undefined;
   const plen = m[5] === undefined ? 32 : Number(m[5]);
   if (plen > 32) return undefined;
-  const addr = Buffer.alloc(16);
+  // From the pool (not an ArrayBuffer of its own): a list of 100,000 prefixes is 100,000 of these.
+  const addr = Buffer.allocUnsafe(16).fill(0);
   for (let i = 0; i < 4; i++) {
     const o = Number(m[i + 1]);
     if (o > 255) return undefined;

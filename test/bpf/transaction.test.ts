@@ -63,12 +63,30 @@ test('a change that fails part-way leaves the live half as it was', async () => 
   dp.limiter.apply({ policy: { rules: A }, lists: { mgmt: [], deny: ['10.2.0.0/16'], allow: [] }, malformedDrop: false });
   const v = dp.limiter.version();
   // The same data path seen through maps whose list trie fails after 3 writes (as a kill or a
-  // full kernel would make it), so the lists of the change are left half written.
+  // full kernel would make it), so the lists of the change are left half written; a batch write
+  // fails as the kernel's does, after writing the entries before the one that failed.
   let writes = 0;
   const trie = dp.limiter.maps.sl_lists;
   const failing = new Proxy(trie, {
     get(target, prop, recv) {
       if (prop === 'update') return (k: Uint8Array, val: Uint8Array) => { if (++writes > 3) throw new Error('injected: update failed'); target.update(k, val); };
+      if (prop === 'updatePacked') {
+        return (b: { count: number; keys: Buffer; values: Buffer }) => {
+          const ks = target.keySize;
+          const vs = target.valueBufferSize;
+          for (let i = 0; i < b.count; i++) {
+            if (++writes > 3) throw new Error('injected: update failed');
+            target.update(b.keys.subarray(i * ks, (i + 1) * ks), b.values.subarray(i * vs, (i + 1) * vs));
+          }
+          return b.count;
+        };
+      }
+      if (prop === 'updateBatch') {
+        return (ks: Uint8Array[], vs: Uint8Array[]) => {
+          ks.forEach((k, i) => { if (++writes > 3) throw new Error('injected: update failed'); target.update(k, vs[i]!); });
+          return ks.length;
+        };
+      }
       const x = Reflect.get(target, prop, recv) as unknown;
       return typeof x === 'function' ? (x as (...a: unknown[]) => unknown).bind(target) : x;
     },

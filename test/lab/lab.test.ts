@@ -244,7 +244,7 @@ test('flood --pps max into a Sluice-protected veth: what arrives equals what Slu
   }
 });
 
-test('sluice lab flood stops on Ctrl-C and still reports; --json prints sent, seconds, pps, path', async () => {
+test('sluice lab flood stops on Ctrl-C and still reports; --json prints sent, seconds, pps, asked_pps, reached, path', async () => {
   const child = spawn(process.execPath, [SLUICE, 'lab', 'flood', '--pps', 'max', '--duration', '30s', '--id', ID, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
@@ -262,8 +262,10 @@ test('sluice lab flood stops on Ctrl-C and still reports; --json prints sent, se
   const stopMs = Date.now() - t0;
   assert.equal(code, 0, err);
   assert.ok(stopMs < 5000, `stopped ${stopMs} ms after SIGINT`);
-  const r = JSON.parse(out) as { sent: number; seconds: number; pps: number; path: string };
-  assert.deepEqual(Object.keys(r).sort(), ['path', 'pps', 'seconds', 'sent']);
+  const r = JSON.parse(out) as { sent: number; seconds: number; pps: number; asked_pps: string; reached: number | null; path: string };
+  assert.deepEqual(Object.keys(r).sort(), ['asked_pps', 'path', 'pps', 'reached', 'seconds', 'sent']);
+  assert.equal(r.asked_pps, 'max');
+  assert.equal(r.reached, null, 'nothing to reach with --pps max');
   assert.equal(r.path, 'live');
   assert.ok(r.sent > 0 && r.seconds < 10);
 });

@@ -112,7 +112,8 @@ function decisionTable(d: { results: DecisionRow[]; repeat: number; rounds: numb
 
 interface Scale {
   per_packet: { sources: { n: number; ns_per_packet: number; ratio_to_first: number; spread_ns: number[]; entries?: number }[]; cidr: { n: number; ns_per_packet: number; ratio_to_first: number; spread_ns: number[]; apply_ms?: number }[] };
-  state_memory: { max_entries: number; bytes: number; mb_per_100k: number }[];
+  /** Before issue 13, rate_limit_map alone (no map, key_bytes, value_bytes). */
+  state_memory: { map?: string; key_bytes?: number; value_bytes?: number; max_entries: number; bytes: number; mb_per_100k: number }[];
   throughput: { sources: { n: number; decided_pps: number; ratio_to_1000: number }[]; cidr: { n: number; decided_pps: number; ratio_to_first: number }[] };
 }
 
@@ -132,8 +133,8 @@ function scaleTables(s: Scale): string {
     const t = s.throughput.cidr.find((x) => x.n === n);
     b.push(row([num(n), p ? p.ns_per_packet : '–', p ? p.ratio_to_first : '–', p?.apply_ms ?? '–', t ? mpps(t.decided_pps) : '–', t ? t.ratio_to_first.toFixed(2) : '–']));
   }
-  const c = [head(['rate_limit_map max_entries', 'kernel memory (memlock)', 'per 100,000 entries'])];
-  for (const m of s.state_memory) c.push(row([num(m.max_entries), `${(m.bytes / 1e6).toFixed(1)} MB`, `${m.mb_per_100k} MB`]));
+  const c = [head(['state map', 'key, value (bytes)', 'max_entries', 'kernel memory (memlock)', 'per 100,000 entries'])];
+  for (const m of s.state_memory) c.push(row([m.map ?? 'rate_limit_map', m.key_bytes !== undefined ? `${m.key_bytes}, ${m.value_bytes}` : '24, 48', num(m.max_entries), `${(m.bytes / 1e6).toFixed(1)} MB`, `${m.mb_per_100k} MB`]));
   return `${a.join('\n')}\n\n${b.join('\n')}\n\n${c.join('\n')}`;
 }
 

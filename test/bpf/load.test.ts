@@ -12,8 +12,11 @@ import { pkt } from '../lib/packet';
 
 /** Instructions the verifier processed for sluice_xdp: 47,700 before the parser charged every packet with a
  *  readable source (issue 9: lengths checked against the IP header, fragments, the strictest rule), 77,800
- *  after; the kernel's limit is 1,000,000. */
-export const VERIFIER_CEILING = 100_000;
+ *  after, 86,300 at issue 13's start; 123,300 since its fast path is inline in the entry point (parse,
+ *  decide, enforce, the algorithm step: a call and its return cost 6 to 10 ns on the AMD EPYC guest, whose
+ *  kernel returns through the SRSO safe-RET thunk), so that the verifier follows every outcome of the parse
+ *  through it. The kernel's limit is 1,000,000. */
+export const VERIFIER_CEILING = 150_000;
 
 test(`the verifier processes at most ${VERIFIER_CEILING} instructions for sluice_xdp`, async () => {
   const coll = await ObjectSpec.open(PROD_OBJECT).load();
@@ -46,3 +49,4 @@ test('the state map loads and works with 1,000,000 entries', async () => {
     dp.close();
   }
 });
+

@@ -609,6 +609,16 @@ static __always_inline int sl_decide(struct sl_pkt *p, int plugins)
 	/* One read of the version: rules, lists and the malformed verdict all come from its half. */
 	version = cfg->version;
 	half = version & 1;
+	if (p->family && !(p->reason | p->unknown | p->frag | p->note)) {
+		/* The default rule alone in its half (SL_RF_ALONE): a readable, well-formed packet is
+		 * its own, without the half's header (lists, CIDR and GeoIP entries: none). */
+		idx = half * max_rules;
+		rp = bpf_map_lookup_elem(&sl_rules, &idx);
+		if (rp && (rp->flags & SL_RF_ALONE) && rp->version == version) {
+			p->tier = SL_TIER_DEFAULT;
+			goto rule;
+		}
+	}
 	h = bpf_map_lookup_elem(&sl_policy, &half);
 	if (!h)
 		return SL_V_PASS;
@@ -669,6 +679,7 @@ classified:
 	 * after every packet that could still read it has finished). */
 	if (rp->version != version)
 		sl_count_event(SL_R_STALE, 0);
+rule:
 	if (!((rp->dir ? rp->dir : SL_DIR_INGRESS) & p->dir))
 		/* Only the default rule gets here unmatched (candidates are matched on direction). */
 		return sl_global_verdict(p, cfg, SL_R_UNMATCHED, SL_V_PASS);

@@ -104,6 +104,10 @@ enum sl_rule_flags {
 	SL_RF_MATCH_SYN    = 1 << 2, /* match only TCP segments with SYN set and ACK clear  */
 	SL_RF_KEY_DST      = 1 << 3, /* key by destination address instead of source       */
 	SL_RF_NO_AGG       = 1 << 4, /* no aggregate limit over the rule's keys            */
+	SL_RF_ALONE        = 1 << 5, /* written by the control plane on the default rule (slot 0) of a
+	                              * half with no other rule and no list, source-CIDR or GeoIP
+	                              * entries: a packet whose fields are all known is this rule's,
+	                              * and the half's header need not be read                    */
 	/* The period of pkt.rate and byt.rate (struct sl_limit): a second unless one of these says a
 	 * minute or an hour (both set: an hour). The aggregate (agg) is always per second. */
 	SL_RF_PKT_PER_MIN  = 1 << 8,

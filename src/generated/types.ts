@@ -62,6 +62,7 @@ export const RuleFlags = {
   MATCH_SYN: 4,
   KEY_DST: 8,
   NO_AGG: 16,
+  ALONE: 32,
   PKT_PER_MIN: 256,
   PKT_PER_HOUR: 512,
   BYT_PER_MIN: 1024,

@@ -6,7 +6,7 @@
 import { BpfError, NotSupportedError, type BpfMap } from '../ebpf';
 import {
   decodeCands, decodeConfig, decodeCounters, decodeHalf, decodeListVal, decodeLpmKey, decodePenalty, decodeRule, encodeCands, encodeConfig,
-  encodeGeoVal, encodeHalf, encodeListVal, encodeLpmKey, encodeRule, type Config, type Counters, type Rule,
+  encodeGeoVal, encodeHalf, encodeListVal, encodeLpmKey, encodeRule, RuleFlags, type Config, type Counters, type Rule,
   SL_GEO_VAL_SIZE,
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
 } from '../generated/types';
@@ -356,6 +356,16 @@ export class Limiter {
       nLists = live.n_lists;
     }
 
+    // The default rule alone in this half (no other rule reachable: none without a source
+    // condition and no source-CIDR entry; no list or GeoIP entry): the data path reads its slot
+    // without the half's header (bpf/sluice.h, SL_RF_ALONE). Written before the flip, like the rest.
+    const alone = nCidr === 0 && any.length === 0 && nGeo === 0 && nLists === 0;
+    const slot0 = this.maps.sl_rules.lookup(u32key(half * this.maxRules));
+    if (slot0) {
+      const r0 = decodeRule(slot0);
+      const flags = alone ? (r0.flags | RuleFlags.ALONE) >>> 0 : (r0.flags & ~RuleFlags.ALONE) >>> 0;
+      if (flags !== r0.flags) this.maps.sl_rules.update(u32key(half * this.maxRules), encodeRule({ ...r0, flags }, Buffer.alloc(SL_RULE_SIZE)));
+    }
     this.maps.sl_policy.update(u32key(half), encodeHalf({
       version,
       n_cidr: nCidr,

@@ -22,7 +22,7 @@ import { join, resolve } from 'node:path';
 import type { Program } from '../src/ebpf';
 import type { AlgName } from '../src/limiter/models';
 import { pkt } from '../src/lab/packet';
-import { BenchDatapath, interleaved, limiterOf, loadBaselines, snapshotObjects, type BenchLoad, type ObjectSet } from './lib/datapath';
+import { BenchDatapath, interleaved, limiterMapNamesOf, limiterOf, loadBaselines, snapshotObjects, type BenchLoad, type ObjectSet } from './lib/datapath';
 import { writeResultFile } from './lib/results';
 
 export const ALGS: AlgName[] = ['fixed', 'sliding', 'token', 'gcra'];
@@ -136,7 +136,8 @@ export async function runDecision(o: { repeat: number; rounds: number; log?: (s:
     // The baseline's own control plane writes its maps when the directory has one (their layouts
     // may differ from this commit's: scripts/baseline.sh).
     const baseLimiter = before ? limiterOf(before.from) : undefined;
-    const baseline = before ? await sluiceCases(before, BASE_PREFIX, (opts) => load({ ...opts, ...(baseLimiter ? { limiter: baseLimiter } : {}) })) : [];
+    const baseNames = before ? limiterMapNamesOf(before.from) : undefined;
+    const baseline = before ? await sluiceCases(before, BASE_PREFIX, (opts) => load({ ...opts, ...(baseLimiter ? { limiter: baseLimiter } : {}), ...(baseNames ? { mapNames: baseNames } : {}) })) : [];
     // Each case next to the same case of the baseline objects, in every round.
     current.forEach((c, i) => cases.push(...(baseline[i] ? [c, baseline[i]!] : [c])));
     const clockOf = new Map(cases.map((c) => [c.name, c.clock]));

@@ -6,7 +6,7 @@
  *
  *   npm run bench                  everything (about 20 minutes)
  *   npm run bench -- --quick       the throughput table only, shorter windows (under two minutes)
- *   npm run bench -- --only throughput,decision,scale,clock,spoof,control,accuracy,egress
+ *   npm run bench -- --only throughput,decision,memory,scale,clock,spoof,control,accuracy,egress
  *   npm run bench -- --report      rewrite docs/benchmarks.md's tables from bench/results only
  *
  * Needs root. Installs nftables and iptables when missing. Everything it creates carries this
@@ -119,6 +119,13 @@ async function decision(): Promise<void> {
   const { rows, path } = await runDecision({ repeat: 1_000_000, rounds: 7, log });
   printDecision(rows);
   log(`wrote ${path}`);
+}
+
+/** The kernel's account of the state maps' memory (memlock), at 100,000 and 1,000,000 entries. */
+async function memory(): Promise<void> {
+  const rows = await stateMemory([100_000, 1_000_000]);
+  for (const r of rows) log(`${r.map} (key ${r.key_bytes} B, value ${r.value_bytes} B), ${r.max_entries} entries: ${(r.bytes / 1e6).toFixed(1)} MB, ${r.mb_per_100k} MB per 100,000`);
+  log(`wrote ${writeResultFile('memory.json', { date: new Date().toISOString(), machine: machine(), state_memory: rows })}`);
 }
 
 /** A configuration for a section of its own, over the given shapes. */
@@ -254,6 +261,7 @@ async function main(): Promise<void> {
   await pinSelf(1);
   if (wants('throughput')) await installPeers(log);
   if (wants('decision')) await decision();
+  if (wants('memory')) await memory();
   const id = benchId();
   let tb: Testbed | undefined;
   try {

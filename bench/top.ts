@@ -15,7 +15,8 @@ import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import pino from 'pino';
 import { Daemon } from '../src/agent/daemon';
 import { Protection } from '../src/agent/protection';
-import { SL_KEY_SIZE, SL_STATE_SIZE, Alg } from '../src/generated/types';
+import { liveRules } from '../src/agent/report';
+import { Bounds, SL_KEY_SIZE, SL_STATE_SIZE, StateBits } from '../src/generated/types';
 import { writeConfig } from '../test/daemon/helpers';
 import { REPO } from '../test/lib/datapath';
 import { Testbed } from '../test/lib/netns';
@@ -89,19 +90,20 @@ async function main(): Promise<void> {
     const p = Protection.open(place);
     const map = p.limiter.maps.rate_limit_map;
     const now = process.hrtime.bigint();
+    const epoch = liveRules(p).get(0)!.epoch & 0xffff;
     for (let base = 0; base < N; base += 65536) {
       const count = Math.min(65536, N - base);
       const keys = Buffer.alloc(count * SL_KEY_SIZE);
       const values = Buffer.alloc(count * SL_STATE_SIZE);
+      // struct sl_key (rule 0, /32, an IPv4 address) and sl_state (bpf/sluice.h), of the rule's epoch
       for (let j = 0; j < count; j++) {
         const i = base + j;
-        keys[j * SL_KEY_SIZE + 2] = 4;
-        keys[j * SL_KEY_SIZE + 3] = 32;
-        keys.writeUInt32BE((10 << 24) + i, j * SL_KEY_SIZE + 8);
+        keys[j * SL_KEY_SIZE + 2] = 32;
+        keys.writeUInt32BE((10 << 24) + i, j * SL_KEY_SIZE + 4);
         values.writeBigUInt64LE(now + BigInt((i * 7919) % 1_000_000) * 1000n, j * SL_STATE_SIZE); // backlog up to 1 s
-        values.writeBigUInt64LE(now, j * SL_STATE_SIZE + 16);
-        values.writeBigUInt64LE(BigInt(i % 97), j * SL_STATE_SIZE + 32);
-        values[j * SL_STATE_SIZE + 44] = Alg.TOKEN;
+        values.writeUInt32LE((i % 97) * StateBits.DROP_ONE, j * SL_STATE_SIZE + 8);
+        values.writeUInt16LE(epoch, j * SL_STATE_SIZE + 12);
+        values.writeUInt16LE(Number((now >> BigInt(Bounds.SEEN_SHIFT)) & 0xffffn), j * SL_STATE_SIZE + 14);
       }
       map.updatePacked({ count, keys, values });
     }

@@ -13,6 +13,10 @@
  *   bench_minimal       a minimal per-source limiter of the tutorials' kind: parse, fine clock, one
  *                       lookup, a new source inserted, a fixed one-second window;
  *   bench_minimal_coarse the same with the coarse clock (what Sluice reads by default).
+ * And a probe for tests (test/lab/accuracy.test.ts), not a baseline:
+ *   bench_clock         writes the coarse and the fine clock (bpf_ktime_get_coarse_ns,
+ *                       bpf_ktime_get_ns: the two the data path reads) into the frame's first
+ *                       16 bytes, host order.
  * The parser and key are frozen copies (bench/sluice.h, bench/parse.h) of issue 13's base. The
  * minimal limiters have a map of their own, sized by the benchmark to hold every source of a run
  * (a map smaller than the sources evicts on every packet and measures evictions, not a limiter).
@@ -171,4 +175,17 @@ SEC("xdp")
 int bench_minimal_coarse(struct xdp_md *ctx)
 {
 	return bench_minimal_at(ctx, 1);
+}
+
+SEC("xdp")
+int bench_clock(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	__u64 *t = data;
+
+	if ((void *)(t + 2) > end)
+		return XDP_ABORTED;
+	t[0] = bpf_ktime_get_coarse_ns();
+	t[1] = bpf_ktime_get_ns();
+	return XDP_PASS;
 }

@@ -15,21 +15,25 @@
 #include "maps.h"
 #include "limiters.h"
 /*
- * Count one packet. stats_map is per-CPU: only this CPU writes its slot, and a packet runs to the
- * end on one CPU, so plain increments are exact without atomics.
+ * Count one packet in counters the caller looked up (a rule's, in its struct sl_rule_cpu).
+ * stats_map is per-CPU: only this CPU writes its slot, and a packet runs to the end on one CPU,
+ * so plain increments are exact without atomics.
  */
-static __always_inline void sl_count(__u32 idx, __u32 reason, __u32 verdict, __u32 len,
-				     __u32 new_state)
+static __always_inline void sl_count_in(struct sl_counters *c, __u32 reason, __u32 verdict, __u32 len)
 {
-	struct sl_counters *c = bpf_map_lookup_elem(&stats_map, &idx);
-
-	if (!c)
-		return;
 	c->packets[verdict & 1] += 1;
 	c->bytes[verdict & 1] += len;
 	c->reason_packets[reason & (SL_R_MAX - 1)] += 1;
 	c->reason_bytes[reason & (SL_R_MAX - 1)] += len;
-	c->new_states += new_state;
+}
+
+/* Count one packet in slot idx of stats_map (the global slot, or a rule's). */
+static __always_inline void sl_count(__u32 idx, __u32 reason, __u32 verdict, __u32 len)
+{
+	struct sl_rule_cpu *rc = bpf_map_lookup_elem(&stats_map, &idx);
+
+	if (rc)
+		sl_count_in(&rc->c, reason, verdict, len);
 }
 
 /* Count an event that is not a verdict (a stale table entry seen, a packet charged by the strictest
@@ -37,11 +41,11 @@ static __always_inline void sl_count(__u32 idx, __u32 reason, __u32 verdict, __u
 static __always_inline void sl_count_event(__u32 reason, __u32 len)
 {
 	__u32 idx = max_rules;
-	struct sl_counters *c = bpf_map_lookup_elem(&stats_map, &idx);
+	struct sl_rule_cpu *rc = bpf_map_lookup_elem(&stats_map, &idx);
 
-	if (c) {
-		c->reason_packets[reason & (SL_R_MAX - 1)] += 1;
-		c->reason_bytes[reason & (SL_R_MAX - 1)] += len;
+	if (rc) {
+		rc->c.reason_packets[reason & (SL_R_MAX - 1)] += 1;
+		rc->c.reason_bytes[reason & (SL_R_MAX - 1)] += len;
 	}
 }
 
@@ -80,15 +84,17 @@ __noinline int sl_event_emit(const struct sl_pkt *p, __u32 rule_id, __u32 reason
  * the packet's clock. A flood drops millions of packets a second and emits a hundred events, so
  * the suppressed case is kept cheap: inline, and without a division.
  */
-static __always_inline void sl_event(const struct sl_pkt *p, __u32 rule_id, __u32 reason,
-				     __u32 verdict, __u64 now)
+static __always_inline void sl_event(const struct sl_pkt *p, const struct sl_config *cfg,
+				     __u32 rule_id, __u32 reason, __u32 verdict, __u64 now)
 {
 	__u32 zero = 0;
-	struct sl_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
-	struct sl_event_budget *b = bpf_map_lookup_elem(&sl_event_budget, &zero);
+	struct sl_event_budget *b;
 	__u64 rate, t, left;
 
-	if (!cfg || !b || cfg->events_off)
+	if (!cfg || cfg->events_off)
+		return;
+	b = bpf_map_lookup_elem(&sl_event_budget, &zero);
+	if (!b)
 		return;
 	rate = cfg->events_per_sec ? cfg->events_per_sec : SL_DEFAULT_EVENTS;
 	t = b->tat > now ? b->tat : now;

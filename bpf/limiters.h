@@ -34,12 +34,6 @@
 #define SL_TAT_SPAN (1ULL << 62)     /* bound of a bucket's depth, in quanta */
 #define SL_MAX_WINDOW_MS 3600000ULL  /* windows longer than an hour are taken as an hour */
 
-/* The packet's moment. last_seen is filled by sl_enforce; no algorithm reads it. */
-struct sl_tick {
-	__u64 now;
-	__u64 last_seen;
-};
-
 struct sl_words {
 	__u64 charged;
 	__u64 rolled;

@@ -29,13 +29,24 @@ const volatile __u32 coarse_clock = (1U << SL_ALG_FIXED) | (1U << SL_ALG_SLIDING
 /* See struct sl_btf_anchor. */
 const volatile struct sl_btf_anchor sl_btf_anchor;
 
-/* Per-client limiter state, LRU-bounded. Name kept from the well-known tutorials. */
+/*
+ * Per-client limiter state, LRU-bounded: IPv4 sources and per-rule buckets (8-byte keys). Name kept
+ * from the well-known tutorials.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SL_DEFAULT_STATE_MAX);
 	__type(key, struct sl_key);
 	__type(value, struct sl_state);
 } rate_limit_map SEC(".maps");
+
+/* The same for IPv6 sources (20-byte keys), sized like rate_limit_map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SL_DEFAULT_STATE_MAX);
+	__type(key, struct sl_key6);
+	__type(value, struct sl_state);
+} rate_limit_map6 SEC(".maps");
 
 /*
  * Blocked keys and keys their limit dropped, with their state as of that drop (struct sl_penalty).
@@ -45,7 +56,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SL_DEFAULT_PENALTY_MAX);
-	__type(key, struct sl_key);
+	__type(key, struct sl_key6);
 	__type(value, struct sl_penalty);
 } sl_penalty SEC(".maps");
 
@@ -69,12 +80,15 @@ struct {
 	__type(value, struct sl_config);
 } config_map SEC(".maps");
 
-/* Per-CPU counters per rule id, plus the global slot at index max_rules. */
+/*
+ * Per-CPU counters per rule id, plus the global slot at index max_rules; with each rule's derived
+ * values, aggregate limiter and lease after them (struct sl_rule_cpu): one lookup per packet.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SL_DEFAULT_MAX_RULES + 1);
 	__type(key, __u32);
-	__type(value, struct sl_counters);
+	__type(value, struct sl_rule_cpu);
 } stats_map SEC(".maps");
 
 /* Rule tables, double-buffered: index half * max_rules + slot. Slot 0 is the default rule. */
@@ -110,33 +124,6 @@ struct {
 	__type(key, struct sl_lpm_key);
 	__type(value, struct sl_geo_val);
 } sl_geo SEC(".maps");
-
-/* Each rule's aggregate limiter, per CPU (each CPU enforces its share without atomics). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, SL_DEFAULT_MAX_RULES);
-	__type(key, __u32);
-	__type(value, struct sl_agg_state);
-} sl_agg SEC(".maps");
-
-/* Each CPU's lease on each per-rule bucket (struct sl_lease). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, SL_DEFAULT_MAX_RULES);
-	__type(key, __u32);
-	__type(value, struct sl_lease);
-} sl_lease SEC(".maps");
-
-/*
- * What the data path derives from each rule (limits resolved, divisions done), per CPU, indexed by
- * rule id modulo SL_DERIVED_SLOTS and tagged with the rule's id and version.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, SL_DERIVED_SLOTS);
-	__type(key, __u32);
-	__type(value, struct sl_derived);
-} sl_derived SEC(".maps");
 
 /* Each CPU's budget of new states (GCRA time, ns): see sl_config.new_states_per_sec. */
 struct {

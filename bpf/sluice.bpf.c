@@ -2,8 +2,13 @@
 /*
  * sluice.bpf.c - the entry points: parse -> lists -> classify -> key -> limit -> act -> count.
  *
- * Each stage that carries real logic is a global (__noinline) function, so the verifier checks it
- * once on its own instead of once per path through its callers.
+ * The path of a packet whose key has state, under a rule with a packet limit, is inline in the entry
+ * point: parse, the policy's lookups, the rule's per-CPU context (one lookup: derived values,
+ * aggregate, counters), the clock, the state's lookup, one algorithm step and its
+ * compare-and-exchange. Everything else (classification with CIDR entries, lists, fragments,
+ * malformed frames, new keys, byte limits and leases, blocks and penalties, derivation, events) is a
+ * global (__noinline) function, so the verifier checks it once on its own instead of once per path
+ * through its callers, and the fast path carries none of its code.
  */
 #include <linux/bpf.h>
 #include <linux/errno.h>
@@ -37,35 +42,106 @@ static __always_inline __u64 sl_now(__u32 coarse)
 	return bpf_ktime_get_ns();
 }
 
+/* sl_state.drops below this may count one more drop (a few racing CPUs never carry past 2^32). */
+#define SL_DROPS_SAT 0xffff0000U
+
+/* What sl_new_key returns when the key now has state: the caller looks it up and goes on. */
+#define SL_NK_TRACKED 2
+/* What the charge of a byte-limited key returns when its byte entry could not be made. */
+#define SL_NOSTATE (-2)
+
 /*
  * A packet its rule would drop for `reason`: dropped, or in dry-run passed and counted as a
  * would-drop (DRYRUN), whatever the reason, so that trying a policy never drops a packet.
  */
-static __always_inline int sl_over(const struct sl_pkt *p, const struct sl_rule *r, __u32 reason,
-				   __u32 new_state, __u64 now)
+static __always_inline int sl_over(const struct sl_pkt *p, const struct sl_config *cfg,
+				   const struct sl_rule *r, struct sl_rule_cpu *rc, __u32 reason,
+				   __u64 now)
 {
-	__u32 id = r->id;
-
 	if (r->action == SL_ACT_DRYRUN) {
-		sl_count(id, SL_R_DRYRUN, SL_V_PASS, p->len, new_state);
-		sl_event(p, id, SL_R_DRYRUN, SL_V_PASS, now);
+		sl_count_in(&rc->c, SL_R_DRYRUN, SL_V_PASS, p->len);
+		sl_event(p, cfg, r->id, SL_R_DRYRUN, SL_V_PASS, now);
 		return SL_V_PASS;
 	}
-	sl_count(id, reason, SL_V_DROP, p->len, new_state);
-	sl_event(p, id, reason, SL_V_DROP, now);
+	sl_count_in(&rc->c, reason, SL_V_DROP, p->len);
+	sl_event(p, cfg, r->id, reason, SL_V_DROP, now);
 	return SL_V_DROP;
 }
 
-/* The bit of sl_pen_bits that stands for key k (a multiplicative hash of its 24 bytes). */
-static __always_inline __u64 *sl_pen_bit(const struct sl_key *k, __u64 *bit)
+/*
+ * Flags and the drop count of sl_state.drops change by atomic operations on the 64 bits from it
+ * (drops, epoch, seen: BPF has no 32-bit or/and before -mcpu=v3). They change only drops' 32 bits
+ * (a drop is counted only below SL_DROPS_SAT, so no carry leaves them), and epoch and seen are
+ * written by plain stores of their own, which an atomic operation never loses. SL_META(x) is x
+ * where drops sits in those 64 bits (their low half, or the high one on a big-endian host).
+ */
+static __always_inline __u64 *sl_meta(struct sl_state *st)
 {
-	__u64 a, b, c, h;
-	__u32 word;
+	return (__u64 *)&st->drops;
+}
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define SL_META(x) ((__u64)(x) << 32)
+#else
+#define SL_META(x) ((__u64)(x))
+#endif
+
+/* The state of the packet's key, in rate_limit_map or rate_limit_map6. */
+static __always_inline struct sl_state *sl_state_of(const struct sl_pkt *p, const struct sl_rule *r)
+{
+	if (sl_key_is4(p, r)) {
+		struct sl_key k = {};
+
+		sl_key4_of(p, r, &k);
+		return bpf_map_lookup_elem(&rate_limit_map, &k);
+	}
+	{
+		struct sl_key6 k = {};
+
+		sl_key6_of(p, r, &k);
+		return bpf_map_lookup_elem(&rate_limit_map6, &k);
+	}
+}
+
+/*
+ * The byte entry of the packet's key (flags SL_KF_BYTES): looked up, or with make, inserted with
+ * word, written under epoch (BPF_NOEXIST: a concurrent insertion wins) and looked up. *made is set
+ * when this call inserted it.
+ */
+static __always_inline struct sl_state *sl_byte_state_of(const struct sl_pkt *p, const struct sl_rule *r,
+							 int make, __u64 word, __u16 epoch, int *made)
+{
+	struct sl_state fresh = { .word = word, .epoch = epoch };
+
+	if (sl_key_is4(p, r)) {
+		struct sl_key k = {};
+
+		sl_key4_of(p, r, &k);
+		k.flags |= SL_KF_BYTES;
+		if (make && !bpf_map_update_elem(&rate_limit_map, &k, &fresh, BPF_NOEXIST))
+			*made = 1;
+		return bpf_map_lookup_elem(&rate_limit_map, &k);
+	}
+	{
+		struct sl_key6 k = {};
+
+		sl_key6_of(p, r, &k);
+		k.flags |= SL_KF_BYTES;
+		if (make && !bpf_map_update_elem(&rate_limit_map6, &k, &fresh, BPF_NOEXIST))
+			*made = 1;
+		return bpf_map_lookup_elem(&rate_limit_map6, &k);
+	}
+}
+
+/* The bit of sl_pen_bits that stands for key k (a multiplicative hash of its 20 bytes). */
+static __always_inline __u64 *sl_pen_bit(const struct sl_key6 *k, __u64 *bit)
+{
+	__u64 a, b, h;
+	__u32 c, word;
 
 	__builtin_memcpy(&a, k, 8);
 	__builtin_memcpy(&b, (const __u8 *)k + 8, 8);
-	__builtin_memcpy(&c, (const __u8 *)k + 16, 8);
-	h = (a ^ (b << 21 | b >> 43) ^ (c << 42 | c >> 22)) * 0x9e3779b97f4a7c15ULL;
+	__builtin_memcpy(&c, (const __u8 *)k + 16, 4);
+	h = (a ^ (b << 21 | b >> 43) ^ ((__u64)c << 42 | (__u64)c >> 22)) * 0x9e3779b97f4a7c15ULL;
 	h >>= 64 - SL_PEN_BITS_LOG2;
 	word = h >> 6;
 	*bit = 1ULL << (h & 63);
@@ -73,44 +149,97 @@ static __always_inline __u64 *sl_pen_bit(const struct sl_key *k, __u64 *bit)
 }
 
 /*
- * Record a key's state in sl_penalty as of a drop by its limit (or the start of a block), once
- * per pass: the entry then says everything the state says until the key passes again. `until` is
- * when a fresh state would be as strict: the token and GCRA words are that time; a window's count
- * matters until the window after the next has begun.
+ * Record a key's state in sl_penalty as of a drop by its limit, or the start of a block
+ * (blocked_until non-zero), once per pass: the entry then says everything the state says until
+ * the key passes again. `until` is when a fresh state would be as strict: the token and GCRA
+ * words are that time; a window's count matters until the window after the next has begun.
+ * Returns 1 when recorded, 0 when sl_penalty is full (PENALTY_FULL counted).
  */
-__noinline int sl_penalize(const struct sl_key *k, struct sl_state *st, const struct sl_derived *d,
-			   __u64 now)
+static __always_inline int sl_penalize_at(const struct sl_pkt *p, const struct sl_rule *r,
+					  struct sl_state *st, const struct sl_derived *d, __u64 now,
+					  __u64 blocked_until)
 {
 	struct sl_penalty pen = {};
+	struct sl_key6 k = {};
+	struct sl_state *sb = NULL;
 	__u64 until = now, bit, *w;
 	__u32 alg;
+	int made = 0;
 
-	if (!k || !st || !d)
+	if (!p || !r || !st || !d)
 		return 0;
+	sl_wide_key(p, r, &k);
 	alg = d->pkt.alg;
-	pen.pkt = READ_ONCE(st->pkt);
-	pen.byt = READ_ONCE(st->byt);
-	pen.blocked_until = READ_ONCE(st->blocked_until);
+	pen.pkt = READ_ONCE(st->word);
+	if (d->has_pkt && d->has_byt) {
+		sb = sl_byte_state_of(p, r, 0, 0, 0, &made);
+		if (sb)
+			pen.byt = READ_ONCE(sb->word);
+	}
+	pen.blocked_until = blocked_until;
 	pen.epoch = st->epoch;
-	pen.alg = st->alg;
 	if (alg == SL_ALG_TOKEN || alg == SL_ALG_GCRA) {
-		if (d->has_pkt && pen.pkt > until)
+		if (pen.pkt > until)
 			until = pen.pkt;
-		if (d->has_byt && pen.byt > until)
+		if (sb && pen.byt > until)
 			until = pen.byt;
 	} else {
 		until = now + 2 * (d->has_pkt ? d->pkt.window_ns : d->byt.window_ns);
 	}
-	pen.until = until > pen.blocked_until ? until : pen.blocked_until;
-	if (bpf_map_update_elem(&sl_penalty, k, &pen, BPF_ANY)) {
+	pen.until = until > blocked_until ? until : blocked_until;
+	if (bpf_map_update_elem(&sl_penalty, &k, &pen, BPF_ANY)) {
 		sl_count_event(SL_R_PENALTY_FULL, 0);
 		return 0;
 	}
 	/* After the entry: a CPU that sees the bit finds the entry. */
-	w = sl_pen_bit(k, &bit);
+	w = sl_pen_bit(&k, &bit);
 	if (w && !(READ_ONCE(*w) & bit))
 		__sync_fetch_and_or(w, bit);
-	st->penalized = 1;
+	if (!(READ_ONCE(st->drops) & SL_SB_PENALIZED))
+		__sync_fetch_and_or(sl_meta(st), SL_META(SL_SB_PENALIZED));
+	return 1;
+}
+
+/* sl_penalize_at for a drop by the limit (no block). */
+__noinline int sl_penalize(const struct sl_pkt *p, const struct sl_rule *r, struct sl_state *st,
+			   const struct sl_derived *d, __u64 now)
+{
+	return sl_penalize_at(p, r, st, d, now, 0);
+}
+
+/*
+ * The key is over its limit under a block rule: blocked for block_ms from now, without charge. The
+ * end is kept in its sl_penalty record (recorded with its state); when that store is full the
+ * block cannot be kept, and the key is held by its rule's limit alone (PENALTY_FULL counted).
+ */
+__noinline int sl_block(const struct sl_pkt *p, const struct sl_rule *r, struct sl_state *st,
+			const struct sl_derived *d, __u64 now)
+{
+	if (!p || !r || !st || !d)
+		return 0;
+	if (sl_penalize_at(p, r, st, d, now, now + (__u64)r->block_ms * 1000000ULL) &&
+	    !(READ_ONCE(st->drops) & SL_SB_BLOCKED))
+		__sync_fetch_and_or(sl_meta(st), SL_META(SL_SB_BLOCKED));
+	return 0;
+}
+
+/*
+ * A key with SL_SB_BLOCKED: whether it is still blocked, by its record's end. Past the end (or with
+ * the record gone: it expired) the flag is cleared and the key is limited again.
+ */
+__noinline int sl_still_blocked(const struct sl_pkt *p, const struct sl_rule *r, struct sl_state *st,
+				__u64 now)
+{
+	struct sl_key6 k = {};
+	struct sl_penalty *pen;
+
+	if (!p || !r || !st)
+		return 0;
+	sl_wide_key(p, r, &k);
+	pen = bpf_map_lookup_elem(&sl_penalty, &k);
+	if (pen && pen->blocked_until > now)
+		return 1;
+	__sync_fetch_and_and(sl_meta(st), ~SL_META(SL_SB_BLOCKED));
 	return 0;
 }
 
@@ -119,7 +248,7 @@ __noinline int sl_penalize(const struct sl_key *k, struct sl_state *st, const st
  * still says something, else NULL (an expired entry is deleted here). The filter sl_pen_bits
  * spares the lookup for the keys that never had an entry (almost all of them).
  */
-static __always_inline struct sl_penalty *sl_penalty_of(const struct sl_key *k, __u64 now)
+static __always_inline struct sl_penalty *sl_penalty_of(const struct sl_key6 *k, __u64 now)
 {
 	struct sl_penalty *pen;
 	__u64 bit, *w = sl_pen_bit(k, &bit);
@@ -135,126 +264,247 @@ static __always_inline struct sl_penalty *sl_penalty_of(const struct sl_key *k, 
 }
 
 /*
- * Limit, act and count one classified packet. new_per_sec is sl_config.new_states_per_sec.
- * Returns an sl_verdict. Inline: sl_decide calls it once, at its end, so it is still verified
- * about once, and a call less is 2 ns a packet.
+ * A packet whose key has no state. Over this CPU's rate of new states, a new key of a rule with an
+ * aggregate is not tracked; a key with a record in sl_penalty comes back as it left; else it gets
+ * a fresh state. Returns an sl_verdict when the packet is decided here, SL_NK_TRACKED when its key
+ * now has state (the caller looks it up and decides).
  */
-static __always_inline int sl_enforce(const struct sl_pkt *p, const struct sl_rule *r,
-				      __u32 new_per_sec)
+__noinline int sl_new_key(const struct sl_pkt *p, const struct sl_rule *r, struct sl_rule_cpu *rc,
+			  __u64 now, __u64 ag_next)
 {
-	struct sl_tick tick;
-	struct sl_key key = {};
-	struct sl_state *st;
+	struct sl_state fresh = {};
+	struct sl_penalty *pen;
+	struct sl_key6 wk = {};
 	struct sl_derived *d;
-	struct sl_agg_state *ag = NULL;
-	__u32 alg, new_state = 0, id, slot;
+	struct sl_config *cfg;
+	__u64 pkts, bword = 0;
+	__u16 bepoch = r ? r->epoch : 0;
+	__u32 zero = 0;
+	int untracked = 0, made = 0, inserted = 0;
+	long err;
+
+	if (!p || !r || !rc)
+		return SL_V_PASS;
+	cfg = bpf_map_lookup_elem(&config_map, &zero);
+	if (!cfg)
+		return SL_V_PASS;
+	d = &rc->d;
+	pkts = p->segs ? p->segs : 1;
+	fresh.epoch = r->epoch;
+	if (d->has_agg && !sl_may_insert(cfg->new_states_per_sec, now)) {
+		/* Over this CPU's rate of new states, a new key is not tracked: it is charged to the
+		 * rule's budget for untracked keys (and the aggregate); past the budget it is
+		 * dropped, whatever its record says (so no lookup). A rule without an aggregate
+		 * tracks every key. */
+		if (!sl_untracked(d, &rc->agg, now, pkts))
+			return sl_over(p, cfg, r, rc, SL_R_UNTRACKED_OVER, now);
+		untracked = 1;
+	}
+	sl_wide_key(p, r, &wk);
+	pen = sl_penalty_of(&wk, now);
+	if (pen) {
+		/* Evicted while over its limit or blocked: it comes back as it left, whatever this
+		 * CPU's rate of new states (such keys are few: they had to pass their limit). */
+		fresh.word = pen->pkt;
+		fresh.epoch = pen->epoch;
+		fresh.drops = SL_SB_PENALIZED | (pen->blocked_until > now ? SL_SB_BLOCKED : 0);
+		bword = pen->byt;
+		bepoch = pen->epoch;
+	} else if (untracked) {
+		rc->agg.tat = ag_next;
+		sl_count_in(&rc->c, SL_R_UNTRACKED, SL_V_PASS, p->len);
+		return SL_V_PASS;
+	}
+	if (sl_key_is4(p, r)) {
+		struct sl_key k = {};
+
+		sl_key4_of(p, r, &k);
+		err = bpf_map_update_elem(&rate_limit_map, &k, &fresh, BPF_NOEXIST);
+	} else {
+		struct sl_key6 k = {};
+
+		sl_key6_of(p, r, &k);
+		err = bpf_map_update_elem(&rate_limit_map6, &k, &fresh, BPF_NOEXIST);
+	}
+	if (err == 0)
+		inserted = 1;
+	/* A packet and a byte limit: the byte word is an entry of its own. */
+	if (d->has_pkt && d->has_byt && inserted) {
+		sl_byte_state_of(p, r, 1, bword, bepoch, &made);
+		if (made)
+			rc->c.new_states += 1;
+	}
+	rc->c.new_states += inserted;
+	if (!sl_state_of(p, r)) {
+		if (pen && pen->blocked_until > now)
+			return sl_over(p, cfg, r, rc, SL_R_BLOCKED, now);
+		sl_count_in(&rc->c, SL_R_NOSTATE, SL_V_PASS, p->len);
+		return SL_V_PASS;
+	}
+	return SL_NK_TRACKED;
+}
+
+/*
+ * The byte entry (SL_KF_BYTES) of a key with a packet and a byte limit: looked up, or when it is
+ * missing (evicted apart from its packet entry) made again, as its record in sl_penalty left it,
+ * or fresh. NULL when it could not be made.
+ */
+static __always_inline struct sl_state *sl_byte_entry(const struct sl_pkt *p, const struct sl_rule *r,
+						      struct sl_rule_cpu *rc, struct sl_state *sa,
+						      __u64 now)
+{
+	struct sl_state *sb;
+	int made = 0;
+
+	sb = sl_byte_state_of(p, r, 0, 0, 0, &made);
+	if (!sb) {
+		struct sl_key6 wk = {};
+		struct sl_penalty *pen;
+		__u64 word = 0;
+
+		sl_wide_key(p, r, &wk);
+		pen = sl_penalty_of(&wk, now);
+		if (pen && pen->epoch == sa->epoch)
+			word = pen->byt;
+		sb = sl_byte_state_of(p, r, 1, word, sa->epoch, &made);
+		if (made)
+			rc->c.new_states += 1;
+		if (!sb)
+			return NULL;
+	}
+	if (sb->epoch != (__u16)r->epoch) {
+		sb->word = 0;
+		sb->epoch = r->epoch;
+	}
+	return sb;
+}
+
+/*
+ * The charge of a key under a byte limit (with a packet limit, its byte word is the key's
+ * SL_KF_BYTES entry). Returns what sl_charge1 returns, or SL_NOSTATE when the byte entry could not
+ * be made.
+ */
+__noinline int sl_charge_bytes(const struct sl_pkt *p, const struct sl_rule *r, struct sl_rule_cpu *rc,
+			       struct sl_state *sa, __u64 now)
+{
+	struct sl_state *sb = NULL;
+	struct sl_derived *d;
+
+	if (!p || !r || !rc || !sa)
+		return 1;
+	d = &rc->d;
+	if (!d->has_pkt && !d->has_byt)
+		return 1;
+	if (d->has_pkt && d->has_byt) {
+		sb = sl_byte_entry(p, r, rc, sa, now);
+		if (!sb)
+			return SL_NOSTATE;
+	}
+	return sl_charge_d(sa, sb, d, now, p->segs ? p->segs : 1, p->len);
+}
+
+/* The charge of a per-rule bucket with a lease (d->lease_pkt: a packet limit). Verified once. */
+__noinline int sl_charge_leased(const struct sl_pkt *p, const struct sl_rule *r, struct sl_rule_cpu *rc,
+				struct sl_state *sa, __u64 now)
+{
+	struct sl_state *sb = NULL;
+
+	if (!p || !r || !rc || !sa)
+		return 1;
+	if (rc->d.has_byt) {
+		sb = sl_byte_entry(p, r, rc, sa, now);
+		if (!sb)
+			return SL_NOSTATE;
+	}
+	return sl_lease_charge(sa, sb, rc, r, now, p->segs ? p->segs : 1, p->len);
+}
+
+/*
+ * Limit, act and count one classified packet. Returns an sl_verdict. Inline: the path of a key
+ * with state under a packet limit calls nothing but the helpers (the clock, the state's lookup).
+ */
+static __always_inline int sl_enforce(struct sl_pkt *p, const struct sl_rule *r,
+				      const struct sl_config *cfg)
+{
+	struct sl_rule_cpu *rc;
+	struct sl_derived *d;
+	struct sl_state *st;
+	__u32 id = r->id;
 	__u64 now, pkts, ag_next = 0;
+	__u16 seen;
 	int allow;
 
-	if (!p || !r)
+	rc = bpf_map_lookup_elem(&stats_map, &id);
+	if (!rc)
 		return SL_V_PASS;
-	id = r->id;
-	slot = id & (SL_DERIVED_SLOTS - 1);
-	d = bpf_map_lookup_elem(&sl_derived, &slot);
-	if (!d)
-		return SL_V_PASS;
-	if (!d->valid || d->id != id || d->version != r->version)
+	d = &rc->d;
+	if (d->version != r->version || !d->valid)
 		sl_derive(r, d);
-	alg = d->pkt.alg;
 	now = sl_now(d->coarse);
 	pkts = p->segs ? p->segs : 1;
 
 	/* A flood of new sources passes every per-key check; the aggregate holds it. */
-	if (d->has_agg)
-		ag = bpf_map_lookup_elem(&sl_agg, &id);
-	if (ag && !sl_aggregate(r, d, ag, now, pkts, &ag_next))
-		return sl_over(p, r, SL_R_AGGREGATE, 0, now);
+	if (d->has_agg && !sl_aggregate(r, d, &rc->agg, now, pkts, &ag_next))
+		return sl_over(p, cfg, r, rc, SL_R_AGGREGATE, now);
 
-	sl_make_key(p, r, &key);
-	st = bpf_map_lookup_elem(&rate_limit_map, &key);
+#ifdef SLUICE_TEST
+	sl_salt_key(p, r);
+#endif
+	st = sl_state_of(p, r);
 	if (!st) {
-		struct sl_state fresh = { .epoch = r->epoch, .alg = alg };
-		struct sl_penalty *pen = NULL;
-		int untracked = 0;
-		long err;
+		int v = sl_new_key(p, r, rc, now, ag_next);
 
-		if (ag && !sl_may_insert(new_per_sec, now)) {
-			/* Over this CPU's rate of new states, a new key is not tracked: it is charged
-			 * to the rule's budget for untracked keys (and the aggregate); past the budget
-			 * it is dropped, whatever its record says (so no lookup). A rule without an
-			 * aggregate tracks every key. */
-			if (!sl_untracked(d, ag, now, pkts))
-				return sl_over(p, r, SL_R_UNTRACKED_OVER, 0, now);
-			untracked = 1;
-		}
-		pen = sl_penalty_of(&key, now);
-		if (pen) {
-			/* Evicted while over its limit or blocked: it comes back as it left, whatever
-			 * this CPU's rate of new states (such keys are few: they had to pass their
-			 * limit). */
-			fresh.pkt = pen->pkt;
-			fresh.byt = pen->byt;
-			fresh.blocked_until = pen->blocked_until;
-			fresh.epoch = pen->epoch;
-			fresh.alg = pen->alg;
-			fresh.penalized = 1;
-		} else if (untracked) {
-			ag->tat = ag_next;
-			sl_count(id, SL_R_UNTRACKED, SL_V_PASS, p->len, 0);
-			return SL_V_PASS;
-		}
-		err = bpf_map_update_elem(&rate_limit_map, &key, &fresh, BPF_NOEXIST);
-		if (err == 0)
-			new_state = 1;
-		st = bpf_map_lookup_elem(&rate_limit_map, &key);
+		if (v != SL_NK_TRACKED)
+			return v;
+		st = sl_state_of(p, r);
 		if (!st) {
-			if (pen && pen->blocked_until > now)
-				return sl_over(p, r, SL_R_BLOCKED, 0, now);
-			sl_count(id, SL_R_NOSTATE, SL_V_PASS, p->len, new_state);
+			sl_count_in(&rc->c, SL_R_NOSTATE, SL_V_PASS, p->len);
 			return SL_V_PASS;
 		}
 	}
-	if (st->epoch != r->epoch || st->alg != alg) {
-		/* Written under another algorithm or window: start this key afresh. */
-		st->pkt = 0;
-		st->byt = 0;
+	if (st->epoch != (__u16)r->epoch) {
+		/* Written under another algorithm, window or scale: start this key afresh. */
+		st->word = 0;
 		st->epoch = r->epoch;
-		st->alg = alg;
 	}
-	tick.now = now;
-	tick.last_seen = READ_ONCE(st->last_seen);
-	/* Written only when it moves: a store on every packet would pull the state's cache line
-	 * away from the other CPUs (with the coarse clock it moves once per jiffy). */
-	if (tick.last_seen != now)
-		WRITE_ONCE(st->last_seen, now);
+	/* Written only when it moves (every 16.8 ms at most): a store on every packet would pull the
+	 * state's cache line away from the other CPUs. */
+	seen = now >> SL_SEEN_SHIFT;
+	if (st->seen != seen)
+		st->seen = seen;
 
-	if (READ_ONCE(st->blocked_until) > now)
-		return sl_over(p, r, SL_R_BLOCKED, new_state, now);
+	if ((READ_ONCE(st->drops) & SL_SB_BLOCKED) && sl_still_blocked(p, r, st, now))
+		return sl_over(p, cfg, r, rc, SL_R_BLOCKED, now);
 
-	if (d->lease_pkt)
-		allow = sl_leased(st, &tick, p, d, r);
+	if (d->simple)
+		allow = sl_charge1(&st->word, now, pkts, &d->pkt);
+	else if (d->lease_pkt)
+		allow = sl_charge_leased(p, r, rc, st, now);
 	else
-		allow = sl_charge(st, &tick, pkts, p->len, &d->pkt, &d->byt, d->has_pkt, d->has_byt);
+		allow = sl_charge_bytes(p, r, rc, st, now);
 	if (allow > 0) {
-		if (ag)
-			ag->tat = ag_next;
-		if (st->penalized)
-			st->penalized = 0;
-		sl_count(id, SL_R_PASS, SL_V_PASS, p->len, new_state);
+		if (d->has_agg)
+			rc->agg.tat = ag_next;
+		if (READ_ONCE(st->drops) & SL_SB_PENALIZED)
+			__sync_fetch_and_and(sl_meta(st), ~SL_META(SL_SB_PENALIZED));
+		sl_count_in(&rc->c, SL_R_PASS, SL_V_PASS, p->len);
+		return SL_V_PASS;
+	}
+	if (allow == SL_NOSTATE) {
+		sl_count_in(&rc->c, SL_R_NOSTATE, SL_V_PASS, p->len);
 		return SL_V_PASS;
 	}
 	if (allow < 0)
-		return sl_over(p, r, SL_R_CONTENDED, new_state, now);
+		return sl_over(p, cfg, r, rc, SL_R_CONTENDED, now);
 	if (r->action == SL_ACT_DRYRUN)
-		return sl_over(p, r, SL_R_LIMIT, new_state, now);
-	__sync_fetch_and_add(&st->dropped, 1);
-	if (r->action == SL_ACT_BLOCK) {
-		WRITE_ONCE(st->blocked_until, now + (__u64)r->block_ms * 1000000ULL);
-		sl_penalize(&key, st, d, now);
-	} else if (!st->penalized) {
-		sl_penalize(&key, st, d, now);
-	}
-	return sl_over(p, r, SL_R_LIMIT, new_state, now);
+		return sl_over(p, cfg, r, rc, SL_R_LIMIT, now);
+	if (READ_ONCE(st->drops) < SL_DROPS_SAT)
+		__sync_fetch_and_add(sl_meta(st), SL_META(SL_SB_DROP_ONE));
+	if (r->action == SL_ACT_BLOCK)
+		sl_block(p, r, st, d, now);
+	else if (!(READ_ONCE(st->drops) & SL_SB_PENALIZED))
+		sl_penalize(p, r, st, d, now);
+	return sl_over(p, cfg, r, rc, SL_R_LIMIT, now);
 }
 
 /* The datagram a fragment belongs to. */
@@ -269,8 +519,76 @@ static __always_inline void sl_frag_key_of(const struct sl_pkt *p, struct sl_fra
 	__builtin_memcpy(k->dst, p->dst, 16);
 }
 
-/* sl_decide's answer for a rule whose packets go to a plugged program: this | slot | rule id << 16. */
+/* A later fragment: the slot its datagram's first fragment was decided by, or -1 (not recorded). */
+__noinline int sl_frag_slot(const struct sl_pkt *p, __u32 version)
+{
+	struct sl_frag_key fk;
+	struct sl_frag_val *fv;
+
+	if (!p)
+		return -1;
+	sl_frag_key_of(p, &fk);
+	fv = bpf_map_lookup_elem(&sl_frags, &fk);
+	if (fv && fv->version == version && fv->slot < max_rules)
+		return fv->slot;
+	return -1;
+}
+
+/* A first fragment: record the slot that decides its datagram. */
+__noinline int sl_frag_note(const struct sl_pkt *p, __u32 version, __u32 slot)
+{
+	struct sl_frag_key fk;
+	struct sl_frag_val fv = { .version = version, .slot = slot };
+
+	if (!p)
+		return 0;
+	sl_frag_key_of(p, &fk);
+	bpf_map_update_elem(&sl_frags, &fk, &fv, BPF_ANY);
+	return 0;
+}
+
+/* Count a verdict decided before classification (global slot), with its event when a drop. */
+__noinline int sl_global_verdict(const struct sl_pkt *p, const struct sl_config *cfg, __u32 reason,
+				 __u32 v)
+{
+	if (!p)
+		return SL_V_PASS;
+	sl_count(max_rules, reason, v, p->len);
+	if (v == SL_V_DROP)
+		sl_event(p, cfg, max_rules, reason, v, bpf_ktime_get_coarse_ns());
+	return v;
+}
+
+/*
+ * The lists (when the half has entries): the verdict of the list the remote address is in
+ * (management, deny, allow, in that order), or -1 when it is in none.
+ */
+__noinline int sl_listed(const struct sl_pkt *p, const struct sl_config *cfg, __u32 half)
+{
+	struct sl_lpm_key lk;
+	struct sl_list_val *lv;
+
+	if (!p)
+		return -1;
+	sl_lpm_key_of(p, half, sl_remote(p), &lk);
+	lv = bpf_map_lookup_elem(&sl_lists, &lk);
+	if (!lv)
+		return -1;
+	if (lv->flags & SL_LIST_MGMT)
+		return sl_global_verdict(p, cfg, SL_R_MGMT, SL_V_PASS);
+	if (lv->flags & SL_LIST_DENY)
+		return sl_global_verdict(p, cfg, SL_R_DENYLIST, SL_V_DROP);
+	if (lv->flags & SL_LIST_ALLOW)
+		return sl_global_verdict(p, cfg, SL_R_ALLOWLIST, SL_V_PASS);
+	return -1;
+}
+
+/*
+ * sl_decide's answer for a rule whose packets go to a plugged program: this | the plugin's slot |
+ * the half (SL_PLUGIN_HALF) | the rule's slot << 16.
+ */
 #define SL_PLUGIN_CALL 0x100
+#define SL_PLUGIN_HALF 0x200
 
 /*
  * Everything after parsing, independent of the hook. Returns an sl_verdict, or SL_PLUGIN_CALL |
@@ -278,65 +596,49 @@ static __always_inline void sl_frag_key_of(const struct sl_pkt *p, struct sl_fra
  * tail-calls it, and decides again with plugins clear if the slot is empty; that second pass counts
  * none of the counted-only reasons the first one counted).
  */
-__noinline int sl_decide(struct sl_pkt *p, int plugins)
+static __always_inline int sl_decide(struct sl_pkt *p, int plugins)
 {
 	__u32 zero = 0, slot = 0, idx, version, half;
 	struct sl_config *cfg;
 	struct sl_half *h;
 	struct sl_rule *rp;
 
-	if (!p)
-		return SL_V_PASS;
 	cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!cfg)
 		return SL_V_PASS;
 	/* One read of the version: rules, lists and the malformed verdict all come from its half. */
 	version = cfg->version;
 	half = version & 1;
+	if (p->family && !(p->reason | p->unknown | p->frag | p->note)) {
+		/* The default rule alone in its half (SL_RF_ALONE): a readable, well-formed packet is
+		 * its own, without the half's header (lists, CIDR and GeoIP entries: none). */
+		idx = half * max_rules;
+		rp = bpf_map_lookup_elem(&sl_rules, &idx);
+		if (rp && (rp->flags & SL_RF_ALONE) && rp->version == version) {
+			p->tier = SL_TIER_DEFAULT;
+			goto rule;
+		}
+	}
 	h = bpf_map_lookup_elem(&sl_policy, &half);
 	if (!h)
 		return SL_V_PASS;
 	if (!p->family) {
 		/* No source to charge: the configured verdict for malformed frames, or non-IP. */
-		__u32 v = p->reason && h->malformed_drop ? SL_V_DROP : SL_V_PASS;
-
-		if (!p->reason) {
-			sl_count(max_rules, SL_R_NON_IP, SL_V_PASS, p->len, 0);
-			return SL_V_PASS;
-		}
-		sl_count(max_rules, p->reason, v, p->len, 0);
-		if (v == SL_V_DROP)
-			sl_event(p, max_rules, p->reason, v, bpf_ktime_get_coarse_ns());
-		return v;
+		if (!p->reason)
+			return sl_global_verdict(p, cfg, SL_R_NON_IP, SL_V_PASS);
+		return sl_global_verdict(p, cfg, p->reason, h->malformed_drop ? SL_V_DROP : SL_V_PASS);
 	}
 	if (h->n_lists) {
-		struct sl_lpm_key lk;
-		struct sl_list_val *lv;
+		int v = sl_listed(p, cfg, half);
 
-		sl_lpm_key_of(p, half, sl_remote(p), &lk);
-		lv = bpf_map_lookup_elem(&sl_lists, &lk);
-		if (lv && (lv->flags & SL_LIST_MGMT)) {
-			sl_count(max_rules, SL_R_MGMT, SL_V_PASS, p->len, 0);
-			return SL_V_PASS;
-		}
-		if (lv && (lv->flags & SL_LIST_DENY)) {
-			sl_count(max_rules, SL_R_DENYLIST, SL_V_DROP, p->len, 0);
-			sl_event(p, max_rules, SL_R_DENYLIST, SL_V_DROP, bpf_ktime_get_coarse_ns());
-			return SL_V_DROP;
-		}
-		if (lv && (lv->flags & SL_LIST_ALLOW)) {
-			sl_count(max_rules, SL_R_ALLOWLIST, SL_V_PASS, p->len, 0);
-			return SL_V_PASS;
-		}
+		if (v >= 0)
+			return v;
 	}
 	if (p->reason) {
 		/* Malformed, with a readable source: dropped when so configured, else charged to
 		 * the strictest rule the source could have (never exempt because unusual). */
-		if (p->reason == SL_R_TINY_FRAG || h->malformed_drop) {
-			sl_count(max_rules, p->reason, SL_V_DROP, p->len, 0);
-			sl_event(p, max_rules, p->reason, SL_V_DROP, bpf_ktime_get_coarse_ns());
-			return SL_V_DROP;
-		}
+		if (p->reason == SL_R_TINY_FRAG || h->malformed_drop)
+			return sl_global_verdict(p, cfg, p->reason, SL_V_DROP);
 		if (plugins)
 			sl_count_event(p->reason, p->len);
 		p->unknown |= SL_UNK_L4;
@@ -346,13 +648,10 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 
 	if (p->frag == SL_FRAG_LATER) {
 		/* Decided where its datagram's first fragment was; without it, by the strictest rule. */
-		struct sl_frag_key fk;
-		struct sl_frag_val *fv;
+		int s = sl_frag_slot(p, version);
 
-		sl_frag_key_of(p, &fk);
-		fv = bpf_map_lookup_elem(&sl_frags, &fk);
-		if (fv && fv->version == version && fv->slot < max_rules) {
-			slot = fv->slot;
+		if (s >= 0) {
+			slot = s;
 			p->tier = SL_TIER_DEFAULT;
 			goto classified;
 		}
@@ -369,13 +668,8 @@ __noinline int sl_decide(struct sl_pkt *p, int plugins)
 		if (h->any.version != version)
 			sl_count_event(SL_R_STALE, 0);
 	}
-	if (p->frag == SL_FRAG_FIRST) {
-		struct sl_frag_key fk;
-		struct sl_frag_val fv = { .version = version, .slot = slot };
-
-		sl_frag_key_of(p, &fk);
-		bpf_map_update_elem(&sl_frags, &fk, &fv, BPF_ANY);
-	}
+	if (p->frag == SL_FRAG_FIRST)
+		sl_frag_note(p, version, slot);
 classified:
 	idx = half * max_rules + slot;
 	rp = bpf_map_lookup_elem(&sl_rules, &idx);
@@ -385,42 +679,58 @@ classified:
 	 * after every packet that could still read it has finished). */
 	if (rp->version != version)
 		sl_count_event(SL_R_STALE, 0);
-	if (!((rp->dir ? rp->dir : SL_DIR_INGRESS) & p->dir)) {
+rule:
+	if (!((rp->dir ? rp->dir : SL_DIR_INGRESS) & p->dir))
 		/* Only the default rule gets here unmatched (candidates are matched on direction). */
-		sl_count(max_rules, SL_R_UNMATCHED, SL_V_PASS, p->len, 0);
-		return SL_V_PASS;
-	}
+		return sl_global_verdict(p, cfg, SL_R_UNMATCHED, SL_V_PASS);
 	if (rp->plugin && plugins) {
-		sl_count(rp->id, SL_R_PLUGIN, SL_V_PASS, p->len, 0);
-		return SL_PLUGIN_CALL | ((rp->plugin - 1) & (SL_PLUGIN_SLOTS - 1)) | (rp->id & 0x7fff) << 16;
+		sl_count(rp->id, SL_R_PLUGIN, SL_V_PASS, p->len);
+		return SL_PLUGIN_CALL | ((rp->plugin - 1) & (SL_PLUGIN_SLOTS - 1)) |
+		       (half ? SL_PLUGIN_HALF : 0) | (slot & 0x7fff) << 16;
 	}
-	return sl_enforce(p, rp, cfg->new_states_per_sec);
+	return sl_enforce(p, rp, cfg);
 }
 
-/* Take back the PLUGIN count of a packet whose plugin slot was empty (same CPU, so exact). */
-static __always_inline void sl_plugin_missed(__u32 slot_of_rule, __u32 len)
+/*
+ * A packet whose rule's plugin slot was empty (v: what sl_decide answered): its PLUGIN count is
+ * taken back (same CPU, so exact) and the built-in limiter decides, by the rule the first pass
+ * found (its half is still the one being read: a policy change waits for every packet that could
+ * read it before writing it). A function of its own, so that the entry points carry one copy of
+ * the fast path.
+ */
+__noinline int sl_plugin_missed(struct sl_pkt *p, __u32 v)
 {
-	struct sl_counters *c = bpf_map_lookup_elem(&stats_map, &slot_of_rule);
+	__u32 zero = 0, idx = ((v & SL_PLUGIN_HALF) ? max_rules : 0) + ((v >> 16) & 0x7fff), id;
+	struct sl_config *cfg;
+	struct sl_rule_cpu *rc;
+	struct sl_rule *rp;
 
-	if (!c)
-		return;
-	c->packets[SL_V_PASS] -= 1;
-	c->bytes[SL_V_PASS] -= len;
-	c->reason_packets[SL_R_PLUGIN] -= 1;
-	c->reason_bytes[SL_R_PLUGIN] -= len;
+	if (!p)
+		return SL_V_PASS;
+	cfg = bpf_map_lookup_elem(&config_map, &zero);
+	rp = bpf_map_lookup_elem(&sl_rules, &idx);
+	if (!cfg || !rp)
+		return SL_V_PASS;
+	id = rp->id;
+	rc = bpf_map_lookup_elem(&stats_map, &id);
+	if (rc) {
+		rc->c.packets[SL_V_PASS] -= 1;
+		rc->c.bytes[SL_V_PASS] -= p->len;
+		rc->c.reason_packets[SL_R_PLUGIN] -= 1;
+		rc->c.reason_bytes[SL_R_PLUGIN] -= p->len;
+	}
+	return sl_enforce(p, rp, cfg);
 }
 
 SL_DEFINE_WALK6(sl_walk6_xdp, struct xdp_md)
 SL_DEFINE_WALK6(sl_walk6_skb, struct __sk_buff)
 
-/* Parse in a function of its own: the walk is verified once, not in every caller's context. */
-__noinline int sl_parse_xdp(struct xdp_md *ctx, struct sl_pkt *p)
+/* Parse an XDP frame; the IPv6 extension walk is a function of its own (verified once). */
+static __always_inline void sl_parse_xdp(struct xdp_md *ctx, struct sl_pkt *p)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	struct sl_walk6 w = {};
 
-	if (!p)
-		return 0;
 	p->len = end - data;
 	if (sl_parse(data, end, p->len, 0, p, &w)) {
 		sl_walk6_xdp(ctx, &w);
@@ -428,7 +738,6 @@ __noinline int sl_parse_xdp(struct xdp_md *ctx, struct sl_pkt *p)
 		end = (void *)(long)ctx->data_end;
 		sl_parse_ipv6_tail(data, end, &w, p);
 	}
-	return 0;
 }
 
 SEC("xdp")
@@ -442,8 +751,7 @@ int sluice_xdp(struct xdp_md *ctx)
 	if (v & SL_PLUGIN_CALL) {
 		bpf_tail_call(ctx, &sl_plugins_xdp, v & (SL_PLUGIN_SLOTS - 1));
 		/* The slot is empty: the built-in limiter decides. */
-		sl_plugin_missed((v >> 16) & 0x7fff, p.len);
-		v = sl_decide(&p, 0);
+		v = sl_plugin_missed(&p, v);
 	}
 	return v == SL_V_DROP ? XDP_DROP : XDP_PASS;
 }
@@ -496,8 +804,7 @@ int sluice_egress(struct __sk_buff *skb)
 	v = sl_decide(&p, 1);
 	if (v & SL_PLUGIN_CALL) {
 		bpf_tail_call(skb, &sl_plugins_tc, v & (SL_PLUGIN_SLOTS - 1));
-		sl_plugin_missed((v >> 16) & 0x7fff, p.len);
-		v = sl_decide(&p, 0);
+		v = sl_plugin_missed(&p, v);
 	}
 	return v == SL_V_DROP ? TC_ACT_SHOT : TC_ACT_UNSPEC;
 }

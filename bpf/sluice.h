@@ -24,7 +24,10 @@
  * ABI (docs/errors.md, pins_abi_mismatch) instead of reading old state with new meaning.
  */
 enum sl_abi {
-	SL_ABI_VERSION = 2, /* 2: token/gcra words in quanta of 2^-shift ns; sliding 16|24|24 */
+	SL_ABI_VERSION = 3, /* 2: token/gcra words in quanta of 2^-shift ns; sliding 16|24|24.
+	                     * 3: compact state (8-byte IPv4 keys, rate_limit_map6 for IPv6, a 16-byte
+	                     * value with one word, the byte dimension a key of its own); stats_map
+	                     * holds each rule's per-CPU context (struct sl_rule_cpu) */
 };
 
 /* Algorithms. 0 selects the default (fixed window), as does any unknown value. */
@@ -101,6 +104,10 @@ enum sl_rule_flags {
 	SL_RF_MATCH_SYN    = 1 << 2, /* match only TCP segments with SYN set and ACK clear  */
 	SL_RF_KEY_DST      = 1 << 3, /* key by destination address instead of source       */
 	SL_RF_NO_AGG       = 1 << 4, /* no aggregate limit over the rule's keys            */
+	SL_RF_ALONE        = 1 << 5, /* written by the control plane on the default rule (slot 0) of a
+	                              * half with no other rule and no list, source-CIDR or GeoIP
+	                              * entries: a packet whose fields are all known is this rule's,
+	                              * and the half's header need not be read                    */
 	/* The period of pkt.rate and byt.rate (struct sl_limit): a second unless one of these says a
 	 * minute or an hour (both set: an hour). The aggregate (agg) is always per second. */
 	SL_RF_PKT_PER_MIN  = 1 << 8,
@@ -133,7 +140,7 @@ enum sl_bounds {
 	SL_PLUGIN_SLOTS = 16, /* slots of each plugin program array               */
 	SL_TIER_DEFAULT = 255, /* the tier of a source no GeoIP entry covers        */
 	SL_COARSE_MIN_MS = 250, /* a rule whose time scale is shorter reads the fine clock */
-	SL_DERIVED_SLOTS = 1024, /* entries of the per-CPU cache sl_derived (a power of two) */
+	SL_SEEN_SHIFT = 24,  /* sl_state.seen counts in units of 2^24 ns (16.8 ms)                 */
 };
 
 /* Documented defaults for zero fields. */
@@ -240,9 +247,9 @@ struct sl_params {
 };
 
 /*
- * What the data path derives from a rule, per CPU: sl_derived[rule id % SL_DERIVED_SLOTS]. Valid
- * while the rule's id and version match (every policy change writes a new version), so a hit
- * needs no division and a change of policy is seen on the next packet. Only its CPU writes a slot.
+ * What the data path derives from a rule, per CPU (struct sl_rule_cpu, in stats_map[rule id]).
+ * Valid while the rule's version matches (every policy change writes a new version), so a hit
+ * needs no division and a change of policy is seen on the next packet. Only its CPU writes it.
  */
 struct sl_derived {
 	__u32 version;        /* sl_rule.version derived from */
@@ -252,7 +259,8 @@ struct sl_derived {
 	__u8  has_pkt;        /* a packet limit applies */
 	__u8  has_byt;        /* a byte limit applies */
 	__u8  has_agg;        /* an aggregate limit applies */
-	__u8  pad[5];
+	__u8  simple;         /* a packet limit alone, no lease: one word, charged inline */
+	__u8  pad[4];
 	__u64 agg_interval;   /* aggregate: ns between packets of this CPU's share */
 	__u64 agg_tau;        /* aggregate: tolerance, ns (burst - 1 intervals) */
 	__u64 unt_interval;   /* untracked budget: ns between packets (one key's packet rate) */
@@ -264,7 +272,7 @@ struct sl_derived {
 };
 
 /*
- * A CPU's lease on a per-rule bucket: sl_lease[rule id], per CPU. Units this CPU took from the
+ * A CPU's lease on a per-rule bucket (struct sl_rule_cpu, in stats_map[rule id]). Units this CPU took from the
  * rule's one bucket (charged there by one compare-and-exchange) and spends without atomics, so that
  * every CPU does not compare-and-exchange one cache line per packet (docs/datapath.md, Per-rule
  * buckets).
@@ -277,7 +285,7 @@ struct sl_lease {
 	__u32 epoch;          /* sl_state.epoch of the bucket it was taken from */
 };
 
-/* Per-CPU aggregate limiter of a rule: sl_agg[rule id]. */
+/* Per-CPU aggregate limiter of a rule (struct sl_rule_cpu, in stats_map[rule id]). */
 struct sl_agg_state {
 	__u64 tat;            /* GCRA theoretical arrival time for this CPU's share, ns */
 	__u32 epoch;          /* sl_rule.epoch that wrote it (both times) */
@@ -353,36 +361,69 @@ struct sl_event_budget {
 	__u64 lost;       /* events not emitted because the ring buffer was full */
 };
 
-/* Key of rate_limit_map: one limiter state per (rule, masked source address). */
-struct sl_key {
-	__u16 rule_id;    /* sl_rule.id */
-	__u8  family;     /* 4 or 6; 0 for a per-rule bucket (addr all zero) */
-	__u8  plen;       /* prefix length the address was masked to */
-	__u32 pad;
-	__u8  addr[16];   /* network order, masked to plen */
+/* Flags of a state key (sl_key.flags, sl_key6.flags). */
+enum sl_key_flags {
+	SL_KF_PER_RULE = 1 << 0, /* one bucket for the whole rule: no address (rate_limit_map only)   */
+	SL_KF_BYTES    = 1 << 1, /* the byte dimension's word of the key (a rule with a packet and a
+	                          * byte limit keeps one entry for each)                           */
+	SL_KF_V4       = 1 << 2, /* sl_penalty: an IPv4 key (its address in addr[0..3]) or a per-rule
+	                          * bucket (with SL_KF_PER_RULE), both of which rate_limit_map holds */
 };
 
 /*
- * Value of rate_limit_map. pkt and byt each hold one algorithm's whole state in one 64-bit word,
- * committed with a compare-and-exchange, so no lock is needed (LRU maps refuse bpf_spin_lock).
+ * Key of rate_limit_map: one limiter state per (rule, IPv4 source prefix), or the rule's one bucket
+ * (SL_KF_PER_RULE, address and plen 0). 8 bytes: the hash of a lookup covers two words.
+ */
+struct sl_key {
+	__u16 rule_id;    /* sl_rule.id */
+	__u8  plen;       /* prefix length the address was masked to (0 for a per-rule bucket) */
+	__u8  flags;      /* SL_KF_* */
+	__u8  addr[4];    /* IPv4, network order, masked to plen */
+};
+
+/*
+ * Key of rate_limit_map6 (one limiter state per rule and IPv6 source prefix) and of sl_penalty (a
+ * key of either map: SL_KF_V4 for one of rate_limit_map's). The two families never share a map
+ * entry, so an IPv4 key and an IPv6 key never share state.
+ */
+struct sl_key6 {
+	__u16 rule_id;    /* sl_rule.id */
+	__u8  plen;       /* prefix length the address was masked to */
+	__u8  flags;      /* SL_KF_* */
+	__u8  addr[16];   /* network order, masked to plen (IPv4 in sl_penalty: the first 4 bytes) */
+};
+
+/* sl_state.drops: a count in the high 30 bits, two flags in the low ones. */
+enum sl_state_bits {
+	SL_SB_PENALIZED = 1 << 0, /* sl_penalty holds this key's state as of its last drop (cleared by
+	                           * its next pass, so a key at its limit writes it once per pass) */
+	SL_SB_BLOCKED   = 1 << 1, /* the key was blocked (action block): until the time its record in
+	                           * sl_penalty says; cleared by its first packet after that        */
+	SL_SB_DROP_ONE  = 1 << 2, /* one drop in the count                                          */
+	SL_SB_FLAGS     = 3,
+};
+
+/*
+ * Value of rate_limit_map and rate_limit_map6 (16 bytes). word holds one algorithm's whole state in
+ * 64 bits, committed with a compare-and-exchange, so no lock is needed (LRU maps refuse
+ * bpf_spin_lock). Its dimension is the key's: packets (or, for a rule without a packet limit,
+ * bytes), or bytes with SL_KF_BYTES.
  *   fixed:   bits 63..32 window number (now / window), bits 31..0 units used in that window
  *   sliding: bits 63..48 window number mod 2^16, 47..24 previous window's units, 23..0 current's
  *   token:   the time at which the bucket is full again, in quanta of 2^-shift ns, modulo 2^64
  *            (sl_params.shift; 0: a fresh state, a full bucket)
  *   gcra:    the theoretical arrival time, in the same quanta
+ * drops, epoch and seen are kept in the packet entry only (an SL_KF_BYTES entry has epoch alone).
  */
 struct sl_state {
-	__u64 pkt;            /* packet dimension word */
-	__u64 byt;            /* byte dimension word */
-	__u64 last_seen;      /* ns, kernel clock of the last packet (pass or drop); no algorithm
-	                       * reads it */
-	__u64 blocked_until;  /* ns; the key is blocked while now < blocked_until */
-	__u64 dropped;        /* packets of this key dropped by its limit, atomically added */
-	__u32 epoch;          /* sl_rule.epoch when this state was (re)initialised */
-	__u8  alg;            /* algorithm that wrote pkt and byt */
-	__u8  penalized;      /* 1: sl_penalty holds this key's state as of its last drop (cleared
-	                       * by its next pass, so a key at its limit writes it once per pass) */
-	__u8  pad[2];
+	__u64 word;           /* the dimension's algorithm word */
+	__u32 drops;          /* packets of this key dropped by its limit, x SL_SB_DROP_ONE
+	                       * (atomically added, saturating at 2^30 - 2^14), | SL_SB_* flags
+	                       * (atomically or-ed and and-ed) */
+	__u16 epoch;          /* low 16 bits of the sl_rule.epoch it was (re)initialised under; the
+	                       * epoch changes with the algorithm, so that says which wrote word */
+	__u16 seen;           /* kernel clock of its last packet, in units of 2^SL_SEEN_SHIFT ns
+	                       * (16.8 ms), modulo 2^16 (18.3 minutes); no algorithm reads it */
 };
 
 /*
@@ -393,13 +434,13 @@ struct sl_state {
  * eviction nothing that time would not have given it, and a block lasts its whole duration.
  */
 struct sl_penalty {
-	__u64 pkt;            /* sl_state.pkt at the drop */
-	__u64 byt;            /* sl_state.byt at the drop */
-	__u64 blocked_until;  /* sl_state.blocked_until at the drop */
+	__u64 pkt;            /* the packet entry's word at the drop */
+	__u64 byt;            /* the byte entry's word at the drop (SL_KF_BYTES) */
+	__u64 blocked_until;  /* ns; the key is blocked while now < blocked_until (its sl_state says
+	                       * SL_SB_BLOCKED) */
 	__u64 until;          /* ns: from then on a fresh state is as strict; the entry may go */
-	__u32 epoch;          /* sl_state.epoch at the drop */
-	__u8  alg;            /* sl_state.alg at the drop */
-	__u8  pad[3];
+	__u16 epoch;          /* sl_state.epoch at the drop */
+	__u8  pad[6];
 };
 
 /* Per-CPU counters: stats_map[rule id], and stats_map[max_rules] for the global slot. */
@@ -409,6 +450,18 @@ struct sl_counters {
 	__u64 reason_packets[SL_R_MAX];
 	__u64 reason_bytes[SL_R_MAX];
 	__u64 new_states;                 /* rate_limit_map insertions (an LRU evicts silently) */
+};
+
+/*
+ * Value of stats_map: everything the data path keeps per rule and CPU, so that a packet makes one
+ * lookup for all of it. The counters come first: stats_map[id] reads as the counters it always
+ * held (bpftool shows the rest after them).
+ */
+struct sl_rule_cpu {
+	struct sl_counters c;     /* this rule's counters (the global slot's, at max_rules)          */
+	struct sl_agg_state agg;  /* the aggregate limit's and the untracked budget's GCRA times      */
+	struct sl_lease lease;    /* a per-rule bucket's lease                                        */
+	struct sl_derived d;      /* what the rule's limits imply, derived once per policy version    */
 };
 
 /*
@@ -445,6 +498,8 @@ struct sl_btf_anchor {
 	enum sl_bounds bounds;
 	enum sl_defaults defaults;
 	enum sl_dir dir;
+	enum sl_key_flags key_flags;
+	enum sl_state_bits state_bits;
 	struct sl_event event;  /* reaches user space through a ring buffer, not a typed map */
 };
 

@@ -17,41 +17,48 @@
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
 #define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 #endif
-/* One algorithm step, verified once instead of at each of its call sites. */
-__noinline int sl_step(__u64 word, __u64 cost, const struct sl_tick *t,
-		       const struct sl_params *pr, struct sl_words *out)
+
+/* One algorithm step (inline: the per-packet path of a rule with a packet limit alone). */
+static __always_inline int sl_step(__u64 word, __u64 cost, __u64 now, const struct sl_params *pr,
+				   struct sl_words *out)
 {
-	if (!t || !pr || !out)
-		return 0;
 	switch (pr->alg) {
 	case SL_ALG_SLIDING:
-		return sl_sliding(word, t->now, cost, pr, out);
+		return sl_sliding(word, now, cost, pr, out);
 	case SL_ALG_TOKEN:
-		return sl_token(word, t->now, cost, pr, out);
+		return sl_token(word, now, cost, pr, out);
 	case SL_ALG_GCRA:
-		return sl_gcra(word, t->now, cost, pr, out);
+		return sl_gcra(word, now, cost, pr, out);
 	default:
-		return sl_fixed(word, t->now, cost, pr, out);
+		return sl_fixed(word, now, cost, pr, out);
 	}
 }
 
+/* sl_step as a function of its own, for the paths that charge two words (verified once). */
+__noinline int sl_step_g(__u64 word, __u64 cost, __u64 now, const struct sl_params *pr,
+			 struct sl_words *out)
+{
+	if (!pr || !out)
+		return 0;
+	return sl_step(word, cost, now, pr, out);
+}
+
 /*
- * Take back the packet charge that this CPU committed to *w (pw->charged, computed from old),
- * after the byte dimension refused the packet. Exact whatever other CPUs did in between: the TAT forms
- * are moved back by the charge's length with one atomic add; the window forms lose cost from the
- * window it was counted in, if that window is still held (a window that has rolled past needs no
- * refund).
+ * Take back the charge that this CPU committed to *w (pw->charged, computed from old), after the
+ * other dimension refused the packet. Exact whatever other CPUs did in between: the TAT forms are
+ * moved back by the charge's length with one atomic add; the window forms lose cost from the window
+ * it was counted in, if that window is still held (a window that has rolled past needs no refund).
  */
-__noinline int sl_refund(__u64 *w, const struct sl_params *pr, const struct sl_tick *tick,
-			 __u64 old, const struct sl_words *pw)
+__noinline int sl_refund(__u64 *w, const struct sl_params *pr, __u64 now, __u64 old,
+			 const struct sl_words *pw)
 {
 	__u64 cost;
 	int i;
 
-	if (!w || !pr || !tick || !pw)
+	if (!w || !pr || !pw)
 		return 0;
 	if (pr->alg == SL_ALG_TOKEN || pr->alg == SL_ALG_GCRA) {
-		__u64 nq = tick->now << pr->shift;
+		__u64 nq = now << pr->shift;
 		__u64 t = nq + sl_backlog(old, nq, pr);
 
 		__sync_fetch_and_add(w, -(pw->charged - t));
@@ -83,7 +90,7 @@ __noinline int sl_refund(__u64 *w, const struct sl_params *pr, const struct sl_t
 }
 
 #ifdef SLUICE_TEST
-/* Test build: sl_test.cas_fail makes every compare-and-exchange of sl_charge lose its race. */
+/* Test build: sl_test.cas_fail makes every compare-and-exchange of a charge lose its race. */
 static __always_inline int sl_test_cas_fail(void)
 {
 	__u32 zero = 0;
@@ -94,44 +101,64 @@ static __always_inline int sl_test_cas_fail(void)
 #endif
 
 /*
- * Decide and commit both dimensions. Each dimension's word changes only by a compare-and-exchange
- * from the exact value the decision was computed on, so neither limit is ever exceeded, however
- * many CPUs race on the key. When the byte word loses a race after the packet word was charged,
- * the packet charge is refunded (exactly, see sl_refund) and the decision retried.
+ * Decide and commit one word: it changes only by a compare-and-exchange from the exact value the
+ * decision was computed on, so the limit is never exceeded, however many CPUs race on the key.
  * Returns 1 to pass, 0 to drop, -1 when still contended after SL_CAS_TRIES attempts.
  */
-static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *t, __u64 pkts,
-				     __u64 cost, const struct sl_params *pp,
-				     const struct sl_params *bp, __u32 has_p, __u32 has_b)
+static __always_inline int sl_charge1(__u64 *w, __u64 now, __u64 cost, const struct sl_params *pr)
 {
 	int i;
 
 	for (i = 0; i < SL_CAS_TRIES; i++) {
-		struct sl_words pw, bw;
-		__u64 po = READ_ONCE(st->pkt), bo = READ_ONCE(st->byt);
-		__u64 pn = po, bn = bo;
-		int allow = 1;
+		struct sl_words o;
+		__u64 old = READ_ONCE(*w), next;
+		int allow = sl_step(old, cost, now, pr, &o);
 
-		pw.charged = pw.rolled = po;
-		bw.charged = bw.rolled = bo;
-		if (has_p && !sl_step(po, pkts, t, pp, &pw))
-			allow = 0;
-		if (has_b && !sl_step(bo, cost, t, bp, &bw))
-			allow = 0;
-		if (has_p)
-			pn = allow ? pw.charged : pw.rolled;
-		if (has_b)
-			bn = allow ? bw.charged : bw.rolled;
-
+		next = allow ? o.charged : o.rolled;
 #ifdef SLUICE_TEST
 		if (sl_test_cas_fail())
 			continue;
 #endif
-		if (pn != po && __sync_val_compare_and_swap(&st->pkt, po, pn) != po)
+		if (next == old || __sync_val_compare_and_swap(w, old, next) == old)
+			return allow;
+	}
+	return -1;
+}
+
+/*
+ * Decide and commit two words (a packet and a byte limit; wb NULL: one word): a packet passes only
+ * if both allow it, and is charged to both only when it passes. When the second word loses a race
+ * after the first was charged, the first charge is refunded (exactly, see sl_refund) and the
+ * decision retried. Returns what sl_charge1 returns.
+ */
+static __always_inline int sl_charge2(__u64 *wa, __u64 *wb, __u64 now, __u64 ca, __u64 cb,
+				      const struct sl_params *pa, const struct sl_params *pb)
+{
+	int i;
+
+	for (i = 0; i < SL_CAS_TRIES; i++) {
+		struct sl_words aw, bw;
+		__u64 ao = READ_ONCE(*wa), bo = wb ? READ_ONCE(*wb) : 0;
+		__u64 an, bn = bo;
+		int allow = 1;
+
+		bw.charged = bw.rolled = bo;
+		if (!sl_step_g(ao, ca, now, pa, &aw))
+			allow = 0;
+		if (wb && !sl_step_g(bo, cb, now, pb, &bw))
+			allow = 0;
+		an = allow ? aw.charged : aw.rolled;
+		if (wb)
+			bn = allow ? bw.charged : bw.rolled;
+#ifdef SLUICE_TEST
+		if (sl_test_cas_fail())
 			continue;
-		if (bn != bo && __sync_val_compare_and_swap(&st->byt, bo, bn) != bo) {
-			if (allow && has_p)
-				sl_refund(&st->pkt, pp, t, po, &pw);
+#endif
+		if (an != ao && __sync_val_compare_and_swap(wa, ao, an) != ao)
+			continue;
+		if (wb && bn != bo && __sync_val_compare_and_swap(wb, bo, bn) != bo) {
+			if (allow && an != ao)
+				sl_refund(wa, pa, now, ao, &aw);
 			continue;
 		}
 		return allow;
@@ -139,40 +166,36 @@ static __always_inline int sl_charge(struct sl_state *st, const struct sl_tick *
 	return -1;
 }
 
-/* sl_charge as a function of its own, for the lease path's two charges (verified once). */
-__noinline int sl_charge_d(struct sl_state *st, const struct sl_tick *t, const struct sl_derived *d,
-			   __u64 pkts, __u64 cost)
+/*
+ * The words a rule charges: the packet entry's (packets, or bytes for a rule without a packet
+ * limit), and the byte entry's for a rule with both (sb).
+ */
+static __always_inline int sl_charge_d(struct sl_state *sa, struct sl_state *sb,
+				       const struct sl_derived *d, __u64 now, __u64 pkts, __u64 len)
 {
-	if (!st || !t || !d)
-		return 1;
-	return sl_charge(st, t, pkts, cost, &d->pkt, &d->byt, d->has_pkt, d->has_byt);
+	if (!d->has_pkt)
+		return sl_charge2(&sa->word, NULL, now, len, 0, &d->byt, &d->byt);
+	return sl_charge2(&sa->word, sb ? &sb->word : NULL, now, pkts, len, &d->pkt, &d->byt);
 }
 
 /*
  * A packet of a per-rule bucket (d->lease_pkt set): spent from this CPU's lease when it holds
  * enough, else charged to the bucket together with a new lease (one compare-and-exchange), else,
  * near the bucket's end, charged alone (so one CPU can still use all of it). What a lease leaves
- * unspent when another is taken is lost to the bucket. Returns what sl_charge returns. Verified
- * once on its own (it holds three charges).
+ * unspent when another is taken is lost to the bucket. Returns what sl_charge1 returns.
  */
-__noinline int sl_leased(struct sl_state *st, const struct sl_tick *t, const struct sl_pkt *p,
-			 const struct sl_derived *d, const struct sl_rule *r)
+static __always_inline int sl_lease_charge(struct sl_state *sa, struct sl_state *sb,
+					   struct sl_rule_cpu *rc, const struct sl_rule *r, __u64 now,
+					   __u64 pkts, __u64 len)
 {
+	struct sl_derived *d = &rc->d;
 	struct sl_lease *ls;
-	__u64 lb, pkts, len;
-	__u32 id;
+	__u64 lb;
 	int allow;
 
-	if (!st || !t || !p || !d || !r)
-		return 1;
-	pkts = p->segs ? p->segs : 1;
-	len = p->len;
-	id = r->id;
-	ls = bpf_map_lookup_elem(&sl_lease, &id);
+	ls = &rc->lease;
 	lb = d->has_byt ? d->lease_byt : 0;
-	if (!ls)
-		return sl_charge_d(st, t, d, pkts, len);
-	if (ls->version != r->version || ls->epoch != st->epoch || t->now >= ls->expires) {
+	if (ls->version != r->version || ls->epoch != sa->epoch || now >= ls->expires) {
 		ls->pkts = 0;
 		ls->byts = 0;
 	}
@@ -182,19 +205,19 @@ __noinline int sl_leased(struct sl_state *st, const struct sl_tick *t, const str
 			ls->byts -= len;
 		return 1;
 	}
-	allow = sl_charge_d(st, t, d, pkts + d->lease_pkt, len + lb);
+	allow = sl_charge_d(sa, sb, d, now, pkts + d->lease_pkt, len + lb);
 	if (allow > 0) {
 		ls->pkts = d->lease_pkt;
 		ls->byts = lb;
 		ls->version = r->version;
-		ls->epoch = st->epoch;
+		ls->epoch = sa->epoch;
 		/* The window forms: a lease ends with its window, so no window admits more than its
 		 * budget. The bucket forms: it lasts until spent. */
 		ls->expires = (d->pkt.alg == SL_ALG_FIXED || d->pkt.alg == SL_ALG_SLIDING) ?
-			(t->now / d->pkt.window_ns + 1) * d->pkt.window_ns : ~0ULL;
+			(now / d->pkt.window_ns + 1) * d->pkt.window_ns : ~0ULL;
 		return 1;
 	}
-	return sl_charge_d(st, t, d, pkts, len);
+	return sl_charge_d(sa, sb, d, now, pkts, len);
 }
 
 /*
@@ -235,10 +258,10 @@ static __always_inline int sl_long_enough(const struct sl_params *pr, __u64 peri
 }
 
 /*
- * Fill this CPU's derived values for rule r (a miss in sl_derived: a new policy, or another rule
- * in the slot). Verified once on its own; the divisions it holds are off the per-packet path.
- * Only this CPU writes its slot, and XDP and tc programs of one CPU do not nest (both run with
- * bottom halves off), so no packet sees a slot half written.
+ * Fill this CPU's derived values for rule r (a new policy version, or the first packet). Verified
+ * once on its own; the divisions it holds are off the per-packet path. Only this CPU writes its
+ * slot, and XDP and tc programs of one CPU do not nest (both run with bottom halves off), so no
+ * packet sees a slot half written.
  */
 __noinline int sl_derive(const struct sl_rule *r, struct sl_derived *d)
 {
@@ -301,6 +324,7 @@ __noinline int sl_derive(const struct sl_rule *r, struct sl_derived *d)
 			d->lease_byt = lb;
 		}
 	}
+	d->simple = d->has_pkt && !d->has_byt && !d->lease_pkt;
 
 	d->coarse = (coarse_clock & (1U << alg)) && (!d->has_pkt || sl_long_enough(&d->pkt, pper)) &&
 		    (!d->has_byt || sl_long_enough(&d->byt, bper));
@@ -349,7 +373,7 @@ static __always_inline int sl_untracked(const struct sl_derived *d, struct sl_ag
 }
 
 /*
- * Whether this CPU may insert one more key into rate_limit_map now: GCRA over new_per_sec
+ * Whether this CPU may insert one more key into the state maps now: GCRA over new_per_sec
  * (sl_config.new_states_per_sec), burst one second's worth, per CPU (only this CPU touches its
  * slot, so no atomics). An LRU insertion that evicts costs ten times a lookup; under a flood of
  * spoofed sources this caps that work, and it caps how fast the flood can evict the keys of real

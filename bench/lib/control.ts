@@ -12,6 +12,7 @@ import { pinDir } from '../../src/agent/state';
 import { flood } from '../../src/lab';
 import { run } from '../../src/lab/netns';
 import { Reason } from '../../src/generated/types';
+import { stateMapsOf } from '../../src/limiter/state';
 import { REPO } from '../../test/lib/datapath';
 import { BenchDatapath, median } from './datapath';
 import { RX_CPU, SINK_PORT, type Site } from './throughput';
@@ -49,7 +50,7 @@ export async function topOverMillion(site: Site, o: { runs: number; log: (s: str
     for (let i = 0; i < 5 && entries < N * 0.99 && !o.signal.aborted; i++) {
       await flood(site.target, { pps: 'max', seconds: 2, sources: N, cpus: [RX_CPU, 1], dport: SINK_PORT, signal: o.signal });
       entries = 0;
-      for (const chunk of p.limiter.maps.rate_limit_map.lookupBatch()) entries += chunk.length;
+      for (const [m] of stateMapsOf(p.limiter.maps)) for (const chunk of m.lookupBatch()) entries += chunk.length;
       o.log(`  top: ${entries} entries in the state map`);
     }
     const cli: number[] = [];

@@ -9,8 +9,8 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'nod
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { numPossibleCpus, ObjectSpec, type BpfMap, type Collection, type Program } from '../../src/ebpf';
-import { encodeKey, encodeTestCtl, SL_KEY_SIZE, SL_STATE_SIZE, SL_TEST_CTL_SIZE } from '../../src/generated/types';
-import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, type LimiterMaps } from '../../src/limiter/limiter';
+import { encodeTestCtl, SL_TEST_CTL_SIZE } from '../../src/generated/types';
+import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, STATE_MAP_NAMES, type LimiterMaps } from '../../src/limiter/limiter';
 import { BENCH_OBJECT, PROD_OBJECT, TEST_OBJECT } from '../../test/lib/datapath';
 
 export { BENCH_OBJECT, PROD_OBJECT, TEST_OBJECT };
@@ -28,6 +28,8 @@ export interface BenchLoad {
    * see scripts/baseline.sh) when that commit's map layouts differ from this one's.
    */
   limiter?: LimiterClass;
+  /** The maps that Limiter needs (another commit's may differ from this one's LIMITER_MAP_NAMES). */
+  mapNames?: readonly string[];
 }
 
 /** What a benchmark asks of a Limiter (this commit's, or the one of the objects' own commit). */
@@ -39,18 +41,27 @@ export type LimiterClass = new (maps: LimiterMaps) => BenchLimiter;
  * undefined when the directory holds objects only (their maps must then be this commit's).
  */
 export function limiterOf(dir: string): LimiterClass | undefined {
+  return limiterModuleOf(dir)?.Limiter;
+}
+
+/** The names of the maps the Limiter of such a directory needs (undefined: objects only). */
+export function limiterMapNamesOf(dir: string): readonly string[] | undefined {
+  return limiterModuleOf(dir)?.LIMITER_MAP_NAMES;
+}
+
+function limiterModuleOf(dir: string): { Limiter: LimiterClass; LIMITER_MAP_NAMES: readonly string[] } | undefined {
   const js = join(dir, 'dist', 'src', 'limiter', 'limiter.js');
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return existsSync(js) ? (require(js) as { Limiter: LimiterClass }).Limiter : undefined;
+  return existsSync(js) ? (require(js) as { Limiter: LimiterClass; LIMITER_MAP_NAMES: readonly string[] }) : undefined;
 }
 
 export class BenchDatapath {
   readonly limiter: BenchLimiter;
   readonly prog: Program;
 
-  private constructor(readonly coll: Collection, limiter: LimiterClass = Limiter) {
+  private constructor(readonly coll: Collection, limiter: LimiterClass = Limiter, names: readonly string[] = LIMITER_MAP_NAMES) {
     const maps = {} as Record<string, BpfMap>;
-    for (const name of LIMITER_MAP_NAMES) maps[name] = coll.map(name);
+    for (const name of names) maps[name] = coll.map(name);
     this.limiter = new limiter(maps as unknown as LimiterMaps);
     this.prog = coll.program('sluice_xdp');
   }
@@ -63,14 +74,15 @@ export class BenchDatapath {
     const path = o.object ?? PROD_OBJECT;
     const spec = ObjectSpec.open(path);
     try {
-      const missing = LIMITER_MAP_NAMES.filter((name) => !spec.map(name));
+      const names = o.mapNames ?? LIMITER_MAP_NAMES;
+      const missing = names.filter((name) => !spec.map(name));
       if (missing.length) throw new Error(`${path} has no map ${missing.join(', ')}: the Limiter needs it`);
       const maxRules = o.maxRules ?? 1024;
-      if (o.maxEntries) spec.setMaxEntries('rate_limit_map', o.maxEntries);
+      if (o.maxEntries) for (const name of STATE_MAP_NAMES) if (spec.map(name)) spec.setMaxEntries(name, o.maxEntries);
       if (o.cidrEntries) spec.setMaxEntries('sl_cidr', o.cidrEntries);
       for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) if (spec.map(name)) spec.setMaxEntries(name, size(maxRules));
       spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus(), ...o.constants });
-      return new BenchDatapath(await spec.load(), o.limiter);
+      return new BenchDatapath(await spec.load(), o.limiter, names);
     } finally {
       spec.close();
     }
@@ -84,10 +96,13 @@ export class BenchDatapath {
     m.update(Buffer.alloc(4), ctl.subarray(0, m.valueSize)); // another commit's may be shorter
   }
 
-  /** Entries in rate_limit_map (walks the keys). */
+  /** Entries in the state maps (walks the keys). */
   entries(): number {
     let n = 0;
-    for (const chunk of this.limiter.maps.rate_limit_map.lookupBatch()) n += chunk.length;
+    for (const name of STATE_MAP_NAMES) {
+      const m = this.coll.maps.get(name);
+      if (m) for (const chunk of m.lookupBatch()) n += chunk.length;
+    }
     return n;
   }
 
@@ -146,8 +161,13 @@ export function snapshotObjects(from = REPO_BPF): ObjectSet {
 /** bench.bpf.o with its floor's map holding `src` (an IPv4 address), so the floor's lookup hits. */
 export async function loadBaselines(src: number[]): Promise<{ pass: Program; floor: Program; floorCoarse: Program; close(): void }> {
   const coll = await ObjectSpec.open(BENCH_OBJECT).load();
-  const key = encodeKey({ family: 4, addr: Buffer.from([...src, ...new Array(12).fill(0)]) }, Buffer.alloc(SL_KEY_SIZE));
-  coll.map('floor_map').update(key, Buffer.alloc(SL_STATE_SIZE));
+  // The frozen key of bpf/bench/sluice.h (issue 13's base): rule_id u16, family u8, plen u8, pad u32,
+  // addr[16]; its value, the frozen 48-byte state.
+  const key = Buffer.alloc(24);
+  key.writeUInt8(4, 2);
+  Buffer.from(src).copy(key, 8);
+  const floor = coll.map('floor_map');
+  floor.update(key, Buffer.alloc(floor.valueSize));
   return { pass: coll.program('bench_pass'), floor: coll.program('bench_floor'), floorCoarse: coll.program('bench_floor_coarse'), close: () => coll.close() };
 }
 

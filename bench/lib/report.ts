@@ -110,9 +110,44 @@ function decisionTable(d: { results: DecisionRow[]; repeat: number; rounds: numb
     `${d.machine ? `; ${machineText(d.machine)}` : ' (the machine was not recorded)'}.`;
 }
 
+/** bench/results/decision-compare.json (bench:decision --baseline-objects DIR). */
+interface DecisionCompare {
+  date: string;
+  repeat: number;
+  rounds: number;
+  machine?: Machine;
+  objects: { now: { from: string; commit?: string }; baseline: { from: string; commit?: string } };
+  reference: { pass_ns: number; floor_ns: number; floor_coarse_ns: number };
+  results: { name: string; clock: string; now_ns: number; baseline_ns: number; change_pct: number; now_spread_ns: number[]; baseline_spread_ns: number[] }[];
+}
+
+/**
+ * This build next to another commit's objects, in one run, each case against the frozen floor that
+ * reads its clock (issue 13: an existing key, pass and drop, every algorithm, at least 25% fewer
+ * ns/packet than the base and at most 1.4 times that floor).
+ */
+function compareTable(c: DecisionCompare): string {
+  const floorOf = (clock: string): number => (clock === 'coarse' ? c.reference.floor_coarse_ns : c.reference.floor_ns);
+  const base = c.objects.baseline.commit ? `sluice-base (${c.objects.baseline.commit.slice(0, 7)})` : 'baseline objects';
+  const lines = [head(['case', 'clock', `${base}, ns/packet`, 'this build, ns/packet', 'change', 'x the same-clock floor (base)', 'x the same-clock floor (this build)', 'spread, this build (ns)', 'spread, base (ns)'])];
+  for (const r of c.results) {
+    const f = floorOf(r.clock);
+    lines.push(row([r.name, r.clock, r.baseline_ns, `**${r.now_ns}**`, `${r.change_pct > 0 ? '+' : ''}${r.change_pct.toFixed(1)}%`, (r.baseline_ns / f).toFixed(2), (r.now_ns / f).toFixed(2), `${r.now_spread_ns[0]}–${r.now_spread_ns[1]}`, `${r.baseline_spread_ns[0]}–${r.baseline_spread_ns[1]}`]));
+  }
+  const hits = c.results.filter((r) => r.name.includes('/hit-'));
+  const fewer = hits.filter((r) => r.change_pct <= -25).length;
+  const near = hits.filter((r) => r.now_ns <= 1.4 * floorOf(r.clock)).length;
+  const worst = Math.max(...hits.map((r) => r.now_ns / floorOf(r.clock)));
+  return `${lines.join('\n')}\n\nAn existing key (hit-pass, hit-drop), every algorithm and both clocks: ${fewer} of ${hits.length} cases at least 25% fewer ns/packet than ${base}, ` +
+    `${near} of ${hits.length} at most 1.4 times the frozen floor that reads the same clock (at most ${worst.toFixed(2)} times). The same run: the test run itself ${c.reference.pass_ns} ns, ` +
+    `the floor ${c.reference.floor_ns} ns (fine clock), ${c.reference.floor_coarse_ns} ns (coarse). BPF_PROG_TEST_RUN, repeat ${num(c.repeat)}, median of ${c.rounds} interleaved rounds, ` +
+    `${c.date.slice(0, 16).replace('T', ' ')} UTC${c.machine ? `; ${machineText(c.machine)}` : ''}.`;
+}
+
 interface Scale {
   per_packet: { sources: { n: number; ns_per_packet: number; ratio_to_first: number; spread_ns: number[]; entries?: number }[]; cidr: { n: number; ns_per_packet: number; ratio_to_first: number; spread_ns: number[]; apply_ms?: number }[] };
-  state_memory: { max_entries: number; bytes: number; mb_per_100k: number }[];
+  /** Before issue 13, rate_limit_map alone (no map, key_bytes, value_bytes). */
+  state_memory: { map?: string; key_bytes?: number; value_bytes?: number; max_entries: number; bytes: number; mb_per_100k: number }[];
   throughput: { sources: { n: number; decided_pps: number; ratio_to_1000: number }[]; cidr: { n: number; decided_pps: number; ratio_to_first: number }[] };
 }
 
@@ -132,9 +167,14 @@ function scaleTables(s: Scale): string {
     const t = s.throughput.cidr.find((x) => x.n === n);
     b.push(row([num(n), p ? p.ns_per_packet : '–', p ? p.ratio_to_first : '–', p?.apply_ms ?? '–', t ? mpps(t.decided_pps) : '–', t ? t.ratio_to_first.toFixed(2) : '–']));
   }
-  const c = [head(['rate_limit_map max_entries', 'kernel memory (memlock)', 'per 100,000 entries'])];
-  for (const m of s.state_memory) c.push(row([num(m.max_entries), `${(m.bytes / 1e6).toFixed(1)} MB`, `${m.mb_per_100k} MB`]));
-  return `${a.join('\n')}\n\n${b.join('\n')}\n\n${c.join('\n')}`;
+  return `${a.join('\n')}\n\n${b.join('\n')}\n\n${memoryTable(s.state_memory)}`;
+}
+
+/** The state maps' memory by the kernel's accounting (before issue 13: rate_limit_map alone, 24/48 bytes). */
+function memoryTable(rows: Scale['state_memory']): string {
+  const c = [head(['state map', 'key, value (bytes)', 'max_entries', 'kernel memory (memlock)', 'per 100,000 entries'])];
+  for (const m of rows) c.push(row([m.map ?? 'rate_limit_map', m.key_bytes !== undefined ? `${m.key_bytes}, ${m.value_bytes}` : '24, 48', num(m.max_entries), `${(m.bytes / 1e6).toFixed(1)} MB`, `${m.mb_per_100k} MB`]));
+  return c.join('\n');
 }
 
 function clockTables(c: { throughput: Figure[]; accuracy: AccuracyRow[] }, d?: { results: DecisionRow[] }): string {
@@ -251,6 +291,8 @@ export function writeReport(): string {
   let doc = readFileSync(DOC, 'utf8');
   const t = load<Throughput>('throughput.json');
   const d = load<{ results: DecisionRow[]; repeat: number; rounds: number; date: string }>('decision.json');
+  const dc = load<DecisionCompare>('decision-compare.json');
+  const mem = load<{ date: string; machine?: Machine; state_memory: Scale['state_memory'] }>('memory.json');
   const s = load<Scale>('scale.json');
   const c = load<{ throughput: Figure[]; accuracy: AccuracyRow[] }>('clock.json');
   const sp = load<{ variants: { name: string; title: string }[]; results: Figure[] }>('spoof.json');
@@ -262,6 +304,8 @@ export function writeReport(): string {
     writeFileSync(CHART, chart(t));
   }
   if (d) doc = replaceBlock(doc, 'decision', decisionTable(d));
+  if (dc) doc = replaceBlock(doc, 'decision-compare', compareTable(dc));
+  if (mem) doc = replaceBlock(doc, 'memory', `${memoryTable(mem.state_memory)}\n\n${mem.date.slice(0, 16).replace('T', ' ')} UTC${mem.machine ? `; ${machineText(mem.machine)}` : ''}.`);
   if (s) doc = replaceBlock(doc, 'scale', scaleTables(s));
   if (c) doc = replaceBlock(doc, 'clock', clockTables(c, d));
   if (sp) doc = replaceBlock(doc, 'spoof', spoofTable(sp));

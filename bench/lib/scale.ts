@@ -5,6 +5,7 @@
  */
 import type { BpfMap } from '../../src/ebpf';
 import type { RuleSpec } from '../../src/limiter/policy';
+import { STATE_MAP_NAMES } from '../../src/limiter/limiter';
 import { FRAME } from '../decision';
 import { BenchDatapath, interleaved, TEST_OBJECT } from './datapath';
 import type { Decisions } from './peers';
@@ -82,15 +83,22 @@ export async function cidrPerPacket(ns: number[], o: { repeat: number; rounds: n
   }
 }
 
-/** The kernel's account of rate_limit_map's memory at a few sizes (an LRU hash preallocates). */
-export async function stateMemory(sizes: number[]): Promise<{ max_entries: number; bytes: number; bytes_per_100k: number; mb_per_100k: number }[]> {
+/**
+ * The kernel's account of the state maps' memory at a few sizes (an LRU hash preallocates):
+ * rate_limit_map (IPv4 keys and per-rule buckets) and rate_limit_map6 (IPv6 keys), each of
+ * max_entries.
+ */
+export async function stateMemory(sizes: number[]): Promise<{ map: string; key_bytes: number; value_bytes: number; max_entries: number; bytes: number; bytes_per_100k: number; mb_per_100k: number }[]> {
   const out = [];
   for (const n of sizes) {
     const dp = await BenchDatapath.load({ maxEntries: n });
     try {
-      const m: BpfMap = dp.limiter.maps.rate_limit_map;
-      const bytes = m.memoryUsage() ?? NaN;
-      out.push({ max_entries: n, bytes, bytes_per_100k: Math.round((bytes / n) * 100_000), mb_per_100k: +((bytes / n) * 100_000 / 1e6).toFixed(2) });
+      for (const name of STATE_MAP_NAMES) {
+        const m: BpfMap | undefined = dp.coll.maps.get(name);
+        if (!m) continue;
+        const bytes = m.memoryUsage() ?? NaN;
+        out.push({ map: name, key_bytes: m.keySize, value_bytes: m.valueSize, max_entries: n, bytes, bytes_per_100k: Math.round((bytes / n) * 100_000), mb_per_100k: +((bytes / n) * 100_000 / 1e6).toFixed(2) });
+      }
     } finally {
       dp.close();
     }

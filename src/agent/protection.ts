@@ -14,7 +14,7 @@ import {
   tcAttach, tcDetach, tcHookCreate, tcQuery, xdpQuery,
   type Collection,
 } from '../ebpf';
-import { Limiter, LIMITER_MAP_NAMES, ListsTooLargeError, RULE_SIZED_MAPS, type LimiterMaps } from '../limiter/limiter';
+import { Limiter, LIMITER_MAP_NAMES, ListsTooLargeError, RULE_SIZED_MAPS, STATE_MAP_NAMES, type LimiterMaps } from '../limiter/limiter';
 import { compiledListsSteps, emptyLists, normaliseListsSteps, type Lists, type RuntimeLists } from '../limiter/lists';
 import { runAsync } from '../limiter/steps';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
@@ -497,7 +497,8 @@ export class Protection {
 
   private static spec(object: string, maxEntries: number, maxRules: number, maxListEntries: number): ObjectSpec {
     if (!existsSync(object)) throw new AgentError(AgentCode.InvalidArgument, `no BPF object at ${object}: build it with \`make -C bpf\``);
-    const spec = ObjectSpec.open(object).setMaxEntries('rate_limit_map', maxEntries);
+    const spec = ObjectSpec.open(object);
+    for (const name of STATE_MAP_NAMES) if (spec.map(name)) spec.setMaxEntries(name, maxEntries);
     if (spec.maps.some((m) => m.name === 'sl_lists')) spec.setMaxEntries('sl_lists', 2 * maxListEntries);
     for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) spec.setMaxEntries(name, size(maxRules));
     return spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus() });
@@ -614,7 +615,7 @@ export class Protection {
         const pinned = maps.get(m.name);
         if (!pinned) continue; // a map new in this object starts empty
         const sized = RULE_SIZED_MAPS[m.name];
-        const want = m.name === 'rate_limit_map' ? base.maxEntries : m.name === 'sl_lists' ? 2 * listMax(base) : sized ? sized(base.maxRules) : m.maxEntries;
+        const want = (STATE_MAP_NAMES as readonly string[]).includes(m.name) ? base.maxEntries : m.name === 'sl_lists' ? 2 * listMax(base) : sized ? sized(base.maxRules) : m.maxEntries;
         if (pinned.type !== m.type || pinned.keySize !== m.keySize || pinned.valueSize !== m.valueSize) {
           problems.push(`${m.name}: pinned key/value ${pinned.keySize}/${pinned.valueSize} bytes, the object needs ${m.keySize}/${m.valueSize}`);
         } else if (pinned.maxEntries !== want) {

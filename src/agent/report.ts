@@ -62,7 +62,7 @@ export interface StatusReport {
  * shared with concurrent /v1/top requests and metric scrapes of the same map.
  */
 async function countStates(p: Protection): Promise<number> {
-  return (await sharedWalk(p.limiter.maps.rate_limit_map, () => liveRules(p))).entries;
+  return (await sharedWalk(p.limiter.maps, () => liveRules(p))).entries;
 }
 
 /** Limits as every JSON output writes them (CLI --json, the HTTP API, the logs): snake_case, as the config file does. */
@@ -152,11 +152,11 @@ export function liveRules(p: Protection): Map<number, Rule> {
  * is shared with whoever else reads this map meanwhile (see sharedWalk).
  */
 export async function topReport(p: Protection, n: number): Promise<StateEntry[]> {
-  const map = p.limiter.maps.rate_limit_map;
-  if (n <= SHARED_TOP) return (await sharedWalk(map, () => liveRules(p))).top.slice(0, n);
-  return (await walkStates(map, liveRules(p), n)).top;
+  const maps = p.limiter.maps;
+  if (n <= SHARED_TOP) return (await sharedWalk(maps, () => liveRules(p))).top.slice(0, n);
+  return (await walkStates(maps, liveRules(p), n)).top;
 }
 
 export async function dumpReport(p: Protection): Promise<StateEntry[]> {
-  return readStates(p.limiter.maps.rate_limit_map, liveRules(p));
+  return readStates(p.limiter.maps, liveRules(p));
 }

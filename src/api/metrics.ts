@@ -126,7 +126,7 @@ export class Metrics {
       },
     });
     new Counter({
-      name: 'sluice_new_states_total', help: 'Insertions into the per-client state map (rate_limit_map), by rule',
+      name: 'sluice_new_states_total', help: 'Insertions into the per-client state maps (rate_limit_map, rate_limit_map6), by rule',
       labelNames: RULE, registers: r,
       async collect() { this.reset(); await each((d) => d.rules?.forEach((x) => { if (x.id !== 'global') this.inc(ruleLabels(d, x), x.new_states); })); },
     });
@@ -251,7 +251,7 @@ export class Metrics {
     if (cur?.pending) return cur.pending;
     const pending = (async () => {
       // One walk shared with the API's /v1/top and /v1/status on the same map.
-      const { entries } = await sharedWalk(p.limiter.maps.rate_limit_map, () => liveRules(p));
+      const { entries } = await sharedWalk(p.limiter.maps, () => liveRules(p));
       // Read after counting, so that new states counted during the walk are in it too.
       const newStates = takeSnapshot(p).totals.new_states;
       this.counts.set(key, { at: Date.now(), entries, newStates });

@@ -3,7 +3,7 @@
 /* eslint-disable */
 
 export const Abi = {
-  VERSION: 2,
+  VERSION: 3,
 } as const;
 
 export const Alg = {
@@ -62,6 +62,7 @@ export const RuleFlags = {
   MATCH_SYN: 4,
   KEY_DST: 8,
   NO_AGG: 16,
+  ALONE: 32,
   PKT_PER_MIN: 256,
   PKT_PER_HOUR: 512,
   BYT_PER_MIN: 1024,
@@ -89,7 +90,7 @@ export const Bounds = {
   PLUGIN_SLOTS: 16,
   TIER_DEFAULT: 255,
   COARSE_MIN_MS: 250,
-  DERIVED_SLOTS: 1024,
+  SEEN_SHIFT: 24,
 } as const;
 
 export const Defaults = {
@@ -104,6 +105,19 @@ export const Defaults = {
   NEW_STATES: 100000,
   PENALTY_MAX: 65536,
   LIST_MAX: 65536,
+} as const;
+
+export const KeyFlags = {
+  PER_RULE: 1,
+  BYTES: 2,
+  V4: 4,
+} as const;
+
+export const StateBits = {
+  PENALIZED: 1,
+  BLOCKED: 2,
+  DROP_ONE: 4,
+  FLAGS: 3,
 } as const;
 
 export interface Limit {
@@ -348,6 +362,7 @@ export interface Derived {
   has_pkt: number;
   has_byt: number;
   has_agg: number;
+  simple: number;
   pad: Buffer;
   agg_interval: bigint;
   agg_tau: bigint;
@@ -370,7 +385,8 @@ export function decodeDerived(b: Buffer, off = 0): Derived {
     has_pkt: b.readUInt8(off + 8),
     has_byt: b.readUInt8(off + 9),
     has_agg: b.readUInt8(off + 10),
-    pad: Buffer.from(b.subarray(off + 11, off + 11 + 5)),
+    simple: b.readUInt8(off + 11),
+    pad: Buffer.from(b.subarray(off + 12, off + 12 + 4)),
     agg_interval: b.readBigUInt64LE(off + 16),
     agg_tau: b.readBigUInt64LE(off + 24),
     unt_interval: b.readBigUInt64LE(off + 32),
@@ -391,7 +407,8 @@ export function encodeDerived(v: Partial<Derived>, b: Buffer = Buffer.alloc(176)
   if (v.has_pkt !== undefined) { b.writeUInt8(v.has_pkt, off + 8); }
   if (v.has_byt !== undefined) { b.writeUInt8(v.has_byt, off + 9); }
   if (v.has_agg !== undefined) { b.writeUInt8(v.has_agg, off + 10); }
-  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 11, 0, 5); }
+  if (v.simple !== undefined) { b.writeUInt8(v.simple, off + 11); }
+  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 12, 0, 4); }
   if (v.agg_interval !== undefined) { b.writeBigUInt64LE(BigInt(v.agg_interval), off + 16); }
   if (v.agg_tau !== undefined) { b.writeBigUInt64LE(BigInt(v.agg_tau), off + 24); }
   if (v.unt_interval !== undefined) { b.writeBigUInt64LE(BigInt(v.unt_interval), off + 32); }
@@ -666,73 +683,82 @@ export function encodeEventBudget(v: Partial<EventBudget>, b: Buffer = Buffer.al
 
 export interface Key {
   rule_id: number;
-  family: number;
   plen: number;
-  pad: number;
+  flags: number;
   addr: Buffer;
 }
 
-export const SL_KEY_SIZE = 24;
+export const SL_KEY_SIZE = 8;
 
 export function decodeKey(b: Buffer, off = 0): Key {
   return {
     rule_id: b.readUInt16LE(off + 0),
-    family: b.readUInt8(off + 2),
-    plen: b.readUInt8(off + 3),
-    pad: b.readUInt32LE(off + 4),
-    addr: Buffer.from(b.subarray(off + 8, off + 8 + 16)),
+    plen: b.readUInt8(off + 2),
+    flags: b.readUInt8(off + 3),
+    addr: Buffer.from(b.subarray(off + 4, off + 4 + 4)),
   };
 }
 
-export function encodeKey(v: Partial<Key>, b: Buffer = Buffer.alloc(24), off = 0): Buffer {
-  if (b.length < off + 24) throw new TypeError(`sl_key needs 24 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeKey(v: Partial<Key>, b: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  if (b.length < off + 8) throw new TypeError(`sl_key needs 8 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.rule_id !== undefined) { b.writeUInt16LE(v.rule_id, off + 0); }
-  if (v.family !== undefined) { b.writeUInt8(v.family, off + 2); }
-  if (v.plen !== undefined) { b.writeUInt8(v.plen, off + 3); }
-  if (v.pad !== undefined) { b.writeUInt32LE(v.pad, off + 4); }
-  if (v.addr !== undefined) { Buffer.from(v.addr).copy(b, off + 8, 0, 16); }
+  if (v.plen !== undefined) { b.writeUInt8(v.plen, off + 2); }
+  if (v.flags !== undefined) { b.writeUInt8(v.flags, off + 3); }
+  if (v.addr !== undefined) { Buffer.from(v.addr).copy(b, off + 4, 0, 4); }
+  return b;
+}
+
+export interface Key6 {
+  rule_id: number;
+  plen: number;
+  flags: number;
+  addr: Buffer;
+}
+
+export const SL_KEY6_SIZE = 20;
+
+export function decodeKey6(b: Buffer, off = 0): Key6 {
+  return {
+    rule_id: b.readUInt16LE(off + 0),
+    plen: b.readUInt8(off + 2),
+    flags: b.readUInt8(off + 3),
+    addr: Buffer.from(b.subarray(off + 4, off + 4 + 16)),
+  };
+}
+
+export function encodeKey6(v: Partial<Key6>, b: Buffer = Buffer.alloc(20), off = 0): Buffer {
+  if (b.length < off + 20) throw new TypeError(`sl_key6 needs 20 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.rule_id !== undefined) { b.writeUInt16LE(v.rule_id, off + 0); }
+  if (v.plen !== undefined) { b.writeUInt8(v.plen, off + 2); }
+  if (v.flags !== undefined) { b.writeUInt8(v.flags, off + 3); }
+  if (v.addr !== undefined) { Buffer.from(v.addr).copy(b, off + 4, 0, 16); }
   return b;
 }
 
 export interface State {
-  pkt: bigint;
-  byt: bigint;
-  last_seen: bigint;
-  blocked_until: bigint;
-  dropped: bigint;
+  word: bigint;
+  drops: number;
   epoch: number;
-  alg: number;
-  penalized: number;
-  pad: Buffer;
+  seen: number;
 }
 
-export const SL_STATE_SIZE = 48;
+export const SL_STATE_SIZE = 16;
 
 export function decodeState(b: Buffer, off = 0): State {
   return {
-    pkt: b.readBigUInt64LE(off + 0),
-    byt: b.readBigUInt64LE(off + 8),
-    last_seen: b.readBigUInt64LE(off + 16),
-    blocked_until: b.readBigUInt64LE(off + 24),
-    dropped: b.readBigUInt64LE(off + 32),
-    epoch: b.readUInt32LE(off + 40),
-    alg: b.readUInt8(off + 44),
-    penalized: b.readUInt8(off + 45),
-    pad: Buffer.from(b.subarray(off + 46, off + 46 + 2)),
+    word: b.readBigUInt64LE(off + 0),
+    drops: b.readUInt32LE(off + 8),
+    epoch: b.readUInt16LE(off + 12),
+    seen: b.readUInt16LE(off + 14),
   };
 }
 
-export function encodeState(v: Partial<State>, b: Buffer = Buffer.alloc(48), off = 0): Buffer {
-  if (b.length < off + 48) throw new TypeError(`sl_state needs 48 bytes at offset ${off}, buffer has ${b.length}`);
-  if (v.pkt !== undefined) { b.writeBigUInt64LE(BigInt(v.pkt), off + 0); }
-  if (v.byt !== undefined) { b.writeBigUInt64LE(BigInt(v.byt), off + 8); }
-  if (v.last_seen !== undefined) { b.writeBigUInt64LE(BigInt(v.last_seen), off + 16); }
-  if (v.blocked_until !== undefined) { b.writeBigUInt64LE(BigInt(v.blocked_until), off + 24); }
-  if (v.dropped !== undefined) { b.writeBigUInt64LE(BigInt(v.dropped), off + 32); }
-  if (v.epoch !== undefined) { b.writeUInt32LE(v.epoch, off + 40); }
-  if (v.alg !== undefined) { b.writeUInt8(v.alg, off + 44); }
-  if (v.penalized !== undefined) { b.writeUInt8(v.penalized, off + 45); }
-  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 46, 0, 2); }
+export function encodeState(v: Partial<State>, b: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  if (b.length < off + 16) throw new TypeError(`sl_state needs 16 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.word !== undefined) { b.writeBigUInt64LE(BigInt(v.word), off + 0); }
+  if (v.drops !== undefined) { b.writeUInt32LE(v.drops, off + 8); }
+  if (v.epoch !== undefined) { b.writeUInt16LE(v.epoch, off + 12); }
+  if (v.seen !== undefined) { b.writeUInt16LE(v.seen, off + 14); }
   return b;
 }
 
@@ -742,7 +768,6 @@ export interface Penalty {
   blocked_until: bigint;
   until: bigint;
   epoch: number;
-  alg: number;
   pad: Buffer;
 }
 
@@ -754,9 +779,8 @@ export function decodePenalty(b: Buffer, off = 0): Penalty {
     byt: b.readBigUInt64LE(off + 8),
     blocked_until: b.readBigUInt64LE(off + 16),
     until: b.readBigUInt64LE(off + 24),
-    epoch: b.readUInt32LE(off + 32),
-    alg: b.readUInt8(off + 36),
-    pad: Buffer.from(b.subarray(off + 37, off + 37 + 3)),
+    epoch: b.readUInt16LE(off + 32),
+    pad: Buffer.from(b.subarray(off + 34, off + 34 + 6)),
   };
 }
 
@@ -766,9 +790,8 @@ export function encodePenalty(v: Partial<Penalty>, b: Buffer = Buffer.alloc(40),
   if (v.byt !== undefined) { b.writeBigUInt64LE(BigInt(v.byt), off + 8); }
   if (v.blocked_until !== undefined) { b.writeBigUInt64LE(BigInt(v.blocked_until), off + 16); }
   if (v.until !== undefined) { b.writeBigUInt64LE(BigInt(v.until), off + 24); }
-  if (v.epoch !== undefined) { b.writeUInt32LE(v.epoch, off + 32); }
-  if (v.alg !== undefined) { b.writeUInt8(v.alg, off + 36); }
-  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 37, 0, 3); }
+  if (v.epoch !== undefined) { b.writeUInt16LE(v.epoch, off + 32); }
+  if (v.pad !== undefined) { Buffer.from(v.pad).copy(b, off + 34, 0, 6); }
   return b;
 }
 
@@ -799,6 +822,33 @@ export function encodeCounters(v: Partial<Counters>, b: Buffer = Buffer.alloc(55
   if (v.reason_packets !== undefined) { for (let i0 = 0; i0 < Math.min(32, v.reason_packets.length); i0++) { b.writeBigUInt64LE(BigInt(v.reason_packets[i0]!), off + 32 + i0 * 8); } }
   if (v.reason_bytes !== undefined) { for (let i0 = 0; i0 < Math.min(32, v.reason_bytes.length); i0++) { b.writeBigUInt64LE(BigInt(v.reason_bytes[i0]!), off + 288 + i0 * 8); } }
   if (v.new_states !== undefined) { b.writeBigUInt64LE(BigInt(v.new_states), off + 544); }
+  return b;
+}
+
+export interface RuleCpu {
+  c: Counters;
+  agg: AggState;
+  lease: Lease;
+  d: Derived;
+}
+
+export const SL_RULE_CPU_SIZE = 784;
+
+export function decodeRuleCpu(b: Buffer, off = 0): RuleCpu {
+  return {
+    c: decodeCounters(b, off + 0),
+    agg: decodeAggState(b, off + 552),
+    lease: decodeLease(b, off + 576),
+    d: decodeDerived(b, off + 608),
+  };
+}
+
+export function encodeRuleCpu(v: Partial<RuleCpu>, b: Buffer = Buffer.alloc(784), off = 0): Buffer {
+  if (b.length < off + 784) throw new TypeError(`sl_rule_cpu needs 784 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.c !== undefined) { encodeCounters(v.c, b, off + 0); }
+  if (v.agg !== undefined) { encodeAggState(v.agg, b, off + 552); }
+  if (v.lease !== undefined) { encodeLease(v.lease, b, off + 576); }
+  if (v.d !== undefined) { encodeDerived(v.d, b, off + 608); }
   return b;
 }
 
@@ -867,10 +917,12 @@ export interface BtfAnchor {
   bounds: number;
   defaults: number;
   dir: number;
+  key_flags: number;
+  state_bits: number;
   event: Event;
 }
 
-export const SL_BTF_ANCHOR_SIZE = 80;
+export const SL_BTF_ANCHOR_SIZE = 88;
 
 export function decodeBtfAnchor(b: Buffer, off = 0): BtfAnchor {
   return {
@@ -884,12 +936,14 @@ export function decodeBtfAnchor(b: Buffer, off = 0): BtfAnchor {
     bounds: b.readUInt32LE(off + 28),
     defaults: b.readUInt32LE(off + 32),
     dir: b.readUInt32LE(off + 36),
-    event: decodeEvent(b, off + 40),
+    key_flags: b.readUInt32LE(off + 40),
+    state_bits: b.readUInt32LE(off + 44),
+    event: decodeEvent(b, off + 48),
   };
 }
 
-export function encodeBtfAnchor(v: Partial<BtfAnchor>, b: Buffer = Buffer.alloc(80), off = 0): Buffer {
-  if (b.length < off + 80) throw new TypeError(`sl_btf_anchor needs 80 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeBtfAnchor(v: Partial<BtfAnchor>, b: Buffer = Buffer.alloc(88), off = 0): Buffer {
+  if (b.length < off + 88) throw new TypeError(`sl_btf_anchor needs 88 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.abi !== undefined) { b.writeUInt32LE(v.abi, off + 0); }
   if (v.alg !== undefined) { b.writeUInt32LE(v.alg, off + 4); }
   if (v.action !== undefined) { b.writeUInt32LE(v.action, off + 8); }
@@ -900,6 +954,8 @@ export function encodeBtfAnchor(v: Partial<BtfAnchor>, b: Buffer = Buffer.alloc(
   if (v.bounds !== undefined) { b.writeUInt32LE(v.bounds, off + 28); }
   if (v.defaults !== undefined) { b.writeUInt32LE(v.defaults, off + 32); }
   if (v.dir !== undefined) { b.writeUInt32LE(v.dir, off + 36); }
-  if (v.event !== undefined) { encodeEvent(v.event, b, off + 40); }
+  if (v.key_flags !== undefined) { b.writeUInt32LE(v.key_flags, off + 40); }
+  if (v.state_bits !== undefined) { b.writeUInt32LE(v.state_bits, off + 44); }
+  if (v.event !== undefined) { encodeEvent(v.event, b, off + 48); }
   return b;
 }

@@ -6,7 +6,7 @@
 import { BpfError, NotSupportedError, type BpfMap } from '../ebpf';
 import {
   decodeCands, decodeConfig, decodeCounters, decodeHalf, decodeListVal, decodeLpmKey, decodePenalty, decodeRule, encodeCands, encodeConfig,
-  encodeGeoVal, encodeHalf, encodeListVal, encodeLpmKey, encodeRule, type Config, type Counters, type Rule,
+  encodeGeoVal, encodeHalf, encodeListVal, encodeLpmKey, encodeRule, RuleFlags, type Config, type Counters, type Rule,
   SL_GEO_VAL_SIZE,
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
 } from '../generated/types';
@@ -19,7 +19,10 @@ import { runAsync, runSync, SLICE_MS, ticker, type Steps } from './steps';
 export interface LimiterMaps {
   config_map: BpfMap;
   stats_map: BpfMap;
+  /** Per-client state: IPv4 sources and per-rule buckets (8-byte keys). */
   rate_limit_map: BpfMap;
+  /** Per-client state: IPv6 sources (20-byte keys). */
+  rate_limit_map6: BpfMap;
   sl_rules: BpfMap;
   sl_policy: BpfMap;
   sl_cidr: BpfMap;
@@ -30,15 +33,17 @@ export interface LimiterMaps {
 }
 
 export const LIMITER_MAP_NAMES: (keyof LimiterMaps)[] = [
-  'config_map', 'stats_map', 'rate_limit_map', 'sl_rules', 'sl_policy', 'sl_cidr', 'sl_lists', 'sl_rcu', 'sl_rcu_inner', 'sl_geo',
+  'config_map', 'stats_map', 'rate_limit_map', 'rate_limit_map6', 'sl_rules', 'sl_policy', 'sl_cidr', 'sl_lists', 'sl_rcu', 'sl_rcu_inner', 'sl_geo',
 ];
 
 /** Maps sized by the number of rule slots: name -> entries for max_rules slots. */
 export const RULE_SIZED_MAPS: Record<string, (maxRules: number) => number> = {
   sl_rules: (n) => 2 * n,
   stats_map: (n) => n + 1,
-  sl_agg: (n) => n,
 };
+
+/** The per-client state maps, both sized to the configured number of entries (max_entries). */
+export const STATE_MAP_NAMES = ['rate_limit_map', 'rate_limit_map6'] as const;
 
 /** What one transaction changes (Limiter.apply); what it leaves out stays as the live half has it. */
 export interface Change {
@@ -262,8 +267,8 @@ export class Limiter {
     let any: number[];
     if (compiled) {
       // Epochs: a rule keeps its keys' state unless what its words mean changed (its algorithm, its
-      // window, the quanta of a token/gcra dimension: models.ts, scaleOf). A new epoch is the new
-      // version number, which no state can carry yet.
+      // window, the quanta of a token/gcra dimension, whether it has a packet limit: models.ts,
+      // scaleOf). A new epoch is the new version number, which no state can carry yet.
       compiled.rules.forEach((r, slot) => {
         const prev = liveRules.get(r.id);
         const epoch = prev && scaleOf(prev) === scaleOf(r) ? prev.epoch : version;
@@ -351,6 +356,16 @@ export class Limiter {
       nLists = live.n_lists;
     }
 
+    // The default rule alone in this half (no other rule reachable: none without a source
+    // condition and no source-CIDR entry; no list or GeoIP entry): the data path reads its slot
+    // without the half's header (bpf/sluice.h, SL_RF_ALONE). Written before the flip, like the rest.
+    const alone = nCidr === 0 && any.length === 0 && nGeo === 0 && nLists === 0;
+    const slot0 = this.maps.sl_rules.lookup(u32key(half * this.maxRules));
+    if (slot0) {
+      const r0 = decodeRule(slot0);
+      const flags = alone ? (r0.flags | RuleFlags.ALONE) >>> 0 : (r0.flags & ~RuleFlags.ALONE) >>> 0;
+      if (flags !== r0.flags) this.maps.sl_rules.update(u32key(half * this.maxRules), encodeRule({ ...r0, flags }, Buffer.alloc(SL_RULE_SIZE)));
+    }
     this.maps.sl_policy.update(u32key(half), encodeHalf({
       version,
       n_cidr: nCidr,

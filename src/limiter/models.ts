@@ -184,9 +184,11 @@ export interface RuleScale {
 }
 
 /**
- * What a key's words mean under a rule: its algorithm, window and each dimension's quanta. A rule
- * whose scale changes gets a new epoch (its keys start afresh) instead of reading old words with a
- * new meaning; a change of rate or burst that keeps the scale keeps the state (and its debt).
+ * What a key's words mean under a rule: its algorithm, window, each dimension's quanta, and whether
+ * it has a packet limit (without one, the key's one word counts bytes: bpf/sluice.h, struct
+ * sl_state). A rule whose scale changes gets a new epoch (its keys start afresh) instead of reading
+ * old words with a new meaning; a change of rate or burst that keeps the scale keeps the state (and
+ * its debt).
  */
 export function scaleOf(r: RuleScale): string {
   const alg = resolveAlg(r.alg);
@@ -195,7 +197,7 @@ export function scaleOf(r: RuleScale): string {
     if (!rate || (alg !== Alg.TOKEN && alg !== Alg.GCRA)) return 0n;
     return derive(paramsOf(rate, r[dim].burst, alg, r.window_ms, periodMsOf(r.flags, dim))).shift;
   };
-  return `${alg}|${r.window_ms}|${shift('pkt')}|${shift('byt')}`;
+  return `${alg}|${r.window_ms}|${shift('pkt')}|${shift('byt')}|${r.flags & RuleFlags.NO_PKT_LIMIT ? 'bytes' : 'packets'}`;
 }
 
 interface KeyState { pkt: bigint; byt: bigint; lastSeen: bigint; blockedUntil: bigint; epoch: number; alg: number; dropped: bigint }

@@ -5,9 +5,12 @@
  * with a bounded heap (walkStates), and concurrent readers of one map share a pass (sharedWalk).
  */
 import ipaddr from 'ipaddr.js';
-import { Alg, Defaults, decodeKey, decodeState, RuleFlags, SL_KEY_SIZE, type Rule } from '../generated/types';
+import { Alg, Defaults, KeyFlags, RuleFlags, type Rule } from '../generated/types';
 import type { BpfMap } from '../ebpf';
-import { backlog, derive, paramsOf, periodMsOf, slidingEstimate, type Derived } from './models';
+import { backlog, derive, paramsOf, periodMsOf, resolveAlg, slidingEstimate, type Derived } from './models';
+import { decodeKeyState, decodeStateKey, seenAgoNs, stateMapsOf, type StateMaps } from './state';
+
+export type { StateMaps } from './state';
 
 export interface StateEntry {
   /** The key's address with its prefix length ("192.0.2.0/24"), or "*" for a per-rule bucket. */
@@ -101,56 +104,91 @@ function scorer(c: LimitCtx | null, now: bigint): (v: Buffer, off: number) => nu
   }
 }
 
-/** LimitCtx by (rule, algorithm), built on first use. */
-function contexts(rules: Map<number, Rule>): (ruleId: number, alg: number) => LimitCtx | null {
-  const cache = new Map<number, LimitCtx | null>();
-  return (ruleId, alg) => {
-    const k = ruleId * 256 + alg;
-    let c = cache.get(k);
-    if (c === undefined) cache.set(k, (c = limitCtx(alg, rules.get(ruleId))));
+/**
+ * What usageOf needs of a state's rule: its LimitCtx (by its algorithm, which the state does not
+ * record: its epoch says it was written under the rule's algorithm), and the epoch a state must
+ * carry to be read (the low 16 bits of the rule's: a state of another epoch is reset by its next
+ * packet, so it reads as unused now). Built on first use.
+ */
+interface RuleCtx { c: LimitCtx | null; alg: number; epoch: number; windowNs: bigint }
+function contexts(rules: Map<number, Rule>): (ruleId: number) => RuleCtx | undefined {
+  const cache = new Map<number, RuleCtx | undefined>();
+  return (ruleId) => {
+    if (cache.has(ruleId)) return cache.get(ruleId);
+    const rule = rules.get(ruleId);
+    const alg = resolveAlg(rule?.alg ?? 0);
+    const c = rule ? { c: limitCtx(alg, rule), alg, epoch: rule.epoch & 0xffff, windowNs: BigInt(rule.window_ms || Defaults.WINDOW_MS) * 1_000_000n } : undefined;
+    cache.set(ruleId, c);
     return c;
   };
 }
 
-// Offsets in sl_key and sl_state (bpf/sluice.h), read in place from a batch.
+// Offsets in sl_key, sl_key6 and sl_state (bpf/sluice.h), read in place from a batch.
 const K_RULE = 0;
-const S_PKT = 0;
-const S_DROPPED = 32;
-const S_ALG = 44;
+const K_FLAGS = 3;
+const S_WORD = 0;
+const S_DROPS = 8;
+const S_EPOCH = 12;
 
-/** A u64 as the nearest Number, without a BigInt (what Number(readBigUInt64LE) gives). */
-const u64n = (b: Buffer, off: number): number => b.readUInt32LE(off + 4) * 4294967296 + b.readUInt32LE(off);
+/**
+ * What the state word says of how long the key has been idle at least (ns): a window's word names
+ * the window its last packet came in (every packet of a later window rolls it), so the key has been
+ * idle since that window's end at least. (A token or GCRA word says nothing so plain.)
+ */
+function idleAtLeast(rc: RuleCtx, word: bigint, now: bigint): bigint {
+  if (rc.alg === Alg.FIXED) {
+    const wnow = now / rc.windowNs;
+    const back = ((wnow & 0xffff_ffffn) - (word >> 32n)) & 0xffff_ffffn;
+    return back > 0n ? now - (wnow - back + 1n) * rc.windowNs : 0n;
+  }
+  if (rc.alg === Alg.SLIDING) {
+    const wnow = now / rc.windowNs;
+    const back = ((wnow & 0xffffn) - (word >> 48n)) & 0xffffn;
+    return back > 0n ? now - (wnow - back + 1n) * rc.windowNs : 0n;
+  }
+  return 0n;
+}
 
-function entryOf(k: Buffer, v: Buffer, now: bigint, ctx: (ruleId: number, alg: number) => LimitCtx | null): StateEntry {
-  const key = decodeKey(k.subarray(0, SL_KEY_SIZE));
-  const st = decodeState(v);
-  const { usage, available } = usageWith(ctx(key.rule_id, st.alg), st.pkt, st.last_seen, now);
+function entryOf(family: 4 | 6, k: Buffer, v: Buffer, now: bigint, ctx: (ruleId: number) => RuleCtx | undefined): StateEntry {
+  const key = decodeStateKey(family, k);
+  const st = decodeKeyState(v);
+  const rc = ctx(key.rule_id);
+  const current = rc !== undefined && st.epoch === rc.epoch;
+  const { usage, available } = current ? usageWith(rc.c, st.word, 0n, now) : rc?.c ? { usage: 0, available: usageWith(rc.c, 0n, 0n, now).available } : UNLIMITED;
+  const idle = seenAgoNs(st.seen, now, current ? idleAtLeast(rc, st.word, now) : 0n);
   return {
     key: keyText(key.family, key.plen, key.addr),
     rule: key.rule_id,
-    algorithm: ALG_NAMES[st.alg] ?? String(st.alg),
+    algorithm: rc ? ALG_NAMES[rc.alg] ?? String(rc.alg) : '?',
     usage: +usage.toFixed(3),
     available,
-    dropped: Number(st.dropped),
-    idle_ms: st.last_seen > now ? 0 : Math.round(Number(now - st.last_seen) / 1e6),
-    blocked: st.blocked_until > now,
+    dropped: st.dropped,
+    idle_ms: Math.round(Number(idle) / 1e6),
+    blocked: st.blocked,
   };
 }
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
+/** Whether the entry at offset ko of a batch of `family`'s keys is a byte entry (listed with its key's packet entry). */
+const isBytes = (keys: Buffer, ko: number): boolean => (keys[ko + K_FLAGS]! & KeyFlags.BYTES) !== 0;
+
 /**
- * Every entry of rate_limit_map, decoded. rules maps a rule id to its live rule (for limits).
- * Yields to the event loop after each batch.
+ * Every key of the state maps, decoded (a key with a packet and a byte limit once: its byte entry
+ * is not listed). rules maps a rule id to its live rule (for limits). Yields to the event loop
+ * after each batch.
  */
-export async function readStates(map: BpfMap, rules: Map<number, Rule>, batchSize = 4096, now = process.hrtime.bigint()): Promise<StateEntry[]> {
+export async function readStates(maps: StateMaps, rules: Map<number, Rule>, batchSize = 4096, now = process.hrtime.bigint()): Promise<StateEntry[]> {
   const out: StateEntry[] = [];
   const ctx = contexts(rules);
-  for (const b of map.batches({ batchSize, reuse: true })) {
-    for (let i = 0; i < b.count; i++) {
-      out.push(entryOf(b.keys.subarray(i * map.keySize, (i + 1) * map.keySize), b.values.subarray(i * map.valueBufferSize, (i + 1) * map.valueBufferSize), now, ctx));
+  for (const [map, family] of stateMapsOf(maps)) {
+    for (const b of map.batches({ batchSize, reuse: true })) {
+      for (let i = 0; i < b.count; i++) {
+        if (isBytes(b.keys, i * map.keySize)) continue;
+        out.push(entryOf(family, b.keys.subarray(i * map.keySize, (i + 1) * map.keySize), b.values.subarray(i * map.valueBufferSize, (i + 1) * map.valueBufferSize), now, ctx));
+      }
+      await tick();
     }
-    await tick();
   }
   return out;
 }
@@ -162,6 +200,7 @@ export function heaviest(entries: StateEntry[], n: number): StateEntry[] {
 
 /** One pass over the state map: how many entries it holds, and the heaviest of them. */
 export interface StateWalk {
+  /** Entries of the state maps (a key with a packet and a byte limit has two). */
   entries: number;
   /** The heaviest, heaviest first (at most the n asked for), as heaviest() orders them. */
   top: StateEntry[];
@@ -175,7 +214,7 @@ export interface WalkOptions {
   now?: bigint;
 }
 
-interface Candidate { usage: number; dropped: number; seq: number; k: Buffer; v: Buffer }
+interface Candidate { usage: number; dropped: number; seq: number; family: 4 | 6; k: Buffer; v: Buffer }
 
 /** a ranks below b: less usage, then fewer drops, then later in the walk (heaviest() is stable). */
 const below = (a: Candidate, b: Candidate): boolean =>
@@ -187,18 +226,22 @@ const below = (a: Candidate, b: Candidate): boolean =>
  * is scored in place (its usage and drops), and only the n kept are decoded and formatted. The
  * result equals heaviest(readStates(map, rules), n) for the same clock reading.
  */
-export async function walkStates(map: BpfMap, rules: Map<number, Rule>, n: number, o: WalkOptions = {}): Promise<StateWalk> {
+export async function walkStates(maps: StateMaps, rules: Map<number, Rule>, n: number, o: WalkOptions = {}): Promise<StateWalk> {
   const t0 = performance.now();
   const now = o.now ?? process.hrtime.bigint();
   const ctx = contexts(rules);
-  // Scorers by rule * 256 + algorithm; rule ids and algorithms are small.
-  const scorers: ((v: Buffer, off: number) => number)[] = [];
-  const scoreOf = (ruleId: number, alg: number): ((v: Buffer, off: number) => number) => {
-    const k = ruleId * 256 + alg;
-    return scorers[k] ??= scorer(ctx(ruleId, alg), now);
+  // Scorers by rule id (small); a state of another epoch than its rule's is unused now.
+  const scorers: (((v: Buffer, off: number) => number) | undefined)[] = [];
+  const none = (): number => 0;
+  const scoreOf = (ruleId: number): ((v: Buffer, off: number) => number) => {
+    let s = scorers[ruleId];
+    if (!s) {
+      const rc = ctx(ruleId);
+      const inner = rc ? scorer(rc.c, now) : none;
+      s = scorers[ruleId] = rc ? (v, off) => (v.readUInt16LE(off + S_EPOCH) === rc.epoch ? inner(v, off + S_WORD) : 0) : none;
+    }
+    return s;
   };
-  const ks = map.keySize;
-  const vs = map.valueBufferSize;
   // A min-heap on rank: heap[0] is the lightest kept, the one a heavier entry replaces.
   const heap: Candidate[] = [];
   let seq = 0;
@@ -215,41 +258,48 @@ export async function walkStates(map: BpfMap, rules: Map<number, Rule>, n: numbe
       i = m;
     }
   };
-  for (const b of map.batches({ batchSize: o.batchSize ?? 4096, reuse: true })) {
-    for (let i = 0; i < b.count; i++, seq++) {
-      if (n <= 0) continue;
-      const ko = i * ks;
-      const vo = i * vs;
-      const raw = scoreOf(b.keys.readUInt16LE(ko + K_RULE), b.values[vo + S_ALG]!)(b.values, vo + S_PKT);
-      const full = heap.length === n;
-      // Rounding (as the report rounds usage) moves a value by at most 0.0005: an entry this far
-      // below the lightest kept cannot displace it, whatever its drops.
-      if (full && raw < heap[0]!.usage - 0.001) continue;
-      const usage = raw === 0 ? 0 : +raw.toFixed(3);
-      const dropped = u64n(b.values, vo + S_DROPPED);
-      if (full) {
-        const top = heap[0]!;
-        // Not heavier than the lightest kept: the usual case once the heap is full.
-        if (usage < top.usage || (usage === top.usage && dropped <= top.dropped)) continue;
-      }
-      const cand: Candidate = { usage, dropped, seq, k: Buffer.from(b.keys.subarray(ko, ko + ks)), v: Buffer.from(b.values.subarray(vo, vo + vs)) };
-      if (heap.length < n) {
-        heap.push(cand);
-        for (let j = heap.length - 1; j > 0;) {
-          const up = (j - 1) >> 1;
-          if (!below(heap[j]!, heap[up]!)) break;
-          [heap[j], heap[up]] = [heap[up]!, heap[j]!];
-          j = up;
+  let entries = 0;
+  for (const [map, family] of stateMapsOf(maps)) {
+    const ks = map.keySize;
+    const vs = map.valueBufferSize;
+    for (const b of map.batches({ batchSize: o.batchSize ?? 4096, reuse: true })) {
+      entries += b.count;
+      for (let i = 0; i < b.count; i++) {
+        const ko = i * ks;
+        if (n <= 0 || isBytes(b.keys, ko)) continue;
+        seq++;
+        const vo = i * vs;
+        const raw = scoreOf(b.keys.readUInt16LE(ko + K_RULE))(b.values, vo);
+        const full = heap.length === n;
+        // Rounding (as the report rounds usage) moves a value by at most 0.0005: an entry this far
+        // below the lightest kept cannot displace it, whatever its drops.
+        if (full && raw < heap[0]!.usage - 0.001) continue;
+        const usage = raw === 0 ? 0 : +raw.toFixed(3);
+        const dropped = b.values.readUInt32LE(vo + S_DROPS) >>> 2;
+        if (full) {
+          const top = heap[0]!;
+          // Not heavier than the lightest kept: the usual case once the heap is full.
+          if (usage < top.usage || (usage === top.usage && dropped <= top.dropped)) continue;
         }
-      } else {
-        heap[0] = cand;
-        sift(0);
+        const cand: Candidate = { usage, dropped, seq, family, k: Buffer.from(b.keys.subarray(ko, ko + ks)), v: Buffer.from(b.values.subarray(vo, vo + vs)) };
+        if (heap.length < n) {
+          heap.push(cand);
+          for (let j = heap.length - 1; j > 0;) {
+            const up = (j - 1) >> 1;
+            if (!below(heap[j]!, heap[up]!)) break;
+            [heap[j], heap[up]] = [heap[up]!, heap[j]!];
+            j = up;
+          }
+        } else {
+          heap[0] = cand;
+          sift(0);
+        }
       }
+      await tick();
     }
-    await tick();
   }
   heap.sort((a, b) => (below(a, b) ? 1 : below(b, a) ? -1 : 0));
-  return { entries: seq, top: heap.map((c) => entryOf(c.k, c.v, now, ctx)), ms: performance.now() - t0 };
+  return { entries, top: heap.map((c) => entryOf(c.family, c.k, c.v, now, ctx)), ms: performance.now() - t0 };
 }
 
 /** The most heavy entries a shared walk keeps: the most /v1/top serves. */
@@ -258,14 +308,15 @@ export const SHARED_TOP = 1000;
 const inflight = new WeakMap<BpfMap, Promise<StateWalk>>();
 
 /**
- * A walk of map (entries and the SHARED_TOP heaviest), shared: callers that ask while one runs
- * get that one's result (the API's /v1/top and /v1/status, and the metrics, over one map).
- * rules is asked only when a new walk starts.
+ * A walk of the state maps (entries and the SHARED_TOP heaviest), shared: callers that ask while
+ * one runs get that one's result (the API's /v1/top and /v1/status, and the metrics, over one data
+ * path's maps). rules is asked only when a new walk starts.
  */
-export function sharedWalk(map: BpfMap, rules: () => Map<number, Rule>): Promise<StateWalk> {
+export function sharedWalk(maps: StateMaps, rules: () => Map<number, Rule>): Promise<StateWalk> {
+  const map = maps.rate_limit_map;
   let p = inflight.get(map);
   if (!p) {
-    p = walkStates(map, rules(), SHARED_TOP).finally(() => inflight.delete(map));
+    p = walkStates(maps, rules(), SHARED_TOP).finally(() => inflight.delete(map));
     inflight.set(map, p);
   }
   return p;

@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { DEFAULT_LIMITS } from '../../src/agent/state';
-import { decodeState, encodeState } from '../../src/generated/types';
+import { Bounds, decodeState, encodeState } from '../../src/generated/types';
 import { policyOf } from '../../src/agent/protection';
 import { limitsFrom } from '../../src/cli/common';
 import { defaultRuleOf } from '../../src/config/load';
@@ -451,7 +451,7 @@ test('sliding window: a current word is read as current whatever last_seen says 
   const keys = [...m.keys()];
   assert.equal(keys.length, 1);
   const st = decodeState(m.lookup(keys[0]!)!);
-  m.update(keys[0]!, encodeState({ ...st, last_seen: t0 - 100n * SEC }));
+  m.update(keys[0]!, encodeState({ ...st, seen: Number(((t0 - 100n * SEC) >> BigInt(Bounds.SEEN_SHIFT)) & 0xffffn) }));
   assert.equal(await at(t0 + 1_000_000n), 'drop', 'the window holds 10 already: the 11th is dropped');
 });
 

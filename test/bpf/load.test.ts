@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { ObjectSpec } from '../../src/ebpf';
+import { ObjectSpec, type BpfMap } from '../../src/ebpf';
 import { assertProgramsUnloaded, PROD_OBJECT, TestDatapath } from '../lib/datapath';
 
 after(assertProgramsUnloaded);
@@ -12,8 +12,11 @@ import { pkt } from '../lib/packet';
 
 /** Instructions the verifier processed for sluice_xdp: 47,700 before the parser charged every packet with a
  *  readable source (issue 9: lengths checked against the IP header, fragments, the strictest rule), 77,800
- *  after; the kernel's limit is 1,000,000. */
-export const VERIFIER_CEILING = 100_000;
+ *  after, 86,300 at issue 13's start; 124,800 since its fast path is inline in the entry point (parse,
+ *  decide, enforce, the algorithm step: a call and its return cost 6 to 10 ns on the AMD EPYC guest, whose
+ *  kernel returns through the SRSO safe-RET thunk), so that the verifier follows every outcome of the parse
+ *  through it. The kernel's limit is 1,000,000. */
+export const VERIFIER_CEILING = 150_000;
 
 test(`the verifier processes at most ${VERIFIER_CEILING} instructions for sluice_xdp`, async () => {
   const coll = await ObjectSpec.open(PROD_OBJECT).load();
@@ -44,5 +47,28 @@ test('the state map loads and works with 1,000,000 entries', async () => {
     assert.equal(n, 50_000, 'all states are in the map (no eviction below the size)');
   } finally {
     dp.close();
+  }
+});
+
+/**
+ * What the kernel charges for the state maps (memlock in the map's fdinfo: an LRU hash preallocates
+ * every element, its header, key and value, plus its buckets), per 100,000 entries. Issue 13: an
+ * IPv4 key of 8 bytes and a value of 16, at most 9.5 MB per 100,000 IPv4 entries (the 24-byte key
+ * and 48-byte value before it: 14.1 MB); IPv6 (20-byte keys) reported (docs/datapath.md, Memory).
+ */
+test('the IPv4 state map costs at most 9.5 MB per 100,000 entries by the kernel\'s accounting (memlock)', async () => {
+  for (const n of [100_000, 1_000_000]) {
+    const dp = await TestDatapath.load({ object: PROD_OBJECT, maxEntries: n });
+    try {
+      const per100k = (m: BpfMap): number => (m.memoryUsage()! / n) * 100_000 / 1e6;
+      const v4 = per100k(dp.limiter.maps.rate_limit_map);
+      const v6 = per100k(dp.limiter.maps.rate_limit_map6);
+      console.log(`${n} entries: rate_limit_map (key ${dp.limiter.maps.rate_limit_map.keySize} B, value ${dp.limiter.maps.rate_limit_map.valueSize} B) ${v4.toFixed(2)} MB per 100,000; rate_limit_map6 (key ${dp.limiter.maps.rate_limit_map6.keySize} B) ${v6.toFixed(2)} MB per 100,000`);
+      assert.ok(dp.limiter.maps.rate_limit_map.keySize <= 8 && dp.limiter.maps.rate_limit_map.valueSize <= 16, 'an IPv4 key of 8 bytes at most, a value of 16');
+      assert.ok(v4 <= 9.5, `rate_limit_map: ${v4.toFixed(2)} MB per 100,000 entries at ${n}`);
+      assert.ok(v6 <= 11, `rate_limit_map6: ${v6.toFixed(2)} MB per 100,000 entries at ${n}`);
+    } finally {
+      dp.close();
+    }
   }
 });

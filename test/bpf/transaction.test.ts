@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { BpfMap } from '../../src/ebpf';
-import { Reason } from '../../src/generated/types';
+import { Reason, RuleFlags } from '../../src/generated/types';
 import { Limiter, ListsTooLargeError } from '../../src/limiter/limiter';
 import type { RuleSpec } from '../../src/limiter/policy';
 import { assertProgramsUnloaded, TestDatapath } from '../lib/datapath';
@@ -134,4 +134,26 @@ test('lists larger than a half of the trie are refused, naming both numbers, and
   assert.equal(dp.limiter.version(), v + 1, 'the refused change was not flipped');
   assert.equal(await decide(udp('10.3.99.1')), 'drop DENYLIST');
   assert.equal(await decide(udp('10.2.0.1')), 'pass', 'the 100-entry lists are live (10.2/16 is no longer denied)');
+});
+
+test('the default rule alone is read without its half\'s header only while the half holds nothing else: a list or a CIDR rule applies at once', async () => {
+  dp.setNow(3_000_000_000n);
+  const alone = (): boolean => (dp.limiter.rulesOf(dp.limiter.version() & 1)[0]!.flags & RuleFlags.ALONE) !== 0;
+  const only: RuleSpec[] = [{ id: 0, alg: 'token', pps: 1_000_000 }];
+  dp.limiter.apply({ policy: { rules: only }, lists: { mgmt: [], deny: [], allow: [] }, malformedDrop: true });
+  assert.ok(alone(), 'the default rule alone: SL_RF_ALONE on its slot');
+  assert.equal(await decide(udp('10.2.0.1')), 'pass');
+  assert.equal(await decide(truncated()), 'drop TRUNCATED', 'a malformed frame still takes the whole path');
+  dp.limiter.applyLists({ mgmt: [], deny: ['10.2.0.0/16'], allow: [] });
+  assert.ok(!alone(), 'a list in the half: the flag is off');
+  assert.equal(await decide(udp('10.2.0.1')), 'drop DENYLIST', 'the deny list applies at once');
+  dp.limiter.applyLists({ mgmt: [], deny: [], allow: [] });
+  assert.ok(alone());
+  assert.equal(await decide(udp('10.2.0.1')), 'pass');
+  dp.limiter.applyPolicy({ rules: A });
+  assert.ok(!alone(), 'a rule with a source prefix: the flag is off');
+  assert.equal(await decide(udp('10.1.0.1')), 'pass rule 1');
+  dp.limiter.applyPolicy({ rules: [only[0]!, { id: 1, proto: 17, alg: 'token', pps: 1_000_000 }] });
+  assert.ok(!alone(), 'a rule without a source prefix: the flag is off');
+  assert.equal(await decide(udp('10.1.0.1')), 'pass rule 1');
 });

@@ -38,7 +38,9 @@
  * A failure throws FuzzFailure, whose message has the seed, the frame index, the frame's hex and
  * the commands that replay it.
  */
-import { Alg, decodeCounters, decodeKey, decodeState, encodeKey, Reason, SL_COUNTERS_SIZE, type Counters } from '../../src/generated/types';
+import { Alg, decodeCounters, Reason, SL_COUNTERS_SIZE, type Counters } from '../../src/generated/types';
+import { decodeKeyState, decodeStateKey, encodeStateKey, stateMapsOf } from '../../src/limiter/state';
+import type { BpfMap } from '../../src/ebpf';
 import { addCounters } from '../../src/limiter/limiter';
 import { backlog, derive, paramsOf, type Derived } from '../../src/limiter/models';
 import { covers, parsePrefix, type PolicySpec, type Prefix, type RuleSpec } from '../../src/limiter/policy';
@@ -868,9 +870,9 @@ export class Fuzzer {
     const out = new Map<number, bigint>();
     const addr = Buffer.from(keyAddr(src).slice(2), 'hex');
     for (const r of RULES) {
-      const key = encodeKey({ rule_id: r.id, family: src.family, plen: src.family === 4 ? KEY_V4 : KEY_V6, pad: 0, addr });
-      const v = this.dp.limiter.maps.rate_limit_map.lookup(key);
-      if (v) out.set(r.id, decodeState(v).pkt);
+      const { map, key } = encodeStateKey({ rule_id: r.id, family: src.family, plen: src.family === 4 ? KEY_V4 : KEY_V6, addr });
+      const v = this.dp.limiter.maps[map].lookup(key);
+      if (v) out.set(r.id, decodeKeyState(v).word);
     }
     return out;
   }
@@ -878,23 +880,22 @@ export class Fuzzer {
   /** The round's invariants on the state map and the pass counts; then a clean map for the next. */
   private endRound(round: number): void {
     const d = this.read().map((c, s) => sub(c, this.roundStart[s]!));
-    const m = this.dp.limiter.maps.rate_limit_map;
     const fail: (what: string) => never = (what) => this.fail(what, undefined, `round ${round} (frames from ${this.roundFirst}, clock ${this.now} ns, malformed_drop ${this.md ? 1 : 0})`);
     const charged = new Map<string, bigint>();
     let keys = 0;
     let charges = 0n;
-    const all: Buffer[] = [];
-    for (const chunk of m.lookupBatch({ batchSize: 4096 })) {
+    const all: [BpfMap, Buffer][] = [];
+    for (const [m, family] of stateMapsOf(this.dp.limiter.maps)) for (const chunk of m.lookupBatch({ batchSize: 4096 })) {
       for (const [kb, vb] of chunk) {
         keys++;
-        all.push(Buffer.from(kb));
-        const k = decodeKey(kb);
-        const st = decodeState(vb);
+        all.push([m, Buffer.from(kb)]);
+        const k = decodeStateKey(family, kb);
+        const st = decodeKeyState(vb);
         const rule = PARAMS.get(k.rule_id);
-        const where = `key (rule ${k.rule_id}, family ${k.family}, /${k.plen}, ${k.addr.toString('hex')})`;
+        const where = `key (rule ${k.rule_id}, family ${k.family}, /${k.plen}, ${k.addr.toString('hex')}${k.bytes ? ', bytes' : ''})`;
         if (!rule) fail(`every key names a rule of the policy: ${where}`);
         const plen = k.family === 4 ? KEY_V4 : k.family === 6 ? KEY_V6 : -1;
-        if (plen < 0 || k.plen !== plen || k.pad !== 0) fail(`every key has its family and its rule's prefix length: ${where}`);
+        if (plen < 0 || k.plen !== plen || k.bytes) fail(`every key has its family and its rule's prefix length: ${where}`);
         const masked = keyAddr({ family: k.family as 4 | 6, addr: k.addr });
         if (masked.slice(2) !== k.addr.toString('hex') || (k.family === 4 && !k.addr.subarray(4).equals(Buffer.alloc(12)))) fail(`every key's address is masked to its prefix: ${where}`);
         if (rule.src.length && !rule.src.some((x) => covers(x, { family: k.family as 4 | 6, plen: k.plen, addr: k.addr }))) {
@@ -902,7 +903,7 @@ export class Fuzzer {
         }
         if (this.o.kernelClock) continue;
         // A token bucket at a fixed clock: the word is now + (packets charged) x cost, in quanta.
-        const used = backlog(st.pkt, (this.now << rule.d.shift) & U64, rule.d);
+        const used = backlog(st.word, (this.now << rule.d.shift) & U64, rule.d);
         if (used % rule.inc !== 0n || used > rule.cap || used / rule.inc > rule.burst) {
           fail(`passes never exceed the limit: ${where} was charged ${Number(used) / Number(rule.inc)} packets of ${rule.inc} quanta, bucket ${rule.cap} quanta, burst ${rule.burst}`);
         }
@@ -923,6 +924,9 @@ export class Fuzzer {
       });
     }
     this.report.keys += keys;
-    for (let j = 0; j < all.length; j += 4096) m.deleteBatch(all.slice(j, j + 4096));
+    for (const [m] of stateMapsOf(this.dp.limiter.maps)) {
+      const mine = all.filter(([x]) => x === m).map(([, k]) => k);
+      for (let j = 0; j < mine.length; j += 4096) m.deleteBatch(mine.slice(j, j + 4096));
+    }
   }
 }

@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { Protection } from '../../src/agent/protection';
 import { numPossibleCpus } from '../../src/ebpf';
-import { Defaults, encodeKey, Reason, Verdict } from '../../src/generated/types';
+import { Defaults, Reason, Verdict } from '../../src/generated/types';
+import { encodeStateKey } from '../../src/limiter/state';
 import { ipToBytes } from '../../src/lab/packet';
 import { flood, floodTarget, labClient, labCount, labCountReset, labDown, labUp, type CountReport } from '../../src/lab';
 import { runId } from '../lib/netns';
@@ -50,7 +51,7 @@ test(`a spoofed flood at full rate, every default: never-seen sources stay under
     // The receiver's count has room for 65,536 sources, which the flood fills at once: the tracked
     // source takes its place first (10 frames, part of what it may pass).
     await flood(target, { pps: 1000, seconds: 0.01, path: 'paced' });
-    const abuserKey = encodeKey({ rule_id: 1, family: 4, plen: 32, addr: Buffer.concat([ipToBytes(blocked), Buffer.alloc(12)]) });
+    const abuserKey = encodeStateKey({ rule_id: 1, family: 4, plen: 32, addr: Buffer.concat([ipToBytes(blocked), Buffer.alloc(12)]) }).key;
     assert.ok(p.limiter.maps.rate_limit_map.lookup(abuserKey), 'the abuser has a state');
     let evicted = false;
     const g0 = p.limiter.globalCounters();

@@ -4,8 +4,8 @@
  */
 import { join } from 'node:path';
 import { numPossibleCpus, ObjectSpec, Program, type BpfMap, type Collection } from '../../src/ebpf';
-import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, type LimiterMaps } from '../../src/limiter/limiter';
-import { encodeTestCtl, SL_TEST_CTL_SIZE } from '../../src/generated/types';
+import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, STATE_MAP_NAMES, type LimiterMaps } from '../../src/limiter/limiter';
+import { encodeTestCtl, SL_AGG_STATE_SIZE, SL_COUNTERS_SIZE, SL_LEASE_SIZE, SL_TEST_CTL_SIZE } from '../../src/generated/types';
 
 export const REPO = join(__dirname, '..', '..', '..');
 /** SLUICE_TEST_OBJECT: another build of it (e.g. a base commit's, to show a test failing there). */
@@ -49,7 +49,7 @@ export class TestDatapath {
 
   static async load(o: LoadOptions = {}): Promise<TestDatapath> {
     const spec = ObjectSpec.open(o.object ?? TEST_OBJECT);
-    if (o.maxEntries) spec.setMaxEntries('rate_limit_map', o.maxEntries);
+    if (o.maxEntries) for (const name of STATE_MAP_NAMES) if (spec.map(name)) spec.setMaxEntries(name, o.maxEntries);
     if (o.maxListEntries) spec.setMaxEntries('sl_lists', 2 * o.maxListEntries);
     const maxRules = o.maxRules ?? 1024;
     for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) spec.setMaxEntries(name, size(maxRules));
@@ -84,22 +84,36 @@ export class TestDatapath {
   }
 
   /**
-   * Forget every key's state and every per-CPU time-keeping state (aggregate limits, the new-state
-   * budget): tests move the clock freely, also backwards, which real time never does.
+   * Forget every key's state and every per-CPU time-keeping state (aggregate limits, leases, the
+   * new-state budget): tests move the clock freely, also backwards, which real time never does.
    */
   clearState(): void {
-    const m = this.limiter.maps.rate_limit_map;
-    for (const k of [...m.keys()]) m.delete(k);
+    for (const name of STATE_MAP_NAMES) {
+      const m = this.coll.maps.get(name);
+      if (m) for (const k of [...m.keys()]) m.delete(k);
+    }
     const pen = this.coll.maps.get('sl_penalty');
     if (pen) for (const k of [...pen.keys()]) pen.delete(k);
-    for (const name of ['sl_agg', 'sl_newstate']) {
-      const arr = this.coll.maps.get(name);
-      if (!arr) continue;
-      const zeroes = Buffer.alloc(arr.valueBufferSize);
-      for (let i = 0; i < arr.maxEntries; i++) {
+    // The rules' aggregate and untracked-budget times and their leases, kept by each CPU after its
+    // counters in stats_map (struct sl_rule_cpu): zeroed, the counters left as they are (tests
+    // count deltas).
+    const stats = this.limiter.maps.stats_map;
+    const agg = { off: SL_COUNTERS_SIZE, len: SL_AGG_STATE_SIZE + SL_LEASE_SIZE };
+    for (let i = 0; i < stats.maxEntries; i++) {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(i);
+      const cpus = stats.lookupPerCpu(key).map((v) => Buffer.from(v));
+      if (!cpus.some((v) => v.subarray(agg.off, agg.off + agg.len).some((x) => x !== 0))) continue;
+      for (const v of cpus) v.fill(0, agg.off, agg.off + agg.len);
+      stats.update(key, cpus);
+    }
+    const ns = this.coll.maps.get('sl_newstate');
+    if (ns) {
+      const zeroes = Buffer.alloc(ns.valueBufferSize);
+      for (let i = 0; i < ns.maxEntries; i++) {
         const key = Buffer.alloc(4);
         key.writeUInt32LE(i);
-        arr.update(key, zeroes);
+        ns.update(key, zeroes);
       }
     }
   }

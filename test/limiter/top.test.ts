@@ -12,20 +12,22 @@ import { runInNewContext } from 'node:vm';
 import { after, before, describe, it } from 'node:test';
 import ipaddr from 'ipaddr.js';
 import { BpfMap, MapType } from '../../src/ebpf';
-import { Alg, decodeKey, decodeRule, decodeState, Defaults, RuleFlags, SL_KEY_SIZE, SL_RULE_SIZE, SL_STATE_SIZE, type Rule } from '../../src/generated/types';
-import { backlog, derive, paramsOf, periodMsOf, slidingEstimate } from '../../src/limiter/models';
+import { Alg, Bounds, decodeRule, Defaults, KeyFlags, RuleFlags, SL_KEY_SIZE, SL_KEY6_SIZE, SL_RULE_SIZE, SL_STATE_SIZE, StateBits, type Rule } from '../../src/generated/types';
+import { backlog, derive, paramsOf, periodMsOf, resolveAlg, slidingEstimate } from '../../src/limiter/models';
+import { decodeKeyState, decodeStateKey, seenAgoNs, type StateMaps } from '../../src/limiter/state';
 import { readStates, sharedWalk, walkStates, type StateEntry } from '../../src/limiter/top';
 import { rng } from '../lib/rng';
 
 // ---- the reference: src/limiter/top.ts as it decoded everything before the streaming walk (with the
-// state words of issue 10: quanta for token/GCRA, the 16|24|24 sliding word), `now` a parameter
+// state words of issue 10: quanta for token/GCRA, the 16|24|24 sliding word; the compact state of
+// issue 13: two maps, the algorithm the rule's, a state of another epoch unused), `now` a parameter
 const ALG_NAMES: Record<number, string> = { [Alg.FIXED]: 'fixed', [Alg.SLIDING]: 'sliding', [Alg.TOKEN]: 'token', [Alg.GCRA]: 'gcra' };
 function keyText(family: number, plen: number, addr: Buffer): string {
   if (family === 0) return '*';
   const bytes = [...addr.subarray(0, family === 4 ? 4 : 16)];
   return `${ipaddr.fromByteArray(bytes).toString()}/${plen}`;
 }
-function usageOf(alg: number, word: bigint, _lastSeen: bigint, now: bigint, rule: Rule | undefined): { usage: number; available: number } {
+function usageOf(alg: number, word: bigint, now: bigint, rule: Rule | undefined): { usage: number; available: number } {
   if (!rule || rule.flags & RuleFlags.NO_PKT_LIMIT) return { usage: 0, available: Infinity };
   const pps = rule.pkt.rate || BigInt(Defaults.PPS);
   const p = paramsOf(pps, rule.pkt.burst, alg, rule.window_ms, periodMsOf(rule.flags, 'pkt'));
@@ -50,18 +52,33 @@ function usageOf(alg: number, word: bigint, _lastSeen: bigint, now: bigint, rule
     }
   }
 }
-function referenceTop(map: BpfMap, rules: Map<number, Rule>, n: number, now: bigint): StateEntry[] {
+/** A window's word names the window of its key's last packet: idle since that window ended, at least. */
+function idleAtLeast(alg: number, word: bigint, now: bigint, rule: Rule): bigint {
+  const w = BigInt(rule.window_ms || Defaults.WINDOW_MS) * 1_000_000n;
+  if (alg !== Alg.FIXED && alg !== Alg.SLIDING) return 0n;
+  const [bits, shift] = alg === Alg.FIXED ? [0xffff_ffffn, 32n] : [0xffffn, 48n];
+  const back = ((now / w) - (word >> shift)) & bits;
+  return back > 0n ? now - (now / w - back + 1n) * w : 0n;
+}
+function referenceTop(maps: StateMaps, rules: Map<number, Rule>, n: number, now: bigint): StateEntry[] {
   const out: StateEntry[] = [];
-  for (const batch of map.lookupBatch({ batchSize: 4096 })) {
-    for (const [k, v] of batch) {
-      const key = decodeKey(k.subarray(0, SL_KEY_SIZE));
-      const st = decodeState(v);
-      const { usage, available } = usageOf(st.alg, st.pkt, st.last_seen, now, rules.get(key.rule_id));
-      out.push({
-        key: keyText(key.family, key.plen, key.addr), rule: key.rule_id, algorithm: ALG_NAMES[st.alg] ?? String(st.alg),
-        usage: +usage.toFixed(3), available, dropped: Number(st.dropped),
-        idle_ms: st.last_seen > now ? 0 : Math.round(Number(now - st.last_seen) / 1e6), blocked: st.blocked_until > now,
-      });
+  for (const [map, family] of [[maps.rate_limit_map, 4], [maps.rate_limit_map6, 6]] as const) {
+    if (!map) continue;
+    for (const batch of map.lookupBatch({ batchSize: 4096 })) {
+      for (const [k, v] of batch) {
+        const key = decodeStateKey(family, k);
+        if (key.bytes) continue;
+        const st = decodeKeyState(v);
+        const rule = rules.get(key.rule_id);
+        const alg = resolveAlg(rule?.alg ?? 0);
+        const current = rule !== undefined && st.epoch === (rule.epoch & 0xffff);
+        const { usage, available } = current ? usageOf(alg, st.word, now, rule) : usageOf(alg, 0n, now, rule);
+        out.push({
+          key: keyText(key.family, key.plen, key.addr), rule: key.rule_id, algorithm: rule ? ALG_NAMES[alg]! : '?',
+          usage: +usage.toFixed(3), available, dropped: st.dropped,
+          idle_ms: Math.round(Number(seenAgoNs(st.seen, now, current ? idleAtLeast(alg, st.word, now, rule) : 0n)) / 1e6), blocked: st.blocked,
+        });
+      }
     }
   }
   return [...out].sort((a, b) => b.usage - a.usage || b.dropped - a.dropped).slice(0, n);
@@ -71,111 +88,138 @@ function referenceTop(map: BpfMap, rules: Map<number, Rule>, n: number, now: big
 
 function rule(id: number, o: Partial<Rule> & { pps?: bigint; burst?: bigint } = {}): Rule {
   const r = decodeRule(Buffer.alloc(SL_RULE_SIZE));
-  return { ...r, id, window_ms: o.window_ms ?? 0, flags: o.flags ?? 0, pkt: { ...r.pkt, rate: o.pps ?? 0n, burst: o.burst ?? 0n } };
+  return { ...r, id, alg: o.alg ?? 0, window_ms: o.window_ms ?? 0, flags: o.flags ?? 0, pkt: { ...r.pkt, rate: o.pps ?? 0n, burst: o.burst ?? 0n } };
 }
 
 const RULES = new Map<number, Rule>([
-  [0, rule(0, { pps: 1000n })],
-  [1, rule(1, { pps: 10n, burst: 20n, window_ms: 100 })],
-  [2, rule(2, { pps: 5000n, window_ms: 2000 })],
+  [0, rule(0, { alg: Alg.TOKEN, pps: 1000n })],
+  [1, rule(1, { alg: Alg.FIXED, pps: 10n, burst: 20n, window_ms: 100 })],
+  [2, rule(2, { alg: Alg.SLIDING, pps: 5000n, window_ms: 2000 })],
   [3, rule(3, { flags: RuleFlags.NO_PKT_LIMIT })],
   // rule 4: not live (its keys are left over from an older policy)
+  [5, rule(5, { alg: Alg.GCRA, pps: 200n, burst: 50n })],
 ]);
 
 /** The garbage collector, to measure the heap a walk keeps (the test runner is not given --expose-gc). */
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
-const stateMap = (name: string, maxEntries: number): BpfMap =>
-  BpfMap.create({ type: MapType.LruHash, name, keySize: SL_KEY_SIZE, valueSize: SL_STATE_SIZE, maxEntries });
+/** A pair of state maps (rate_limit_map and rate_limit_map6, bpf/maps.h), made through the binding. */
+function stateMaps(name: string, maxEntries: number): StateMaps & { rate_limit_map6: BpfMap; [Symbol.dispose](): void } {
+  const v4 = BpfMap.create({ type: MapType.LruHash, name, keySize: SL_KEY_SIZE, valueSize: SL_STATE_SIZE, maxEntries });
+  const v6 = BpfMap.create({ type: MapType.LruHash, name: `${name}6`, keySize: SL_KEY6_SIZE, valueSize: SL_STATE_SIZE, maxEntries });
+  return { rate_limit_map: v4, rate_limit_map6: v6, [Symbol.dispose]: () => { v4.close(); v6.close(); } };
+}
 
 /**
- * count entries i = base.. base+count-1 packed for a batch update: keys of every family and rule,
- * states of every algorithm, many exactly tied (idle ones, with no drops) so that order matters.
+ * count entries i = base.. base+count-1, each packed for a batch update of the map of its family:
+ * keys of every family and rule (and some byte entries, which top does not list), states of every
+ * algorithm (the rule's), some of another epoch, many exactly tied (idle ones, with no drops) so
+ * that order matters.
  */
-function pack(r: () => number, base: number, count: number, now: bigint): { keys: Buffer; values: Buffer } {
-  const keys = Buffer.alloc(count * SL_KEY_SIZE);
-  const values = Buffer.alloc(count * SL_STATE_SIZE);
+function pack(r: () => number, base: number, count: number, now: bigint): { v4: { keys: Buffer; values: Buffer; count: number }; v6: { keys: Buffer; values: Buffer; count: number } } {
+  const out = {
+    v4: { keys: Buffer.alloc(count * SL_KEY_SIZE), values: Buffer.alloc(count * SL_STATE_SIZE), count: 0 },
+    v6: { keys: Buffer.alloc(count * SL_KEY6_SIZE), values: Buffer.alloc(count * SL_STATE_SIZE), count: 0 },
+  };
   const wid = (w: bigint): bigint => now / (w * 1_000_000n);
+  const ids = [0, 1, 2, 3, 4, 5];
   for (let j = 0; j < count; j++) {
     const i = base + j;
-    const ko = j * SL_KEY_SIZE;
-    const vo = j * SL_STATE_SIZE;
-    const ruleId = Math.floor(r() * 5);
+    const ruleId = ids[Math.floor(r() * ids.length)]!;
     const fam = r() < 0.05 ? 0 : r() < 0.8 ? 4 : 6;
-    keys.writeUInt16LE(ruleId, ko);
-    keys[ko + 2] = fam;
-    keys[ko + 3] = fam === 4 ? 32 : fam === 6 ? 64 : 0;
-    keys.writeUInt32BE(i, ko + 8); // unique whatever the family
-    if (fam === 6) keys.writeUInt32BE(0x20010db8, ko + 12);
-    const alg = 1 + Math.floor(r() * 4);
+    const bytes = r() < 0.03;
+    const t = fam === 6 ? out.v6 : out.v4;
+    const ks = fam === 6 ? SL_KEY6_SIZE : SL_KEY_SIZE;
+    const ko = t.count * ks;
+    const vo = t.count * SL_STATE_SIZE;
+    t.count++;
+    t.keys.writeUInt16LE(ruleId, ko);
+    t.keys[ko + 2] = fam === 4 ? 32 : fam === 6 ? 64 : 0;
+    t.keys[ko + 3] = (fam === 0 ? KeyFlags.PER_RULE : 0) | (bytes ? KeyFlags.BYTES : 0);
+    // unique whatever the family (a per-rule key's address is its own, here: only the map sees it)
+    if (fam === 6) {
+      t.keys.writeUInt32BE(0x20010db8, ko + 4);
+      t.keys.writeUInt32BE(i, ko + 8);
+    } else {
+      t.keys.writeUInt32BE(i, ko + 4);
+    }
+    const alg = resolveAlg(RULES.get(ruleId)?.alg ?? 0);
     const busy = r() < 0.3;
     const lastSeen = busy ? now - BigInt(Math.floor(r() * 1e9)) : now - 60_000_000_000n;
-    let pkt = 0n;
+    let word = 0n;
     if (busy) {
       const win = BigInt([Defaults.WINDOW_MS, 100, 2000][Math.min(ruleId, 2)]!);
       const w = wid(win) - BigInt(Math.floor(r() * 3)); // this window, the one before, or older
-      if (alg === Alg.FIXED) pkt = ((w & 0xffff_ffffn) << 32n) | BigInt(Math.floor(r() * 3000));
-      else if (alg === Alg.SLIDING) pkt = ((w & 15n) << 60n) | (BigInt(Math.floor(r() * 2000)) << 30n) | BigInt(Math.floor(r() * 2000));
-      else pkt = now + BigInt(Math.floor(r() * 2e9));
+      if (alg === Alg.FIXED) word = ((w & 0xffff_ffffn) << 32n) | BigInt(Math.floor(r() * 3000));
+      else if (alg === Alg.SLIDING) word = ((w & 0xffffn) << 48n) | (BigInt(Math.floor(r() * 2000)) << 24n) | BigInt(Math.floor(r() * 2000));
+      else word = now + BigInt(Math.floor(r() * 2e9));
     }
-    values.writeBigUInt64LE(pkt, vo);
-    values.writeBigUInt64LE(lastSeen, vo + 16);
-    values.writeBigUInt64LE(r() < 0.1 ? now + 5_000_000_000n : 0n, vo + 24);
-    values.writeBigUInt64LE(busy && r() < 0.5 ? BigInt(Math.floor(r() * 50)) : 0n, vo + 32);
-    values[vo + 44] = alg;
+    const dropped = busy && r() < 0.5 ? Math.floor(r() * 50) : 0;
+    const flags = (r() < 0.1 ? StateBits.BLOCKED : 0) | (dropped && r() < 0.5 ? StateBits.PENALIZED : 0);
+    t.values.writeBigUInt64LE(word, vo);
+    t.values.writeUInt32LE(dropped * StateBits.DROP_ONE + flags, vo + 8);
+    t.values.writeUInt16LE(r() < 0.05 ? 1 : 0, vo + 12); // the rules' epoch is 0: some states are stale
+    t.values.writeUInt16LE(Number((lastSeen >> BigInt(Bounds.SEEN_SHIFT)) & 0xffffn), vo + 14);
   }
-  return { keys, values };
+  return out;
 }
 
-function fill(map: BpfMap, total: number, seed: number, now: bigint): void {
+function fill(maps: StateMaps & { rate_limit_map6: BpfMap }, total: number, seed: number, now: bigint): void {
   const r = rng(seed);
   const chunk = 65536;
   for (let base = 0; base < total; base += chunk) {
     const count = Math.min(chunk, total - base);
-    const { keys, values } = pack(r, base, count, now);
-    assert.equal(map.updatePacked({ count, keys, values }), count);
+    const { v4, v6 } = pack(r, base, count, now);
+    for (const [map, t, ks] of [[maps.rate_limit_map, v4, SL_KEY_SIZE], [maps.rate_limit_map6, v6, SL_KEY6_SIZE]] as const) {
+      if (!t.count) continue;
+      assert.equal(map.updatePacked({ count: t.count, keys: t.keys.subarray(0, t.count * ks), values: t.values.subarray(0, t.count * SL_STATE_SIZE) }), t.count);
+    }
   }
 }
 
 describe('top talkers', () => {
   it('the streaming walk gives exactly what decode-all-and-sort gave, for every n', async () => {
-    using map = stateMap('top_equiv', 8192);
+    using maps = stateMaps('top_equiv', 8192);
     const now = process.hrtime.bigint();
-    fill(map, 5000, 3, now);
+    fill(maps, 5000, 3, now);
+    const listed = referenceTop(maps, RULES, 10_000, now).length;
+    assert.ok(listed < 5000 && listed > 4700, `${listed} keys listed of 5000 entries (the byte entries are not)`);
     for (const n of [1, 5, 20, 100, 1000, 5000, 6000]) {
-      const w = await walkStates(map, RULES, n, { now, batchSize: 512 });
+      const w = await walkStates(maps, RULES, n, { now, batchSize: 512 });
       assert.equal(w.entries, 5000);
-      assert.deepEqual(w.top, referenceTop(map, RULES, n, now), `n = ${n}`);
+      assert.deepEqual(w.top, referenceTop(maps, RULES, n, now), `n = ${n}`);
     }
-    const all = await readStates(map, RULES, 4096, now);
-    assert.deepEqual([...all].sort((a, b) => b.usage - a.usage || b.dropped - a.dropped), referenceTop(map, RULES, 5000, now), 'readStates decodes as before');
+    const all = await readStates(maps, RULES, 4096, now);
+    assert.deepEqual([...all].sort((a, b) => b.usage - a.usage || b.dropped - a.dropped), referenceTop(maps, RULES, 5000, now), 'readStates decodes as before');
   });
 
   it('concurrent callers share one walk', async () => {
-    using map = stateMap('top_share', 1024);
-    fill(map, 500, 4, process.hrtime.bigint());
+    using maps = stateMaps('top_share', 1024);
+    fill(maps, 500, 4, process.hrtime.bigint());
     let asked = 0;
     const rules = (): Map<number, Rule> => { asked++; return RULES; };
-    const a = sharedWalk(map, rules);
-    const b = sharedWalk(map, rules);
+    const a = sharedWalk(maps, rules);
+    const b = sharedWalk(maps, rules);
     assert.equal(a, b, 'the same walk');
     const [x, y] = await Promise.all([a, b]);
     assert.equal(x, y);
     assert.equal(asked, 1);
     assert.equal(x.entries, 500);
-    assert.notEqual(sharedWalk(map, rules), a, 'a walk that finished is not reused');
+    const c = sharedWalk(maps, rules);
+    assert.notEqual(c, a, 'a walk that finished is not reused');
+    await c; // over both maps: done before they close
   });
 });
 
 describe('top talkers at 1,000,000 entries', () => {
   const N = 1_000_000;
-  let map: BpfMap;
+  let maps: ReturnType<typeof stateMaps>;
   before(() => {
-    map = stateMap('top_1m', 1 << 20);
-    fill(map, N, 5, process.hrtime.bigint());
+    maps = stateMaps('top_1m', 1 << 20);
+    fill(maps, N, 5, process.hrtime.bigint());
   });
-  after(() => map?.close());
+  after(() => maps?.[Symbol.dispose]());
 
   it('walks them with the event loop lag under 100 ms and a bounded heap', async () => {
     // Two attempts: on a shared machine the process can lose the CPU for a while whatever it runs;
@@ -190,9 +234,9 @@ describe('top talkers at 1,000,000 entries', () => {
       h.enable();
       // A dashboard and a scrape at once: three readers, one walk; then one more walk on its own.
       const t0 = performance.now();
-      const [a, b, c] = await Promise.all([sharedWalk(map, () => RULES), sharedWalk(map, () => RULES), sharedWalk(map, () => RULES)]);
+      const [a, b, c] = await Promise.all([sharedWalk(maps, () => RULES), sharedWalk(maps, () => RULES), sharedWalk(maps, () => RULES)]);
       const shared = performance.now() - t0;
-      const w = await walkStates(map, RULES, 20);
+      const w = await walkStates(maps, RULES, 20);
       h.disable();
       clearInterval(sampler);
       assert.ok(a === b && b === c);

@@ -54,6 +54,7 @@ export async function accuracyRun(site: Site, alg: AlgName, clock: 'coarse' | 'f
       pps: 'max', seconds: 600, path: 'live', cpus: [RX_CPU, RX_CPU, RX_CPU, RX_CPU], sources, dport: SINK_PORT, signal: stop.signal,
       onFrames: (f) => (frames = f),
     });
+    done.catch(() => undefined); // awaited in finally: not an unhandled rejection (which ends the process) meanwhile
     try {
       await sleep(1200); // past the first second: every bucket has spent its initial burst
       // From 100 ms after a second boundary, for windowS whole seconds.

@@ -89,6 +89,7 @@ export async function setToEnforcement(site: Site, o: { runs: number; signal: Ab
   const onAbort = (): void => stop.abort();
   o.signal.addEventListener('abort', onAbort, { once: true });
   const traffic = flood(site.target, { pps: 20_000, seconds: 600, path: 'paced', sources: 1, dport: SINK_PORT, signal: stop.signal });
+  traffic.catch(() => undefined); // awaited at the end: not an unhandled rejection (which ends the process) meanwhile
   try {
     const limited = (): number => Number(p.limiter.counters(0).reason_packets[Reason.LIMIT]);
     const until = async (t0: number, before: number): Promise<number> => {

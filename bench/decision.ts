@@ -8,13 +8,14 @@
  * Cases: an existing key within its limit (hit-pass) and over it (hit-drop), with the clock each
  * algorithm reads by default (coarse, for these rules of one second) and with the fine clock; a
  * new source on every packet (test build, salted keys, state map full) with the default cap on new
- * states and without one. Rounds are interleaved and the median of each is reported.
+ * states and without one. Rounds are interleaved; each case is the median of its rounds, or with
+ * --stat least the least (every disturbance of a shared machine only adds time to a round).
  *
  * With --baseline-objects DIR (sluice.bpf.o and sluice_test.bpf.o of another commit), every Sluice
  * case is also loaded from DIR (named base:<case>), configured through the same Limiter and run
  * next to its current twin in every round; the table gives both and the change in percent.
  *
- *   npm run bench:decision [-- --repeat N --rounds R] [--baseline-objects DIR]
+ *   npm run bench:decision [-- --repeat N --rounds R] [--stat median|least] [--baseline-objects DIR]
  * Writes bench/results/decision.json, or with --baseline-objects bench/results/decision-compare.json.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -22,8 +23,8 @@ import { join, resolve } from 'node:path';
 import type { Program } from '../src/ebpf';
 import type { AlgName } from '../src/limiter/models';
 import { pkt } from '../src/lab/packet';
-import { BenchDatapath, interleaved, limiterMapNamesOf, limiterOf, loadBaselines, snapshotObjects, type BenchLoad, type ObjectSet } from './lib/datapath';
-import { writeResultFile } from './lib/results';
+import { BenchDatapath, interleaved, limiterMapNamesOf, limiterOf, loadBaselines, snapshotObjects, type BenchLoad, type ObjectSet, type RoundStat } from './lib/datapath';
+import { machine, writeResultFile } from './lib/results';
 
 export const ALGS: AlgName[] = ['fixed', 'sliding', 'token', 'gcra'];
 const SRC = [192, 0, 2, 33];
@@ -111,7 +112,7 @@ export interface Comparison {
   reference: { pass_ns: number; floor_ns: number; floor_coarse_ns: number };
 }
 
-export async function runDecision(o: { repeat: number; rounds: number; log?: (s: string) => void; baselineObjects?: string }): Promise<{ rows: DecisionRow[]; path: string; compare?: Comparison }> {
+export async function runDecision(o: { repeat: number; rounds: number; stat?: RoundStat; log?: (s: string) => void; baselineObjects?: string }): Promise<{ rows: DecisionRow[]; path: string; compare?: Comparison }> {
   const owned: BenchDatapath[] = [];
   const sets: ObjectSet[] = [];
   let base: Awaited<ReturnType<typeof loadBaselines>> | undefined;
@@ -141,8 +142,9 @@ export async function runDecision(o: { repeat: number; rounds: number; log?: (s:
     // Each case next to the same case of the baseline objects, in every round.
     current.forEach((c, i) => cases.push(...(baseline[i] ? [c, baseline[i]!] : [c])));
     const clockOf = new Map(cases.map((c) => [c.name, c.clock]));
-    o.log?.(`decision: ${cases.length} cases, ${o.rounds} interleaved rounds of ${o.repeat}${before ? ` (baseline objects: ${before.from})` : ''}`);
-    const res = await interleaved(cases, { rounds: o.rounds, repeat: o.repeat });
+    const stat = o.stat ?? 'median';
+    o.log?.(`decision: ${cases.length} cases, ${o.rounds} interleaved rounds of ${o.repeat}, the ${stat} of each${before ? ` (baseline objects: ${before.from})` : ''}`);
+    const res = await interleaved(cases, { rounds: o.rounds, repeat: o.repeat, stat });
     const pass = res.get('pass')!.ns;
     const floor = res.get('floor')!.ns;
     const floorCoarse = res.get('floor-coarse')!.ns;
@@ -164,7 +166,7 @@ export async function runDecision(o: { repeat: number; rounds: number; log?: (s:
       };
     });
     if (!before) {
-      const path = writeResultFile('decision.json', { date: new Date().toISOString(), repeat: o.repeat, rounds: o.rounds, results: rows });
+      const path = writeResultFile('decision.json', { date: new Date().toISOString(), machine: machine(), repeat: o.repeat, rounds: o.rounds, stat, results: rows });
       return { rows, path };
     }
     const compareRows: CompareRow[] = current.map((c) => {
@@ -192,8 +194,10 @@ export async function runDecision(o: { repeat: number; rounds: number; log?: (s:
     const compare: Comparison = { rows: compareRows, reference: { pass_ns: pass, floor_ns: floor, floor_coarse_ns: floorCoarse } };
     const path = writeResultFile('decision-compare.json', {
       date: new Date().toISOString(),
+      machine: machine(),
       repeat: o.repeat,
       rounds: o.rounds,
+      stat,
       limit_pct: LIMIT_PCT,
       objects: { now: describe(now, before), baseline: describe(before, now) },
       reference: compare.reference,
@@ -238,7 +242,17 @@ if (require.main === module) {
     console.error('--baseline-objects needs a directory (holding sluice.bpf.o and sluice_test.bpf.o)');
     process.exit(2);
   }
-  runDecision({ repeat: arg('repeat', 1_000_000), rounds: arg('rounds', 5), log: (s) => console.log(s), ...(baselineObjects ? { baselineObjects: resolve(baselineObjects) } : {}) })
+  if (process.argv.includes('--help')) {
+    console.log('npm run bench:decision [-- --repeat N] [--rounds R] [--stat median|least] [--baseline-objects DIR]');
+    process.exit(0);
+  }
+  const si = process.argv.indexOf('--stat');
+  const stat = si > 0 ? process.argv[si + 1] : 'median';
+  if (stat !== 'median' && stat !== 'least') {
+    console.error(`--stat is median or least, got ${stat ?? 'nothing'}`);
+    process.exit(2);
+  }
+  runDecision({ repeat: arg('repeat', 1_000_000), rounds: arg('rounds', 5), stat, log: (s) => console.log(s), ...(baselineObjects ? { baselineObjects: resolve(baselineObjects) } : {}) })
     .then(({ rows, path, compare }) => {
       if (compare) printCompare(compare);
       else printDecision(rows);

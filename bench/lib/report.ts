@@ -102,10 +102,10 @@ function targetsTable(t: Throughput | undefined, d: { results: DecisionRow[] } |
   return lines.join('\n');
 }
 
-function decisionTable(d: { results: DecisionRow[]; repeat: number; rounds: number; date: string; machine?: Machine }): string {
+function decisionTable(d: { results: DecisionRow[]; repeat: number; rounds: number; stat?: string; date: string; machine?: Machine }): string {
   const lines = [head(['case', 'clock', 'ns/packet', 'ratio_to_floor', 'ratio to the same-clock floor', 'spread (ns)'])];
   for (const r of d.results) lines.push(row([r.name, r.clock, r.ns_per_packet, r.ratio_to_floor, r.ratio_to_floor_same_clock, `${r.spread_ns[0]}–${r.spread_ns[1]}`]));
-  return `${lines.join('\n')}\n\nBPF_PROG_TEST_RUN, repeat ${num(d.repeat)}, median of ${d.rounds} interleaved rounds, ${d.date.slice(0, 16).replace('T', ' ')} UTC; ` +
+  return `${lines.join('\n')}\n\nBPF_PROG_TEST_RUN, repeat ${num(d.repeat)}, the ${d.stat ?? 'median'} of ${d.rounds} interleaved rounds, ${d.date.slice(0, 16).replace('T', ' ')} UTC; ` +
     `the test run itself (a program that returns at once) costs ${d.results[0]?.baseline_pass_ns ?? '?'} ns` +
     `${d.machine ? `; ${machineText(d.machine)}` : ' (the machine was not recorded)'}.`;
 }
@@ -115,6 +115,7 @@ interface DecisionCompare {
   date: string;
   repeat: number;
   rounds: number;
+  stat?: string;
   machine?: Machine;
   objects: { now: { from: string; commit?: string }; baseline: { from: string; commit?: string } };
   reference: { pass_ns: number; floor_ns: number; floor_coarse_ns: number };
@@ -140,25 +141,44 @@ function compareTable(c: DecisionCompare): string {
   const worst = Math.max(...hits.map((r) => r.now_ns / floorOf(r.clock)));
   return `${lines.join('\n')}\n\nAn existing key (hit-pass, hit-drop), every algorithm and both clocks: ${fewer} of ${hits.length} cases at least 25% fewer ns/packet than ${base}, ` +
     `${near} of ${hits.length} at most 1.4 times the frozen floor that reads the same clock (at most ${worst.toFixed(2)} times). The same run: the test run itself ${c.reference.pass_ns} ns, ` +
-    `the floor ${c.reference.floor_ns} ns (fine clock), ${c.reference.floor_coarse_ns} ns (coarse). BPF_PROG_TEST_RUN, repeat ${num(c.repeat)}, median of ${c.rounds} interleaved rounds, ` +
+    `the floor ${c.reference.floor_ns} ns (fine clock), ${c.reference.floor_coarse_ns} ns (coarse). BPF_PROG_TEST_RUN, repeat ${num(c.repeat)}, the ${c.stat ?? 'median'} of ${c.rounds} interleaved rounds, ` +
     `${c.date.slice(0, 16).replace('T', ' ')} UTC${c.machine ? `; ${machineText(c.machine)}` : ''}.`;
+}
+
+/** bench/results/cpus.json (bench/lib/cpus.ts). */
+interface Cpus {
+  date: string;
+  machine?: Machine;
+  rounds: number;
+  window_s: number;
+  results: { config: string; title: string; shape: string; one_cpu_pps: number; two_cpu_pps: number; scaling: number; scaling_vs_ceiling: number; rounds: { scaling_vs_ceiling: number }[] }[];
+}
+
+function cpusTable(c: Cpus): string {
+  const shapes: Record<string, string> = { 'k1000-own': '1,000 sources per CPU, each CPU its own', 'k1000-shared': 'the same 1,000 sources on both CPUs' };
+  const t = [head(['configuration', 'traffic', 'one CPU (Mpps per CPU-second)', 'two CPUs (Mpps per CPU-second)', 'two / one', 'x the ceiling\'s two / one', 'per round'])];
+  for (const r of c.results) {
+    t.push(row([r.title, shapes[r.shape] ?? r.shape, mpps(r.one_cpu_pps), mpps(r.two_cpu_pps), r.scaling.toFixed(2), r.config === 'ceiling' ? '1' : `**${r.scaling_vs_ceiling.toFixed(2)}**`, r.rounds.map((x) => x.scaling_vs_ceiling.toFixed(2)).join(', ')]));
+  }
+  return `${t.join('\n')}\n\nMedian of ${c.rounds} interleaved rounds, ${c.window_s} s windows, ${c.date.slice(0, 16).replace('T', ' ')} UTC${c.machine ? `; ${machineText(c.machine)}` : ''}.`;
 }
 
 interface Scale {
   per_packet: { sources: { n: number; ns_per_packet: number; ratio_to_first: number; spread_ns: number[]; entries?: number }[]; cidr: { n: number; ns_per_packet: number; ratio_to_first: number; spread_ns: number[]; apply_ms?: number }[] };
   /** Before issue 13, rate_limit_map alone (no map, key_bytes, value_bytes). */
   state_memory: { map?: string; key_bytes?: number; value_bytes?: number; max_entries: number; bytes: number; mb_per_100k: number }[];
-  throughput: { sources: { n: number; decided_pps: number; ratio_to_1000: number }[]; cidr: { n: number; decided_pps: number; ratio_to_first: number }[] };
+  throughput: { sources: { n: number; decided_pps: number; ratio_to_1000: number; minimal_pps?: number; ratio_to_minimal?: number }[]; cidr: { n: number; decided_pps: number; ratio_to_first: number }[] };
 }
 
 function scaleTables(s: Scale): string {
-  const a = [head(['tracked sources', 'ns/packet (test run)', 'x 1 source', 'entries', 'throughput (Mpps)', 'x 1,000 sources'])];
+  const a = [head(['tracked sources', 'ns/packet (test run)', 'x 1 source', 'entries', 'throughput (Mpps)', 'x 1,000 sources', 'minimal limiter, map for every source (Mpps)', 'Sluice / minimal'])];
   const tp = new Map(s.throughput.sources.map((x) => [x.n, x]));
   const ns = [...new Set([...s.per_packet.sources.map((x) => x.n), ...s.throughput.sources.map((x) => x.n)])].sort((x, y) => x - y);
   for (const n of ns) {
     const p = s.per_packet.sources.find((x) => x.n === n);
     const t = tp.get(n);
-    a.push(row([num(n), p ? p.ns_per_packet : '–', p ? p.ratio_to_first : '–', p?.entries !== undefined ? num(p.entries) : '–', t ? mpps(t.decided_pps) : '–', t ? t.ratio_to_1000.toFixed(2) : '–']));
+    a.push(row([num(n), p ? p.ns_per_packet : '–', p ? p.ratio_to_first : '–', p?.entries !== undefined ? num(p.entries) : '–', t ? mpps(t.decided_pps) : '–', t ? t.ratio_to_1000.toFixed(2) : '–',
+      t?.minimal_pps !== undefined ? mpps(t.minimal_pps) : '–', t?.ratio_to_minimal !== undefined ? t.ratio_to_minimal.toFixed(2) : '–']));
   }
   const b = [head(['source-CIDR entries', 'ns/packet (test run)', 'x 1 entry', 'policy applied in (ms)', 'throughput, 1,000 sources (Mpps)', 'x 1 entry'])];
   const cn = [...new Set([...s.per_packet.cidr.map((x) => x.n), ...s.throughput.cidr.map((x) => x.n)])].sort((x, y) => x - y);
@@ -294,6 +314,7 @@ export function writeReport(): string {
   const dc = load<DecisionCompare>('decision-compare.json');
   const mem = load<{ date: string; machine?: Machine; state_memory: Scale['state_memory'] }>('memory.json');
   const s = load<Scale>('scale.json');
+  const cp = load<Cpus>('cpus.json');
   const c = load<{ throughput: Figure[]; accuracy: AccuracyRow[] }>('clock.json');
   const sp = load<{ variants: { name: string; title: string }[]; results: Figure[] }>('spoof.json');
   const ctl = load<Control>('control.json');
@@ -307,6 +328,7 @@ export function writeReport(): string {
   if (dc) doc = replaceBlock(doc, 'decision-compare', compareTable(dc));
   if (mem) doc = replaceBlock(doc, 'memory', `${memoryTable(mem.state_memory)}\n\n${mem.date.slice(0, 16).replace('T', ' ')} UTC${mem.machine ? `; ${machineText(mem.machine)}` : ''}.`);
   if (s) doc = replaceBlock(doc, 'scale', scaleTables(s));
+  if (cp) doc = replaceBlock(doc, 'cpus', cpusTable(cp));
   if (c) doc = replaceBlock(doc, 'clock', clockTables(c, d));
   if (sp) doc = replaceBlock(doc, 'spoof', spoofTable(sp));
   if (ctl) doc = replaceBlock(doc, 'control', controlTable(ctl));

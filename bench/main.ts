@@ -6,7 +6,7 @@
  *
  *   npm run bench                  everything (about 20 minutes)
  *   npm run bench -- --quick       the throughput table only, shorter windows (under two minutes)
- *   npm run bench -- --only throughput,decision,memory,scale,clock,spoof,control,accuracy,egress
+ *   npm run bench -- --only throughput,decision,memory,scale,cpus,clock,spoof,control,accuracy,egress
  *   npm run bench -- --report      rewrite docs/benchmarks.md's tables from bench/results only
  *
  * Needs root. Installs nftables and iptables when missing. Everything it creates carries this
@@ -23,10 +23,11 @@ import { runDecision, printDecision, ALGS } from './decision';
 import { installPeers, peerVersions } from './lib/peers';
 import { writeReport } from './lib/report';
 import { machine, writeResultFile } from './lib/results';
-import { cidrPerPacket, sequenceShape, sourcesConfig, sourcesPerPacket, stateMemory } from './lib/scale';
+import { cpusFigures, cpusRuns, VARIANTS } from './lib/cpus';
+import { BIG_MAP, cidrPerPacket, sequenceShape, sourcesConfig, sourcesPerPacket, stateMemory } from './lib/scale';
 import { benchId, openTestbed, pinSelf, type Testbed } from './lib/site';
 import {
-  CONFIGS, figures, LIMIT, measure, SHAPES, SPOOF_AGGREGATE_PPS, startSluice,
+  CONFIGS, figures, LIMIT, measure, minimalCoarse, SHAPES, SPOOF_AGGREGATE_PPS, startSluice,
   type ConfigDef, type RunResult, type Shape,
 } from './lib/throughput';
 
@@ -143,7 +144,10 @@ async function scale(tb: Testbed, signal: AbortSignal): Promise<void> {
   const counts = [1, 1000, 10_000, 1_000_000];
   const shapes = counts.map(sequenceShape);
   const cfg = sourcesConfig();
-  const plan = shapes.flatMap((shape) => [{ cfg: NULL, shape }, { cfg, shape }]);
+  // The minimal limiter with a map that holds every source (BIG_MAP, as Sluice's here), dropping
+  // every packet after a source's first: the same work per packet, one lookup and no more.
+  const minimal = minimalCoarse('minimal-coarse-big', BIG_MAP, 0);
+  const plan = shapes.flatMap((shape) => [{ cfg: NULL, shape }, { cfg, shape }, { cfg: minimal, shape }]);
   log('scale: throughput over 1 .. 1,000,000 sources');
   const runs = await table(tb, plan, 2, signal, { warmS: 2.5, windowS: WINDOW.windowS });
   const cidrCounts = [1, 1000, 100_000];
@@ -151,7 +155,7 @@ async function scale(tb: Testbed, signal: AbortSignal): Promise<void> {
   const cidrPlan = [{ cfg: NULL, shape: cidrShape }, ...cidrCounts.map((n) => ({ cfg: sourcesConfig(n), shape: cidrShape }))];
   log('scale: throughput over 1 .. 100,000 source-CIDR entries (1,000 sources)');
   const cidrRuns = await table(tb, cidrPlan, 2, signal, { warmS: 1.5, windowS: WINDOW.windowS });
-  const defs = [NULL, { ...cfg, shapes: shapes.map((s) => s.name) }, ...cidrCounts.map((n) => ({ ...sourcesConfig(n), shapes: [cidrShape.name] }))];
+  const defs = [NULL, { ...cfg, shapes: shapes.map((s) => s.name) }, { ...minimal, shapes: shapes.map((s) => s.name) }, ...cidrCounts.map((n) => ({ ...sourcesConfig(n), shapes: [cidrShape.name] }))];
   const figs = figures([...runs, ...cidrRuns], defs, new Map(defs.map((d) => [d.name, 'native XDP'])));
   const at = (name: string, shape: string): number => figs.find((f) => f.name === name && f.shape === shape)?.decided_pps ?? NaN;
   const path = writeResultFile('scale.json', {
@@ -160,12 +164,36 @@ async function scale(tb: Testbed, signal: AbortSignal): Promise<void> {
     per_packet: { sources, cidr },
     state_memory: memory,
     throughput: {
-      sources: counts.map((n) => ({ n, decided_pps: at(cfg.name, `seq${n}`), ratio_to_1000: +(at(cfg.name, `seq${n}`) / at(cfg.name, 'seq1000')).toFixed(3) })),
+      sources: counts.map((n) => ({
+        n, decided_pps: at(cfg.name, `seq${n}`), ratio_to_1000: +(at(cfg.name, `seq${n}`) / at(cfg.name, 'seq1000')).toFixed(3),
+        minimal_pps: at(minimal.name, `seq${n}`), ratio_to_minimal: +(at(cfg.name, `seq${n}`) / at(minimal.name, `seq${n}`)).toFixed(3),
+      })),
       cidr: cidrCounts.map((n) => ({ n, decided_pps: at(`sluice-cidr-${n}`, cidrShape.name), ratio_to_first: +(at(`sluice-cidr-${n}`, cidrShape.name) / at('sluice-cidr-1', cidrShape.name)).toFixed(3) })),
       figures: figs,
     },
     raw: [...runs, ...cidrRuns],
   });
+  log(`wrote ${path}`);
+}
+
+/** Two receiving CPUs against one (bench/lib/cpus.ts): Sluice's scaling against the ceiling's. */
+async function cpus(tb: Testbed, signal: AbortSignal): Promise<void> {
+  const rounds = ROUNDS || (QUICK ? 1 : 3);
+  log(`cpus: one receiving CPU and two, ${rounds} rounds, ${WINDOW.windowS} s windows`);
+  const runs = await cpusRuns(tb.site, { rounds, ...WINDOW, signal, log });
+  const figs = cpusFigures(runs);
+  const path = writeResultFile('cpus.json', {
+    date: new Date().toISOString(),
+    machine: machine(),
+    method: 'decided packets per CPU-second of the generator\'s CPUs, the generator\'s own cost (null run, same CPUs and round) subtracted; ' +
+      'scaling = two CPUs / one CPU; scaling_vs_ceiling = scaling / the ceiling\'s (XDP_DROP) of the same shape and round',
+    variants: VARIANTS,
+    window_s: WINDOW.windowS,
+    rounds,
+    results: figs,
+    raw: runs,
+  });
+  for (const f of figs) log(`${f.config.padEnd(18)} ${f.shape.padEnd(13)} one CPU ${mpps(f.one_cpu_pps)} Mpps, two ${mpps(f.two_cpu_pps)} Mpps: x${f.scaling}, ${f.scaling_vs_ceiling} of the ceiling's scaling`);
   log(`wrote ${path}`);
 }
 
@@ -268,6 +296,7 @@ async function main(): Promise<void> {
     tb = await openTestbed(id, log);
     if (wants('throughput')) await throughput(tb, ac.signal);
     if (wants('scale')) await scale(tb, ac.signal);
+    if (wants('cpus')) await cpus(tb, ac.signal);
     if (wants('clock')) await clock(tb, ac.signal);
     if (wants('spoof')) await spoof(tb, ac.signal);
     if (wants('accuracy')) await accuracy(tb, ac.signal);

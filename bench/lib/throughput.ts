@@ -37,7 +37,7 @@ export type ShapeName = string;
 export interface Shape {
   name: ShapeName;
   title: string;
-  flood: Pick<FloodOptions, 'sources' | 'spoof' | 'spoofPrefix4'>;
+  flood: Pick<FloodOptions, 'sources' | 'spoof' | 'spoofPrefix4' | 'sourcesPerCpu'>;
 }
 export const SHAPES: Shape[] = [
   { name: 'one', title: 'one source far over its limit', flood: { sources: 1 } },
@@ -68,8 +68,8 @@ export interface ConfigDef {
 /** Entries of the minimal limiters' map: every source of a run (a spoofed flood's are too many). */
 const MINIMAL_ENTRIES = 1 << 17;
 
-async function benchProgram(site: Site, prog: string, consts: Record<string, number> = {}): Promise<Decider & { mode: string }> {
-  const spec = ObjectSpec.open(BENCH_OBJECT).setConstants(consts).setMaxEntries('minimal_map', MINIMAL_ENTRIES);
+async function benchProgram(site: Site, prog: string, consts: Record<string, number> = {}, entries = MINIMAL_ENTRIES): Promise<Decider & { mode: string }> {
+  const spec = ObjectSpec.open(BENCH_OBJECT).setConstants(consts).setMaxEntries('minimal_map', entries);
   let coll: Collection | undefined;
   try {
     coll = await spec.load();
@@ -102,6 +102,8 @@ export interface SluiceOptions {
   maxEntries?: number;
   /** Load-time constants (e.g. coarse_clock: 0 for the fine clock). */
   constants?: Record<string, number>;
+  /** One bucket for the whole rule (`per: rule`) instead of one per source. */
+  key?: 'rule';
 }
 
 export async function startSluice(site: Site, alg: AlgName, shape: Shape, o: SluiceOptions = {}): Promise<Decider & { mode: string; dp: BenchDatapath }> {
@@ -109,7 +111,7 @@ export async function startSluice(site: Site, alg: AlgName, shape: Shape, o: Slu
   const agg = o.aggregatePps !== undefined ? o.aggregatePps : shape.name === 'spoof' ? SPOOF_AGGREGATE_PPS : undefined;
   // The default burst: one second's worth (LIMIT.burst) for the buckets, none for the windows.
   dp.limiter.applyPolicy({
-    rules: [{ id: 0, alg, pps: LIMIT.pps, ...(agg === null ? { aggregate: null } : agg ? { aggregate: { pps: agg } } : {}) }],
+    rules: [{ id: 0, alg, pps: LIMIT.pps, ...(o.key ? { key: o.key } : {}), ...(agg === null ? { aggregate: null } : agg ? { aggregate: { pps: agg } } : {}) }],
   });
   if (o.newStatesPerSec !== undefined) dp.limiter.setConfig({ new_states_per_sec: o.newStatesPerSec });
   const link = Link.attachXdp(dp.prog, site.dev, { netns: site.ns, mode: 'native' });
@@ -131,6 +133,16 @@ export async function startSluice(site: Site, alg: AlgName, shape: Shape, o: Slu
     },
   };
 }
+
+/**
+ * The minimal limiter on the coarse clock with a map of `entries` (every source of the run) and a
+ * limit of `limit` packets per source per second (0: every packet after a source's first dropped,
+ * the scale section's shape, where Sluice blocks every source after its first packet).
+ */
+export const minimalCoarse = (name: string, entries: number, limit: number): ConfigDef => ({
+  name, title: `minimal per-source XDP limiter, coarse clock, ${entries} entries, limit ${limit}`, kind: 'xdp', shapes: [],
+  start: (site) => benchProgram(site, 'bench_minimal_coarse', { minimal_limit: limit }, entries),
+});
 
 const sluice = (alg: AlgName): ConfigDef => ({
   name: `sluice-${alg}`,
@@ -207,13 +219,17 @@ export interface RunResult {
   busy_ns_per_frame: number;
   /** Set when CPU 1 was busy in every attempt (another process on the machine). */
   disturbed?: boolean;
+  /** The generator's CPUs, and the busy seconds of those CPUs over the window (sender and receiver). */
+  cpus: number[];
+  busy_s: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const nowS = (): number => Number(process.hrtime.bigint()) / 1e9;
 
 /** One run: start the configuration, flood for warm + window + tail, sample over the window. */
-export async function measure(site: Site, cfg: ConfigDef, shape: Shape, o: { round: number; warmS: number; windowS: number; signal: AbortSignal }): Promise<RunResult> {
+export async function measure(site: Site, cfg: ConfigDef, shape: Shape, o: { round: number; warmS: number; windowS: number; signal: AbortSignal; cpus?: number[] }): Promise<RunResult> {
+  const cpus = o.cpus ?? [RX_CPU, RX_CPU];
   const d = await cfg.start(site, shape);
   try {
     let frames: () => number = () => 0;
@@ -222,9 +238,12 @@ export async function measure(site: Site, cfg: ConfigDef, shape: Shape, o: { rou
     const onAbort = (): void => stop.abort();
     o.signal.addEventListener('abort', onAbort, { once: true });
     const done = flood({ ...site.target }, {
-      pps: 'max', seconds: 600, path: 'live', cpus: [RX_CPU, RX_CPU], dport: cfg.dport ?? SINK_PORT,
+      pps: 'max', seconds: 600, path: 'live', cpus, dport: cfg.dport ?? SINK_PORT,
       ...shape.flood, signal: stop.signal, onFrames: (f) => (frames = f),
     }).finally(() => o.signal.removeEventListener('abort', onAbort));
+    // Awaited below, after the window; a flood that fails at once must not be an unhandled
+    // rejection meanwhile (Node ends the process on one, before the testbed is removed).
+    done.catch(() => undefined);
     const sample = async (): Promise<RunSample> => {
       const t1 = nowS();
       const cpu = sampleCpus();
@@ -261,6 +280,8 @@ export async function measure(site: Site, cfg: ConfigDef, shape: Shape, o: { rou
       cpu0: { busy: u[0]!.busy, softirq: u[0]!.softirq, user: u[0]!.user, system: u[0]!.system },
       cpu1_busy: u[1]?.busy ?? 0,
       busy_ns_per_frame: (u[0]!.busy * dt * 1e9) / Math.max(1, sent),
+      cpus,
+      busy_s: [...new Set(cpus)].reduce((s, c) => s + (u[c]?.busy ?? 0) * dt, 0),
     };
   } finally {
     await d.stop();

@@ -27,6 +27,8 @@ const volatile __u32 src_base = 0;     /* host order: the first source word     
 const volatile __u32 src_count = 1;    /* sources in sequence: base .. base + count - 1;
 					  0 = random: base with the bits of src_mask random  */
 const volatile __u32 src_mask = 0;     /* host order: random bits when src_count == 0        */
+const volatile __u8  src_per_cpu = 0;  /* each CPU its own sequence: base + cpu x count ..,
+					  as RSS gives each CPU its own flows              */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -53,7 +55,8 @@ int lab_flood(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	/* Per-CPU value: only this CPU writes it, no atomics needed. */
 	if (src_count)
-		word = src_base + (__u32)(st->seq++ % src_count);
+		word = src_base + (src_per_cpu ? bpf_get_smp_processor_id() * src_count : 0) +
+		       (__u32)(st->seq++ % src_count);
 	else
 		word = (src_base & ~src_mask) | (bpf_get_prandom_u32() & src_mask);
 	word = bpf_htonl(word);

@@ -42,7 +42,10 @@ export function xdpLiveRun(program: Program, frame: Uint8Array, o: LiveRunOption
  *  srcCount), or with srcCount 0 srcBase with the bits of srcMask random; the checksums at the
  *  offsets given (0: none) are updated incrementally. Values in host order. No addrOff: every
  *  frame is sent as it is. */
-export type SourceRewrite = Pick<RawPacedSendOptions, 'addrOff' | 'ipCsumOff' | 'l4CsumOff' | 'l4IsUdp' | 'srcBase' | 'srcCount' | 'srcMask'>;
+export type SourceRewrite = Pick<RawPacedSendOptions, 'addrOff' | 'ipCsumOff' | 'l4CsumOff' | 'l4IsUdp' | 'srcBase' | 'srcCount' | 'srcMask'> & {
+  /** The live path's generator only (one paced sender is one thread): each CPU its own sequence. */
+  srcPerCpu?: boolean;
+};
 
 export interface PacedSendOptions extends SourceRewrite {
   /** Frames per second: frame i is due at start + i / pps. */

@@ -50,6 +50,9 @@ export interface FloodOptions {
   seconds: number;
   /** Distinct sources, in sequence per CPU (default 1: the client's address). */
   sources?: number;
+  /** Live path: each generator CPU sends its own `sources` (CPU c from base + c x sources), as a
+   *  NIC's receive-side scaling gives each CPU its own flows; default: every CPU the same ones. */
+  sourcesPerCpu?: boolean;
   /** Random spoofed sources instead of a sequence. */
   spoof?: 'random';
   /** Random sources are drawn from this prefix (default 10.0.0.0/8; for IPv6 the 32 bits after
@@ -146,8 +149,9 @@ export function buildFrame(t: FloodTarget, o: Omit<FloodOptions, 'pps' | 'second
       Object.assign(rewrite, { srcBase: baseWord, srcCount: 0, srcMask: 0xffffffff });
     }
   } else {
-    if (baseWord + sources - 1 > 0xffffffff) throw new RangeError(`${sources} sources from ${base} run past the end of the address word`);
-    Object.assign(rewrite, { srcBase: baseWord, srcCount: sources, srcMask: 0 });
+    const span = o.sourcesPerCpu ? sources * (Math.max(...(o.cpus ?? [0, 1])) + 1) : sources;
+    if (baseWord + span - 1 > 0xffffffff) throw new RangeError(`${span} sources from ${base} run past the end of the address word`);
+    Object.assign(rewrite, { srcBase: baseWord, srcCount: sources, srcMask: 0, ...(o.sourcesPerCpu ? { srcPerCpu: true } : {}) });
   }
   return { frame: buf, rewrite };
 }
@@ -165,6 +169,7 @@ export async function loadFloodProgram(t: FloodTarget, rw: SourceRewrite): Promi
       src_base: rw.srcBase ?? 0,
       src_count: rw.srcCount ?? 1,
       src_mask: rw.srcMask ?? 0,
+      src_per_cpu: rw.srcPerCpu ? 1 : 0,
     });
     const coll = await spec.load();
     const stats = coll.map('lab_flood_stats');

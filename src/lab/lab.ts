@@ -248,11 +248,15 @@ export async function labUp(o: UpOptions = {}): Promise<{ layout: LabLayout; cre
   }
 }
 
-/** The HTTP server (src/lab/http-server.ts) in `netns`, detached; resolves with its pid once it listens. */
+/**
+ * The HTTP server (src/lab/http-server.ts) in `netns`, detached; resolves with its pid once it
+ * listens. V8 collects garbage on the main thread alone, so that the server can be given real-time priority
+ * (the web demo does) without its garbage collector waiting on helper threads kept off the CPU.
+ */
 async function startHttpServer(netns: string, port: number, pageCpuUs: number): Promise<number> {
   const script = join(__dirname, 'http-server.js');
   // `ip netns exec` execs the command after setns, so the child's pid is the server's pid.
-  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, script, String(port), String(pageCpuUs)], {
+  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, '--single-threaded-gc', script, String(port), String(pageCpuUs)], {
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -309,7 +309,8 @@ export async function runHttpDemo(o: HttpDemoOptions): Promise<HttpDemoResult> {
         abuser_offered_pps: f0 !== undefined && f1 !== undefined ? Math.round((f1 - f0) / secs) : null,
         well_behaved_dropped: sluice ? d1.slice(0, abuser - 1).reduce((s, x, i) => s + x - d0[i]!, 0) : 0,
       };
-      out(` ${r.success_pct.toFixed(1)}% answered${r.p50_ms === null ? '' : `, p50 ${ms(r.p50_ms)} ms, p99 ${ms(r.p99_ms)} ms`}\n`);
+      const abuse = phase === 'baseline' ? '' : `; from the abuser${r.abuser_offered_pps !== null ? ` ${fmt(r.abuser_offered_pps)} packets/s sent,` : ''} ${fmt(r.abuser_reached_pps)}/s reached the server${sluice ? `, ${fmt(r.abuser_dropped_pps)}/s dropped by Sluice` : ''}`;
+      out(` ${r.success_pct.toFixed(1)}% answered${r.p50_ms === null ? '' : `, p50 ${ms(r.p50_ms)} ms, p99 ${ms(r.p99_ms)} ms`}${abuse}\n`);
       return r;
     };
 

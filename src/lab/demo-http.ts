@@ -54,7 +54,7 @@ export interface HttpDemoOptions {
   pageCpuUs?: number;
   /** Requests per second of each well-behaved client (default 25, 30, 30, 35). */
   users?: number[];
-  /** Sluice's limit per source address: packets per second and burst (default 50/s, burst 10). */
+  /** Sluice's limit per source address: packets per second and burst (default 50/s, burst 6). */
   rate?: number;
   burst?: number;
   /** Connections of one abusive HTTP process (default 256). */
@@ -245,7 +245,7 @@ export async function runHttpDemo(o: HttpDemoOptions): Promise<HttpDemoResult> {
   const pageCpuUs = o.pageCpuUs ?? 1000;
   const usersRps = o.users ?? [25, 30, 30, 35];
   const rate = o.rate ?? 50;
-  const burst = o.burst ?? 10;
+  const burst = o.burst ?? 6;
   const connections = o.connections ?? 256;
   const phaseS = o.phaseS ?? 5;
   const settleS = o.settleS ?? 1.5;

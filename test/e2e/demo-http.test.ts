@@ -91,7 +91,7 @@ test('demo --http: without Sluice the HTTP flood hurts the well-behaved clients 
 });
 
 test('demo --http: a flood too weak to hurt (2 connections) is raised, said so, until it hurts; Sluice then holds', async () => {
-  const r = await demo(['--round', 'http', '--connections', '2', '--duration', '3s']);
+  const r = await demo(['--round', 'http', '--connections', '2']);
   const round = r.rounds[0]!;
   assert.ok(round.attempts.length >= 2, `2 connections in a request loop must not hurt, so the demo raises: ${round.attempts.map((a) => show(a, r.baseline)).join('; ')}`);
   checkRound(r, round, 3);

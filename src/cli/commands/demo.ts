@@ -47,7 +47,7 @@ export function register(program: Command): void {
     })))
     .option('--rate <n>', 'the limit per client, packets per second (with --http the default is 50)', parsed((v) => parseRate(v, 'rate')), 1000)
     .option('--rate-after <n>', 'the limit after the live change (not with --http)', parsed((v) => parseRate(v, 'rate after')), 500)
-    .option('--burst <n>', 'with --http: the burst of the limit, packets (default 10)', parsed((v) => parseRate(v, 'burst')))
+    .option('--burst <n>', 'with --http: the burst of the limit, packets (default 6)', parsed((v) => parseRate(v, 'burst')))
     .option('--abusive <pps>', 'what the abusive client offers, packets per second (with --http: the packet flood\'s first rate; the default there is the generator\'s full speed)', parsed((v) => parseRate(v, 'abusive rate')), 50_000)
     .addOption(new Option('--page-cpu <time>', 'with --http: CPU each page costs (e.g. 1ms, 500us)').argParser(parsed(parsePageCpu)).default(1000, '1ms'))
     .addOption(new Option('--users <rates>', 'with --http: requests per second of each well-behaved client').argParser(parsed(parseUsers)).default([25, 30, 30, 35], '25,30,30,35'))

@@ -495,10 +495,13 @@ export class Protection {
     }
   }
 
-  private static spec(object: string, maxEntries: number, maxRules: number, maxListEntries: number): ObjectSpec {
+  /** The object to load; its egress program is loaded (and verified, which takes as long as the
+   *  XDP program's verification) only when egress is asked for: no path uses it otherwise. */
+  private static spec(object: string, maxEntries: number, maxRules: number, maxListEntries: number, egress: boolean): ObjectSpec {
     if (!existsSync(object)) throw new AgentError(AgentCode.InvalidArgument, `no BPF object at ${object}: build it with \`make -C bpf\``);
     const spec = ObjectSpec.open(object);
     for (const name of STATE_MAP_NAMES) if (spec.map(name)) spec.setMaxEntries(name, maxEntries);
+    if (!egress && spec.program(TC_PROGRAM)) spec.setAutoload(TC_PROGRAM, false);
     if (spec.maps.some((m) => m.name === 'sl_lists')) spec.setMaxEntries('sl_lists', 2 * maxListEntries);
     for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) spec.setMaxEntries(name, size(maxRules));
     return spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus() });
@@ -535,7 +538,7 @@ export class Protection {
       throw new AgentError(AgentCode.XdpBusy, `${where(o)} already has an XDP program (id ${id}, name ${name}, ${q.mode} mode) that Sluice did not attach; Sluice will not replace it. Remove it first (for example \`ip${o.netns ? ` -n ${o.netns}` : ''} link set dev ${o.iface} xdp off\`), then run up again`);
     }
     const layout = Protection.layout(base.object);
-    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base));
+    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base), base.egress);
     let coll: Collection | undefined;
     let link: Link | undefined;
     const dir = pinDir(o);
@@ -607,7 +610,7 @@ export class Protection {
         const flags = `--iface ${o.iface}${o.netns ? ` --netns ${o.netns}` : ''}`;
         throw new AgentError(AgentCode.PinsAbiMismatch, `the state pinned for ${where(o)} does not carry the ABI stamp of ${base.object}, so it will not be adopted (its program could read it differently): ${check.problem}. The program that runs there stays attached and keeps enforcing. To load this object, start with fresh state (per-client state and counters are lost; limits, rules and lists are kept, the interface stays protected): \`sluice up ${flags} --reset-state\`${prior.object !== base.object ? `; or keep the object the pins were made with (\`--object ${prior.object}\`)` : ''}`);
       }
-      spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base));
+      spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base), base.egress);
       // Everything the new object declares must fit what is pinned, or state cannot be kept.
       const problems: string[] = [];
       for (const m of spec.maps) {
@@ -685,7 +688,7 @@ export class Protection {
       throw new AgentError(AgentCode.ModeChange, `${where(o)} is protected in ${prior.mode} mode; a link cannot change mode in place, not even with --reset-state. Run \`sluice down\` then \`sluice up --mode ${o.mode}\` (traffic is unprotected in between)`);
     }
     const layout = Protection.layout(base.object);
-    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base));
+    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base), base.egress);
     const staged = join(dir, 'maps_new'); // no dots: bpffs refuses them in names
     const old = join(dir, 'maps_old');
     let coll: Collection | undefined;

@@ -10,8 +10,10 @@
 import { spawn } from 'node:child_process';
 
 export interface HttpLoadOptions {
-  /** Requests in total. */
-  requests: number;
+  /** Requests in total (or run for durationS). */
+  requests?: number;
+  /** Seconds to run, each connection in a request loop, instead of a number of requests. */
+  durationS?: number;
   /** Connections open at once. */
   concurrency: number;
   /** Seconds before a request counts as timed out (default 5). */
@@ -22,6 +24,7 @@ export interface HttpLoadOptions {
 
 export interface HttpLoadResult {
   url: string;
+  /** Requests asked for (with durationS: the requests answered or failed). */
   requests: number;
   /** Answered with a 2xx status. */
   completed: number;
@@ -51,7 +54,7 @@ interface AutocannonInstance {
   on(event: 'reqError', f: () => void): void;
 }
 type Autocannon = (
-  o: { url: string; amount: number; connections: number; timeout: number },
+  o: { url: string; amount?: number; duration?: number; connections: number; timeout: number },
   done: (err: Error | null, r: AutocannonResult) => void,
 ) => AutocannonInstance;
 
@@ -70,7 +73,7 @@ export async function runLoadHere(a: ChildArgs): Promise<HttpLoadResult> {
   const summary = await new Promise<AutocannonResult>((resolve, reject) => {
     t0 = performance.now();
     const inst = autocannon(
-      { url: a.url, amount: a.requests, connections: a.concurrency, timeout: a.timeoutS ?? 5 },
+      { url: a.url, ...(a.durationS !== undefined ? { duration: a.durationS } : { amount: a.requests }), connections: a.concurrency, timeout: a.timeoutS ?? 5 },
       (err, r) => (err ? reject(err) : resolve(r)),
     );
     let done = 0;
@@ -101,7 +104,7 @@ export async function runLoadHere(a: ChildArgs): Promise<HttpLoadResult> {
   const round = (x: number): number => Math.round(x * 1000) / 1000;
   return {
     url: a.url,
-    requests: a.requests,
+    requests: a.requests ?? completed + summary.errors + summary.non2xx,
     completed,
     failed: Math.max(0, summary.errors - timedOut) + summary.non2xx,
     timed_out: timedOut,
@@ -119,12 +122,16 @@ export async function runLoadHere(a: ChildArgs): Promise<HttpLoadResult> {
 }
 
 /** Run the load from inside namespace `netns` against `url`. */
-export async function httpLoadFrom(netns: string, url: string, o: HttpLoadOptions): Promise<HttpLoadResult> {
-  if (!Number.isInteger(o.requests) || o.requests < 1) throw new RangeError(`requests must be a positive integer, got ${o.requests}`);
+export async function httpLoadFrom(netns: string, url: string, o: HttpLoadOptions, signal?: AbortSignal): Promise<HttpLoadResult> {
+  if ((o.requests === undefined) === (o.durationS === undefined)) throw new RangeError('give either requests or durationS');
+  if (o.requests !== undefined && (!Number.isInteger(o.requests) || o.requests < 1)) throw new RangeError(`requests must be a positive integer, got ${o.requests}`);
+  if (o.durationS !== undefined && (!Number.isInteger(o.durationS) || o.durationS < 1)) throw new RangeError(`durationS must be a positive whole number of seconds, got ${o.durationS}`);
   if (!Number.isInteger(o.concurrency) || o.concurrency < 1) throw new RangeError(`concurrency must be a positive integer, got ${o.concurrency}`);
   const { onProgress, ...rest } = o;
   const args: ChildArgs = { ...rest, url };
   const child = spawn('ip', ['netns', 'exec', netns, process.execPath, __filename, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const onAbort = (): void => void child.kill('SIGKILL');
+  signal?.addEventListener('abort', onAbort);
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -134,6 +141,8 @@ export async function httpLoadFrom(netns: string, url: string, o: HttpLoadOption
     err += text.replace(/^progress \d+ \d+\n/gm, '');
   });
   const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  signal?.removeEventListener('abort', onAbort);
+  if (signal?.aborted) throw new Error('interrupted');
   const line = out.split('\n').find((l) => l.startsWith('{'));
   if (code !== 0 || !line) throw new Error(`HTTP load in ${netns} failed (exit ${code}): ${err.trim() || out.trim()}`);
   return JSON.parse(line) as HttpLoadResult;

@@ -28,6 +28,18 @@ export const LAB_ID_RE = /^[a-z][a-z0-9]{1,7}$/;
 /** Receive queues of the server's veths, so that both CPUs take packets as on a real NIC. */
 export const SERVER_RX_QUEUES = 2;
 export const HTTP_PORT = 80;
+/** The most CPU one answer of the lab's HTTP server may cost (0.1 s). */
+export const MAX_PAGE_CPU_US = 100_000;
+
+/** The CPU a page costs, as written on the command line: "1ms", "0.5ms", "750us" (or "750µs"); in µs. */
+export function parsePageCpu(v: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|us|µs)\s*$/.exec(v);
+  if (!m) throw new Error(`page CPU "${v}" must be a time with its unit, in ms or us (e.g. 1ms, 0.5ms, 750us)`);
+  const us = Math.round(Number(m[1]) * (m[2] === 'ms' ? 1000 : 1) * 1000) / 1000;
+  if (!Number.isInteger(us)) throw new Error(`page CPU "${v}" must be whole microseconds`);
+  if (us > MAX_PAGE_CPU_US) throw new Error(`page CPU "${v}" is too large (at most ${MAX_PAGE_CPU_US / 1000}ms)`);
+  return us;
+}
 
 export interface LabEnd {
   ifname: string;
@@ -52,7 +64,8 @@ export interface LabClient extends LabEnd {
 export interface LabLayout {
   id: string;
   created: string;
-  server: { netns: string; http: { port: number; pid: number } };
+  /** page_cpu_us: CPU each answer costs (0: a static page; absent in layouts of older labs). */
+  server: { netns: string; http: { port: number; pid: number; page_cpu_us?: number } };
   clients: LabClient[];
   count: CountAttachment;
 }
@@ -171,8 +184,8 @@ export function floodTarget(l: LabLayout, k = 1): FloodTarget {
   };
 }
 
-async function isHealthy(l: LabLayout, clients: number): Promise<boolean> {
-  if (l.clients.length !== clients) return false;
+async function isHealthy(l: LabLayout, clients: number, pageCpuUs: number): Promise<boolean> {
+  if (l.clients.length !== clients || (l.server.http.page_cpu_us ?? 0) !== pageCpuUs) return false;
   const have = new Set(await listNetns());
   if (!have.has(l.server.netns) || l.clients.some((c) => !have.has(c.netns))) return false;
   return (await netnsPids(l.server.netns)).includes(l.server.http.pid);
@@ -181,6 +194,8 @@ async function isHealthy(l: LabLayout, clients: number): Promise<boolean> {
 export interface UpOptions {
   id?: string;
   clients?: number;
+  /** Microseconds of CPU each answer of the HTTP server costs (default 0: a static page). */
+  pageCpuUs?: number;
   /** Report progress lines (default: silent). */
   log?: (line: string) => void;
 }
@@ -193,10 +208,12 @@ export interface UpOptions {
 export async function labUp(o: UpOptions = {}): Promise<{ layout: LabLayout; created: boolean }> {
   const id = checkLabId(o.id ?? DEFAULT_LAB_ID);
   const n = o.clients ?? 1;
+  const pageCpuUs = o.pageCpuUs ?? 0;
+  if (!Number.isInteger(pageCpuUs) || pageCpuUs < 0 || pageCpuUs > MAX_PAGE_CPU_US) throw new RangeError(`page CPU must be 0..${MAX_PAGE_CPU_US} µs, got ${pageCpuUs}`);
   const log = o.log ?? ((): void => undefined);
   const plan = planLab(id, n);
   const existing = readLayout(id);
-  if (existing && (await isHealthy(existing, n))) return { layout: existing, created: false };
+  if (existing && (await isHealthy(existing, n, pageCpuUs))) return { layout: existing, created: false };
   await labDown({ id });
   try {
     await addNetns(plan.server.netns);
@@ -221,8 +238,8 @@ export async function labUp(o: UpOptions = {}): Promise<{ layout: LabLayout; cre
       log(`  ${plan.server.netns}  ${c.server.ifname}  ${c.server.ipv4}/${c.prefix4}  ${c.server.ipv6}/${c.prefix6}  ${c.server.mac}  (${SERVER_RX_QUEUES} rx queues, GRO on)`);
     }
     const count = await attachCount(countSite(plan));
-    const pid = await startHttpServer(plan.server.netns, HTTP_PORT);
-    const layout: LabLayout = { ...plan, created: new Date().toISOString(), server: { netns: plan.server.netns, http: { port: HTTP_PORT, pid } }, count };
+    const pid = await startHttpServer(plan.server.netns, HTTP_PORT, pageCpuUs);
+    const layout: LabLayout = { ...plan, created: new Date().toISOString(), server: { netns: plan.server.netns, http: { port: HTTP_PORT, pid, page_cpu_us: pageCpuUs } }, count };
     writeLayout(layout);
     return { layout, created: true };
   } catch (e) {
@@ -231,11 +248,15 @@ export async function labUp(o: UpOptions = {}): Promise<{ layout: LabLayout; cre
   }
 }
 
-/** The HTTP server (src/lab/http-server.ts) in `netns`, detached; resolves with its pid once it listens. */
-async function startHttpServer(netns: string, port: number): Promise<number> {
+/**
+ * The HTTP server (src/lab/http-server.ts) in `netns`, detached; resolves with its pid once it
+ * listens. V8 collects garbage on the main thread alone, so that the server can be given real-time priority
+ * (the web demo does) without its garbage collector waiting on helper threads kept off the CPU.
+ */
+async function startHttpServer(netns: string, port: number, pageCpuUs: number): Promise<number> {
   const script = join(__dirname, 'http-server.js');
   // `ip netns exec` execs the command after setns, so the child's pid is the server's pid.
-  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, script, String(port)], {
+  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, '--single-threaded-gc', script, String(port), String(pageCpuUs)], {
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -14,6 +14,7 @@ import {
   labUp,
   MAX_CLIENTS,
   floodPath,
+  parsePageCpu,
   requireLayout,
   type FloodProto,
 } from '../../lab';
@@ -69,15 +70,17 @@ no route out; nothing outside them is touched. Example session:
     .command('up')
     .description('create the lab (idempotent): namespaces, veth pairs, addresses, HTTP server, receiver count')
     .option('-c, --clients <n>', `client namespaces (1-${MAX_CLIENTS})`, int('clients', 1, MAX_CLIENTS), 1)
+    .addOption(new Option('--page-cpu <time>', 'CPU each answer of the HTTP server costs, spent hashing (e.g. 1ms, 500us; 0us: a static page)').argParser(parsed(parsePageCpu)).default(0, '0us'))
     .addOption(idOption())
     .option('--json', 'print the layout as JSON')
-    .action(async (o: { clients: number; id: string; json?: boolean }) => {
+    .action(async (o: { clients: number; pageCpu: number; id: string; json?: boolean }) => {
       const lines: string[] = [];
-      const { layout, created } = await labUp({ id: o.id, clients: o.clients, log: (l) => lines.push(l) });
+      const { layout, created } = await labUp({ id: o.id, clients: o.clients, pageCpuUs: o.pageCpu, log: (l) => lines.push(l) });
       if (o.json) return printJson(layout);
       console.log(created ? `lab '${layout.id}' is up (layout in /run/sluice/lab/${layout.id}.json):` : `lab '${layout.id}' was already up:`);
       console.log(await describeLab(layout));
-      console.log(`HTTP server: pid ${layout.server.http.pid}, port ${layout.server.http.port} on every server address`);
+      const cpu = layout.server.http.page_cpu_us ?? 0;
+      console.log(`HTTP server: pid ${layout.server.http.pid}, port ${layout.server.http.port} on every server address, ${cpu ? `each page costs ${cpu} µs of CPU` : 'a static page'}`);
       console.log(`receiver count: tc ingress on ${layout.clients.map((c) => c.server.ifname).join(', ')} (sluice lab count)`);
       console.log(`no route leaves the lab's namespaces; remove everything with \`sluice lab down${o.id === DEFAULT_LAB_ID ? '' : ` --id ${o.id}`}\``);
     });

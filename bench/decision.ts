@@ -15,7 +15,8 @@
  * case is also loaded from DIR (named base:<case>), configured through the same Limiter and run
  * next to its current twin in every round; the table gives both and the change in percent.
  *
- *   npm run bench:decision [-- --repeat N --rounds R] [--stat median|least] [--baseline-objects DIR]
+ *   npm run bench:decision [-- --repeat N --rounds R] [--stat median|least] [--cases REGEX] [--baseline-objects DIR]
+ * (--cases: only the Sluice cases whose name matches, e.g. 'new-source'; the references always run.)
  * Writes bench/results/decision.json, or with --baseline-objects bench/results/decision-compare.json.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -60,25 +61,31 @@ interface Case {
 }
 
 /** Every Sluice case, loaded from one build's objects, named `${prefix}${case}`. */
-async function sluiceCases(objects: ObjectSet, prefix: string, load: (o: BenchLoad) => Promise<BenchDatapath>): Promise<Case[]> {
+async function sluiceCases(objects: ObjectSet, prefix: string, load: (o: BenchLoad) => Promise<BenchDatapath>, only?: RegExp): Promise<Case[]> {
   const cases: Case[] = [];
+  const wanted = (name: string): boolean => !only || only.test(name);
   for (const alg of ALGS) {
     for (const clock of ['coarse', 'fine'] as const) {
       const constants: Record<string, number> = clock === 'fine' ? { coarse_clock: 0 } : {};
       const suffix = clock === 'fine' ? ' (fine clock)' : '';
       // Existing state, within the limit: the full path, including the compare-and-exchange.
-      const hit = await load({ object: objects.prod, constants });
-      hit.limiter.applyPolicy({ rules: [{ id: 0, alg, ...hugeOf(alg) }] });
-      cases.push({ name: `${prefix}${alg}/hit-pass${suffix}`, prog: hit.prog, frame: FRAME, clock });
+      if (wanted(`${alg}/hit-pass${suffix}`)) {
+        const hit = await load({ object: objects.prod, constants });
+        hit.limiter.applyPolicy({ rules: [{ id: 0, alg, ...hugeOf(alg) }] });
+        cases.push({ name: `${prefix}${alg}/hit-pass${suffix}`, prog: hit.prog, frame: FRAME, clock });
+      }
       // Existing state, over the limit: the path a flood takes.
-      const over = await load({ object: objects.prod, constants });
-      over.limiter.applyPolicy({ rules: [{ id: 0, alg, pps: 1 }] });
-      await over.prog.run(FRAME, { repeat: 2 });
-      cases.push({ name: `${prefix}${alg}/hit-drop${suffix}`, prog: over.prog, frame: FRAME, clock });
+      if (wanted(`${alg}/hit-drop${suffix}`)) {
+        const over = await load({ object: objects.prod, constants });
+        over.limiter.applyPolicy({ rules: [{ id: 0, alg, pps: 1 }] });
+        await over.prog.run(FRAME, { repeat: 2 });
+        cases.push({ name: `${prefix}${alg}/hit-drop${suffix}`, prog: over.prog, frame: FRAME, clock });
+      }
     }
     // A new source on every run (test build, salted keys, kernel clock). The state map (100,000)
     // is full after the first round: the steady state of a flood of new sources.
     for (const cap of ['default cap', 'no cap'] as const) {
+      if (!wanted(`${alg}/new-source (${cap})`)) continue;
       const fresh = await load({ object: objects.test });
       fresh.limiter.applyPolicy({ rules: [{ id: 0, alg, pps: 1000 }] });
       if (cap === 'no cap') fresh.limiter.setConfig({ new_states_per_sec: 0xffffffff });
@@ -112,7 +119,7 @@ export interface Comparison {
   reference: { pass_ns: number; floor_ns: number; floor_coarse_ns: number };
 }
 
-export async function runDecision(o: { repeat: number; rounds: number; stat?: RoundStat; log?: (s: string) => void; baselineObjects?: string }): Promise<{ rows: DecisionRow[]; path: string; compare?: Comparison }> {
+export async function runDecision(o: { repeat: number; rounds: number; stat?: RoundStat; only?: RegExp; log?: (s: string) => void; baselineObjects?: string }): Promise<{ rows: DecisionRow[]; path: string; compare?: Comparison }> {
   const owned: BenchDatapath[] = [];
   const sets: ObjectSet[] = [];
   let base: Awaited<ReturnType<typeof loadBaselines>> | undefined;
@@ -133,12 +140,12 @@ export async function runDecision(o: { repeat: number; rounds: number; stat?: Ro
       { name: 'floor', prog: base.floor, frame: FRAME, clock: 'fine' },
       { name: 'floor-coarse', prog: base.floorCoarse, frame: FRAME, clock: 'coarse' },
     ];
-    const current = await sluiceCases(now, '', load);
+    const current = await sluiceCases(now, '', load, o.only);
     // The baseline's own control plane writes its maps when the directory has one (their layouts
     // may differ from this commit's: scripts/baseline.sh).
     const baseLimiter = before ? limiterOf(before.from) : undefined;
     const baseNames = before ? limiterMapNamesOf(before.from) : undefined;
-    const baseline = before ? await sluiceCases(before, BASE_PREFIX, (opts) => load({ ...opts, ...(baseLimiter ? { limiter: baseLimiter } : {}), ...(baseNames ? { mapNames: baseNames } : {}) })) : [];
+    const baseline = before ? await sluiceCases(before, BASE_PREFIX, (opts) => load({ ...opts, ...(baseLimiter ? { limiter: baseLimiter } : {}), ...(baseNames ? { mapNames: baseNames } : {}) }), o.only) : [];
     // Each case next to the same case of the baseline objects, in every round.
     current.forEach((c, i) => cases.push(...(baseline[i] ? [c, baseline[i]!] : [c])));
     const clockOf = new Map(cases.map((c) => [c.name, c.clock]));
@@ -166,7 +173,8 @@ export async function runDecision(o: { repeat: number; rounds: number; stat?: Ro
       };
     });
     if (!before) {
-      const path = writeResultFile('decision.json', { date: new Date().toISOString(), machine: machine(), repeat: o.repeat, rounds: o.rounds, stat, results: rows });
+      // A subset of the cases (--cases) is printed, never written over the whole table's file.
+      const path = o.only ? '(not written: --cases)' : writeResultFile('decision.json', { date: new Date().toISOString(), machine: machine(), repeat: o.repeat, rounds: o.rounds, stat, results: rows });
       return { rows, path };
     }
     const compareRows: CompareRow[] = current.map((c) => {
@@ -192,7 +200,7 @@ export async function runDecision(o: { repeat: number; rounds: number; stat?: Ro
       maps_not_in_other: { prod: only(s.maps.prod, other.maps.prod), test: only(s.maps.test, other.maps.test) },
     });
     const compare: Comparison = { rows: compareRows, reference: { pass_ns: pass, floor_ns: floor, floor_coarse_ns: floorCoarse } };
-    const path = writeResultFile('decision-compare.json', {
+    const path = o.only ? '(not written: --cases)' : writeResultFile('decision-compare.json', {
       date: new Date().toISOString(),
       machine: machine(),
       repeat: o.repeat,
@@ -243,7 +251,7 @@ if (require.main === module) {
     process.exit(2);
   }
   if (process.argv.includes('--help')) {
-    console.log('npm run bench:decision [-- --repeat N] [--rounds R] [--stat median|least] [--baseline-objects DIR]');
+    console.log('npm run bench:decision [-- --repeat N] [--rounds R] [--stat median|least] [--cases REGEX] [--baseline-objects DIR]');
     process.exit(0);
   }
   const si = process.argv.indexOf('--stat');
@@ -252,11 +260,13 @@ if (require.main === module) {
     console.error(`--stat is median or least, got ${stat ?? 'nothing'}`);
     process.exit(2);
   }
-  runDecision({ repeat: arg('repeat', 1_000_000), rounds: arg('rounds', 5), stat, log: (s) => console.log(s), ...(baselineObjects ? { baselineObjects: resolve(baselineObjects) } : {}) })
+  const ci = process.argv.indexOf('--cases');
+  const only = ci > 0 ? new RegExp(process.argv[ci + 1] ?? '') : undefined;
+  runDecision({ repeat: arg('repeat', 1_000_000), rounds: arg('rounds', 5), stat, ...(only ? { only } : {}), log: (s) => console.log(s), ...(baselineObjects ? { baselineObjects: resolve(baselineObjects) } : {}) })
     .then(({ rows, path, compare }) => {
       if (compare) printCompare(compare);
       else printDecision(rows);
-      console.log(`wrote ${join(path)}`);
+      console.log(path.startsWith('(') ? path : `wrote ${join(path)}`);
     })
     .catch((e) => {
       console.error(e);

@@ -371,3 +371,64 @@ export class RateTracker {
     return { interval: interval && { seconds: +interval.seconds.toFixed(3), from_ns: interval.from_ns, to_ns: interval.to_ns }, rates };
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// When to read
+
+/** How `top` times its two readings (see alignReadings). */
+export interface ReadingPlan {
+  /** Wait this long before the first reading. */
+  waitNs: bigint;
+  /** Between the readings. */
+  intervalNs: bigint;
+  /** The rule the readings were fitted to, if any: its window, or its bucket's depth. */
+  aligned: { rule: number; algorithm: 'fixed' | 'sliding' | 'token' | 'gcra'; window_ms: number | null; depth_ms: number | null } | null;
+}
+
+/**
+ * Times for two readings `intervalNs` apart that make the rates of a rule's keys exact where the
+ * word allows: for a fixed window both readings inside one window (so the interval is at most the
+ * window less the margins), for a sliding window both away from a window change and at most one
+ * change apart, for a token bucket or GCRA an interval shorter than the bucket's depth (a key over
+ * its limit keeps a backlog of about that depth, which must outlast the interval). `margin` covers
+ * the data path's clock lag and the readings' own time. The rule is the one most of the heaviest
+ * keys (`ruleIds`, heaviest first) are under; keys of other rules may get bounds. A window or depth
+ * shorter than four margins is not fitted to.
+ */
+export function alignReadings(rules: Map<number, Rule>, ruleIds: number[], intervalNs: bigint, nowNs: bigint, margin: bigint): ReadingPlan {
+  const count = new Map<number, number>();
+  for (const id of ruleIds) {
+    const r = rules.get(id);
+    if (r && !(r.flags & RuleFlags.NO_PKT_LIMIT)) count.set(id, (count.get(id) ?? 0) + 1);
+  }
+  const best = [...count].sort((a, b) => b[1] - a[1])[0];
+  const plain: ReadingPlan = { waitNs: 0n, intervalNs, aligned: null };
+  if (!best) return plain;
+  const rule = rules.get(best[0])!;
+  const rr = rateRule(rule);
+  const alg = rr.alg;
+  if (alg === Alg.TOKEN || alg === Alg.GCRA) {
+    const d = rr.d!;
+    const depth = (d.limit > d.inc1 ? d.limit - d.inc1 : 0n) >> d.shift;
+    if (depth < 4n * margin) return plain;
+    const aligned = { rule: rule.id, algorithm: alg === Alg.TOKEN ? 'token' as const : 'gcra' as const, window_ms: null, depth_ms: Math.round(Number(depth) / 1e6) };
+    return { waitNs: 0n, intervalNs: intervalNs > depth - margin ? depth - margin : intervalNs, aligned };
+  }
+  const wms = Math.min(rule.window_ms || Defaults.WINDOW_MS, 3_600_000);
+  const W = BigInt(wms) * 1_000_000n;
+  if (W < 4n * margin) return plain;
+  const aligned = { rule: rule.id, algorithm: alg === Alg.FIXED ? 'fixed' as const : 'sliding' as const, window_ms: wms, depth_ms: null };
+  const ok = (p: bigint, i: bigint): boolean => {
+    const q = (p + i) % W;
+    return p >= margin && p <= W - margin && (alg === Alg.FIXED ? p + i <= W - margin : q >= margin && q <= W - margin && i < W);
+  };
+  const I = intervalNs > W - 2n * margin ? W - 2n * margin : intervalNs;
+  const phase = nowNs % W;
+  if (ok(phase, I)) return { waitNs: 0n, intervalNs: I, aligned };
+  // Fixed: the next window's start plus the margin. Sliding: the first start from now (in steps of
+  // a hundredth of the window) that keeps both readings clear of a change.
+  if (alg === Alg.FIXED) return { waitNs: (margin - phase + W) % W, intervalNs: I, aligned };
+  const step = W / 100n > 0n ? W / 100n : 1n;
+  for (let wait = step; wait <= W; wait += step) if (ok((phase + wait) % W, I)) return { waitNs: wait, intervalNs: I, aligned };
+  return plain;
+}

@@ -216,6 +216,8 @@ export interface StateWalk {
    *  widened by how far the coarse clock may lag: src/limiter/rates.ts); `now` when one was given. */
   readLo: bigint;
   readHi: bigint;
+  /** The rules the walk judged states by. */
+  rules: Map<number, Rule>;
 }
 
 export interface WalkOptions {
@@ -312,7 +314,7 @@ export async function walkStates(maps: StateMaps, rules: Map<number, Rule>, n: n
   heap.sort((a, b) => (below(a, b) ? 1 : below(b, a) ? -1 : 0));
   const t1 = process.hrtime.bigint();
   return { entries, top: heap.map((c) => entryOf(c.family, c.k, c.v, now, ctx)), ms: performance.now() - t0, raw: heap.map((c) => ({ family: c.family, k: c.k, v: c.v })), t0: started, t1,
-    readLo: o.now ?? started - CLOCK_LAG_NS, readHi: o.now ?? t1 };
+    readLo: o.now ?? started - CLOCK_LAG_NS, readHi: o.now ?? t1, rules };
 }
 
 /** The most heavy entries a shared walk keeps: the most /v1/top serves. */

@@ -64,8 +64,9 @@ Examples:
             const w0 = await walk(keep);
             const margin = CLOCK_LAG_NS + 2n * (w0.t1 - w0.t0) + 20_000_000n;
             plan = alignReadings(w0.rules, w0.top.slice(0, o.count).map((e) => e.rule), BigInt(o.interval) * 1_000_000n, process.hrtime.bigint(), margin);
+            // No wait: the first look is the first reading.
             if (plan.waitNs > 0n) await sleep(Number(plan.waitNs / 1_000_000n));
-            const w1 = await walk(keep);
+            const w1 = plan.waitNs > 0n ? await walk(keep) : w0;
             tracker.observe(w1, w1.rules);
             const left = Number(plan.intervalNs - (process.hrtime.bigint() - (w1.t0 + w1.t1) / 2n)) / 1e6;
             if (left > 0) await sleep(left);

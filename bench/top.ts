@@ -118,7 +118,7 @@ async function main(): Promise<void> {
     const topCpu: number[] = [];
     const read: number[] = [];
     for (let i = 0; i < RUNS; i++) {
-      const r = cli(['top', '--iface', place.iface, '--netns', place.netns, '-n', '20', '--json']);
+      const r = cli(['top', '--iface', place.iface, '--netns', place.netns, '-n', '20', '--json', '--interval', '0']);
       top.push(Math.round(r.ms));
       topCpu.push(r.cpuMs);
       read.push((JSON.parse(r.stdout) as { read_ms: number }).read_ms);

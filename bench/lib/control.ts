@@ -56,7 +56,7 @@ export async function topOverMillion(site: Site, o: { runs: number; log: (s: str
     const cli: number[] = [];
     const read: number[] = [];
     for (let i = 0; i < o.runs; i++) {
-      const r = await sluiceCli(['top', '--iface', site.dev, '--netns', site.ns, '-n', '20', '--json']);
+      const r = await sluiceCli(['top', '--iface', site.dev, '--netns', site.ns, '-n', '20', '--json', '--interval', '0']);
       cli.push(+r.ms.toFixed(0));
       read.push((JSON.parse(r.stdout) as { read_ms: number }).read_ms);
     }

@@ -807,8 +807,8 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
   async top(q: PlaceQuery, n: number): Promise<unknown> {
     const m = this.find(q);
     const t0 = process.hrtime.bigint();
-    const top = await topReport(this.protectionOf(m), n);
-    return { iface: q.iface, netns: q.netns, read_ms: +(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1), top };
+    const { rate, top } = await topReport(this.protectionOf(m), n);
+    return { iface: q.iface, netns: q.netns, read_ms: +(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1), rate, top };
   }
 
   /**

@@ -4,7 +4,9 @@
  * enforces, how full its state map is).
  */
 import { dropRate, rates, snapshot, type Rates, type RuleStats, type SlotStats, type Snapshot } from '../limiter/stats';
-import { readStates, SHARED_TOP, sharedWalk, walkStates, type StateEntry } from '../limiter/top';
+import { readStates, SHARED_TOP, sharedWalk, walkStates, type StateEntry, type StateWalk } from '../limiter/top';
+import { RateTracker, type Rate, type RateInterval } from '../limiter/rates';
+import type { BpfMap } from '../ebpf';
 import type { Rule } from '../generated/types';
 import { listPlaces, type Limits, type Mode } from './state';
 import { AgentCode } from './errors';
@@ -147,14 +149,42 @@ export function liveRules(p: Protection): Map<number, Rule> {
   return new Map(p.limiter.rulesOf(v & 1).filter((r) => r.version === v).map((r) => [r.id, r]));
 }
 
+/** A source as top reports it: its state, and its rate over the report's interval. */
+export type TopEntry = StateEntry & Rate;
+
+/** The heaviest sources, and the interval their rates are over (null: a first reading). */
+export interface TopReport {
+  rate: RateInterval | null;
+  top: TopEntry[];
+}
+
+/** Each entry of a walk with its rate (the tracker observed the walk before it). */
+export function withRates(w: StateWalk, t: RateTracker, n = w.top.length): TopReport {
+  const { interval, rates } = t.observe(w, w.rules);
+  return { rate: interval, top: w.top.slice(0, n).map((e, i) => ({ ...e, ...rates[i]! })) };
+}
+
+/** Recent walks per state map, for the rates of the next: the newest at least RATE_MIN_NS older, and those after it. */
+const recent = new WeakMap<BpfMap, StateWalk[]>();
+const RATE_MIN_NS = 500_000_000n;
+
 /**
  * The n heaviest entries, from one streaming walk with a bounded heap. Up to SHARED_TOP, the walk
- * is shared with whoever else reads this map meanwhile (see sharedWalk).
+ * is shared with whoever else reads this map meanwhile (see sharedWalk). Their rates are over the
+ * time since an earlier walk of the same maps (the newest at least 0.5 s before: the API's previous
+ * request, the metrics' last count): cheap, two sets of at most SHARED_TOP states. The first walk
+ * has none (rate null, each entry's rate_unknown first_reading).
  */
-export async function topReport(p: Protection, n: number): Promise<StateEntry[]> {
+export async function topReport(p: Protection, n: number): Promise<TopReport> {
   const maps = p.limiter.maps;
-  if (n <= SHARED_TOP) return (await sharedWalk(maps, () => liveRules(p))).top.slice(0, n);
-  return (await walkStates(maps, liveRules(p), n)).top;
+  const w = n <= SHARED_TOP ? await sharedWalk(maps, () => liveRules(p)) : await walkStates(maps, liveRules(p), n);
+  const walks = recent.get(maps.rate_limit_map) ?? [];
+  if (!walks.includes(w)) walks.push(w);
+  const base = walks.filter((x) => w.t0 - x.t1 >= RATE_MIN_NS).pop();
+  recent.set(maps.rate_limit_map, base ? walks.slice(walks.indexOf(base)) : walks);
+  const t = new RateTracker();
+  if (base) t.observe(base, base.rules);
+  return withRates(w, t, n);
 }
 
 export async function dumpReport(p: Protection): Promise<StateEntry[]> {

@@ -44,6 +44,7 @@ GeoIP tiers use IP geolocation by <a href="https://db-ip.com">DB-IP</a>, license
 <script>
 "use strict";
 const fmt = (n) => Math.round(n).toLocaleString("en-US");
+const pps = (e) => e.pps != null ? fmt(e.pps) : e.pps_min != null && e.pps_max != null ? fmt(e.pps_min) + "-" + fmt(e.pps_max) : e.pps_min != null ? ">=" + fmt(e.pps_min) : "?";
 const bytes = (n) => { const u = ["B", "kB", "MB", "GB", "TB"]; let i = 0; while (n >= 1000 && i < 4) { n /= 1000; i++; } return n.toFixed(i ? 1 : 0) + " " + u[i]; };
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
 let prev = new Map();
@@ -82,7 +83,7 @@ async function refresh() {
     const total = s.allowed_packets + s.dropped_packets;
     const rules = (s.rules ?? []).map((r) => "<tr><td>" + esc(r.id + " " + (r.name ?? "")) + "</td><td class=pass>" + fmt(r.allowed_packets) + "</td><td class=drop>" + fmt(r.dropped_packets) + "</td><td>" + fmt(r.new_states) + "</td></tr>").join("");
     const before = Object.entries((s.global ?? {}).reasons ?? {}).map(([k, v]) => esc(k) + " " + fmt(v.packets)).join(" · ");
-    const srcs = (top.top ?? []).map((e) => "<tr><td>" + esc(e.key) + "</td><td>" + e.rule + "</td><td>" + (e.usage * 100).toFixed(0) + "%</td><td class=drop>" + fmt(e.dropped) + "</td><td>" + (e.idle_ms / 1000).toFixed(1) + " s</td></tr>").join("");
+    const srcs = (top.top ?? []).map((e) => "<tr><td>" + esc(e.key) + "</td><td>" + e.rule + "</td><td>" + (e.usage * 100).toFixed(0) + "%</td><td class=drop>" + fmt(e.dropped) + "</td><td>" + (e.idle_ms / 1000).toFixed(1) + " s</td><td>" + pps(e) + "</td></tr>").join("");
     out.push("<section><h2>" + esc(st.iface) + (st.netns ? " <small>(netns " + esc(st.netns) + ")</small>" : "") + "</h2>" +
       "<div class=sub>" + esc(st.mode ?? "") + " XDP, program " + esc(st.program_id ?? "?") + " · " + esc(st.limits ? limitText(st.limits) : "") + "</div>" +
       "<div class=kpis>" +
@@ -94,7 +95,7 @@ async function refresh() {
       "<div class=kpi><b>" + fmt(st.state_entries ?? 0) + "</b><small>tracked of " + fmt(st.state_max_entries ?? 0) + "</small></div>" +
       "</div>" + (before ? "<div class=sub>decided before any rule: " + before + "</div>" : "") +
       "<div class=cols><div><table><tr><th>rule</th><th>passed</th><th>dropped</th><th>new states</th></tr>" + rules + "</table></div>" +
-      "<div><table><tr><th>heaviest sources</th><th>rule</th><th>usage</th><th>dropped</th><th>idle</th></tr>" + srcs + "</table></div></div></section>");
+      "<div><table><tr><th>heaviest sources</th><th>rule</th><th>usage</th><th>dropped</th><th>idle</th><th title='packets/s decided for the key since the previous refresh (passed + dropped); a-b: only bounds are known; ?: not known yet'>pps</th></tr>" + srcs + "</table></div></div></section>");
   }
   document.getElementById("ifaces").innerHTML = out.join("") || "<section>No interface is protected.</section>";
   document.getElementById("when").textContent = "updated " + new Date().toLocaleTimeString();

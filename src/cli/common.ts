@@ -3,6 +3,8 @@
  * for people or for scripts (--json), and exit codes.
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import type { TopEntry } from '../agent/report';
+import type { Rate as KeyRate } from '../limiter/rates';
 import { AgentCode } from '../agent/errors';
 import { assertPlace, managerInfo, type Limits } from '../agent/state';
 import { AgentError } from '../agent/errors';
@@ -127,6 +129,23 @@ export function table(rows: (string | number)[][], header: string[]): string {
 export function stateTable(entries: StateEntry[]): string {
   return table(entries.map((e) => [e.key, e.rule, e.algorithm, `${(e.usage * 100).toFixed(0)}%`, num(e.available), num(e.dropped), `${(e.idle_ms / 1000).toFixed(1)}s${e.blocked ? ' blocked' : ''}`]),
     ['key', 'rule', 'alg', 'usage', 'available', 'dropped', 'idle']);
+}
+
+/** A rate as top shows it: the figure, a range when only bounds are known, ? when not known. */
+export function ppsText(r: KeyRate): string {
+  if (r.pps !== null) return num(r.pps);
+  if (r.pps_min !== null && r.pps_max !== null) return `${num(r.pps_min)}-${num(r.pps_max)}`;
+  if (r.pps_min !== null) return `>=${num(r.pps_min)}`;
+  return '?';
+}
+
+/** top's entries as a table: the state's columns, then pps and dropped/s (red on a terminal when it drops). */
+export function topTable(entries: TopEntry[], paint?: (s: string, c: 'red' | 'green' | 'yellow' | 'dim' | 'bold') => string): string {
+  const base = entries.map((e) => [e.key, e.rule, e.algorithm, `${(e.usage * 100).toFixed(0)}%`, num(e.available), num(e.dropped), `${(e.idle_ms / 1000).toFixed(1)}s${e.blocked ? ' blocked' : ''}`, ppsText(e), e.dropped_pps === null ? '?' : num(e.dropped_pps)]);
+  const text = table(base, ['key', 'rule', 'alg', 'usage', 'available', 'dropped', 'idle', 'pps', 'dropped/s']);
+  if (!paint) return text;
+  // Colour after the layout (escapes have no width): a key that drops now in red.
+  return text.split('\n').map((line, i) => (i > 0 && (entries[i - 1]?.dropped_pps ?? 0) > 0 ? paint(line, 'red') : line)).join('\n');
 }
 
 export const num = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '∞');

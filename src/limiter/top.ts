@@ -8,6 +8,7 @@ import ipaddr from 'ipaddr.js';
 import { Alg, Defaults, KeyFlags, RuleFlags, type Rule } from '../generated/types';
 import type { BpfMap } from '../ebpf';
 import { backlog, derive, paramsOf, periodMsOf, resolveAlg, slidingEstimate, type Derived } from './models';
+import { CLOCK_LAG_NS } from './rates';
 import { decodeKeyState, decodeStateKey, seenAgoNs, stateMapsOf, type StateMaps } from './state';
 
 export type { StateMaps } from './state';
@@ -206,6 +207,17 @@ export interface StateWalk {
   top: StateEntry[];
   /** Milliseconds the walk took. */
   ms: number;
+  /** The kept entries' keys and states as read (raw[i] is top[i]'s), for rates between walks. */
+  raw: { family: 4 | 6; k: Buffer; v: Buffer }[];
+  /** CLOCK_MONOTONIC ns (process.hrtime) when the walk started and ended. */
+  t0: bigint;
+  t1: bigint;
+  /** The earliest and latest data-path clock time an entry may have been read at (the walk's span,
+   *  widened by how far the coarse clock may lag: src/limiter/rates.ts); `now` when one was given. */
+  readLo: bigint;
+  readHi: bigint;
+  /** The rules the walk judged states by. */
+  rules: Map<number, Rule>;
 }
 
 export interface WalkOptions {
@@ -228,7 +240,8 @@ const below = (a: Candidate, b: Candidate): boolean =>
  */
 export async function walkStates(maps: StateMaps, rules: Map<number, Rule>, n: number, o: WalkOptions = {}): Promise<StateWalk> {
   const t0 = performance.now();
-  const now = o.now ?? process.hrtime.bigint();
+  const started = process.hrtime.bigint();
+  const now = o.now ?? started;
   const ctx = contexts(rules);
   // Scorers by rule id (small); a state of another epoch than its rule's is unused now.
   const scorers: (((v: Buffer, off: number) => number) | undefined)[] = [];
@@ -299,7 +312,9 @@ export async function walkStates(maps: StateMaps, rules: Map<number, Rule>, n: n
     }
   }
   heap.sort((a, b) => (below(a, b) ? 1 : below(b, a) ? -1 : 0));
-  return { entries, top: heap.map((c) => entryOf(c.family, c.k, c.v, now, ctx)), ms: performance.now() - t0 };
+  const t1 = process.hrtime.bigint();
+  return { entries, top: heap.map((c) => entryOf(c.family, c.k, c.v, now, ctx)), ms: performance.now() - t0, raw: heap.map((c) => ({ family: c.family, k: c.k, v: c.v })), t0: started, t1,
+    readLo: o.now ?? started - CLOCK_LAG_NS, readHi: o.now ?? t1, rules };
 }
 
 /** The most heavy entries a shared walk keeps: the most /v1/top serves. */

@@ -171,6 +171,13 @@ test('GET /v1/top and /v1/stats read the live state', async () => {
   assert.equal(top.statusCode, 200, top.body);
   const entries = top.json().top as { key: string; dropped: number }[];
   assert.ok(entries.some((e) => e.key === `${veth.a.ipv4}/32` && e.dropped > 0), top.body);
+  // Rates against the previous walk (at least 0.5 s before): an idle source reads 0 packets/s,
+  // exactly (its word and drops did not move).
+  await new Promise((r) => setTimeout(r, 600));
+  const again = (await app.inject({ method: 'GET', url: `/v1/top?iface=${place.iface}&netns=${place.netns}&n=5` })).json() as { rate: { seconds: number } | null; top: { key: string; pps: number | null; rate_unknown: string | null }[] };
+  assert.ok(again.rate && again.rate.seconds >= 0.5, JSON.stringify(again.rate));
+  const idle = again.top.find((e) => e.key === `${veth.a.ipv4}/32`);
+  assert.deepEqual([idle?.pps, idle?.rate_unknown], [0, null], JSON.stringify(idle));
   const all = await app.inject({ method: 'GET', url: '/v1/stats' });
   assert.equal(all.json().interfaces.length, 1);
   assert.ok(all.json().interfaces[0].dropped_packets > 0);

@@ -133,9 +133,17 @@ test('top, events and status describe what happens', async () => {
   const lines = ev.stdout.trim().split('\n').map((l) => JSON.parse(l) as { source: string; reason: string; verdict: string }).filter((l) => 'source' in l);
   assert.equal(lines.length, 3);
   assert.deepEqual([lines[0]!.source, lines[0]!.reason, lines[0]!.verdict], [veth.a.ipv4, 'limit', 'drop']);
-  const top = await json<{ top: { key: string; dropped: number }[] }>('top', ...on, '-n', '5');
+  // One reading (--interval 0): no packets/s, and it says why.
+  const top = await json<{ rate: unknown; top: { key: string; dropped: number; rate_unknown: string }[] }>('top', ...on, '-n', '5', '--interval', '0');
   assert.equal(top.top[0]!.key, `${veth.a.ipv4}/32`);
   assert.ok(top.top[0]!.dropped > 0);
+  assert.deepEqual([top.rate, top.top[0]!.rate_unknown], [null, 'first_reading']);
+  assert.match(await ok('top', ...on, '-n', '5', '--interval', '0'), /^pps: not measured \(--interval 0\)$/m);
+  for (const args of [['--watch', '1s', '--interval', '2s'], ['--interval', '50ms']]) {
+    const r = await sluice('top', ...on, ...args);
+    assert.equal(r.code, 2, `top ${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /SLUICE_E_INVALID_ARGUMENT|--interval/);
+  }
   const st = await json<{ interfaces: { iface: string; netns: string; mode: string; state_entries: number; program_id: number }[] }>('status');
   const mine = st.interfaces.find((i) => i.iface === veth.b.ifname && i.netns === srv)!;
   assert.ok(mine, 'listed');

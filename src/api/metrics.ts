@@ -13,7 +13,12 @@ import type { Protection } from '../agent/protection';
 import { liveRules, takeSnapshot } from '../agent/report';
 import { sharedWalk } from '../limiter/top';
 import { decodeEventBudget, SL_EVENT_BUDGET_SIZE } from '../generated/types';
-import type { RuleStats, SlotStats } from '../limiter/stats';
+import { REASON_NAMES, type RuleStats, type SlotStats } from '../limiter/stats';
+
+/** The reason metric's help: every reason the data path counts, from the generated enum. */
+export function reasonHelp(): string {
+  return `Packets by rule and reason (${REASON_NAMES.filter(Boolean).join(', ')}); reasons that never counted are left out`;
+}
 
 export interface MetricsInterface {
   iface: string;
@@ -106,7 +111,7 @@ export class Metrics {
       },
     });
     new Counter({
-      name: 'sluice_reason_packets_total', help: 'Packets by rule and reason (pass, limit, dryrun, blocked, contended, nostate, mgmt, allowlist, denylist, non_ip, truncated, bad_ipv4, bad_ipv6, vlan_depth, stale); reasons that never counted are left out',
+      name: 'sluice_reason_packets_total', help: reasonHelp(),
       labelNames: [...RULE, 'reason'], registers: r,
       async collect() {
         this.reset();

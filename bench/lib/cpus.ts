@@ -102,6 +102,9 @@ export function cpusFigures(runs: CpusRun[]): CpusFigure[] {
       const c1 = find('ceiling', shape.name, 'one', round);
       const c2 = find('ceiling', shape.name, 'two', round);
       if (!one || !two || !c1 || !c2) return [];
+      // Other work on the machine counts as busy time too; a round where that left no server time
+      // for one of the four runs has no figure (it is left out, and the raw runs keep it).
+      if (![one, two, c1, c2].every((r) => capacity(r) > 0)) return [];
       const scaling = capacity(two) / capacity(one);
       const ceil = capacity(c2) / capacity(c1);
       return [{ one_cpu_pps: Math.round(capacity(one)), two_cpu_pps: Math.round(capacity(two)), scaling: +scaling.toFixed(3), scaling_vs_ceiling: +(scaling / ceil).toFixed(3) }];

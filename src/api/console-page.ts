@@ -87,7 +87,7 @@ export const CONSOLE_HTML = `<!doctype html>
       <span id="events-budget" class="muted small"></span>
       <span id="events-state" class="muted small"></span>
     </div>
-    <table id="events-table"><thead><tr><th>time</th><th>source</th><th>rule</th><th>reason</th><th>verdict</th><th>protocol/port</th><th>bytes</th></tr></thead><tbody></tbody></table>
+    <div class="scroll"><table id="events-table"><thead><tr><th>time</th><th>source</th><th>rule</th><th>reason</th><th>verdict</th><th>protocol/port</th><th>bytes</th></tr></thead><tbody></tbody></table></div>
   </section>
 </main>
 <div id="notice" role="status" hidden></div>
@@ -105,6 +105,7 @@ export const CONSOLE_HTML = `<!doctype html>
 export const CONSOLE_CSS = `
 :root { --fg: #1d2330; --muted: #6b7385; --line: #e3e6ee; --pass: #1f8a4c; --drop: #c0392b; --bg: #f7f8fb; }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { margin: 0; font: 14px/1.45 system-ui, sans-serif; color: var(--fg); background: var(--bg); }
 header { padding: 10px 20px; background: #fff; border-bottom: 1px solid var(--line); display: flex; gap: 16px; align-items: baseline; flex-wrap: wrap; }
 header h1 { margin: 0; font-size: 18px; }
@@ -119,10 +120,12 @@ h3 { margin: 0 0 4px; font-size: 13px; font-weight: 600; }
 .pass { color: var(--pass); } .drop { color: var(--drop); }
 .charts { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
 .chart { min-width: 0; } .chart.wide { grid-column: 1 / -1; }
-.cols { display: grid; grid-template-columns: 1fr 1fr; gap: 14px; }
+.cols { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 14px; }
+#rules-table td:nth-child(3), #top-table td:last-child { white-space: normal; }
+.cols section { overflow-x: auto; }
 @media (max-width: 1000px) { .cols, .charts { grid-template-columns: 1fr; } }
 table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
-th, td { text-align: right; padding: 3px 6px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+th, td { text-align: right; padding: 3px 5px; border-bottom: 1px solid var(--line); white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 th { color: var(--muted); font-weight: 500; }
 th[data-sort] { cursor: pointer; user-select: none; }
@@ -139,6 +142,7 @@ button.danger { border-color: var(--drop); color: var(--drop); }
 #notice { position: fixed; right: 16px; bottom: 16px; padding: 8px 12px; border-radius: 6px; background: #1d2330; color: #fff; max-width: 520px; }
 #notice[data-state="error"] { background: var(--drop); }
 #events-table td { font-size: 12px; }
+.scroll { max-height: 300px; overflow-y: auto; }
 footer { padding: 6px 20px 20px; color: var(--muted); font-size: 12px; }
 dialog { border: 1px solid var(--line); border-radius: 8px; max-width: 520px; }
 `;

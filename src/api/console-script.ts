@@ -22,6 +22,7 @@ export const CONSOLE_JS = String.raw`"use strict";
     if (a >= 1e9) return (n / 1e9).toFixed(2) + " G";
     if (a >= 1e6) return (n / 1e6).toFixed(2) + " M";
     if (a >= 1e4) return (n / 1e3).toFixed(1) + " k";
+    if (a < 10 && n !== Math.round(n)) return n.toFixed(1);
     return fmt(n);
   };
   var bytes = function (n) {
@@ -44,14 +45,22 @@ export const CONSOLE_JS = String.raw`"use strict";
 
   // A token in the fragment (a link from the operator's own notes, or a tunnel script): kept in
   // the tab and taken out of the address bar, so that it is neither shown nor kept in history.
-  (function () {
+  function fragmentToken() {
     var m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-    if (m) {
-      S.token = decodeURIComponent(m[1]);
-      sessionStorage.setItem("sluice-token", S.token);
-      history.replaceState(null, "", location.pathname + location.search);
-    }
-  })();
+    if (!m) return false;
+    S.token = decodeURIComponent(m[1]);
+    sessionStorage.setItem("sluice-token", S.token);
+    history.replaceState(null, "", location.pathname + location.search);
+    return true;
+  }
+  fragmentToken();
+  // A link with the token followed while the page is open (only the fragment changes: no reload).
+  window.addEventListener("hashchange", function () {
+    if (!fragmentToken()) return;
+    $("login").hidden = true;
+    S.authFailed = false;
+    refresh(true);
+  });
 
   function Unauthorized(msg) { this.message = msg; }
 
@@ -242,7 +251,8 @@ export const CONSOLE_JS = String.raw`"use strict";
     var u = S.charts[id];
     if (u && S.sigs[id] !== sig) { u.destroy(); u = null; }
     if (!u) {
-      var axes = [{}, { size: 64, values: function (self, ticks) { return ticks.map(o && o.bytes ? bytes : short); } }];
+      // Whole seconds and up on the time axis, however wide the chart.
+      var axes = [{ incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900] }, { size: o && o.bytes ? 76 : 64, values: function (self, ticks) { return ticks.map(o && o.bytes ? bytes : short); } }];
       var scales = { x: { time: true } };
       if (o && o.right) {
         axes.push({ side: 1, scale: "pct", size: 50, grid: { show: false }, values: function (self, ticks) { return ticks.map(function (t) { return t.toFixed(0) + "%"; }); } });
@@ -252,6 +262,9 @@ export const CONSOLE_JS = String.raw`"use strict";
       S.charts[id] = u; S.sigs[id] = sig;
     } else {
       u.setData(data);
+      // Laid out after the chart was made (the page was hidden then): take the width there is.
+      var w = Math.max(300, el.clientWidth);
+      if (Math.abs(u.width - w) > 4) u.setSize({ width: w, height: 190 });
     }
     el.dataset.points = String(data[0].length);
   }
@@ -333,7 +346,7 @@ export const CONSOLE_JS = String.raw`"use strict";
     var l = listed(e.key);
     if (l) return l.list === "deny" ? (l.entry.until ? "blocked" : "deny") : "allow";
     if (e.blocked) return "blocked";
-    return e.usage >= 1 ? "at limit" : "ok";
+    return e.usage >= 0.9 || e.available === 0 ? "at limit" : "ok";
   }
 
   function renderTop() {
@@ -479,7 +492,7 @@ export const CONSOLE_JS = String.raw`"use strict";
 
   function renderEvents() {
     var f = $("events-filter").value.trim();
-    var rows = S.events.filter(function (e) { return !f || e.source.indexOf(f) === 0; }).slice(0, 60);
+    var rows = S.events.filter(function (e) { return !f || e.source.indexOf(f) === 0; }).slice(0, 100);
     $("events-table").tBodies[0].innerHTML = rows.map(function (e) {
       return "<tr><td>" + esc(new Date(e.time).toLocaleTimeString() + "." + String(new Date(e.time).getMilliseconds()).padStart(3, "0")) + "</td><td>" + esc(e.source) + "</td><td>" + esc(e.rule) + "</td><td>" + esc(e.reason) + "</td><td class=" + (e.verdict === "drop" ? "drop" : "pass") + ">" + esc(e.verdict) + "</td><td>" + esc(e.proto + (e.dport ? "/" + e.dport : "")) + "</td><td>" + fmt(e.bytes) + "</td></tr>";
     }).join("") || "<tr><td colspan=7 class=muted>no drop event since the page opened" + (f ? " from " + esc(f) : "") + "</td></tr>";

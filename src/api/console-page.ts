@@ -75,7 +75,7 @@ export const CONSOLE_HTML = `<!doctype html>
         <span id="top-read" class="muted small"></span>
       </div>
       <table id="top-table"><thead><tr>
-        <th data-sort="key">source</th><th data-sort="rule">rule</th><th data-sort="usage">usage</th><th data-sort="available">available</th>
+        <th data-sort="key">source</th><th data-sort="rule">rule</th><th data-sort="usage">usage</th><th data-sort="available">available</th><th data-sort="pps" title="packets/s decided for the source (passed + dropped) between the last two readings of the state map; a–b: only bounds are known; ?: not known yet">packets/s</th>
         <th data-sort="dropped">dropped</th><th data-sort="idle_ms">idle</th><th data-sort="state">state</th><th>actions</th>
       </tr></thead><tbody></tbody></table>
     </section>

@@ -349,14 +349,26 @@ export const CONSOLE_JS = String.raw`"use strict";
     return e.usage >= 0.9 || e.available === 0 ? "at limit" : "ok";
   }
 
+  // A source's packets/s decided (passed + dropped) between the last two walks of the map, or its bounds.
+  function ppsText(e) {
+    if (e.pps !== null && e.pps !== undefined) return short(e.pps);
+    if (e.pps_min !== null && e.pps_min !== undefined) return e.pps_max !== null && e.pps_max !== undefined ? short(e.pps_min) + "–" + short(e.pps_max) : "≥" + short(e.pps_min);
+    return "?";
+  }
+
   function renderTop() {
     var f = $("top-filter").value.trim();
-    var rows = S.top.filter(function (e) { return matches(e.key, f); }).map(function (e) { var o = {}; for (var k in e) o[k] = e[k]; o.state = stateOf(e); return o; });
-    var k = S.sort.key, dir = S.sort.dir;
+    var rows = S.top.filter(function (e) { return matches(e.key, f); }).map(function (e) {
+      var o = {}; for (var k in e) o[k] = e[k];
+      o.state = stateOf(e);
+      o.ppsSort = e.pps !== null && e.pps !== undefined ? e.pps : e.pps_min !== null && e.pps_min !== undefined ? e.pps_min : -1;
+      return o;
+    });
+    var k = S.sort.key === "pps" ? "ppsSort" : S.sort.key, dir = S.sort.dir;
     rows.sort(function (a, b) { var x = a[k], y = b[k]; return (x < y ? -1 : x > y ? 1 : 0) * dir; });
     document.querySelectorAll("#top-table th[data-sort]").forEach(function (th) {
-      th.classList.toggle("sorted", th.dataset.sort === k);
-      th.classList.toggle("asc", th.dataset.sort === k && dir > 0);
+      th.classList.toggle("sorted", th.dataset.sort === S.sort.key);
+      th.classList.toggle("asc", th.dataset.sort === S.sort.key && dir > 0);
     });
     var rules = {};
     (S.policy ? S.policy.rules : []).forEach(function (r) { rules[r.id] = r.name || String(r.id); });
@@ -365,8 +377,8 @@ export const CONSOLE_JS = String.raw`"use strict";
       var btn = function (action, text) { return "<button data-action=" + action + " data-key=\"" + esc(e.key) + "\">" + text + "</button>"; };
       var actions = l ? btn(l.list === "deny" ? "unblock" : "unallow", l.list === "deny" ? (l.entry.until ? "Unblock" : "Remove deny") : "Remove allow")
         : btn("block", "Block") + " " + btn("deny", "Deny") + " " + btn("allow", "Allow");
-      return "<tr data-key=\"" + esc(e.key) + "\"><td>" + esc(e.key) + "</td><td>" + esc(rules[e.rule] || e.rule) + "</td><td>" + (100 * e.usage).toFixed(0) + "%</td><td>" + fmt(e.available) + "</td><td class=drop>" + fmt(e.dropped) + "</td><td>" + (e.idle_ms / 1000).toFixed(1) + " s</td><td><span class=\"tag " + esc(st.replace(" ", "-")) + "\">" + esc(st) + "</span></td><td>" + actions + "</td></tr>";
-    }).join("") || "<tr><td colspan=8 class=muted>no source tracked" + (f ? " under " + esc(f) : "") + "</td></tr>";
+      return "<tr data-key=\"" + esc(e.key) + "\"><td>" + esc(e.key) + "</td><td>" + esc(rules[e.rule] || e.rule) + "</td><td>" + (100 * e.usage).toFixed(0) + "%</td><td>" + fmt(e.available) + "</td><td>" + ppsText(e) + "</td><td class=drop>" + fmt(e.dropped) + "</td><td>" + (e.idle_ms / 1000).toFixed(1) + " s</td><td><span class=\"tag " + esc(st.replace(" ", "-")) + "\">" + esc(st) + "</span></td><td>" + actions + "</td></tr>";
+    }).join("") || "<tr><td colspan=9 class=muted>no source tracked" + (f ? " under " + esc(f) : "") + "</td></tr>";
   }
 
   document.querySelectorAll("#top-table th[data-sort]").forEach(function (th) {

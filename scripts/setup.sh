@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 make g++ python3 pkg-config iputils-ping procps)
+# chromium: the console's browser tests (test/e2e/console.test.ts) drive Debian's build through
+# playwright-core (pinned in package.json to the release whose protocol matches its major); no
+# browser is downloaded.
+PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 make g++ python3 pkg-config iputils-ping procps chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

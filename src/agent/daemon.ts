@@ -31,16 +31,19 @@ import {
 } from '../config';
 import type { Snapshot } from '../limiter/stats';
 import { sweepPenalties } from '../limiter/limiter';
-import { compiledListsSteps, emptyRuntime } from '../limiter/lists';
+import { compiledListsSteps, editRuntime, emptyRuntime, layered, runtimeIsEmpty, type ListName, type RuntimeLists } from '../limiter/lists';
+import { formatPrefix, parsePrefix, type RuleSpec } from '../limiter/policy';
+import { REASON_NAMES } from '../limiter/stats';
+import { History, HISTORY_INTERVAL_MS, type HistoryJson } from './history';
 import { runAsync } from '../limiter/steps';
 import { compilePolicy, PolicyError } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
 import { EventHub, type EventBudget, type EventFilter, type EventView } from './events';
 import { monotonicUsec, notifier } from './notify';
 import { readPending, summarizePending } from './pending';
-import { DEFAULT_MAX_LIST_ENTRIES, DEFAULT_OBJECT, policyOf, Protection } from './protection';
-import { limitsJson, statsReport, statusJson, statusReport, takeSnapshot, topReport } from './report';
-import { rollbackDue, rollbackNow } from './rollback';
+import { DEFAULT_MAX_LIST_ENTRIES, DEFAULT_OBJECT, policyOf, Protection, type SettingsChange } from './protection';
+import { countStates as statusEntries, limitsJson, statsReport, statusJson, statusReport, takeSnapshot, topReport } from './report';
+import { confirm, rollbackDue, rollbackNow } from './rollback';
 import {
   daemonLockPath, holdLock, listPlaces, loadSettings, managerLockPath, pinDir, STATE_ROOT,
   type HeldLock, type Limits, type Place, type Settings,
@@ -76,6 +79,25 @@ interface Managed {
   rollbackLogged?: string;
   /** The one consumer of the interface's event ring buffer while it is protected (GET /v1/events). */
   events?: EventHub;
+  /** One point a second (GET /v1/history; `rates` of GET /v1/stats is its last point). */
+  history: History;
+  /** The state map's entry count for the history: a walk, taken as often as its cost allows. */
+  entries: { count: number | null; at: number; busy: boolean; ms: number };
+  /** Deny and allow entries added or removed through the API (POST /v1/lists), over the config's lists. */
+  edits: RuntimeLists;
+  /** Deny entries added through the API for a while: prefix -> when the daemon removes it (ms). */
+  expiries: Map<string, number>;
+  /** Rules switched to dry-run through the API (POST /v1/rules/mode), by id, with when. */
+  dryRun: Map<number, string>;
+  /** The policy version last seen and since when (GET /v1/policy `changed_at`). */
+  seen?: { version: number; at: string };
+}
+
+function managedOf(cfg: InterfaceConfig, manager: HeldLock | undefined): Managed {
+  return {
+    cfg, override: null, manager, history: new History(), entries: { count: null, at: 0, busy: false, ms: 0 },
+    edits: emptyRuntime(), expiries: new Map(), dryRun: new Map(),
+  };
 }
 
 export interface ReloadResult {
@@ -139,6 +161,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
   private stopped = false;
   private stateLock: HeldLock | undefined;
   private rollbackTimer: NodeJS.Timeout | undefined;
+  private sampleTimer: NodeJS.Timeout | undefined;
   private readonly reloads = { ok: 0, failed: 0, lastOk: null as boolean | null, lastAt: null as number | null };
   /** The service manager ($NOTIFY_SOCKET, Type=notify): told READY=1 once every interface is protected. */
   private readonly notify = notifier();
@@ -170,7 +193,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     d.reloads.lastAt = Date.now();
     d.log.info({ event: 'start', config: config.file, interfaces: config.interfaces.length, detach_on_exit: !!opts.detachOnExit }, `sluice daemon starting with ${config.file}`);
     for (const w of config.warnings) d.log.warn({ event: 'config_warning' }, w);
-    for (const i of config.interfaces) d.managed.set(keyOf(i), { cfg: i, override: null, manager: d.managerLocks.get(keyOf(i)) });
+    for (const i of config.interfaces) d.managed.set(keyOf(i), managedOf(i, d.managerLocks.get(keyOf(i))));
     d.managerLocks.clear();
     await d.serial(() => d.reconcileAll('start'));
     const configured = new Set(d.managed.keys());
@@ -188,6 +211,8 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     d.schedule();
     d.rollbackTimer = setInterval(() => { void d.checkRollbacks(); }, 1000);
     d.rollbackTimer.unref();
+    d.sampleTimer = setInterval(() => { d.sample(); }, HISTORY_INTERVAL_MS);
+    d.sampleTimer.unref();
     d.log.info({ event: 'ready', protected: d.protectedCount(), socket: config.api.socket, tcp: config.api.tcp ? `${config.api.tcp.host}:${config.api.tcp.port}` : null }, `sluice daemon ready: ${d.protectedCount()} of ${d.managed.size} interfaces protected`);
     if (d.notify.problem) d.log.warn({ event: 'notify_unusable' }, `${d.notify.problem}: the service manager is not told when the daemon is ready`);
     d.readiness();
@@ -400,7 +425,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       void this.reloadIfChanged('file')
         .catch(() => undefined) // refused: logged, the running policy stays
         .then(() => this.serial(() => this.reconcileAll('periodic')))
-        .then(() => { this.sample(); this.readiness(); });
+        .then(() => { this.readiness(); });
     }, this.config.reconcileIntervalMs);
     this.timer.unref();
   }
@@ -410,6 +435,23 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
 
   private desired(m: Managed): Limits {
     return m.override ?? m.cfg.limits;
+  }
+
+  /** The config's lists with the API's edits laid over them. */
+  private desiredLists(m: Managed): InterfaceConfig['lists'] {
+    return runtimeIsEmpty(m.edits) ? m.cfg.lists : layered(m.cfg.lists, m.edits);
+  }
+
+  /** The config's rules, those switched to dry-run through the API in dry-run. */
+  private desiredRules(m: Managed): RuleSpec[] {
+    if (!m.dryRun.size) return m.cfg.rules;
+    return m.cfg.rules.map((r) => (m.dryRun.has(r.id) ? { ...r, action: 'dry-run' as const } : r));
+  }
+
+  /** Everything the daemon keeps true on an interface (Protection.update's change). */
+  private desiredChange(m: Managed): SettingsChange & Required<Pick<SettingsChange, 'lists' | 'rules'>> {
+    const p = m.cfg;
+    return { limits: this.desired(m), lists: this.desiredLists(m), malformedDrop: p.malformedDrop, rules: this.desiredRules(m), geoip: p.geoip, ruleIds: p.ruleIds, newStatesPerSec: p.newStatesPerSec, runtime: emptyRuntime() };
   }
 
   private async reconcileAll(reason: string): Promise<void> {
@@ -430,8 +472,9 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
         const s = loadSettings(p);
         // A change applied with --confirm-within is left to its rollback (or confirmation).
         if (readPending(p)) return;
-        if (s && (!sameLimits(s.limits, limits) || listsText(s.lists) !== listsText(p.lists) || s.malformedDrop !== p.malformedDrop || rulesText(s) !== rulesText(p) || (s.newStatesPerSec ?? 0) !== p.newStatesPerSec)) {
-          await m.protection.update({ limits, lists: p.lists, malformedDrop: p.malformedDrop, rules: p.rules, geoip: p.geoip, ruleIds: p.ruleIds, newStatesPerSec: p.newStatesPerSec, runtime: emptyRuntime() });
+        const want = this.desiredChange(m);
+        if (s && (!sameLimits(s.limits, limits) || listsText(s.lists) !== listsText(want.lists!) || s.malformedDrop !== p.malformedDrop || rulesText(s) !== rulesText({ rules: want.rules!, geoip: p.geoip }) || (s.newStatesPerSec ?? 0) !== p.newStatesPerSec)) {
+          await m.protection.update(want);
           this.log.warn({ event: 'drift', iface: p.iface, netns: p.netns }, `the settings of ${where(p)} were changed outside the daemon (sluice set?): set back to the config's. Change them in ${this.config.file} or with PUT /v1/limits`);
         }
         return;
@@ -449,7 +492,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
         // package thus brings its program in, through the pinned link (an upgrade).
         object: DEFAULT_OBJECT,
         iface: p.iface, netns: p.netns, mode: sizes.mode, maxEntries: sizes.maxEntries, maxRules: sizes.maxRules, maxListEntries: sizes.maxListEntries,
-        limits, rules: p.rules, lists: p.lists, malformedDrop: p.malformedDrop, policyFile: p.policyFile,
+        limits, rules: this.desiredRules(m), lists: this.desiredLists(m), malformedDrop: p.malformedDrop, policyFile: p.policyFile,
         geoip: p.geoip, ruleIds: p.ruleIds, egress: p.egress, newStatesPerSec: p.newStatesPerSec, runtime: emptyRuntime(),
         // Protecting again is never refused because a change is pending (its rollback still runs).
         allowPending: readPending(p)?.id,
@@ -696,7 +739,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
           changes.push(`${where(cfg)}: ${msg}`);
           continue;
         }
-        const fresh: Managed = { cfg, override: null, manager: lock };
+        const fresh: Managed = managedOf(cfg, lock);
         this.managed.set(key, fresh);
         await this.ensure(fresh, 'reload');
         changes.push(`${where(cfg)}: added, ${fresh.protection ? 'protected' : `not protected (${fresh.error?.message})`}`);
@@ -716,9 +759,14 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       if (runtime.length) {
         if (m.override && !sameLimits(m.override, cfg.limits)) changes.push(`${where(cfg)}: limits set through the API replaced by the file's`);
         m.override = null;
+        // A rule switched to dry-run through the API goes back to the file's mode when the file changes the rules.
+        if (m.dryRun.size && runtime.includes('rules')) {
+          changes.push(`${where(cfg)}: rules switched to dry-run through the API set back to the file's mode`);
+          m.dryRun.clear();
+        }
         if (m.protection && this.stillOurs(m)) {
           try {
-            await m.protection.update({ limits: cfg.limits, lists: cfg.lists, malformedDrop: cfg.malformedDrop, rules: cfg.rules, geoip: cfg.geoip, ruleIds: cfg.ruleIds, newStatesPerSec: cfg.newStatesPerSec, runtime: emptyRuntime() });
+            await m.protection.update(this.desiredChange(m));
             changes.push(`${where(cfg)}: ${runtime.join(', ')} updated (policy version ${m.protection.limiter.version()})`);
           } catch (e) {
             this.log.error({ event: 'update_failed', iface: cfg.iface, netns: cfg.netns }, `cannot update ${where(cfg)}: ${(e as Error).message}`);
@@ -797,8 +845,12 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     const report = (m: Managed): unknown => {
       const p = this.protectionOf(m);
       const cur = takeSnapshot(p);
+      // The rates of the history's last second, the very figures GET /v1/history gives for it.
+      const last = m.history.last();
+      if (last && Date.now() - last.t < 2.5 * HISTORY_INTERVAL_MS) return { ...statsReport(p, cur), rates: { ...last.rates, at: new Date(last.t).toISOString() } };
       const prev = m.snap && cur.at_ns - m.snap.at_ns >= 500_000_000n ? m.snap : undefined;
-      return statsReport(p, cur, prev);
+      const r = statsReport(p, cur, prev);
+      return { ...r, rates: r.rates ? { ...r.rates, at: new Date().toISOString() } : null };
     };
     if (q) return report(this.find(q));
     return { interfaces: [...this.managed.values()].filter((m) => m.protection).map(report) };
@@ -838,6 +890,169 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     });
   }
 
+  /** GET /v1/history: the last 15 minutes at one point a second (after sinceMs, when given). */
+  async history(q: PlaceQuery, sinceMs?: number): Promise<{ iface: string; netns: string | null } & HistoryJson> {
+    const m = this.find(q);
+    return { iface: m.cfg.iface, netns: m.cfg.netns, ...m.history.json(sinceMs) };
+  }
+
+  /** The deny, allow and management lists in force, each entry with where it comes from. */
+  private listsJson(m: Managed): Record<ListName, { prefix: string; from: 'config' | 'api'; until: string | null }[]> {
+    const lists = this.desiredLists(m);
+    const out = {} as Record<ListName, { prefix: string; from: 'config' | 'api'; until: string | null }[]>;
+    for (const n of ['deny', 'allow', 'mgmt'] as ListName[]) {
+      out[n] = lists[n].map((prefix) => {
+        const until = n === 'deny' ? m.expiries.get(prefix) : undefined;
+        return { prefix, from: m.edits.add[n].includes(prefix) ? 'api' as const : 'config' as const, until: until ? new Date(until).toISOString() : null };
+      });
+    }
+    return out;
+  }
+
+  /**
+   * GET /v1/policy: the live policy of an interface, read-only: its rules with their mode (a rule
+   * switched to dry-run through the API says so), limits, matches and counters; the version and
+   * when it changed; the lists; a pending change applied with --confirm-within.
+   */
+  async policy(q: PlaceQuery): Promise<unknown> {
+    const m = this.find(q);
+    const p = this.protectionOf(m);
+    const s = p.settings;
+    const snap = takeSnapshot(p);
+    const counters = new Map(snap.rules.map((r) => [r.id, r]));
+    const n = (v: number | bigint | null | undefined): number | null => (v === undefined || v === null ? null : Number(v));
+    const rules = policyOf({ limits: s.limits, rules: s.rules }).rules.map((r) => {
+      const c = counters.get(r.id);
+      const conf = m.cfg.rules.find((x) => x.id === r.id);
+      const action = r.action ?? 'drop';
+      const reasons = Object.fromEntries(Object.entries(c?.reasons ?? {}).map(([k, v]) => [k, v.packets]));
+      return {
+        id: r.id, name: r.name ?? null,
+        mode: action === 'dry-run' ? 'dry-run' : 'enforce',
+        action, configured_action: r.id === 0 ? 'drop' : conf?.action ?? 'drop',
+        dry_run_from: m.dryRun.has(r.id) ? 'api' : action === 'dry-run' ? 'config' : null,
+        switched_at: m.dryRun.get(r.id) ?? null,
+        match: {
+          src: r.src ?? null, dst: r.dst ?? null, proto: r.proto ?? null, dport: r.dport ?? null, syn: r.syn ?? false,
+          tier: r.tier ?? null, dir: r.dir ?? 'ingress',
+        },
+        limit: {
+          algorithm: r.alg ?? 'fixed', rate: n(r.pps === undefined ? 1000 : r.pps), rate_period_ms: r.ppsPeriodMs ?? 1000, burst: n(r.ppsBurst) ?? 0,
+          bytes_rate: n(r.bps), bytes_period_ms: r.bpsPeriodMs ?? 1000, bytes_burst: n(r.bpsBurst) ?? 0,
+          key: r.key === 'rule' ? 'rule' : { v4: r.key?.v4 ?? 32, v6: r.key?.v6 ?? 64 }, block_ms: r.blockMs ?? null,
+        },
+        counters: {
+          allowed_packets: c?.allowed_packets ?? 0, dropped_packets: c?.dropped_packets ?? 0, allowed_bytes: c?.allowed_bytes ?? 0, dropped_bytes: c?.dropped_bytes ?? 0,
+          would_drop: reasons['dryrun'] ?? 0, blocked: reasons['blocked'] ?? 0, new_states: c?.new_states ?? 0, reasons,
+        },
+      };
+    });
+    return {
+      iface: s.iface, netns: s.netns, version: p.limiter.version(), changed_at: m.seen?.version === p.limiter.version() ? m.seen.at : s.updatedAt,
+      file: s.policyFile, limits_from: m.override ? 'api' : 'config', default: limitsJson(s.limits), rules,
+      lists: this.listsJson(m), reasons: REASON_NAMES.filter(Boolean), rollback: summarizePending(p.place),
+    };
+  }
+
+  /**
+   * POST /v1/lists: add a prefix to the deny or allow list, or remove it; a deny entry added with
+   * a duration (a block) is removed by the daemon when it is over. One policy flip, like a
+   * reload; kept over reloads (as the CLI's runtime layer is kept over applies) until removed, its
+   * time is up, or the daemon restarts.
+   */
+  editList(q: PlaceQuery, e: { list: 'deny' | 'allow'; op: 'add' | 'del'; prefix: string; forMs?: number }): Promise<unknown> {
+    return this.serial(async () => {
+      const m = this.find(q);
+      if (!m.protection || !this.stillOurs(m)) await this.ensure(m, 'api');
+      const p = this.protectionOf(m);
+      let c: string;
+      try {
+        c = formatPrefix(parsePrefix(e.prefix));
+      } catch (err) {
+        throw new ApiError(ApiCode.BadRequest, 400, `invalid body: prefix: ${(err as Error).message}`, [{ path: 'prefix', message: (err as Error).message }]);
+      }
+      const before = this.desiredLists(m)[e.list];
+      if (e.op === 'del' && !before.includes(c)) {
+        throw Object.assign(new Error(`${c} is not in the ${e.list} list of ${where(q)}, so nothing was removed (the list holds: ${before.join(', ') || 'nothing'})`), { code: AgentCode.NotInList });
+      }
+      if (e.op === 'add' && e.forMs !== undefined && before.includes(c) && !m.edits.add[e.list].includes(c)) {
+        throw new ApiError(ApiCode.BadRequest, 409, `${c} is in the ${e.list} list of the config file (${this.config.file}) for good: a block for a while cannot shorten it`);
+      }
+      const old = { edits: m.edits, expiry: m.expiries.get(c) };
+      if (!(e.op === 'add' && before.includes(c))) m.edits = editRuntime(m.edits, e.list, e.op, [c]);
+      if (e.op === 'add' && e.list === 'deny' && e.forMs !== undefined) m.expiries.set(c, Date.now() + e.forMs);
+      else if (e.list === 'deny') m.expiries.delete(c);
+      try {
+        if (m.edits !== old.edits) await p.update(this.desiredChange(m));
+      } catch (err) {
+        m.edits = old.edits;
+        if (old.expiry !== undefined) m.expiries.set(c, old.expiry); else m.expiries.delete(c);
+        throw err;
+      }
+      const until = m.expiries.get(c);
+      this.log.info({ event: 'list_edited', iface: q.iface, netns: q.netns, list: e.list, op: e.op, prefix: c, until: until ? new Date(until).toISOString() : null, version: p.limiter.version() },
+        `${e.op === 'add' ? `${c} added to` : `${c} removed from`} the ${e.list} list of ${where(q)} through the API${until ? ` until ${new Date(until).toISOString()}` : ''}`);
+      return { iface: m.cfg.iface, netns: m.cfg.netns, list: e.list, op: e.op, prefix: c, until: until ? new Date(until).toISOString() : null, version: p.limiter.version(), lists: this.listsJson(m) };
+    });
+  }
+
+  /**
+   * POST /v1/rules/mode: a rule of the policy file to dry-run (it counts what it would drop and
+   * passes it) or back to the mode the file gives it. One policy flip; per-client state is kept.
+   * Holds until the config changes the interface's rules, or the daemon restarts.
+   */
+  setRuleMode(q: PlaceQuery, rule: string, mode: 'dry-run' | 'enforce'): Promise<unknown> {
+    return this.serial(async () => {
+      const m = this.find(q);
+      if (!m.protection || !this.stillOurs(m)) await this.ensure(m, 'api');
+      const p = this.protectionOf(m);
+      const names = m.cfg.rules.map((r) => `${r.id} ${r.name ?? ''}`.trim());
+      if (rule === '0' || rule === 'default') {
+        throw new ApiError(ApiCode.BadRequest, 400, `the default rule of ${where(q)} has no dry-run switch: its limits are the interface's (PUT /v1/limits); switch a rule of the policy file (${names.join(', ') || 'none'})`);
+      }
+      const r = m.cfg.rules.find((x) => (/^\d+$/.test(rule) ? x.id === Number(rule) : x.name === rule));
+      if (!r) throw new ApiError(ApiCode.BadRequest, 400, `no rule ${JSON.stringify(rule)} on ${where(q)}: its rules are ${names.join(', ') || 'the default rule alone'} (by name or id)`);
+      if (mode === 'enforce' && (r.action ?? 'drop') === 'dry-run') {
+        throw new ApiError(ApiCode.BadRequest, 409, `rule ${r.name ?? r.id} is in dry-run in the policy file (${m.cfg.policyFile ?? this.config.file}): change its action there`);
+      }
+      const old = new Map(m.dryRun);
+      if (mode === 'dry-run' && (r.action ?? 'drop') !== 'dry-run') { if (!m.dryRun.has(r.id)) m.dryRun.set(r.id, new Date().toISOString()); } else m.dryRun.delete(r.id);
+      try {
+        await p.update(this.desiredChange(m));
+      } catch (err) {
+        m.dryRun = old;
+        throw err;
+      }
+      this.log.info({ event: 'rule_mode_set', iface: q.iface, netns: q.netns, rule: r.name ?? r.id, mode, version: p.limiter.version() }, `rule ${r.name ?? r.id} of ${where(q)} set to ${mode === 'dry-run' ? 'dry-run' : `its file's mode (${r.action ?? 'drop'})`} through the API`);
+      const pol = await this.policy(q) as { rules: { id: number }[]; version: number };
+      return { iface: m.cfg.iface, netns: m.cfg.netns, version: pol.version, rule: pol.rules.find((x) => x.id === r.id) };
+    });
+  }
+
+  /** POST /v1/policy/confirm: keep a change applied with --confirm-within (no rollback). */
+  async confirmPending(q: PlaceQuery): Promise<unknown> {
+    const m = this.find(q);
+    const pending = summarizePending(m.cfg);
+    const confirmed = await confirm(m.cfg);
+    if (confirmed) this.log.info({ event: 'confirmed', iface: q.iface, netns: q.netns, applied: pending?.applied ?? null }, `${pending?.applied ?? 'the pending change'} on ${where(q)} confirmed through the API: no rollback`);
+    return { iface: m.cfg.iface, netns: m.cfg.netns, confirmed, applied: pending?.applied ?? null };
+  }
+
+  /** POST /v1/policy/rollback: roll a change applied with --confirm-within back now (or retry a failed rollback). */
+  rollbackPending(q: PlaceQuery): Promise<unknown> {
+    return this.serial(async () => {
+      const m = this.find(q);
+      const pending = summarizePending(m.cfg);
+      const done = await rollbackNow(m.cfg);
+      if (done) {
+        this.close(m); // reopened by ensure with the restored settings
+        this.log.warn({ event: 'rolled_back', iface: q.iface, netns: q.netns, applied: pending?.applied ?? null, source: 'api' }, `${pending?.applied ?? 'the pending change'} on ${where(q)} rolled back through the API`);
+        await this.ensure(m, 'rollback');
+      }
+      return { iface: m.cfg.iface, netns: m.cfg.netns, rolled_back: done, applied: pending?.applied ?? null };
+    });
+  }
+
   /**
    * /healthz: ok when every configured interface is protected by this daemon now: it holds the
    * interface's protection (attached or adopted, and not failed since), and the link pinned for
@@ -864,9 +1079,52 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     return buildApi(this, { logger: this.log, token, listener: 'inject' });
   }
 
-  /** Snapshots for current rates, taken at each reconcile (called by the timer through ensure). */
+  /**
+   * Every second: the history's next point (the counters' change since the last reading), the
+   * state map's count when due, the policy version seen, and deny entries whose time is up.
+   */
   sample(): void {
-    for (const m of this.managed.values()) if (m.protection) m.snap = takeSnapshot(m.protection);
+    if (this.stopped) return;
+    const now = Date.now();
+    for (const m of this.managed.values()) {
+      const p = m.protection;
+      if (p) {
+        try {
+          const cur = takeSnapshot(p);
+          const max = p.limiter.maps.rate_limit_map.maxEntries;
+          if (m.snap) m.history.push(m.snap, cur, { entries: m.entries.count, max }, now);
+          m.snap = cur;
+          const v = p.limiter.version();
+          if (!m.seen || m.seen.version !== v) m.seen = { version: v, at: m.seen ? new Date(now).toISOString() : p.settings.updatedAt };
+          this.countEntries(m, p);
+        } catch (e) {
+          this.log.debug({ event: 'sample_failed', iface: m.cfg.iface, netns: m.cfg.netns }, (e as Error).message);
+        }
+      }
+      const due = [...m.expiries].filter(([, at]) => at <= now).map(([prefix]) => prefix);
+      if (due.length) {
+        for (const prefix of due) m.expiries.delete(prefix);
+        void this.serial(async () => {
+          m.edits = editRuntime(m.edits, 'deny', 'del', due.filter((c) => m.edits.add.deny.includes(c)));
+          if (m.protection && this.stillOurs(m)) await m.protection.update(this.desiredChange(m));
+          this.log.info({ event: 'block_expired', iface: m.cfg.iface, netns: m.cfg.netns, prefixes: due }, `the block of ${due.join(', ')} on ${where(m.cfg)} is over: removed from the deny list`);
+        }).catch((e) => this.log.error({ event: 'update_failed', iface: m.cfg.iface, netns: m.cfg.netns }, `cannot remove expired blocks ${due.join(', ')} from ${where(m.cfg)}: ${(e as Error).message} (retried at the next reconcile)`));
+      }
+    }
+  }
+
+  /**
+   * The state map's entries for the history: one shared walk (as /v1/top, /v1/status and /metrics
+   * take), started when the last one is older than ten times what it took (at least a second), so
+   * that a map of a million entries is counted every few seconds and a small one every second.
+   */
+  private countEntries(m: Managed, p: Protection): void {
+    const e = m.entries;
+    const now = Date.now();
+    if (e.busy || now - e.at < Math.max(HISTORY_INTERVAL_MS - 100, 10 * e.ms)) return;
+    e.busy = true;
+    const t0 = now;
+    void statusEntries(p).then((n) => { e.count = n; }, () => undefined).finally(() => { e.busy = false; e.at = Date.now(); e.ms = e.at - t0; });
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -880,6 +1138,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     this.tell({ STOPPING: 1, STATUS: detach ? 'stopping: taking protection down' : 'stopping: protection stays in force' });
     clearInterval(this.timer);
     clearInterval(this.rollbackTimer);
+    clearInterval(this.sampleTimer);
     clearTimeout(this.debounce);
     for (const w of this.watchers.values()) w.close();
     this.watchers.clear();

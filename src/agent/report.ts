@@ -63,7 +63,7 @@ export interface StatusReport {
  * Count the entries of the state map: one walk of batch lookups that yields between batches,
  * shared with concurrent /v1/top requests and metric scrapes of the same map.
  */
-async function countStates(p: Protection): Promise<number> {
+export async function countStates(p: Protection): Promise<number> {
   return (await sharedWalk(p.limiter.maps, () => liveRules(p))).entries;
 }
 

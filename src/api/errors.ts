@@ -60,6 +60,7 @@ export function httpError(e: unknown): { status: number; body: ErrorBody } {
     case AgentCode.NoNetns: return { status: 503, body: body(code, message) };
     case AgentCode.Busy:
     case AgentCode.Pending: return { status: 409, body: body(code, message) };
+    case AgentCode.NotInList: return { status: 404, body: body(code, message) };
     default: break;
   }
   // fastify's own: malformed JSON, wrong content type, body too large.

@@ -8,7 +8,8 @@
  * every write needs Content-Type: application/json, which no cross-site "simple request" (a form,
  * a body-less fetch) can send without a CORS preflight that this API never grants.
  */
-import { DASHBOARD_HTML } from './dashboard';
+import { CONSOLE_CSS, CONSOLE_HTML } from './console-page';
+import { CONSOLE_JS } from './console-script';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -20,6 +21,7 @@ import { EventFilter, type EventBudget, type EventView } from '../agent/events';
 import { limitsSchema, pathText, type LimitsInput } from '../config';
 import { tokenProblem } from '../config/load';
 import { ifaceName, netnsName, parseHost, shown } from '../config/schema';
+import { parseDurationMs } from '../limiter/units';
 import { ApiCode, ApiError, httpError, type Problem } from './errors';
 
 export interface PlaceQuery {
@@ -37,6 +39,17 @@ export interface ApiBackend {
   setLimits(place: PlaceQuery, limits: LimitsInput): Promise<unknown>;
   reload(source: string): Promise<unknown>;
   metrics(): Promise<{ contentType: string; body: string }>;
+  /** The last 15 minutes at one point a second, as columns (GET /v1/history). */
+  history(place: PlaceQuery, sinceMs?: number): Promise<unknown>;
+  /** The live policy, read-only (GET /v1/policy). */
+  policy(place: PlaceQuery): Promise<unknown>;
+  /** Add to or remove from the deny or allow list; a deny entry for a while (POST /v1/lists). */
+  editList(place: PlaceQuery, e: { list: 'deny' | 'allow'; op: 'add' | 'del'; prefix: string; forMs?: number }): Promise<unknown>;
+  /** A rule of the policy file to dry-run or back (POST /v1/rules/mode). */
+  setRuleMode(place: PlaceQuery, rule: string, mode: 'dry-run' | 'enforce'): Promise<unknown>;
+  /** Confirm, or roll back now, a change applied with --confirm-within (POST /v1/policy/confirm, /v1/policy/rollback). */
+  confirmPending(place: PlaceQuery): Promise<unknown>;
+  rollbackPending(place: PlaceQuery): Promise<unknown>;
   /** Events of a managed interface as they are decided (GET /v1/events); `end` when they stop. */
   subscribeEvents(place: PlaceQuery, filter: EventFilter, send: (e: EventView) => void, end: () => void): { budget: () => EventBudget | undefined; unsubscribe: () => void };
 }
@@ -105,6 +118,31 @@ export function fileToken(file: string, log: Logger): TokenSource {
 
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
+/**
+ * The console (docs/console.md): its page and static assets, served without a token (they hold no
+ * data and no secret; what the page shows it reads from /v1 with the token). The chart library is
+ * uPlot from node_modules, served from here (no CDN).
+ */
+const ASSETS: Record<string, { type: string; body: () => string }> = {
+  '/': { type: 'text/html; charset=utf-8', body: () => CONSOLE_HTML },
+  '/assets/console.js': { type: 'text/javascript; charset=utf-8', body: () => CONSOLE_JS },
+  '/assets/console.css': { type: 'text/css; charset=utf-8', body: () => CONSOLE_CSS },
+  '/assets/uplot.min.js': { type: 'text/javascript; charset=utf-8', body: () => vendor('uplot/dist/uPlot.iife.min.js') },
+  '/assets/uplot.min.css': { type: 'text/css; charset=utf-8', body: () => vendor('uplot/dist/uPlot.min.css') },
+};
+const vendored = new Map<string, string>();
+function vendor(file: string): string {
+  let text = vendored.get(file);
+  if (text === undefined) {
+    text = readFileSync(require.resolve(file), 'utf8');
+    vendored.set(file, text);
+  }
+  return text;
+}
+/** What the console's page may load and where it may connect: its own origin only. */
+const CONSOLE_CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+const isAsset = (req: FastifyRequest): boolean => (req.method === 'GET' || req.method === 'HEAD') && Object.hasOwn(ASSETS, req.url);
+
 /** Default ports by scheme, to compare an Origin with a Host that leaves its port out. */
 const portOr = (port: number | null, tls: boolean): number => port ?? (tls ? 443 : 80);
 
@@ -135,6 +173,25 @@ const limitsBody = z.strictObject({
   netns: netnsName.nullable().optional(),
   limits: limitsSchema,
 }, { error: (i) => `expected a JSON object { iface, netns?, limits: { … } }, got ${shown(i.input)}` });
+const historyQuery = placeQuery.extend({
+  since: z.string().regex(/^\d{1,15}$/, { error: (i) => `since ${shown(i.input)} must be a time in ms since the epoch (the last \`t\` seen)` }).transform(Number).optional(),
+});
+const placeBody = z.strictObject({ iface: ifaceName, netns: netnsName.nullable().optional() },
+  { error: (i) => `expected a JSON object { iface, netns? }, got ${shown(i.input)}` });
+const listBody = z.strictObject({
+  iface: ifaceName,
+  netns: netnsName.nullable().optional(),
+  list: z.enum(['deny', 'allow'], { error: 'list must be "deny" or "allow" (the management list is changed in the config file only)' }),
+  op: z.enum(['add', 'del'], { error: 'op must be "add" or "del"' }),
+  prefix: z.string().min(1).max(64),
+  for: z.string().max(32).optional(),
+}, { error: (i) => `expected a JSON object { iface, netns?, list, op, prefix, for? }, got ${shown(i.input)}` });
+const modeBody = z.strictObject({
+  iface: ifaceName,
+  netns: netnsName.nullable().optional(),
+  rule: z.union([z.string().min(1).max(64), z.number().int().min(0).max(65535).transform(String)]),
+  mode: z.enum(['dry-run', 'enforce'], { error: 'mode must be "dry-run" or "enforce" (the mode the policy file gives the rule)' }),
+}, { error: (i) => `expected a JSON object { iface, netns?, rule, mode }, got ${shown(i.input)}` });
 const emptyBody = z.union([z.undefined(), z.null(), z.strictObject({})], { error: 'this route takes no body' });
 
 /** snake_case, as every key of the API's JSON is (and the config file's). */
@@ -209,7 +266,7 @@ export function tokenMatches(given: string, expected: string): boolean {
 /**
  * The checks that keep a browser page of another site out (docs/api.md, "Security"): a Host
  * outside the allowed ones (DNS rebinding), a cross-site Origin or Sec-Fetch-Site. Shared by the
- * API and the read-only listener. `open`: a route any page may link to (the dashboard).
+ * API and the read-only listener. `open`: a route any page may link to (the console).
  */
 export function refuseForeign(req: FastifyRequest, allowed: readonly { host: string; port: number | null }[] | null, tls: boolean, o: { setting?: string; open?: boolean } = {}): { host: string; port: number | null } | null {
   // Host first: a DNS-rebound name is not this daemon's, whatever else the request carries.
@@ -234,7 +291,7 @@ export function refuseForeign(req: FastifyRequest, allowed: readonly { host: str
   const site = req.headers['sec-fetch-site'];
   // Another port of localhost is "same-site": any local web page. Only same-origin or typed-in.
   if ((site === 'cross-site' || site === 'same-site') && !o.open) {
-    throw new ApiError(ApiCode.CrossSite, 403, `a request a browser marks as ${site} is refused (Sec-Fetch-Site): call the API from a client, or from the dashboard of this listener`);
+    throw new ApiError(ApiCode.CrossSite, 403, `a request a browser marks as ${site} is refused (Sec-Fetch-Site): call the API from a client, or from the console of this listener`);
   }
   return host;
 }
@@ -262,8 +319,8 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
 
   app.addHook('onRequest', async (req) => {
     refuseForeign(req, allowed, tls, { open: req.method === 'GET' && req.url === '/' });
-    // The dashboard page holds neither data nor secrets; its requests to /v1 carry the token.
-    if (source !== null && !(req.method === 'GET' && req.url === '/')) {
+    // The console's page and assets hold neither data nor secrets; its requests to /v1 carry the token.
+    if (source !== null && !isAsset(req)) {
       const h = req.headers.authorization;
       const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
       if (!m) throw new ApiError(ApiCode.Unauthorized, 401, 'this listener needs `Authorization: Bearer <token>` (the token in the file named by api.tcp.token_file)');
@@ -294,14 +351,17 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
   });
 
   app.setNotFoundHandler(async (req, reply) => {
-    return reply.code(404).send({ error: { code: ApiCode.NotFound, message: `no route ${req.method} ${req.url.split('?')[0]}: see docs/api.md (GET / (the dashboard), /v1/status, /v1/stats, /v1/top, /v1/events, /metrics; PUT /v1/limits; POST /v1/reload)` } });
+    return reply.code(404).send({ error: { code: ApiCode.NotFound, message: `no route ${req.method} ${req.url.split('?')[0]}: see docs/api.md (GET / (the console), /v1/status, /v1/stats, /v1/history, /v1/top, /v1/policy, /v1/events, /metrics; PUT /v1/limits; POST /v1/lists, /v1/rules/mode, /v1/policy/confirm, /v1/policy/rollback, /v1/reload)` } });
   });
 
   const place = (q: { iface: string; netns?: string | null | undefined }): PlaceQuery => ({ iface: q.iface, netns: q.netns ?? null });
 
-  // Never framed by another page (a click on it could not be turned into a change).
-  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store')
-    .header('x-frame-options', 'DENY').header('content-security-policy', "frame-ancestors 'none'").send(DASHBOARD_HTML));
+  // Never framed by another page (a click on it could not be turned into a change); scripts and
+  // connections of its own origin only.
+  for (const [path, a] of Object.entries(ASSETS)) {
+    app.get(path, async (_req, reply) => reply.type(a.type).header('cache-control', 'no-store').header('x-content-type-options', 'nosniff')
+      .header('x-frame-options', 'DENY').header('content-security-policy', CONSOLE_CSP).send(a.body()));
+  }
 
   app.get('/v1/status', async (req) => {
     valid(z.strictObject({}), req.query, 'query');
@@ -321,6 +381,45 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
   app.put('/v1/limits', async (req) => {
     const b = valid(limitsBody, req.body, 'body');
     return backend.setLimits(place(b), b.limits);
+  });
+
+  app.get('/v1/history', async (req) => {
+    const q = valid(historyQuery, req.query, 'query');
+    return backend.history(place(q), q.since);
+  });
+
+  app.get('/v1/policy', async (req) => {
+    const q = valid(placeQuery, req.query, 'query');
+    return backend.policy(place(q));
+  });
+
+  app.post('/v1/lists', async (req) => {
+    const b = valid(listBody, req.body, 'body');
+    let forMs: number | undefined;
+    if (b.for !== undefined) {
+      if (b.list !== 'deny' || b.op !== 'add') throw new ApiError(ApiCode.BadRequest, 400, 'invalid body: for: a duration goes with list "deny" and op "add" (a block for a while)', [{ path: 'for', message: 'only with list "deny" and op "add"' }]);
+      try {
+        forMs = parseDurationMs(b.for, 'for', 1000, 7 * 24 * 3_600_000);
+      } catch (e) {
+        throw new ApiError(ApiCode.BadRequest, 400, `invalid body: for: ${(e as Error).message}`, [{ path: 'for', message: (e as Error).message }]);
+      }
+    }
+    return backend.editList(place(b), { list: b.list, op: b.op, prefix: b.prefix, ...(forMs !== undefined ? { forMs } : {}) });
+  });
+
+  app.post('/v1/rules/mode', async (req) => {
+    const b = valid(modeBody, req.body, 'body');
+    return backend.setRuleMode(place(b), b.rule, b.mode);
+  });
+
+  app.post('/v1/policy/confirm', async (req) => {
+    const b = valid(placeBody, req.body, 'body');
+    return backend.confirmPending(place(b));
+  });
+
+  app.post('/v1/policy/rollback', async (req) => {
+    const b = valid(placeBody, req.body, 'body');
+    return backend.rollbackPending(place(b));
   });
 
   app.post('/v1/reload', async (req) => {

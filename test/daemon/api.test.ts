@@ -86,13 +86,13 @@ test('with a token, every route needs Authorization: Bearer <token>; a wrong one
   assert.equal(ok.json().interfaces[0].limits.rate, 100, 'the refused PUT changed nothing');
 });
 
-test('the dashboard page is served without a token (it holds no data); its API calls still need one', async () => {
+test('the console page is served without a token (it holds no data); its API calls still need one', async () => {
   const page = await authed.inject({ method: 'GET', url: '/' });
   assert.equal(page.statusCode, 200);
   assert.match(page.headers['content-type'] as string, /text\/html/);
   assert.match(page.body, /<title>Sluice<\/title>/);
   assert.match(page.body, /DB-IP/, 'the GeoIP attribution');
-  assert.match(page.body, /\/v1\/stats/, 'it reads the API');
+  assert.match(page.body, /src="\/assets\/console\.js"/, 'its script, which reads the API');
   assert.equal((await authed.inject({ method: 'GET', url: '/?x=1' })).statusCode, 401, 'only the page itself is open');
 });
 

@@ -146,7 +146,7 @@ test('nothing cross-site can write: a foreign Origin, Sec-Fetch-Site cross-site,
   const same = await http(tcp(), 'POST', '/v1/reload', { headers: { ...auth(), ...JSON_CT, origin: `http://127.0.0.1:${port}`, 'sec-fetch-site': 'same-origin' } });
   assert.equal(same.status, 200, same.text);
   assert.equal(reloads(), n0 + 2);
-  // The dashboard is never framed by another page.
+  // The console is never framed by another page.
   const page = await http(unix, 'GET', '/');
   assert.equal(page.headers['x-frame-options'], 'DENY');
 });

@@ -114,10 +114,16 @@ test('the API refuses such names (400, every problem listed) before they reach t
     reload: async () => ({}),
     metrics: async () => ({ contentType: 'text/plain', body: '' }),
     subscribeEvents: (p) => { seen.push(p); return { budget: () => undefined, unsubscribe: () => undefined }; },
+    history: async (p) => { seen.push(p); return {}; },
+    policy: async (p) => { seen.push(p); return {}; },
+    editList: async (p) => { seen.push(p); return {}; },
+    setRuleMode: async (p) => { seen.push(p); return {}; },
+    confirmPending: async (p) => { seen.push(p); return {}; },
+    rollbackPending: async (p) => { seen.push(p); return {}; },
   };
   const app = buildApi(backend, { logger: pino({ level: 'silent' }) });
   try {
-    for (const url of ['/v1/top?iface=..', '/v1/top?iface=', '/v1/top?iface=eth0&netns=..', '/v1/stats?iface=a%2Fb', '/v1/stats?iface=eth0&netns=', `/v1/top?iface=${'x'.repeat(16)}`, '/v1/events?iface=..', '/v1/events?iface=eth0&netns=..']) {
+    for (const url of ['/v1/top?iface=..', '/v1/top?iface=', '/v1/top?iface=eth0&netns=..', '/v1/stats?iface=a%2Fb', '/v1/stats?iface=eth0&netns=', `/v1/top?iface=${'x'.repeat(16)}`, '/v1/events?iface=..', '/v1/events?iface=eth0&netns=..', '/v1/history?iface=..', '/v1/policy?iface=eth0&netns=..']) {
       const r = await app.inject({ method: 'GET', url });
       assert.equal(r.statusCode, 400, `${url}: ${r.body}`);
       const body = r.json() as { error: { code: string; problems: { path: string; message: string }[] } };
@@ -127,6 +133,10 @@ test('the API refuses such names (400, every problem listed) before they reach t
     const r = await app.inject({ method: 'PUT', url: '/v1/limits', payload: { iface: '..', netns: '..', limits: { rate: 5 } } });
     assert.equal(r.statusCode, 400);
     assert.deepEqual((r.json() as { error: { problems: { path: string }[] } }).error.problems.map((p) => p.path).sort(), ['iface', 'netns']);
+    for (const [url, payload] of [['/v1/lists', { iface: '..', list: 'deny', op: 'add', prefix: '192.0.2.1' }], ['/v1/rules/mode', { iface: 'a/b', rule: 'x', mode: 'dry-run' }], ['/v1/policy/confirm', { iface: '' }], ['/v1/policy/rollback', { iface: 'eth0', netns: '..' }]] as const) {
+      const w = await app.inject({ method: 'POST', url, payload });
+      assert.equal(w.statusCode, 400, `${url}: ${w.body}`);
+    }
     assert.deepEqual(seen, [], 'nothing reached the backend');
     // A CNI-length namespace name is a name.
     const ok = await app.inject({ method: 'GET', url: `/v1/top?iface=eth0&netns=${GOOD_NETNS[2]}` });

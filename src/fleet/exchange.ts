@@ -50,7 +50,8 @@ export function globalRules(p: Protection['settings']): Map<number, GlobalRule> 
 
 /** What the agent keeps of one key between rounds. */
 interface KeyState {
-  /** The window (wall-clock ms / windowMs) the allocation is for; -1 before the first round. */
+  /** The window (wall-clock ms / windowMs) the allocation is for; -1 before the key's first round,
+   * -2 for a key counted before this process started. */
   win: number;
   /** sl_fleet_cand.used when that window's allocation began: the node's usage in it is used - base. */
   base: bigint;
@@ -67,6 +68,8 @@ interface PartState {
   member: string;
   keys: Map<string, KeyState>;
   lastRoundAt: number;
+  /** Its first round: the keys found then were counted before this process (a restart). */
+  fresh: boolean;
 }
 
 export interface FleetStatus {
@@ -143,7 +146,6 @@ export class FleetExchange {
       commandTimeout: cfg.timeoutMs,
       connectTimeout: Math.max(1000, cfg.timeoutMs),
       maxRetriesPerRequest: 0,
-      enableAutoPipelining: cfg.mode === 'cluster',
     };
     // Reconnect with backoff, capped at a few intervals: a Redis back again is used again soon.
     const cap = Math.max(200, 5 * cfg.intervalMs);
@@ -152,7 +154,8 @@ export class FleetExchange {
       const o: ClusterOptions = {
         redisOptions: common,
         enableOfflineQueue: false,
-        enableAutoPipelining: true,
+        // Not auto-pipelined: its batches refuse keys of slots held by different shards. A round's
+        // calls (one per slot) are sent at once anyway, each on its shard's connection.
         clusterRetryStrategy: backoff,
         scaleReads: 'master',
         slotsRefreshTimeout: Math.max(1000, cfg.timeoutMs),
@@ -183,7 +186,17 @@ export class FleetExchange {
         if (!this.stopped) this.timer = setTimeout(tick, Math.max(0, this.cfg.intervalMs - (Date.now() - t0)));
       });
     };
-    this.timer = setTimeout(tick, 0);
+    // The first round once the client is ready, or after its connect timeout (then it reports).
+    let begun = false;
+    const begin = (): void => {
+      if (begun) return;
+      begun = true;
+      clearTimeout(first);
+      tick();
+    };
+    const first = setTimeout(begin, Math.max(1000, this.cfg.timeoutMs));
+    this.client.once('ready', begin);
+    this.timer = first;
   }
 
   async stop(): Promise<void> {
@@ -252,7 +265,7 @@ export class FleetExchange {
       seenParts.add(id);
       let ps = this.parts.get(id);
       if (!ps) {
-        ps = { member: `${this.cfg.node}/${part.netns ?? 'host'}/${part.iface}`, keys: new Map(), lastRoundAt: nowMs - iv };
+        ps = { member: `${this.cfg.node}/${part.netns ?? 'host'}/${part.iface}`, keys: new Map(), lastRoundAt: nowMs - iv, fresh: true };
         this.parts.set(id, ps);
       }
       const roundSec = Math.max(iv, nowMs - ps.lastRoundAt) / 1000;
@@ -275,7 +288,11 @@ export class FleetExchange {
           const c = decodeFleetCand(v);
           let st = ps.keys.get(hex);
           if (!st) {
-            st = { win: -1, base: 0n, mine: 0, lastSeen: 0n, activeAt: nowMs, sent: false };
+            // A key new since the last round: what it met and passed is this window's. One found
+            // at the first round was counted before this process started (an agent's restart): its
+            // history is not its demand, nor this window's usage.
+            st = { win: -1, base: 0n, mine: 0, lastSeen: ps.fresh ? c.seen : 0n, activeAt: nowMs, sent: false };
+            if (ps.fresh) st.win = -2;
             ps.keys.set(hex, st);
           }
           const demand = Number(c.seen - st.lastSeen);
@@ -291,6 +308,7 @@ export class FleetExchange {
           const w = Math.floor(nowMs / rule.windowMs);
           if (st.win !== w) {
             st.base = st.win === -1 ? 0n : c.used;
+            if (st.win === -2) st.activeAt = nowMs;
             st.mine = 0;
             st.win = w;
             st.sent = false;
@@ -315,9 +333,13 @@ export class FleetExchange {
       }
     }
     for (const id of this.parts.keys()) if (!seenParts.has(id)) this.parts.delete(id);
+    for (const ps of this.parts.values()) ps.fresh = false;
 
     try {
+      // Ready, or the round fails now (a client that is reconnecting refuses commands anyway).
+      if (this.client.status !== 'ready') throw new Error(this.lastError ?? `the connection is ${this.client.status}`);
       if (items.length) await this.send(items, nowMs);
+      else await this.ping();
     } catch (e) {
       this.fail(e as Error);
       return;
@@ -348,6 +370,16 @@ export class FleetExchange {
   /** How long a grant holds without a new round: a few intervals, and the timeout of one. */
   private validityNs(): number {
     return (3 * this.cfg.intervalMs + this.cfg.timeoutMs) * 1e6;
+  }
+
+  /** A round with nothing to exchange still finds out whether Redis answers. */
+  private async ping(): Promise<void> {
+    const deadline = new Promise<never>((_, reject) => {
+      const t = setTimeout(() => reject(new Error(`no answer within ${this.cfg.timeoutMs} ms`)), this.cfg.timeoutMs);
+      t.unref();
+    });
+    if (this.client instanceof Cluster) await Promise.race([Promise.all(this.client.nodes('master').map((n) => n.ping())), deadline]);
+    else await Promise.race([this.client.ping(), deadline]);
   }
 
   private async send(items: Item[], nowMs: number): Promise<void> {

@@ -12,6 +12,7 @@
  * holds again. Every redis-server is stopped by its PID, also on failure.
  */
 import assert from 'node:assert/strict';
+import { cpus } from 'node:os';
 import { after, before, test } from 'node:test';
 import { Fleet, freeRedisPorts, RedisCluster, RedisServer, shapes } from '../lib/fleet';
 
@@ -27,6 +28,11 @@ let redis: RedisServer;
 let cluster: RedisCluster | undefined;
 const S = shapes(N, T, OFFERED);
 const within = (total: number): boolean => total >= 0.9 * L * T && total <= 1.1 * L * T;
+/**
+ * docs/fleet.md, The bound: k L + A + N (C - 1) k W / I over k windows from a window edge, A at
+ * most one ask per node (2 R I), plus what the runs' last 50 ms (into the next window) may pass.
+ */
+const CEILING = T * L + 2 * OFFERED * (INTERVAL / 1000) + N * (cpus().length - 1) * (T * 1000 / INTERVAL) + OFFERED * 0.05;
 const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
 
 before(async () => {
@@ -51,6 +57,7 @@ for (const shape of ['equal', 'one', 'moving'] as const) {
     const st2 = await Promise.all(fleet.nodes.map((n) => fleet.status(n)));
     console.log(`# standalone ${shape}: received ${JSON.stringify(r.received)} = ${total} of ${sum(r.sent)} sent; expected ${L * T}; rounds/errors ${st2.map((x) => `${String(x.fleet['rounds'])}/${String(x.fleet['errors'])} ${String(x.fleet['last_error'])}`).join(' ')}`);
     assert.ok(within(total), `${shape}: ${total} packets passed, expected ${0.9 * L * T}..${1.1 * L * T}`);
+    assert.ok(total <= CEILING, `${shape}: ${total} packets passed, over the bound of docs/fleet.md (${CEILING})`);
   });
 }
 
@@ -115,5 +122,6 @@ test('a 3-master Redis Cluster: the three shapes within 10%', async () => {
     const st2 = await Promise.all(fleet.nodes.map((n) => fleet.status(n)));
     console.log(`# cluster ${shape}: received ${JSON.stringify(r.received)} = ${total} of ${sum(r.sent)} sent; expected ${L * T}; rounds/errors ${st2.map((x) => `${String(x.fleet['rounds'])}/${String(x.fleet['errors'])} ${String(x.fleet['last_error'])}`).join(' ')}`);
     assert.ok(within(total), `cluster, ${shape}: ${total} packets passed, expected ${0.9 * L * T}..${1.1 * L * T}`);
+    assert.ok(total <= CEILING, `cluster, ${shape}: ${total} packets passed, over the bound of docs/fleet.md (${CEILING})`);
   }
 });

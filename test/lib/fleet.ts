@@ -57,7 +57,8 @@ export class RedisServer {
     for (;;) {
       if (child.exitCode !== null) throw new Error(`redis-server on port ${this.port} exited: ${out.slice(-500)}`);
       const r = spawnSync('redis-cli', ['-p', String(this.port), 'ping'], { encoding: 'utf8', timeout: 2000 });
-      if (r.stdout?.trim() === 'PONG') return;
+      // PONG, or NOAUTH from a server started with --requirepass: it answers.
+      if (r.stdout?.trim() === 'PONG' || /NOAUTH/.test(`${r.stdout}${r.stderr}`)) return;
       if (Date.now() > deadline) throw new Error(`redis-server on port ${this.port} does not answer: ${out.slice(-500)}`);
       await new Promise((r2) => setTimeout(r2, 50));
     }

@@ -72,6 +72,27 @@ struct {
 	__type(value, __u64);
 } sl_pen_bits SEC(".maps");
 
+/*
+ * The keys of global rules this node has seen (struct sl_fleet_cand), written by the data path: the
+ * candidates of the agent's exchange (docs/fleet.md). LRU: a key no longer sending is evicted
+ * first; the agent also deletes keys idle past their window. Sized by the control plane before load
+ * (fleet.max_keys).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct sl_key6);
+	__type(value, struct sl_fleet_cand);
+} sl_fleet_cand SEC(".maps");
+
+/* The agent's grants for keys of global rules (struct sl_fleet_grant), sized like sl_fleet_cand. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct sl_key6);
+	__type(value, struct sl_fleet_grant);
+} sl_fleet_grant SEC(".maps");
+
 /* Global settings, one entry. Written by the control plane; the policy flip writes .version. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -419,6 +419,61 @@ __noinline int sl_charge_leased(const struct sl_pkt *p, const struct sl_rule *r,
 	return sl_lease_charge(sa, sb, rc, r, now, p->segs ? p->segs : 1, p->len);
 }
 
+/* What sl_global returns: the key is past this node's grant; no live grant, the rule's own limit decides. */
+#define SL_GLOBAL_OVER (-3)
+#define SL_GLOBAL_LOCAL (-4)
+
+/*
+ * A packet of a key of a global rule (SL_RF_GLOBAL). Its candidate entry (sl_fleet_cand, made on
+ * its first packet) counts what it meets and what passes; a live grant (sl_fleet_grant: the share
+ * of the fleet's limit the agent got for this node) decides alone: 1 (passed and counted) or
+ * SL_GLOBAL_OVER. Without one (a key the agent has not seen yet, the fleet unreachable, the agent
+ * gone) it answers SL_GLOBAL_LOCAL: the rule's own limit decides (its local: fallback), and a pass
+ * is counted by sl_fleet_used. Verified once; only global rules reach it.
+ */
+__noinline int sl_global(const struct sl_pkt *p, const struct sl_rule *r, __u64 now)
+{
+	struct sl_fleet_cand fresh = {}, *c;
+	struct sl_fleet_grant *g;
+	struct sl_key6 k = {};
+	__u64 pkts;
+
+	if (!p || !r)
+		return SL_GLOBAL_LOCAL;
+	pkts = p->segs ? p->segs : 1;
+	sl_wide_key(p, r, &k);
+	c = bpf_map_lookup_elem(&sl_fleet_cand, &k);
+	if (!c) {
+		bpf_map_update_elem(&sl_fleet_cand, &k, &fresh, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&sl_fleet_cand, &k);
+		if (!c)
+			return SL_GLOBAL_LOCAL;
+	}
+	__sync_fetch_and_add(&c->seen, pkts);
+	g = bpf_map_lookup_elem(&sl_fleet_grant, &k);
+	if (!g || now >= READ_ONCE(g->until))
+		return SL_GLOBAL_LOCAL;
+	if (READ_ONCE(c->used) + pkts > READ_ONCE(g->cap))
+		return SL_GLOBAL_OVER;
+	__sync_fetch_and_add(&c->used, pkts);
+	return 1;
+}
+
+/* A packet of a global rule's key that its local fallback passed: counted in its candidate entry. */
+__noinline int sl_fleet_used(const struct sl_pkt *p, const struct sl_rule *r)
+{
+	struct sl_fleet_cand *c;
+	struct sl_key6 k = {};
+
+	if (!p || !r)
+		return 0;
+	sl_wide_key(p, r, &k);
+	c = bpf_map_lookup_elem(&sl_fleet_cand, &k);
+	if (c)
+		__sync_fetch_and_add(&c->used, p->segs ? p->segs : 1);
+	return 0;
+}
+
 /*
  * Limit, act and count one classified packet. Returns an sl_verdict. Inline: the path of a key
  * with state under a packet limit calls nothing but the helpers (the clock, the state's lookup).
@@ -432,7 +487,7 @@ static __always_inline int sl_enforce(struct sl_pkt *p, const struct sl_rule *r,
 	__u32 id = r->id;
 	__u64 now, pkts, ag_next = 0;
 	__u16 seen;
-	int allow;
+	int allow, granted = 0;
 
 	rc = bpf_map_lookup_elem(&stats_map, &id);
 	if (!rc)
@@ -476,7 +531,10 @@ static __always_inline int sl_enforce(struct sl_pkt *p, const struct sl_rule *r,
 	if ((READ_ONCE(st->drops) & SL_SB_BLOCKED) && sl_still_blocked(p, r, st, now))
 		return sl_over(p, cfg, r, rc, SL_R_BLOCKED, now);
 
-	if (d->simple)
+	/* A global rule: its grant decides, or (SL_GLOBAL_LOCAL) its own limit, as any rule's. */
+	if ((r->flags & SL_RF_GLOBAL) && (allow = sl_global(p, r, now)) != SL_GLOBAL_LOCAL)
+		granted = 1;
+	else if (d->simple)
 		allow = sl_charge1(&st->word, now, pkts, &d->pkt);
 	else if (d->lease_pkt)
 		allow = sl_charge_leased(p, r, rc, st, now);
@@ -485,6 +543,8 @@ static __always_inline int sl_enforce(struct sl_pkt *p, const struct sl_rule *r,
 	if (allow > 0) {
 		if (d->has_agg)
 			rc->agg.tat = ag_next;
+		if ((r->flags & SL_RF_GLOBAL) && !granted)
+			sl_fleet_used(p, r);
 		if (READ_ONCE(st->drops) & SL_SB_PENALIZED)
 			__sync_fetch_and_and(sl_meta(st), ~SL_META(SL_SB_PENALIZED));
 		sl_count_in(&rc->c, SL_R_PASS, SL_V_PASS, p->len);
@@ -494,6 +554,8 @@ static __always_inline int sl_enforce(struct sl_pkt *p, const struct sl_rule *r,
 		sl_count_in(&rc->c, SL_R_NOSTATE, SL_V_PASS, p->len);
 		return SL_V_PASS;
 	}
+	if (allow == SL_GLOBAL_OVER)
+		return sl_over(p, cfg, r, rc, SL_R_GLOBAL, now);
 	if (allow < 0)
 		return sl_over(p, cfg, r, rc, SL_R_CONTENDED, now);
 	if (r->action == SL_ACT_DRYRUN)

@@ -24,10 +24,11 @@
  * ABI (docs/errors.md, pins_abi_mismatch) instead of reading old state with new meaning.
  */
 enum sl_abi {
-	SL_ABI_VERSION = 3, /* 2: token/gcra words in quanta of 2^-shift ns; sliding 16|24|24.
+	SL_ABI_VERSION = 4, /* 2: token/gcra words in quanta of 2^-shift ns; sliding 16|24|24.
 	                     * 3: compact state (8-byte IPv4 keys, rate_limit_map6 for IPv6, a 16-byte
 	                     * value with one word, the byte dimension a key of its own); stats_map
-	                     * holds each rule's per-CPU context (struct sl_rule_cpu) */
+	                     * holds each rule's per-CPU context (struct sl_rule_cpu).
+	                     * 4: global rules (SL_RF_GLOBAL): sl_fleet_cand, sl_fleet_grant */
 };
 
 /* Algorithms. 0 selects the default (fixed window), as does any unknown value. */
@@ -88,6 +89,8 @@ enum sl_reason {
 	SL_R_PENALTY_FULL = 24, /* counted only (global slot): a block or an over-limit state could
 	                       * not be recorded in sl_penalty (full); it lasts while the key's
 	                       * state does                                                      */
+	SL_R_GLOBAL     = 25, /* drop: a global rule's key is past this node's share of the fleet's
+	                       * limit (its grant in sl_fleet_grant, docs/fleet.md)              */
 	SL_R_MAX        = 32,
 };
 
@@ -108,6 +111,10 @@ enum sl_rule_flags {
 	                              * half with no other rule and no list, source-CIDR or GeoIP
 	                              * entries: a packet whose fields are all known is this rule's,
 	                              * and the half's header need not be read                    */
+	SL_RF_GLOBAL       = 1 << 6, /* scope global: while the key has a live grant in sl_fleet_grant
+	                              * (written by the agent from the fleet's exchange) the grant
+	                              * decides; without one, the rule's own limit (its local:
+	                              * fallback). Either way its passes are counted in sl_fleet_cand */
 	/* The period of pkt.rate and byt.rate (struct sl_limit): a second unless one of these says a
 	 * minute or an hour (both set: an hour). The aggregate (agg) is always per second. */
 	SL_RF_PKT_PER_MIN  = 1 << 8,
@@ -462,6 +469,27 @@ struct sl_rule_cpu {
 	struct sl_agg_state agg;  /* the aggregate limit's and the untracked budget's GCRA times      */
 	struct sl_lease lease;    /* a per-rule bucket's lease                                        */
 	struct sl_derived d;      /* what the rule's limits imply, derived once per policy version    */
+};
+
+/*
+ * Value of sl_fleet_cand: a key of a global rule (SL_RF_GLOBAL) as this node's data path saw it,
+ * inserted by the data path on the key's first packet, so that the agent reads the candidates of
+ * each exchange from this small map instead of walking the state maps. Both counts only grow
+ * (atomic adds); the agent takes differences between its rounds.
+ */
+struct sl_fleet_cand {
+	__u64 used;           /* packets passed (under a grant or the local fallback) */
+	__u64 seen;           /* packets that met the rule: passed or dropped (this node's demand) */
+};
+
+/*
+ * Value of sl_fleet_grant, written by the agent each exchange round: how far this node may let the
+ * key's sl_fleet_cand.used go, and until when that holds. Past `until` (the agent or Redis stopped
+ * answering) the rule's own limit (the local: fallback) decides again, without the agent.
+ */
+struct sl_fleet_grant {
+	__u64 cap;            /* packets: pass while used + cost <= cap */
+	__u64 until;          /* CLOCK_MONOTONIC ns: the grant holds while now < until */
 };
 
 /*

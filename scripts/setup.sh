@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # chromium: the console's browser tests (test/e2e/console.test.ts) drive Debian's build through
 # playwright-core (pinned in package.json to the release whose protocol matches its major); no
-# browser is downloaded.
-PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 make g++ python3 pkg-config iputils-ping procps chromium)
+# browser is downloaded. redis-server (with redis-tools' redis-cli): the fleet test and bench:fleet
+# start their own on loopback ports (docs/fleet.md); the packaged service is not what they use.
+PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 make g++ python3 pkg-config iputils-ping procps chromium redis-server)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -16,6 +17,11 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Installed here for the tests, not as a service of this machine: the package's own instance on
+  # port 6379 is stopped and disabled again (where systemd runs; elsewhere it was never started).
+  if [[ " ${missing[*]} " == *" redis-server "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now redis-server >/dev/null 2>&1 || true
+  fi
 fi
 
 # Pins live in the BPF filesystem.

@@ -24,6 +24,8 @@ import pino, { type Logger } from 'pino';
 import { Link } from '../ebpf';
 import { ApiCode, ApiError, type Problem } from '../api/errors';
 import { Metrics } from '../api/metrics';
+import { FleetExchange } from '../fleet/exchange';
+import { fleetStatusPath } from './state';
 import { buildApi, buildReadOnly, fileToken, listenTcp, listenUnix, type ApiBackend, type PlaceQuery, type ReadOnlyBackend } from '../api/server';
 import {
   ConfigError, formatProblem, limitsProblems, loadConfig, mergeLimits, parseConfig,
@@ -169,6 +171,8 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
   private lastStatus = '';
   private notifyFailed = false;
   lastReload: ReloadResult | null = null;
+  /** The fleet's exchange (config fleet:), or undefined: every rule is this node's alone. */
+  fleet: FleetExchange | undefined;
 
   private constructor(config: DaemonConfig, text: string, readonly opts: DaemonOptions) {
     this.config = config;
@@ -177,6 +181,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     this.metricsRegistry = new Metrics({
       metricInterfaces: () => [...this.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection, rollback: summarizePending(m.cfg)?.state ?? null })),
       reloadCounts: () => ({ ...this.reloads }),
+      fleetStatus: () => this.fleet?.status() ?? null,
     });
   }
 
@@ -208,6 +213,10 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       throw e;
     }
     if (opts.watch ?? true) d.watchInputs();
+    if (config.fleet) {
+      d.fleet = new FleetExchange(config.fleet, d.log, () => [...d.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection })), fleetStatusPath());
+      d.fleet.start();
+    }
     d.schedule();
     d.rollbackTimer = setInterval(() => { void d.checkRollbacks(); }, 1000);
     d.rollbackTimer.unref();
@@ -705,6 +714,9 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       this.log.level = next.log.level;
       changes.push(`log level ${prev.log.level} -> ${next.log.level}`);
     }
+    if (JSON.stringify(next.fleet) !== JSON.stringify(prev.fleet)) {
+      this.log.warn({ event: 'fleet_changed' }, 'the fleet settings changed: they take effect when the daemon restarts (protection stays in force across a restart)');
+    }
     if (apiText(next.api, next.metrics) !== apiText(prev.api, prev.metrics)) {
       this.log.warn({ event: 'api_changed' }, 'the api or metrics settings changed: they take effect when the daemon restarts (protection stays in force across a restart)');
     }
@@ -836,6 +848,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
         reconcile_interval_ms: this.config.reconcileIntervalMs,
         last_reload: this.lastReload,
       },
+      fleet: this.fleet?.status() ?? { enabled: false },
       interfaces,
       unmanaged: listPlaces().filter((p) => !configured.has(keyOf(p))),
     };
@@ -1143,6 +1156,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     for (const w of this.watchers.values()) w.close();
     this.watchers.clear();
     await Promise.allSettled(this.servers.map((s) => s.close()));
+    await this.fleet?.stop();
     await this.serial(async () => {
       for (const m of this.managed.values()) {
         this.close(m);

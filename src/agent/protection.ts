@@ -18,6 +18,7 @@ import { Limiter, LIMITER_MAP_NAMES, ListsTooLargeError, RULE_SIZED_MAPS, STATE_
 import { compiledListsSteps, emptyLists, normaliseListsSteps, type Lists, type RuntimeLists } from '../limiter/lists';
 import { runAsync } from '../limiter/steps';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
+import { ruleScopeOf } from '../config/load';
 import { plugProgram, unplugProgram, type Hook } from '../limiter/plugins';
 import { compileGeo, type GeoCompiled, type GeoConfig } from '../limiter/geoip';
 import { Abi } from '../generated/types';
@@ -98,6 +99,7 @@ export function policyOf(s: Pick<Settings, 'limits' | 'rules'>): PolicySpec {
     windowMs: l.windowMs,
     key: { v4: l.keyV4, v6: l.keyV6 },
     ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) } : {}),
+    ...ruleScopeOf(l),
   };
   return { rules: [base, ...s.rules] };
 }

@@ -69,6 +69,9 @@ export async function countStates(p: Protection): Promise<number> {
 
 /** Limits as every JSON output writes them (CLI --json, the HTTP API, the logs): snake_case, as the config file does. */
 export interface LimitsJson {
+  /** Present for a global limit (docs/fleet.md): rate is the fleet's, local_rate this node's without it. */
+  scope?: 'global';
+  local_rate?: number | null;
   algorithm: Limits['algorithm'];
   rate: number | null;
   rate_period_ms: number;
@@ -86,6 +89,7 @@ export function limitsJson(l: Limits): LimitsJson {
     algorithm: l.algorithm, rate: l.rate, rate_period_ms: l.ratePeriodMs ?? 1000, burst: l.burst,
     bytes_rate: l.bytesRate, bytes_period_ms: l.bytesPeriodMs ?? 1000, bytes_burst: l.bytesBurst,
     window_ms: l.windowMs, key_v4: l.keyV4, key_v6: l.keyV6,
+    ...(l.scope === 'global' ? { scope: 'global' as const, local_rate: l.localRate ?? l.rate } : {}),
   };
 }
 

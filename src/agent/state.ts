@@ -39,6 +39,23 @@ export const MANAGER_ROOT = resolve(process.env['SLUICE_LOCK_DIR'] || '/run/lock
 
 export type Mode = 'native' | 'generic';
 
+/** Where the daemon writes its fleet's status (src/fleet/exchange.ts) for `sluice status`. */
+export function fleetStatusPath(): string {
+  return join(STATE_ROOT, 'fleet.json');
+}
+
+/** The fleet status a running daemon wrote, or null (no fleet, or its daemon is gone). */
+export function readFleetStatus(): Record<string, unknown> | null {
+  try {
+    const s = JSON.parse(readFileSync(fleetStatusPath(), 'utf8')) as Record<string, unknown>;
+    if (s['stopped'] || typeof s['pid'] !== 'number') return null;
+    try { process.kill(s['pid'], 0); } catch { return null; }
+    return s;
+  } catch {
+    return null;
+  }
+}
+
 /** The default rule as the command line sets it. */
 export interface Limits {
   algorithm: AlgName;
@@ -54,6 +71,10 @@ export interface Limits {
   windowMs: number;
   keyV4: number;
   keyV6: number;
+  /** 'global': rate is one limit for the whole fleet (docs/fleet.md); absent: for this node. */
+  scope?: 'global';
+  /** With scope global: this node's limit while the fleet cannot be reached, per ratePeriodMs; absent: rate. */
+  localRate?: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {

@@ -37,9 +37,22 @@ export interface ReloadCounts {
   lastAt: number | null;
 }
 
+/** What the fleet's exchange says of itself (src/fleet/exchange.ts, FleetStatus). */
+export interface FleetMetrics {
+  connected: boolean;
+  rounds: number;
+  errors: number;
+  keys_exchanged_total: number;
+  keys_tracked: number;
+  lag_ms: number | null;
+  last_round_ms: number | null;
+}
+
 export interface MetricsSource {
   metricInterfaces(): MetricsInterface[];
   reloadCounts(): ReloadCounts;
+  /** The fleet's exchange, or null without one (no fleet metrics then). */
+  fleetStatus?(): FleetMetrics | null;
 }
 
 interface Labels { iface: string; netns: string }
@@ -87,6 +100,36 @@ export class Metrics {
       name: 'sluice_up', help: '1 while a configured interface is protected, 0 while it is not (see the daemon log and /v1/status for why)',
       labelNames: IFACE, registers: r,
       async collect() { this.reset(); await each((d) => this.set(d.labels, d.up ? 1 : 0)); },
+    });
+    const fleet = (): FleetMetrics | null => source.fleetStatus?.() ?? null;
+    new Gauge({
+      name: 'sluice_fleet_connected', help: '1 while the fleet exchange works (global rules hold fleet-wide), 0 while every global rule is on its local limit',
+      registers: r,
+      collect() { this.reset(); const f = fleet(); if (f) this.set(f.connected ? 1 : 0); },
+    });
+    new Counter({
+      name: 'sluice_fleet_rounds_total', help: 'Exchange rounds that succeeded', registers: r,
+      collect() { this.reset(); const f = fleet(); if (f) this.inc(f.rounds); },
+    });
+    new Counter({
+      name: 'sluice_fleet_errors_total', help: 'Exchange rounds that failed (Redis unreachable, slow or failing)', registers: r,
+      collect() { this.reset(); const f = fleet(); if (f) this.inc(f.errors); },
+    });
+    new Counter({
+      name: 'sluice_fleet_keys_exchanged_total', help: 'Keys of global rules sent to the fleet, summed over rounds', registers: r,
+      collect() { this.reset(); const f = fleet(); if (f) this.inc(f.keys_exchanged_total); },
+    });
+    new Gauge({
+      name: 'sluice_fleet_keys_tracked', help: 'Keys of global rules this node tracks', registers: r,
+      collect() { this.reset(); const f = fleet(); if (f) this.set(f.keys_tracked); },
+    });
+    new Gauge({
+      name: 'sluice_fleet_lag_seconds', help: 'Seconds since the last exchange round that succeeded', registers: r,
+      collect() { this.reset(); const f = fleet(); if (f && f.lag_ms !== null) this.set(f.lag_ms / 1000); },
+    });
+    new Gauge({
+      name: 'sluice_fleet_round_seconds', help: 'How long the last successful exchange round took', registers: r,
+      collect() { this.reset(); const f = fleet(); if (f && f.last_round_ms !== null) this.set(f.last_round_ms / 1000); },
     });
     new Counter({
       name: 'sluice_packets_total', help: 'Packets decided, by rule and verdict (pass includes dry-run would-drops; rule_id "global": lists, non-IP, malformed)',

@@ -111,7 +111,8 @@ export function describeLimits(l: Limits): string {
   if (l.bytesRate !== null) parts.push(`${l.bytesRate} bytes${per(l.bytesPeriodMs)}${l.bytesBurst ? ` (burst ${l.bytesBurst})` : ''}`);
   const key = `per /${l.keyV4} (IPv4), /${l.keyV6} (IPv6)`;
   const win = l.algorithm === 'fixed' || l.algorithm === 'sliding' ? `, ${l.windowMs} ms window` : '';
-  return `${parts.join(' and ')}, ${l.algorithm}${win}, ${key}`;
+  const scope = l.scope === 'global' ? ` for the whole fleet (this node alone: ${l.localRate ?? l.rate}${per(l.ratePeriodMs)})` : '';
+  return `${parts.join(' and ')}${scope}, ${l.algorithm}${win}, ${key}`;
 }
 
 export function printJson(v: unknown): void {

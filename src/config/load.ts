@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { networkInterfaces } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
@@ -58,6 +58,22 @@ export interface TcpConfig {
   tls: { certFile: string; keyFile: string; cert: string; key: string } | null;
 }
 
+/** The fleet (docs/fleet.md): where global rules exchange their counts. */
+export interface FleetConfig {
+  mode: 'standalone' | 'cluster';
+  /** The standalone node, or the cluster's seed nodes. */
+  nodes: { host: string; port: number }[];
+  name: string;
+  node: string;
+  intervalMs: number;
+  timeoutMs: number;
+  maxKeys: number;
+  username: string | null;
+  /** Read from password_file at load; never log it. */
+  password: string | null;
+  tls: { ca?: string; cert?: string; key?: string; servername?: string } | null;
+}
+
 export interface DaemonConfig {
   /** Absolute path of the file read. */
   file: string;
@@ -67,6 +83,8 @@ export interface DaemonConfig {
   metrics: { host: string; port: number; allowedHosts: { host: string; port: number | null }[] } | null;
   log: { level: LogLevel };
   reconcileIntervalMs: number;
+  /** Global rules' exchange, or null: every rule is this node's alone. */
+  fleet: FleetConfig | null;
   /** Not problems, but worth a log line (e.g. a token file others can read). */
   warnings: string[];
   /**
@@ -234,6 +252,7 @@ function periodOf<K extends 'ratePeriodMs' | 'bytesPeriodMs'>(k: K, ms: number |
 export function defaultRuleOf(l: Limits): RuleSpec {
   return {
     id: 0, name: 'default', alg: l.algorithm, pps: l.rate, ppsBurst: l.burst, windowMs: l.windowMs, key: { v4: l.keyV4, v6: l.keyV6 },
+    ...ruleScopeOf(l),
     ...(l.ratePeriodMs !== undefined ? { ppsPeriodMs: l.ratePeriodMs } : {}),
     ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) } : {}),
   };
@@ -265,7 +284,30 @@ export function mergeLimits(base: Limits, l: LimitsInput | undefined): Limits {
     windowMs: l.window ?? windowOf(base, l),
     keyV4: l.key?.v4 ?? base.keyV4,
     keyV6: l.key?.v6 ?? base.keyV6,
+    ...scopeOf(base, l),
   };
+}
+
+/**
+ * scope and local: a rule's own scope, else the base's; local goes with its scope and its rate (a
+ * rule that sets its own rate does not inherit the defaults' fallback). A local rate per another
+ * period than the rate's is kept as it is said and refused by the compiler.
+ */
+function scopeOf(base: Limits, l: LimitsInput): Pick<Limits, 'scope' | 'localRate'> & { localPeriodMs?: number } {
+  const scope = l.scope !== undefined ? l.scope : base.scope === 'global' ? 'global' : 'node';
+  // Kept, so that the compiler says what is wrong with a fallback for a rule that is not global.
+  if (scope !== 'global') return l.local !== undefined ? { localRate: l.local.units } : {};
+  const period = l.rate !== undefined ? (l.rate?.periodMs ?? 1000) : (base.ratePeriodMs ?? 1000);
+  if (l.local !== undefined) {
+    return { scope: 'global', localRate: l.local.periodMs === period ? l.local.units : Math.max(1, Math.floor(l.local.units * period / l.local.periodMs)) };
+  }
+  if (l.rate === undefined && l.scope === undefined && base.localRate !== undefined) return { scope: 'global', localRate: base.localRate };
+  return { scope: 'global' };
+}
+
+/** The scope fields of a RuleSpec for limits l. */
+export function ruleScopeOf(l: Limits): Pick<RuleSpec, 'scope' | 'localPps'> {
+  return { ...(l.scope === 'global' ? { scope: 'global' as const } : {}), ...(l.localRate !== undefined ? { localPps: l.localRate } : {}) };
 }
 
 /**
@@ -464,6 +506,46 @@ export function parseConfig(text: string, file: string): DaemonConfig {
     const allowedHosts = c.api.tcp.allowed_hosts ? c.api.tcp.allowed_hosts.map((h) => parseHost(h)!) : defaultAllowedHosts(host);
     tcp = { host, port: c.api.tcp.listen.port, tokenFile, token, allowedHosts, tls };
   }
+  let fleet: FleetConfig | null = null;
+  if (c?.fleet) {
+    const f = c.fleet;
+    const at = (k: Seg[], message: string): void => { problems.push({ path: pathText(['fleet', ...k]), line: lineOf(doc, lc, ['fleet', ...k]), message }); };
+    if (!f.redis === !f.cluster) at([], f.redis ? 'redis and cluster both given: name a standalone Redis (redis: HOST:PORT) or the seed nodes of a cluster (cluster: [HOST:PORT, …]), not both' : 'required: redis (HOST:PORT of a standalone Redis) or cluster (its seed nodes)');
+    let password: string | null = null;
+    if (f.password_file) {
+      const pf = resolve(file, '..', f.password_file);
+      try { password = readSecretFile(pf, 'Redis password file', warnings).trim(); } catch (e) { at(['password_file'], `cannot read the password file ${pf}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); }
+      if (password === '') at(['password_file'], `the password file ${pf} is empty`);
+    }
+    let tls: FleetConfig['tls'] = null;
+    if (f.tls) {
+      tls = {};
+      const read = (k: 'ca_file' | 'cert_file' | 'key_file', to: 'ca' | 'cert' | 'key'): void => {
+        const v = f.tls![k];
+        if (!v) return;
+        const path = resolve(file, '..', v);
+        try { tls![to] = k === 'key_file' ? readSecretFile(path, 'Redis TLS key file', warnings) : readFileSync(path, 'utf8'); } catch (e) { at(['tls', k], `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); }
+      };
+      read('ca_file', 'ca');
+      read('cert_file', 'cert');
+      read('key_file', 'key');
+      if (!!tls.cert !== !!tls.key && !problems.length) at(['tls'], 'a client certificate needs its key, and a key its certificate: give both cert_file and key_file, or neither');
+      if (f.tls.server_name) tls.servername = f.tls.server_name;
+    }
+    const timeoutMs = f.timeout ?? f.interval;
+    fleet = {
+      mode: f.cluster ? 'cluster' : 'standalone',
+      nodes: f.cluster ?? (f.redis ? [f.redis] : []),
+      name: f.name,
+      node: f.node ?? hostname().replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 63),
+      intervalMs: f.interval,
+      timeoutMs,
+      maxKeys: f.max_keys,
+      username: f.username ?? null,
+      password,
+      tls,
+    };
+  }
   if (problems.length || !c) throw Object.assign(new ConfigError(file, sortByLine(problems)), { inputs });
 
   return deepFreeze({
@@ -473,6 +555,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
     metrics: c.metrics ? { host: c.metrics.listen.host, port: c.metrics.listen.port, allowedHosts: c.metrics.allowed_hosts ? c.metrics.allowed_hosts.map((h) => parseHost(h)!) : defaultAllowedHosts(c.metrics.listen.host) } : null,
     log: { level: c.log.level },
     reconcileIntervalMs: c.reconcile_interval,
+    fleet,
     warnings,
     inputs,
   });

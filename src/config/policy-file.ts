@@ -14,7 +14,7 @@ import { compileGeo, GeoError, type GeoConfig } from '../limiter/geoip';
 import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
 import { FORMS, parseCount, parseDurationMs, parseRate } from '../limiter/units';
 import { ConfigError, type ConfigProblem } from './errors';
-import { deepFreeze, defaultRuleOf, limitsProblems, lineOf, mergeLimits, notThisKind, pathText, sortByLine, zodProblems, type Seg } from './load';
+import { deepFreeze, defaultRuleOf, ruleScopeOf, limitsProblems, lineOf, mergeLimits, notThisKind, pathText, sortByLine, zodProblems, type Seg } from './load';
 import { cidr, kindOf, limitsSchema, listsSchema, oneOf, shown, unitValue, wholeIn } from './schema';
 
 export const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
@@ -211,6 +211,7 @@ export function parsePolicy(text: string, file: string, previousIds: Record<stri
       ppsBurst: l.burst,
       ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) } : {}),
       windowMs: l.windowMs,
+      ...ruleScopeOf(l),
       key: perKey === 'rule' ? 'rule' : typeof perKey === 'object' ? { v4: perKey.v4 ?? l.keyV4, v6: perKey.v6 ?? l.keyV6 } : { v4: l.keyV4, v6: l.keyV6 },
       // Egress rules are keyed by the remote end unless they say otherwise.
       keyBy: perKey === 'destination' || (perKey === undefined && dir === 'egress') ? 'dst' : 'src',

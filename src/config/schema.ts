@@ -92,11 +92,15 @@ export const limitsSchema = z.strictObject({
   bytes_rate: optionalLimit((v) => parseBytesPer(v, 'bytes rate'), `bytes per second, minute or hour (${FORMS.bytesRate})`).optional(),
   bytes_burst: unitValue((v) => parseBytes(v, 'bytes burst', 0), `a number of bytes (${FORMS.bytes})`).optional(),
   window: unitValue((v) => parseDurationMs(v, 'window', 1, MAX_WINDOW_MS), `a duration up to 1h (${FORMS.duration})`).optional(),
+  /** global: the rate is one limit for the whole fleet (docs/fleet.md); node (default): for this node. */
+  scope: oneOf(['node', 'global']).optional(),
+  /** With scope global: each node's own limit while the fleet cannot be reached (default: the rate). */
+  local: unitValue((v) => parseRatePer(v, 'local'), `packets per second, minute or hour (${FORMS.rate}), per node`).optional(),
   key: z.strictObject({
     v4: wholeIn('IPv4 key prefix length', 1, 32).optional(),
     v6: wholeIn('IPv6 key prefix length', 1, 128).optional(),
   }, { error: (iss) => `expected a mapping such as { v4: 32, v6: 64 }, got ${shown(iss.input)}` }).optional(),
-}, { error: (iss) => `expected a mapping of limits (algorithm, rate, burst, bytes_rate, bytes_burst, window, key), got ${shown(iss.input)}` });
+}, { error: (iss) => `expected a mapping of limits (algorithm, rate, burst, bytes_rate, bytes_burst, window, scope, local, key), got ${shown(iss.input)}` });
 
 export type LimitsInput = z.output<typeof limitsSchema>;
 
@@ -209,6 +213,49 @@ export const metricsSchema = z.strictObject({
   allowed_hosts: z.array(hostEntry, { error: (iss) => `expected a list of host names or addresses (e.g. [10.0.0.5, sluice-metrics.kube-system.svc]), got ${shown(iss.input)}` }).min(1, { error: 'an empty list would refuse every request: leave allowed_hosts out for the default' }).optional(),
 }, { error: (iss) => `expected a mapping { listen: HOST:PORT, allowed_hosts?: [HOST, …] }, or null for none; got ${shown(iss.input)}` });
 
+/** A Redis node as HOST:PORT ("127.0.0.1:6379", "[::1]:6379", "redis.example:6379"). */
+const redisNode = z.unknown().transform((v, ctx): { host: string; port: number } => {
+  const m = typeof v === 'string' ? /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9_.-]+)):(\d{1,5})$/.exec(v.replace(/^rediss?:\/\//, '')) : null;
+  const port = m ? Number(m[3]) : 0;
+  if (!m || port < 1 || port > 65535) {
+    ctx.issues.push({ code: 'custom', message: `expected a Redis node as HOST:PORT such as 127.0.0.1:6379, got ${shown(v)}`, input: v });
+    return z.NEVER;
+  }
+  return { host: (m[1] ?? m[2])!, port };
+});
+
+export const DEFAULT_FLEET_INTERVAL_MS = 100;
+export const DEFAULT_FLEET_MAX_KEYS = 16384;
+
+/** Global rules across nodes (docs/fleet.md): the Redis they exchange through. */
+export const fleetSchema = z.strictObject({
+  /** Standalone Redis: one node. */
+  redis: redisNode.optional(),
+  /** Redis Cluster: seed nodes (any masters; the rest is discovered). */
+  cluster: z.array(redisNode, { error: (iss) => `expected a list of HOST:PORT seed nodes of the cluster, got ${shown(iss.input)}` }).min(1, { error: 'a cluster needs at least one seed node' }).optional(),
+  /** The fleet's name: the prefix of its keys, so that fleets can share a Redis. */
+  name: z.string({ error: (iss) => `expected a fleet name, got ${shown(iss.input)}` })
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, { error: (iss) => `${shown(iss.input)} is not a fleet name (letters, digits, "_", "-", "."; at most 63)` }).default('sluice'),
+  /** This node's name in the fleet; default the host name. */
+  node: z.string({ error: (iss) => `expected a node name, got ${shown(iss.input)}` })
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, { error: (iss) => `${shown(iss.input)} is not a node name (letters, digits, "_", "-", "."; at most 63)` }).optional(),
+  interval: unitValue((v) => parseDurationMs(v, 'interval', 10, 10_000), `a duration from 10ms to 10s (${FORMS.duration})`).default(DEFAULT_FLEET_INTERVAL_MS),
+  /** How long one exchange may take before the round counts as failed; default the interval. */
+  timeout: unitValue((v) => parseDurationMs(v, 'timeout', 5, 10_000), `a duration from 5ms to 10s (${FORMS.duration})`).optional(),
+  /** Keys of global rules tracked per interface (sl_fleet_cand's size): the bound of one round. */
+  max_keys: unitValue((v) => parseCount(v, 'max_keys', 16), `a number of keys (${FORMS.count})`)
+    .pipe(z.number().max(DEFAULT_FLEET_MAX_KEYS, { error: `max_keys must be at most ${DEFAULT_FLEET_MAX_KEYS} (the size of sl_fleet_cand)` })).default(DEFAULT_FLEET_MAX_KEYS),
+  username: z.string({ error: (iss) => `expected a Redis user name, got ${shown(iss.input)}` }).min(1).optional(),
+  /** A file holding the Redis password (AUTH), readable by root alone. */
+  password_file: z.string({ error: (iss) => `expected the path of a file holding the Redis password, got ${shown(iss.input)}` }).min(1).optional(),
+  tls: z.strictObject({
+    ca_file: z.string().min(1).optional(),
+    cert_file: z.string().min(1).optional(),
+    key_file: z.string().min(1).optional(),
+    server_name: z.string().min(1).optional(),
+  }, { error: (iss) => `expected a mapping { ca_file?, cert_file?, key_file?, server_name? } (an empty one: TLS with the system's CAs), got ${shown(iss.input)}` }).optional(),
+}, { error: (iss) => `expected a mapping { redis: HOST:PORT | cluster: [HOST:PORT, …], name?, node?, interval?, timeout?, max_keys?, username?, password_file?, tls? }, or null for none; got ${shown(iss.input)}` });
+
 export const configSchema = z.strictObject({
   interfaces: z.array(interfaceSchema, { error: (iss) => interfacesMessage(iss.input) }),
   api: apiSchema.prefault({}),
@@ -218,7 +265,8 @@ export const configSchema = z.strictObject({
   }).prefault({}),
   reconcile_interval: unitValue((v) => parseDurationMs(v, 'reconcile_interval', 1000, 3_600_000), `a duration (${FORMS.duration})`)
     .default(DEFAULT_RECONCILE_MS),
-}, { error: (iss) => `expected a mapping at the top of the file (interfaces, api, metrics, log), got ${kindOf(iss.input)}` });
+  fleet: fleetSchema.nullable().default(null),
+}, { error: (iss) => `expected a mapping at the top of the file (interfaces, api, metrics, log, fleet), got ${kindOf(iss.input)}` });
 
 export type ConfigInput = z.output<typeof configSchema>;
 

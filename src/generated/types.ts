@@ -3,7 +3,7 @@
 /* eslint-disable */
 
 export const Abi = {
-  VERSION: 3,
+  VERSION: 4,
 } as const;
 
 export const Alg = {
@@ -47,6 +47,7 @@ export const Reason = {
   UNCERTAIN: 22,
   UNTRACKED_OVER: 23,
   PENALTY_FULL: 24,
+  GLOBAL: 25,
   MAX: 32,
 } as const;
 
@@ -63,6 +64,7 @@ export const RuleFlags = {
   KEY_DST: 8,
   NO_AGG: 16,
   ALONE: 32,
+  GLOBAL: 64,
   PKT_PER_MIN: 256,
   PKT_PER_HOUR: 512,
   BYT_PER_MIN: 1024,
@@ -849,6 +851,48 @@ export function encodeRuleCpu(v: Partial<RuleCpu>, b: Buffer = Buffer.alloc(784)
   if (v.agg !== undefined) { encodeAggState(v.agg, b, off + 552); }
   if (v.lease !== undefined) { encodeLease(v.lease, b, off + 576); }
   if (v.d !== undefined) { encodeDerived(v.d, b, off + 608); }
+  return b;
+}
+
+export interface FleetCand {
+  used: bigint;
+  seen: bigint;
+}
+
+export const SL_FLEET_CAND_SIZE = 16;
+
+export function decodeFleetCand(b: Buffer, off = 0): FleetCand {
+  return {
+    used: b.readBigUInt64LE(off + 0),
+    seen: b.readBigUInt64LE(off + 8),
+  };
+}
+
+export function encodeFleetCand(v: Partial<FleetCand>, b: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  if (b.length < off + 16) throw new TypeError(`sl_fleet_cand needs 16 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.used !== undefined) { b.writeBigUInt64LE(BigInt(v.used), off + 0); }
+  if (v.seen !== undefined) { b.writeBigUInt64LE(BigInt(v.seen), off + 8); }
+  return b;
+}
+
+export interface FleetGrant {
+  cap: bigint;
+  until: bigint;
+}
+
+export const SL_FLEET_GRANT_SIZE = 16;
+
+export function decodeFleetGrant(b: Buffer, off = 0): FleetGrant {
+  return {
+    cap: b.readBigUInt64LE(off + 0),
+    until: b.readBigUInt64LE(off + 8),
+  };
+}
+
+export function encodeFleetGrant(v: Partial<FleetGrant>, b: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  if (b.length < off + 16) throw new TypeError(`sl_fleet_grant needs 16 bytes at offset ${off}, buffer has ${b.length}`);
+  if (v.cap !== undefined) { b.writeBigUInt64LE(BigInt(v.cap), off + 0); }
+  if (v.until !== undefined) { b.writeBigUInt64LE(BigInt(v.until), off + 8); }
   return b;
 }
 

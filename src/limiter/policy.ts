@@ -55,6 +55,14 @@ export interface RuleSpec {
    * Default: 16,384 keys at the per-key rate. null: none.
    */
   aggregate?: { pps: number | bigint; burst?: number | bigint } | null;
+  /**
+   * global: pps (with ppsBurst, per window) is one limit for the whole fleet, shared through the
+   * daemon's fleet exchange (docs/fleet.md); the data path enforces the grants the agent writes,
+   * and localPps while it has none. Fixed windows, packets only.
+   */
+  scope?: 'node' | 'global';
+  /** With scope global: this node's limit without the fleet, packets per ppsPeriodMs; default pps. */
+  localPps?: number | bigint;
 }
 
 /** A rate per period as whole units per second, rounded down (what ranks and aggregates compare). */
@@ -350,6 +358,22 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
     if (r.keyBy === 'dst') flags |= RuleFlags.KEY_DST;
     else if (r.keyBy !== undefined && r.keyBy !== 'src') bad(`keyBy "${r.keyBy}" is not one of src, dst`);
     if (r.plugin !== undefined && (!Number.isInteger(r.plugin) || r.plugin < 0 || r.plugin >= Bounds.PLUGIN_SLOTS)) bad(`plugin slot ${r.plugin} must be from 0 to ${Bounds.PLUGIN_SLOTS - 1}`);
+    let kernelPps = pps;
+    if (r.scope === 'global') {
+      flags |= RuleFlags.GLOBAL;
+      if (pps === null) bad('scope global needs a packet rate (the fleet shares packets, not bytes)');
+      if (alg !== 'fixed') bad(`scope global works in fixed windows (the fleet counts each window): use algorithm fixed, not ${alg}`);
+      if (r.bps !== undefined) bad('scope global limits packets: a byte limit (bytes_rate) cannot be shared; leave it out or use a rule of its own');
+      if (r.plugin !== undefined) bad('scope global and a plugin: the plugged program would decide, not the fleet');
+      if (r.localPps !== undefined) {
+        const lp = rate('local', r.localPps);
+        if (lp > 0n) {
+          kernelPps = lp;
+          if (windowOk && pps !== null) for (const m of dimensionProblems('fixed', 'pps', lp, ppsPeriod, ppsBurst, windowMs)) bad(`local: ${m}`);
+        }
+      }
+    } else if (r.scope !== undefined && r.scope !== 'node') bad(`scope "${String(r.scope)}" is not one of node, global`);
+    else if (r.localPps !== undefined) bad('local is the fallback of a global rule: it needs scope global');
     let agg = { rate: 0n, burst: 0n };
     if (r.aggregate === null) flags |= RuleFlags.NO_AGG;
     else if (r.aggregate) agg = { rate: rate('aggregate pps', r.aggregate.pps), burst: burst('aggregate burst', r.aggregate.burst) };
@@ -374,7 +398,7 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
       dst_plen: dst?.plen ?? 0,
       dst_addr: dst?.addr ?? Buffer.alloc(16),
       strict_rank: strictRank(pps === null ? null : perSecond(pps, ppsPeriod), perSecond(bps, bpsPeriod), action === 'dry-run' || r.plugin !== undefined),
-      pkt: { rate: pps ?? 0n, burst: ppsBurst },
+      pkt: { rate: kernelPps ?? 0n, burst: ppsBurst },
       byt: { rate: bps, burst: bpsBurst },
       agg,
     });

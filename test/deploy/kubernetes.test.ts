@@ -10,7 +10,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { DaemonSet } from 'kubernetes-models/apps/v1';
+import { DaemonSet, Deployment } from 'kubernetes-models/apps/v1';
 import { ConfigMap, Service } from 'kubernetes-models/v1';
 import { parseAllDocuments } from 'yaml';
 import { loadConfig } from '../../src/config';
@@ -103,4 +103,37 @@ test('the DaemonSet: host network, probes on the read-only listener, the capabil
   assert.deepEqual(c.args, ['run', '--config', '/etc/sluice/sluice.yaml']);
   assert.equal(svc.spec.ports[0].targetPort, 'metrics');
   assert.equal(ds.spec.template.metadata.annotations['prometheus.io/port'], '9181');
+});
+
+test('the fleet quick start (deploy/kubernetes/fleet): one Redis, and the config of the base with fleet: and a global default rule', () => {
+  const dir = join(DIR, 'fleet');
+  const docs: { file: string; obj: Obj }[] = [];
+  for (const file of readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).sort()) {
+    for (const doc of parseAllDocuments(readFileSync(join(dir, file), 'utf8'))) {
+      assert.deepEqual(doc.errors, [], `${file}: YAML errors`);
+      docs.push({ file, obj: doc.toJS() as Obj });
+    }
+  }
+  const kust = docs.find((d) => d.obj.kind === 'Kustomization')!.obj;
+  assert.deepEqual(kust.resources, ['../', 'redis.yaml']);
+  assert.deepEqual(kust.patches, [{ path: 'configmap-fleet.yaml' }]);
+  const models: Record<string, new (o: Obj) => { validate(): void }> = { Deployment, Service, ConfigMap };
+  for (const { file, obj } of docs.filter((d) => d.obj.kind !== 'Kustomization')) {
+    assert.doesNotThrow(() => new models[obj.kind]!(obj).validate(), `${file}: ${obj.kind} ${obj.metadata?.name}`);
+  }
+  const svc = docs.find((d) => d.obj.kind === 'Service')!.obj;
+  const cm = docs.find((d) => d.obj.kind === 'ConfigMap')!.obj;
+  const tmp = mkdtempSync(join(tmpdir(), 'sluice-k8s-fleet-'));
+  try {
+    for (const [k, v] of Object.entries(cm.data as Record<string, string>)) writeFileSync(join(tmp, k), v);
+    const cfg = loadConfig(join(tmp, 'sluice.yaml'));
+    assert.equal(cfg.fleet?.mode, 'standalone');
+    assert.deepEqual(cfg.fleet?.nodes, [{ host: `${svc.metadata.name}.${svc.metadata.namespace}.svc.cluster.local`, port: svc.spec.ports[0].port }]);
+    assert.equal(cfg.interfaces[0]!.limits.scope, 'global');
+    assert.deepEqual(cfg.interfaces[0]!.rules.map((r) => r.scope ?? 'node'), ['node', 'node']);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  // The daemons resolve the Service's name from the host network.
+  assert.equal(documents().find((d) => d.obj.kind === 'DaemonSet')!.obj.spec.template.spec.dnsPolicy, 'ClusterFirstWithHostNet');
 });

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { describePending } from '../../agent/pending';
 import { openAll, statusJson, statusReport } from '../../agent/report';
-import { managerInfo } from '../../agent/state';
+import { managerInfo, readFleetStatus } from '../../agent/state';
 import { describeLimits, num, printJson, table } from '../common';
 
 export function register(program: Command): void {
@@ -21,7 +21,13 @@ Examples:
         const reports = [];
         for (const p of ps) reports.push(await statusReport(p));
         const owners = reports.map((r) => managerInfo({ iface: r.iface, netns: r.netns }) ?? null);
-        if (o.json) return printJson({ interfaces: reports.map((r, i) => ({ ...statusJson(r), managed_by: owners[i] ? { kind: 'daemon', pid: owners[i]!.pid, note: owners[i]!.note } : null })) });
+        const fleet = readFleetStatus();
+        if (o.json) return printJson({ ...(fleet ? { fleet } : {}), interfaces: reports.map((r, i) => ({ ...statusJson(r), managed_by: owners[i] ? { kind: 'daemon', pid: owners[i]!.pid, note: owners[i]!.note } : null })) });
+        if (fleet) {
+          const line = `fleet ${String(fleet['name'])} (${String(fleet['mode'])}, ${(fleet['redis'] as string[]).join(', ')}, node ${String(fleet['node'])}, every ${String(fleet['interval_ms'])} ms): `;
+          if (fleet['connected']) console.log(`${line}connected; last round ${String(fleet['last_round_at'])} (${Number(fleet['last_round_ms']).toFixed(1)} ms), ${String(fleet['keys_exchanged'])} keys exchanged, ${String(fleet['keys_tracked'])} tracked`);
+          else console.error(`warning: ${line}NOT CONNECTED since ${String(fleet['since'])} (${String(fleet['last_error'] ?? 'no answer')}): every global rule is on its local limit`);
+        }
         if (!reports.length) return console.log('no interface is protected');
         console.log(table(reports.map((r, i) => [
           `${r.iface}${r.netns ? `@${r.netns}` : ''}`, r.ifindex, `${r.mode} (link)`, r.program_id, r.rules,

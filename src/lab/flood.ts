@@ -149,7 +149,9 @@ export function buildFrame(t: FloodTarget, o: Omit<FloodOptions, 'pps' | 'second
       Object.assign(rewrite, { srcBase: baseWord, srcCount: 0, srcMask: 0xffffffff });
     }
   } else {
-    const span = o.sourcesPerCpu ? sources * (Math.max(...(o.cpus ?? [0, 1])) + 1) : sources;
+    // The live path's CPUs, as flood() picks them (default: CPU 0 .. threads - 1).
+    const cpus = o.cpus ?? Array.from({ length: o.threads ?? 2 }, (_, cpu) => cpu);
+    const span = o.sourcesPerCpu ? sources * (Math.max(...cpus) + 1) : sources;
     if (baseWord + span - 1 > 0xffffffff) throw new RangeError(`${span} sources from ${base} run past the end of the address word`);
     Object.assign(rewrite, { srcBase: baseWord, srcCount: sources, srcMask: 0, ...(o.sourcesPerCpu ? { srcPerCpu: true } : {}) });
   }

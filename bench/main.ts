@@ -139,7 +139,7 @@ async function scale(tb: Testbed, signal: AbortSignal): Promise<void> {
   log('scale: per-packet cost over 1 .. 100,000 source-CIDR entries');
   const cidr = await cidrPerPacket([1, 100, 10_000, 100_000], o);
   const memory = await stateMemory([100_000, 1_000_000]);
-  // Throughput: every source blocked after its first packets (a hit and a drop each), so that
+  // Throughput: every source over its limit after its first packet (a hit and a drop each), so that
   // nothing passes into the stack; the warm-up lets every one of a million sources be seen twice.
   const counts = [1, 1000, 10_000, 1_000_000];
   const shapes = counts.map(sequenceShape);

@@ -153,7 +153,8 @@ static __always_inline __u64 *sl_pen_bit(const struct sl_key6 *k, __u64 *bit)
  * (blocked_until non-zero), once per pass: the entry then says everything the state says until
  * the key passes again. `until` is when a fresh state would be as strict: the token and GCRA
  * words are that time; a window's count matters until the window after the next has begun.
- * Returns 1 when recorded, 0 when sl_penalty is full (PENALTY_FULL counted).
+ * Returns 1 when recorded, 0 when sl_penalty is full or was at this CPU's last try, less than
+ * SL_PEN_RETRY_NS ago (PENALTY_FULL counted either way).
  */
 static __always_inline int sl_penalize_at(const struct sl_pkt *p, const struct sl_rule *r,
 					  struct sl_state *st, const struct sl_derived *d, __u64 now,
@@ -162,12 +163,21 @@ static __always_inline int sl_penalize_at(const struct sl_pkt *p, const struct s
 	struct sl_penalty pen = {};
 	struct sl_key6 k = {};
 	struct sl_state *sb = NULL;
+	struct sl_rule_cpu *g;
+	__u32 gidx = max_rules;
 	__u64 until = now, bit, *w;
 	__u32 alg;
 	int made = 0;
 
 	if (!p || !r || !st || !d)
 		return 0;
+	/* The store was full at this CPU's last try: no write (a failed hash update per drop would
+	 * cost more than the drop) until the retry time; counted as if tried. */
+	g = bpf_map_lookup_elem(&stats_map, &gidx);
+	if (g && now < g->pen_retry) {
+		sl_count_event(SL_R_PENALTY_FULL, 0);
+		return 0;
+	}
 	sl_wide_key(p, r, &k);
 	alg = d->pkt.alg;
 	pen.pkt = READ_ONCE(st->word);
@@ -188,6 +198,8 @@ static __always_inline int sl_penalize_at(const struct sl_pkt *p, const struct s
 	}
 	pen.until = until > blocked_until ? until : blocked_until;
 	if (bpf_map_update_elem(&sl_penalty, &k, &pen, BPF_ANY)) {
+		if (g)
+			g->pen_retry = now + SL_PEN_RETRY_NS;
 		sl_count_event(SL_R_PENALTY_FULL, 0);
 		return 0;
 	}
@@ -215,17 +227,38 @@ __noinline int sl_penalize(const struct sl_pkt *p, const struct sl_rule *r, stru
 __noinline int sl_block(const struct sl_pkt *p, const struct sl_rule *r, struct sl_state *st,
 			const struct sl_derived *d, __u64 now)
 {
+	__u64 end = now + (__u64)r->block_ms * 1000000ULL;
+
 	if (!p || !r || !st || !d)
 		return 0;
-	if (sl_penalize_at(p, r, st, d, now, now + (__u64)r->block_ms * 1000000ULL) &&
-	    !(READ_ONCE(st->drops) & SL_SB_BLOCKED))
+	if (!sl_penalize_at(p, r, st, d, now, end))
+		return 0;
+	/* Not charged while blocked, the word holds the block's end (the record has the word as it
+	 * was): the flag's test reads it, and the record is looked up only when it does not hold. */
+	WRITE_ONCE(st->word, end);
+	if (!(READ_ONCE(st->drops) & SL_SB_BLOCKED))
 		__sync_fetch_and_or(sl_meta(st), SL_META(SL_SB_BLOCKED));
 	return 0;
 }
 
 /*
- * A key with SL_SB_BLOCKED: whether it is still blocked, by its record's end. Past the end (or with
- * the record gone: it expired) the flag is cleared and the key is limited again.
+ * A key with SL_SB_BLOCKED whose word holds a block's end still to come, and no further away than
+ * its rule's block lasts: blocked, by the state alone. Any other word (the rule's epoch moved and
+ * reset it; a charge that raced with the block's start wrote it) sends the packet to the record.
+ */
+static __always_inline int sl_blocked_by_word(const struct sl_rule *r, const struct sl_state *st,
+					      __u64 now)
+{
+	__u64 end = READ_ONCE(st->word);
+
+	return end > now && end - now <= (__u64)r->block_ms * 1000000ULL;
+}
+
+/*
+ * A key with SL_SB_BLOCKED whose word does not say it is blocked (sl_blocked_by_word): whether it
+ * is, by its record's end, which the word then holds again. Past the end (or with the record gone:
+ * it expired) the flag is cleared and the key is limited again, from the word it had when blocked
+ * (the record's; a fresh one without it).
  */
 __noinline int sl_still_blocked(const struct sl_pkt *p, const struct sl_rule *r, struct sl_state *st,
 				__u64 now)
@@ -237,8 +270,11 @@ __noinline int sl_still_blocked(const struct sl_pkt *p, const struct sl_rule *r,
 		return 0;
 	sl_wide_key(p, r, &k);
 	pen = bpf_map_lookup_elem(&sl_penalty, &k);
-	if (pen && pen->blocked_until > now)
+	if (pen && pen->blocked_until > now) {
+		WRITE_ONCE(st->word, pen->blocked_until);
 		return 1;
+	}
+	WRITE_ONCE(st->word, pen && pen->epoch == st->epoch ? pen->pkt : 0);
 	__sync_fetch_and_and(sl_meta(st), ~SL_META(SL_SB_BLOCKED));
 	return 0;
 }
@@ -261,6 +297,23 @@ static __always_inline struct sl_penalty *sl_penalty_of(const struct sl_key6 *k,
 		return NULL;
 	}
 	return pen;
+}
+
+/* Make the packet's key's state (BPF_NOEXIST): 0, or the error (the key exists, the map refused). */
+static __always_inline long sl_insert_state(const struct sl_pkt *p, const struct sl_rule *r,
+					    const struct sl_state *st)
+{
+	if (sl_key_is4(p, r)) {
+		struct sl_key k = {};
+
+		sl_key4_of(p, r, &k);
+		return bpf_map_update_elem(&rate_limit_map, &k, st, BPF_NOEXIST);
+	} else {
+		struct sl_key6 k = {};
+
+		sl_key6_of(p, r, &k);
+		return bpf_map_update_elem(&rate_limit_map6, &k, st, BPF_NOEXIST);
+	}
 }
 
 /*
@@ -305,7 +358,7 @@ __noinline int sl_new_key(const struct sl_pkt *p, const struct sl_rule *r, struc
 	if (pen) {
 		/* Evicted while over its limit or blocked: it comes back as it left, whatever this
 		 * CPU's rate of new states (such keys are few: they had to pass their limit). */
-		fresh.word = pen->pkt;
+		fresh.word = pen->blocked_until > now ? pen->blocked_until : pen->pkt;
 		fresh.epoch = pen->epoch;
 		fresh.drops = SL_SB_PENALIZED | (pen->blocked_until > now ? SL_SB_BLOCKED : 0);
 		bword = pen->byt;
@@ -315,17 +368,7 @@ __noinline int sl_new_key(const struct sl_pkt *p, const struct sl_rule *r, struc
 		sl_count_in(&rc->c, SL_R_UNTRACKED, SL_V_PASS, p->len);
 		return SL_V_PASS;
 	}
-	if (sl_key_is4(p, r)) {
-		struct sl_key k = {};
-
-		sl_key4_of(p, r, &k);
-		err = bpf_map_update_elem(&rate_limit_map, &k, &fresh, BPF_NOEXIST);
-	} else {
-		struct sl_key6 k = {};
-
-		sl_key6_of(p, r, &k);
-		err = bpf_map_update_elem(&rate_limit_map6, &k, &fresh, BPF_NOEXIST);
-	}
+	err = sl_insert_state(p, r, &fresh);
 	if (err == 0)
 		inserted = 1;
 	/* A packet and a byte limit: the byte word is an entry of its own. */
@@ -528,7 +571,8 @@ static __always_inline int sl_enforce(struct sl_pkt *p, const struct sl_rule *r,
 	if (st->seen != seen)
 		st->seen = seen;
 
-	if ((READ_ONCE(st->drops) & SL_SB_BLOCKED) && sl_still_blocked(p, r, st, now))
+	if ((READ_ONCE(st->drops) & SL_SB_BLOCKED) &&
+	    (sl_blocked_by_word(r, st, now) || sl_still_blocked(p, r, st, now)))
 		return sl_over(p, cfg, r, rc, SL_R_BLOCKED, now);
 
 	/* A global rule: its grant decides, or (SL_GLOBAL_LOCAL) its own limit, as any rule's. */

@@ -24,11 +24,12 @@
  * ABI (docs/errors.md, pins_abi_mismatch) instead of reading old state with new meaning.
  */
 enum sl_abi {
-	SL_ABI_VERSION = 4, /* 2: token/gcra words in quanta of 2^-shift ns; sliding 16|24|24.
+	SL_ABI_VERSION = 5, /* 2: token/gcra words in quanta of 2^-shift ns; sliding 16|24|24.
 	                     * 3: compact state (8-byte IPv4 keys, rate_limit_map6 for IPv6, a 16-byte
 	                     * value with one word, the byte dimension a key of its own); stats_map
 	                     * holds each rule's per-CPU context (struct sl_rule_cpu).
-	                     * 4: global rules (SL_RF_GLOBAL): sl_fleet_cand, sl_fleet_grant */
+	                     * 4: global rules (SL_RF_GLOBAL): sl_fleet_cand, sl_fleet_grant.
+	                     * 5: a blocked key's word holds the block's end (ns) */
 };
 
 /* Algorithms. 0 selects the default (fixed window), as does any unknown value. */
@@ -148,6 +149,8 @@ enum sl_bounds {
 	SL_TIER_DEFAULT = 255, /* the tier of a source no GeoIP entry covers        */
 	SL_COARSE_MIN_MS = 250, /* a rule whose time scale is shorter reads the fine clock */
 	SL_SEEN_SHIFT = 24,  /* sl_state.seen counts in units of 2^24 ns (16.8 ms)                 */
+	SL_PEN_RETRY_NS = 10000000, /* after a failed write to a full sl_penalty, a CPU writes no
+	                             * record for 10 ms (sl_rule_cpu.pen_retry of the global slot) */
 };
 
 /* Documented defaults for zero fields. */
@@ -405,7 +408,8 @@ enum sl_state_bits {
 	SL_SB_PENALIZED = 1 << 0, /* sl_penalty holds this key's state as of its last drop (cleared by
 	                           * its next pass, so a key at its limit writes it once per pass) */
 	SL_SB_BLOCKED   = 1 << 1, /* the key was blocked (action block): until the time its record in
-	                           * sl_penalty says; cleared by its first packet after that        */
+	                           * sl_penalty says, which its word holds meanwhile; cleared by its
+	                           * first packet after that                                         */
 	SL_SB_DROP_ONE  = 1 << 2, /* one drop in the count                                          */
 	SL_SB_FLAGS     = 3,
 };
@@ -420,6 +424,8 @@ enum sl_state_bits {
  *   token:   the time at which the bucket is full again, in quanta of 2^-shift ns, modulo 2^64
  *            (sl_params.shift; 0: a fresh state, a full bucket)
  *   gcra:    the theoretical arrival time, in the same quanta
+ *   blocked: with SL_SB_BLOCKED, in every form, the block's end in ns (a blocked key is not
+ *            charged; its word as it was is in its sl_penalty record, back when the block ends)
  * drops, epoch and seen are kept in the packet entry only (an SL_KF_BYTES entry has epoch alone).
  */
 struct sl_state {
@@ -469,6 +475,8 @@ struct sl_rule_cpu {
 	struct sl_agg_state agg;  /* the aggregate limit's and the untracked budget's GCRA times      */
 	struct sl_lease lease;    /* a per-rule bucket's lease                                        */
 	struct sl_derived d;      /* what the rule's limits imply, derived once per policy version    */
+	__u64 pen_retry;          /* the global slot's: ns before which this CPU writes no sl_penalty
+	                           * record (the store was full at its last try); 0 in rule slots    */
 };
 
 /*

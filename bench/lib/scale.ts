@@ -107,20 +107,23 @@ export async function stateMemory(sizes: number[]): Promise<{ map: string; key_b
 }
 
 /**
- * Throughput over N sources (the lab's generator in sequence), every one of them over its limit:
- * a token bucket of one packet a second whose action blocks the source for ten minutes, so that
- * after its first packets each source costs a lookup that hits and a drop (no passes into the
- * stack, which would measure the stack). No cap on new states, no aggregate, room for all.
+ * Throughput over N sources (the lab's generator in sequence), every one of them over its limit
+ * after its first packet: a token bucket of one packet an hour, as the minimal limiter's limit of 0
+ * (its first packet passes, every later one is dropped), so that each packet is a lookup that hits
+ * and a drop (no passes into the stack, which would measure the stack). Not a block: sl_penalty
+ * holds 65,536 blocks, and a key its rule would block beyond them is held by the rule's limit
+ * alone, which a limit per second would let through once a second. No cap on new states, no
+ * aggregate, room for all.
  */
 export function sourcesConfig(cidr?: number): ConfigDef {
   return {
-    name: cidr ? `sluice-cidr-${cidr}` : 'sluice-block',
-    title: cidr ? `Sluice with ${cidr} source-CIDR entries` : 'Sluice, every source blocked after its first packet',
+    name: cidr ? `sluice-cidr-${cidr}` : 'sluice-drop',
+    title: cidr ? `Sluice with ${cidr} source-CIDR entries` : 'Sluice, every source over its limit after its first packet',
     kind: 'xdp',
     shapes: [],
     start: async (site: Site) => {
       const dp = await BenchDatapath.load({ maxEntries: BIG_MAP, ...(cidr ? { cidrEntries: 1 << 18 } : {}) });
-      const base: RuleSpec = { id: 0, alg: 'token', pps: 1, ppsBurst: 1, action: 'block', blockMs: 600_000, aggregate: null };
+      const base: RuleSpec = { id: 0, alg: 'token', pps: 1, ppsPeriodMs: 3_600_000, ppsBurst: 1, aggregate: null };
       if (cidr) {
         // The flood's sources (10.101.0.0/22) fall in the last rule's prefixes.
         const rules = cidrPolicy(cidr, '10.101.0.0/22').map((r, i) => (i === 0 ? base : { ...base, id: r.id, src: r.src! }));

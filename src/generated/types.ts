@@ -3,7 +3,7 @@
 /* eslint-disable */
 
 export const Abi = {
-  VERSION: 4,
+  VERSION: 5,
 } as const;
 
 export const Alg = {
@@ -93,6 +93,7 @@ export const Bounds = {
   TIER_DEFAULT: 255,
   COARSE_MIN_MS: 250,
   SEEN_SHIFT: 24,
+  PEN_RETRY_NS: 10000000,
 } as const;
 
 export const Defaults = {
@@ -832,9 +833,10 @@ export interface RuleCpu {
   agg: AggState;
   lease: Lease;
   d: Derived;
+  pen_retry: bigint;
 }
 
-export const SL_RULE_CPU_SIZE = 784;
+export const SL_RULE_CPU_SIZE = 792;
 
 export function decodeRuleCpu(b: Buffer, off = 0): RuleCpu {
   return {
@@ -842,15 +844,17 @@ export function decodeRuleCpu(b: Buffer, off = 0): RuleCpu {
     agg: decodeAggState(b, off + 552),
     lease: decodeLease(b, off + 576),
     d: decodeDerived(b, off + 608),
+    pen_retry: b.readBigUInt64LE(off + 784),
   };
 }
 
-export function encodeRuleCpu(v: Partial<RuleCpu>, b: Buffer = Buffer.alloc(784), off = 0): Buffer {
-  if (b.length < off + 784) throw new TypeError(`sl_rule_cpu needs 784 bytes at offset ${off}, buffer has ${b.length}`);
+export function encodeRuleCpu(v: Partial<RuleCpu>, b: Buffer = Buffer.alloc(792), off = 0): Buffer {
+  if (b.length < off + 792) throw new TypeError(`sl_rule_cpu needs 792 bytes at offset ${off}, buffer has ${b.length}`);
   if (v.c !== undefined) { encodeCounters(v.c, b, off + 0); }
   if (v.agg !== undefined) { encodeAggState(v.agg, b, off + 552); }
   if (v.lease !== undefined) { encodeLease(v.lease, b, off + 576); }
   if (v.d !== undefined) { encodeDerived(v.d, b, off + 608); }
+  if (v.pen_retry !== undefined) { b.writeBigUInt64LE(BigInt(v.pen_retry), off + 784); }
   return b;
 }
 

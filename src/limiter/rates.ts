@@ -68,7 +68,9 @@ export type RateUnknown =
   /** its rule's limits changed between the readings */
   | 'rule_changed'
   /** its rule is gone */
-  | 'no_rule';
+  | 'no_rule'
+  /** it was blocked or unblocked between the readings (a blocked key's word holds the block's end) */
+  | 'block_changed';
 
 /** Why a known figure is a range rather than one number. */
 export type RateBound =
@@ -235,6 +237,11 @@ export function between(ra: RateRule | undefined, rb: RateRule | undefined, a: R
   if (a.epoch !== r.epoch) {
     // Written under an older epoch and not touched since (its next packet would re-initialise it).
     if (a.word !== b.word) return unknown('evicted');
+    p = { lo: 0n, hi: 0n };
+  } else if (a.blocked || b.blocked) {
+    // While blocked, a key is not charged and its word holds the block's end: the same end at both
+    // readings, nothing passed; else the word says nothing of the passes around the block.
+    if (!(a.blocked && b.blocked && a.word === b.word)) return { ...unknown('block_changed'), dropped };
     p = { lo: 0n, hi: 0n };
   } else if (!r.d) {
     return { ...unknown('bytes_only'), dropped };

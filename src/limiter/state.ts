@@ -56,7 +56,10 @@ export interface KeyState {
   dropped: number;
   /** Its sl_penalty record holds its state as of its last drop. */
   penalized: boolean;
-  /** Blocked (action block) until its sl_penalty record's blocked_until; cleared by its first packet after that. */
+  /**
+   * Blocked (action block) until its sl_penalty record's blocked_until, which `word` holds
+   * meanwhile (ns); cleared by its first packet after that.
+   */
   blocked: boolean;
   /** The low 16 bits of the rule epoch it was (re)initialised under. */
   epoch: number;

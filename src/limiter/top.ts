@@ -5,7 +5,7 @@
  * with a bounded heap (walkStates), and concurrent readers of one map share a pass (sharedWalk).
  */
 import ipaddr from 'ipaddr.js';
-import { Alg, Defaults, KeyFlags, RuleFlags, type Rule } from '../generated/types';
+import { Alg, Defaults, KeyFlags, RuleFlags, StateBits, type Rule } from '../generated/types';
 import type { BpfMap } from '../ebpf';
 import { backlog, derive, paramsOf, periodMsOf, resolveAlg, slidingEstimate, type Derived } from './models';
 import { CLOCK_LAG_NS } from './rates';
@@ -155,8 +155,10 @@ function entryOf(family: 4 | 6, k: Buffer, v: Buffer, now: bigint, ctx: (ruleId:
   const st = decodeKeyState(v);
   const rc = ctx(key.rule_id);
   const current = rc !== undefined && st.epoch === rc.epoch;
-  const { usage, available } = current ? usageWith(rc.c, st.word, 0n, now) : rc?.c ? { usage: 0, available: usageWith(rc.c, 0n, 0n, now).available } : UNLIMITED;
-  const idle = seenAgoNs(st.seen, now, current ? idleAtLeast(rc, st.word, now) : 0n);
+  // A blocked key's word holds the block's end (bpf/sluice.h, sl_state): it has nothing available.
+  const { usage, available } = st.blocked ? { usage: 1, available: 0 }
+    : current ? usageWith(rc.c, st.word, 0n, now) : rc?.c ? { usage: 0, available: usageWith(rc.c, 0n, 0n, now).available } : UNLIMITED;
+  const idle = seenAgoNs(st.seen, now, current && !st.blocked ? idleAtLeast(rc, st.word, now) : 0n);
   return {
     key: keyText(key.family, key.plen, key.addr),
     rule: key.rule_id,
@@ -251,7 +253,9 @@ export async function walkStates(maps: StateMaps, rules: Map<number, Rule>, n: n
     if (!s) {
       const rc = ctx(ruleId);
       const inner = rc ? scorer(rc.c, now) : none;
-      s = scorers[ruleId] = rc ? (v, off) => (v.readUInt16LE(off + S_EPOCH) === rc.epoch ? inner(v, off + S_WORD) : 0) : none;
+      const live = rc ? (v: Buffer, off: number): number => (v.readUInt16LE(off + S_EPOCH) === rc.epoch ? inner(v, off + S_WORD) : 0) : none;
+      // A blocked key: usage 1, as entryOf says (its word holds the block's end, not a count).
+      s = scorers[ruleId] = (v, off) => ((v.readUInt32LE(off + S_DROPS) & StateBits.BLOCKED) !== 0 ? 1 : live(v, off));
     }
     return s;
   };

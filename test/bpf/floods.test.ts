@@ -6,8 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Reason, Verdict, type Counters } from '../../src/generated/types';
+import { Bounds, decodePenalty, encodeKey6, encodePenalty, Reason, Verdict, type Counters } from '../../src/generated/types';
 import { sweepPenalties } from '../../src/limiter/limiter';
+import { decodeKeyState, encodeStateKey } from '../../src/limiter/state';
 import type { RuleSpec } from '../../src/limiter/policy';
 import { assertProgramsUnloaded, TestDatapath, XDP_PASS } from '../lib/datapath';
 import { pkt } from '../lib/packet';
@@ -201,4 +202,80 @@ test('the control plane\'s sweep deletes the records that expired and keeps the 
   assert.equal(sweepPenalties(pen, T0 + 2_000_000_000n), 2, 'the two over-limit records, full again after 1 s');
   assert.equal(sweepPenalties(pen, T0 + 59_999_000_000n), 0, 'the block lasts 60 s');
   assert.equal(sweepPenalties(pen, T0 + 60_000_000_000n), 1);
+});
+
+test('with sl_penalty full, a CPU tries a record at most once per retry interval, and again after it', async () => {
+  // Without the interval, every drop of every key that found the store full retried the write (a
+  // failed hash update per packet: at a million sources over their limit, three times the cost of a
+  // drop), and every drop of a key its rule would block retried the block.
+  setup([{ id: 0, alg: 'token', pps: 1_000_000 }, { id: 1, src: ['10.11.0.0/16'], alg: 'token', pps: 1, ppsBurst: 1 },
+    { id: 2, src: ['10.12.0.0/16'], alg: 'token', pps: 1, ppsBurst: 1, action: 'block', blockMs: 60_000 }]);
+  const pen = dp.coll.maps.get('sl_penalty')!;
+  const entries = (): number => { let n = 0; for (const _ of pen.keys()) n++; return n; };
+  const fillers: Buffer[] = [];
+  const far = encodePenalty({ until: 1n << 62n });
+  for (let i = 0; i < pen.maxEntries; i++) {
+    const k = encodeKey6({ rule_id: 999, plen: 32, flags: 0, addr: Buffer.concat([Buffer.from([10, 250, i >> 8, i & 255]), Buffer.alloc(12)]) });
+    pen.update(k, far);
+    fillers.push(k);
+  }
+  const full = (): number => Number(dp.limiter.globalCounters().reason_packets[Reason.PENALTY_FULL]!);
+  const f0 = full();
+  assert.deepEqual([await verdict('10.11.0.1'), await verdict('10.11.0.1'), await verdict('10.11.0.1')], ['pass', 'drop', 'drop']);
+  assert.equal(full() - f0, 2, 'each drop without a record is counted');
+  // Room for one record, within the retry interval of the failed write: not tried.
+  pen.delete(fillers.pop()!);
+  assert.deepEqual([await verdict('10.11.0.2'), await verdict('10.11.0.2')], ['pass', 'drop']);
+  assert.equal(entries(), pen.maxEntries - 1, 'no write within the interval');
+  assert.equal(await verdict('10.12.0.1'), 'pass');
+  assert.equal(await verdict('10.12.0.1'), 'drop', 'a key its rule blocks is held by the limit');
+  assert.equal(entries(), pen.maxEntries - 1);
+  assert.equal(full() - f0, 4);
+  // After the interval, the next drop writes its record (and a block is kept again).
+  dp.setNow(T0 + BigInt(Bounds.PEN_RETRY_NS));
+  assert.equal(await verdict('10.12.0.1'), 'drop');
+  assert.equal(entries(), pen.maxEntries, 'written after the interval');
+  assert.equal(full() - f0, 4);
+  dp.setNow(T0 + 1_000_000_000n + BigInt(Bounds.PEN_RETRY_NS));
+  assert.equal(await verdict('10.12.0.1'), 'drop', 'blocked: a refilled bucket does not let it pass');
+  for (const k of fillers) pen.delete(k);
+});
+
+test('a blocked key is dropped on its state (its word holds the end); a word that does not sends it to the record', async () => {
+  const END = T0 + 30_000_000_000n;
+  setup([{ id: 0, alg: 'token', pps: 1_000_000 }, { id: 1, src: ['10.13.0.0/16'], alg: 'token', pps: 1, ppsBurst: 1, action: 'block', blockMs: 30_000 }]);
+  const pen = dp.coll.maps.get('sl_penalty')!;
+  const { key } = encodeStateKey({ rule_id: 1, family: 4, plen: 32, addr: Buffer.concat([Buffer.from([10, 13, 0, 1]), Buffer.alloc(12)]) });
+  const state = (): ReturnType<typeof decodeKeyState> => decodeKeyState(dp.limiter.maps.rate_limit_map.lookup(key)!);
+  assert.deepEqual([await verdict('10.13.0.1'), await verdict('10.13.0.1')], ['pass', 'drop']);
+  assert.equal(state().blocked, true);
+  assert.equal(state().word, END, 'the word holds the block\'s end');
+  const pk = [...pen.keys()][0]!;
+  const pv = Buffer.from(pen.lookup(pk)!);
+  assert.equal(decodePenalty(pv).blocked_until, END);
+  // The bucket has refilled; with the record out of the way the state alone keeps the block.
+  dp.setNow(T0 + 2_000_000_000n);
+  pen.delete(pk);
+  assert.equal(await verdict('10.13.0.1'), 'drop', 'blocked by the state');
+  pen.update(pk, pv);
+  // A word that says nothing of the end (an epoch change resets it): the record decides, and puts it back.
+  const v = Buffer.from(dp.limiter.maps.rate_limit_map.lookup(key)!);
+  v.writeBigUInt64LE(0n, 0);
+  dp.limiter.maps.rate_limit_map.update(key, v);
+  assert.equal(await verdict('10.13.0.1'), 'drop', 'blocked by the record');
+  assert.equal(state().word, END);
+  // A word further away than the rule's block lasts (a charge raced with the block's start): the record.
+  v.writeBigUInt64LE(END + 1_000_000_000_000n, 0);
+  dp.limiter.maps.rate_limit_map.update(key, v);
+  assert.equal(await verdict('10.13.0.1'), 'drop');
+  assert.equal(state().word, END);
+  dp.setNow(END - 1_000_000n);
+  assert.equal(await verdict('10.13.0.1'), 'drop', '1 ms before the end');
+  // The end: limited again, from the word it had when blocked (the record's), which time has refilled.
+  dp.setNow(END);
+  assert.equal(await verdict('10.13.0.1'), 'pass');
+  assert.equal(state().blocked, false);
+  assert.notEqual(state().word, END, 'the word counts again');
+  assert.equal(await verdict('10.13.0.1'), 'drop', 'over its limit again (and blocked again)');
+  assert.equal(state().word, END + 30_000_000_000n);
 });

@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import { numPossibleCpus, ObjectSpec, Program, type BpfMap, type Collection } from '../../src/ebpf';
 import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, STATE_MAP_NAMES, type LimiterMaps } from '../../src/limiter/limiter';
-import { encodeTestCtl, SL_AGG_STATE_SIZE, SL_COUNTERS_SIZE, SL_LEASE_SIZE, SL_TEST_CTL_SIZE } from '../../src/generated/types';
+import { encodeTestCtl, SL_AGG_STATE_SIZE, SL_COUNTERS_SIZE, SL_LEASE_SIZE, SL_RULE_CPU_SIZE, SL_TEST_CTL_SIZE } from '../../src/generated/types';
 
 export const REPO = join(__dirname, '..', '..', '..');
 /** SLUICE_TEST_OBJECT: another build of it (e.g. a base commit's, to show a test failing there). */
@@ -103,8 +103,11 @@ export class TestDatapath {
       const key = Buffer.alloc(4);
       key.writeUInt32LE(i);
       const cpus = stats.lookupPerCpu(key).map((v) => Buffer.from(v));
-      if (!cpus.some((v) => v.subarray(agg.off, agg.off + agg.len).some((x) => x !== 0))) continue;
-      for (const v of cpus) v.fill(0, agg.off, agg.off + agg.len);
+      // And the global slot's retry time of sl_penalty (the last field).
+      const retry = { off: SL_RULE_CPU_SIZE - 8, len: 8 };
+      const used = (v: Buffer, r: { off: number; len: number }): boolean => v.subarray(r.off, r.off + r.len).some((x) => x !== 0);
+      if (!cpus.some((v) => used(v, agg) || used(v, retry))) continue;
+      for (const v of cpus) v.fill(0, agg.off, agg.off + agg.len).fill(0, retry.off, retry.off + retry.len);
       stats.update(key, cpus);
     }
     const ns = this.coll.maps.get('sl_newstate');

@@ -72,11 +72,12 @@ function referenceTop(maps: StateMaps, rules: Map<number, Rule>, n: number, now:
         const rule = rules.get(key.rule_id);
         const alg = resolveAlg(rule?.alg ?? 0);
         const current = rule !== undefined && st.epoch === (rule.epoch & 0xffff);
-        const { usage, available } = current ? usageOf(alg, st.word, now, rule) : usageOf(alg, 0n, now, rule);
+        // Since SL_ABI_VERSION 5 a blocked key's word holds the block's end: usage 1, nothing available.
+        const { usage, available } = st.blocked ? { usage: 1, available: 0 } : current ? usageOf(alg, st.word, now, rule) : usageOf(alg, 0n, now, rule);
         out.push({
           key: keyText(key.family, key.plen, key.addr), rule: key.rule_id, algorithm: rule ? ALG_NAMES[alg]! : '?',
           usage: +usage.toFixed(3), available, dropped: st.dropped,
-          idle_ms: Math.round(Number(seenAgoNs(st.seen, now, current ? idleAtLeast(alg, st.word, now, rule) : 0n)) / 1e6), blocked: st.blocked,
+          idle_ms: Math.round(Number(seenAgoNs(st.seen, now, current && !st.blocked ? idleAtLeast(alg, st.word, now, rule) : 0n)) / 1e6), blocked: st.blocked,
         });
       }
     }

@@ -9,11 +9,11 @@
  *   node dist/scripts/gen-types.js --check  exit 1 if a committed file differs
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { loadBtf, resolveType, sizeOf, type Btf, type BtfType } from '../src/ebpf/btf';
+import { REPO } from '../src/ebpf/paths';
 
-// Compiled to dist/scripts/gen-types.js: the repository is two levels up.
-const repo = resolve(__dirname, '..', '..');
+const repo = REPO;
 
 /** One generated file: the structs and enums named `<prefix>…` in a header, laid out as the BTF of
  *  the objects says (a struct needs to be in the BTF of one of them). */

@@ -17,7 +17,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { flock, LOCK } from '../ebpf';
+import { flock, LOCK, lockRoot, pinRoot, stateRoot } from '../ebpf';
 import type { GeoConfig } from '../limiter/geoip';
 import type { AlgName } from '../limiter/models';
 import type { Lists, RuntimeLists } from '../limiter/lists';
@@ -27,15 +27,15 @@ import { netnsNameProblem, placeProblems } from './names';
 import { point } from './testhooks';
 
 /** Where pins live; SLUICE_PIN_ROOT moves them (a directory on a bpffs; tests use a private one). */
-export const PIN_ROOT = resolve(process.env['SLUICE_PIN_ROOT'] || '/sys/fs/bpf/sluice');
+export const PIN_ROOT = pinRoot();
 /** Where settings and locks live; SLUICE_STATE_DIR moves them. */
-export const STATE_ROOT = resolve(process.env['SLUICE_STATE_DIR'] || '/run/sluice');
+export const STATE_ROOT = stateRoot();
 /**
  * Where a daemon marks the interfaces it manages, machine-wide (not per state directory, so that
  * two daemons with separate state directories still cannot manage one interface); SLUICE_LOCK_DIR
  * moves it.
  */
-export const MANAGER_ROOT = resolve(process.env['SLUICE_LOCK_DIR'] || '/run/lock/sluice');
+export const MANAGER_ROOT = lockRoot();
 
 export type Mode = 'native' | 'generic';
 

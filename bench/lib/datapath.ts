@@ -9,9 +9,9 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BENCH_OBJECT, BPF_DIR, ObjectSpec, PROD_OBJECT, TEST_OBJECT, type Collection, type Program } from '../../src/ebpf';
+import { BENCH_OBJECT, BPF_DIR, ObjectSpec, PROD_OBJECT, TEST_OBJECT, type BpfMap, type Collection, type Program } from '../../src/ebpf';
 import { encodeTestCtl, SL_TEST_CTL_SIZE } from '../../src/generated/types';
-import { limiterMapsOf, loadDataPath } from '../../src/limiter/datapath';
+import { loadDataPath } from '../../src/limiter/datapath';
 import { Limiter, LIMITER_MAP_NAMES, STATE_MAP_NAMES, type LimiterMaps } from '../../src/limiter/limiter';
 
 export { BENCH_OBJECT, PROD_OBJECT, TEST_OBJECT };
@@ -62,8 +62,10 @@ export class BenchDatapath {
   readonly prog: Program;
 
   private constructor(readonly coll: Collection, limiter: LimiterClass = Limiter, names: readonly string[] = LIMITER_MAP_NAMES) {
-    // Another commit's Limiter takes that commit's maps (`names`, checked at load).
-    this.limiter = new limiter(limiterMapsOf(coll.maps, (name) => new TypeError(`no map '${name}'`), names));
+    // Another commit's Limiter takes that commit's maps (`names`, checked at load), not this one's.
+    const maps: Partial<LimiterMaps> & Record<string, BpfMap> = {};
+    for (const name of names) maps[name] = coll.map(name);
+    this.limiter = new limiter(maps as LimiterMaps);
     this.prog = coll.program('sluice_xdp');
   }
 

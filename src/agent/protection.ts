@@ -14,7 +14,7 @@ import {
   tcAttach, tcDetach, tcHookCreate, tcQuery, xdpQuery,
   type Collection,
 } from '../ebpf';
-import { DEFAULT_MAX_RULES, limiterMapsOf, loadDataPath, PROGRAM, TC_PROGRAM, type DataPathOptions } from '../limiter/datapath';
+import { DEFAULT_MAX_RULES, limiterMapsOf, loadDataPath, mapOf, PLUGIN_MAPS, PROGRAM, TC_PROGRAM, type DataPathOptions } from '../limiter/datapath';
 import { Limiter, ListsTooLargeError, RULE_SIZED_MAPS, STATE_MAP_NAMES } from '../limiter/limiter';
 import { compiledListsSteps, emptyLists, normaliseListsSteps, type Lists, type RuntimeLists } from '../limiter/lists';
 import { runAsync } from '../limiter/steps';
@@ -728,7 +728,7 @@ export class Protection {
             key.writeUInt32LE(Number(slot));
             const val = Buffer.alloc(4);
             val.writeUInt32LE(prog.fd);
-            maps.get(`sl_plugins_${hook}`)!.update(key, val);
+            mapOf(maps, PLUGIN_MAPS[hook])!.update(key, val);
           } finally {
             prog.close();
           }
@@ -804,7 +804,7 @@ export class Protection {
       this.assertStamp();
       let prog: Program;
       try {
-        prog = await plugProgram(this.maps.get(`sl_plugins_${hook}`)!, hook, slot, object, program);
+        prog = await plugProgram(mapOf(this.maps, PLUGIN_MAPS[hook])!, hook, slot, object, program);
       } catch (e) {
         if (e instanceof RangeError || !(e instanceof BpfError)) throw new AgentError(AgentCode.InvalidArgument, (e as Error).message);
         throw e;
@@ -827,7 +827,7 @@ export class Protection {
     return locked(this.place, () => {
       this.reload();
       assertNoPending(this.place);
-      const had = unplugProgram(this.maps.get(`sl_plugins_${hook}`)!, slot);
+      const had = unplugProgram(mapOf(this.maps, PLUGIN_MAPS[hook])!, slot);
       rmSync(join(pinDir(this.place), 'plugins', `${hook}_${slot}`), { force: true });
       delete this.settings.plugins[hook][String(slot)];
       saveSettings(this.settings);

@@ -8,7 +8,9 @@
  * some), except sl_cidr, which is sized only when asked for.
  */
 import { numPossibleCpus, ObjectSpec, type BpfMap, type Collection, type ConstantValue, type Program } from '../ebpf';
+import type { MapName } from '../generated/types';
 import { LIMITER_MAP_NAMES, RULE_SIZED_MAPS, STATE_MAP_NAMES, type LimiterMaps } from './limiter';
+import type { Hook } from './plugins';
 
 /** The XDP program and the tc egress program of bpf/sluice.bpf.c. */
 export const PROGRAM = 'sluice_xdp';
@@ -82,19 +84,29 @@ export async function loadDataPath(object: string, o: DataPathOptions = {}): Pro
 
 /**
  * The maps a Limiter writes, taken from a collection or from pins by name; `missing` makes the
- * error for a map that is not there (each caller words it for its reader). `names`: another
- * commit's Limiter may need other maps (the benchmarks' base).
+ * error for a map that is not there (each caller words it for its reader).
  */
 export function limiterMapsOf(
   maps: ReadonlyMap<string, BpfMap>,
   missing: (name: string) => Error = (name) => new Error(`map ${name} missing from the object`),
-  names: readonly string[] = LIMITER_MAP_NAMES,
 ): LimiterMaps {
-  const out: Record<string, BpfMap> = {};
-  for (const name of names) {
+  const out: Partial<LimiterMaps> = {};
+  for (const name of LIMITER_MAP_NAMES) {
     const m = maps.get(name);
     if (!m) throw missing(name);
     out[name] = m;
   }
-  return out as unknown as LimiterMaps;
+  return out as LimiterMaps;
 }
+
+/**
+ * A map of a collection or of pins by its name, checked against the maps the object declares
+ * (src/generated/types.ts, Maps: a misspelt or removed map fails to compile); undefined when this
+ * object or these pins lack it (an older build).
+ */
+export function mapOf(maps: ReadonlyMap<string, BpfMap>, name: MapName): BpfMap | undefined {
+  return maps.get(name);
+}
+
+/** The program array of each plugin hook. */
+export const PLUGIN_MAPS = { xdp: 'sl_plugins_xdp', tc: 'sl_plugins_tc' } as const satisfies Record<Hook, MapName>;

@@ -19,7 +19,7 @@ import { Limiter, ListsTooLargeError, RULE_SIZED_MAPS, STATE_MAP_NAMES } from '.
 import { compiledListsSteps, emptyLists, normaliseListsSteps, type Lists, type RuntimeLists } from '../limiter/lists';
 import { runAsync } from '../limiter/steps';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
-import { ruleScopeOf } from '../config/load';
+import { defaultRuleOf } from '../limiter/rule';
 import { plugProgram, unplugProgram, type Hook } from '../limiter/plugins';
 import { compileGeo, type GeoCompiled, type GeoConfig } from '../limiter/geoip';
 import { Abi } from '../generated/types';
@@ -88,20 +88,7 @@ export function withLimits(base: Limits, change: Partial<Limits> | undefined): L
 
 /** The policy a Settings describes: the default rule from the limits, then the rules. */
 export function policyOf(s: Pick<Settings, 'limits' | 'rules'>): PolicySpec {
-  const l = s.limits;
-  const base: RuleSpec = {
-    id: 0,
-    name: 'default',
-    alg: l.algorithm,
-    pps: l.rate,
-    ...(l.ratePeriodMs !== undefined ? { ppsPeriodMs: l.ratePeriodMs } : {}),
-    ppsBurst: l.burst,
-    windowMs: l.windowMs,
-    key: { v4: l.keyV4, v6: l.keyV6 },
-    ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) } : {}),
-    ...ruleScopeOf(l),
-  };
-  return { rules: [base, ...s.rules] };
+  return { rules: [defaultRuleOf(s.limits), ...s.rules] };
 }
 
 function checkPrivileges(): void {

@@ -187,7 +187,8 @@ function mapsTable(obj: Btf & { object: string }, structNames: string[]): string
   }
   out.push('} as const;', '');
   out.push('/** The name of a map of the object. */', 'export type MapName = keyof typeof Maps;', '');
-  out.push('/** One M (a BpfMap, a size, …) for each map of the object, by name. */', 'export type DataPathMaps<M> = { [K in MapName]: M };', '');
+  out.push('/** One M (a BpfMap, a size, …) for each map of the object, by name. */');
+  out.push('export type DataPathMaps<M> = { [K in MapName]: M };', '');
   return out;
 }
 

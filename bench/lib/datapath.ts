@@ -76,7 +76,8 @@ export class BenchDatapath {
   static async load(o: BenchLoad = {}): Promise<BenchDatapath> {
     const names = o.mapNames ?? LIMITER_MAP_NAMES;
     const dp = await loadDataPath(o.object ?? PROD_OBJECT, {
-      require: names, maxEntries: o.maxEntries, maxRules: o.maxRules, cidrEntries: o.cidrEntries, maxListEntries: o.maxListEntries, constants: o.constants,
+      require: names, maxEntries: o.maxEntries, maxRules: o.maxRules, cidrEntries: o.cidrEntries,
+      maxListEntries: o.maxListEntries, constants: o.constants,
     });
     try {
       return new BenchDatapath(dp.coll, o.limiter, names);

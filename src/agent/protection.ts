@@ -14,7 +14,9 @@ import {
   tcAttach, tcDetach, tcHookCreate, tcQuery, xdpQuery,
   type Collection,
 } from '../ebpf';
-import { DEFAULT_MAX_RULES, limiterMapsOf, loadDataPath, mapOf, PLUGIN_MAPS, PROGRAM, TC_PROGRAM, type DataPathOptions } from '../limiter/datapath';
+import {
+  DEFAULT_MAX_RULES, limiterMapsOf, loadDataPath, mapOf, PLUGIN_MAPS, PROGRAM, TC_PROGRAM, type DataPathOptions,
+} from '../limiter/datapath';
 import { Limiter, ListsTooLargeError, RULE_SIZED_MAPS, STATE_MAP_NAMES } from '../limiter/limiter';
 import { compiledListsSteps, emptyLists, normaliseListsSteps, type Lists, type RuntimeLists } from '../limiter/lists';
 import { runAsync } from '../limiter/steps';
@@ -159,7 +161,9 @@ function repinRunningMaps(dir: string, maps: Map<string, BpfMap>): string[] {
 }
 
 function limiterOf(maps: Map<string, BpfMap>): Limiter {
-  return new Limiter(limiterMapsOf(maps, (name) => new AgentError(AgentCode.StateIncompatible, `the pinned state has no map ${name}: start afresh with \`sluice up --reset-state\``)));
+  const missing = (name: string): AgentError =>
+    new AgentError(AgentCode.StateIncompatible, `the pinned state has no map ${name}: start afresh with \`sluice up --reset-state\``);
+  return new Limiter(limiterMapsOf(maps, missing));
 }
 
 function validateLimits(l: Limits): void {
@@ -481,10 +485,14 @@ export class Protection {
   /** Load the object as the settings size it (src/limiter/datapath.ts); its egress program is
    *  loaded (and verified, which takes as long as the XDP program's verification) only when egress
    *  is asked for: no path uses it otherwise. `prepare` sees the spec before the load. */
-  private static async load(base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'>, prepare?: DataPathOptions['prepare']): Promise<Collection> {
+  private static async load(
+    base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'>,
+    prepare?: DataPathOptions['prepare'],
+  ): Promise<Collection> {
     const object = base.object;
     if (!existsSync(object)) throw new AgentError(AgentCode.InvalidArgument, `no BPF object at ${object}: build it with \`make -C bpf\``);
-    const dp = await loadDataPath(object, { maxEntries: base.maxEntries, maxRules: base.maxRules, maxListEntries: listMax(base), egress: base.egress, prepare });
+    const sizes = { maxEntries: base.maxEntries, maxRules: base.maxRules, maxListEntries: listMax(base) };
+    const dp = await loadDataPath(object, { ...sizes, egress: base.egress, prepare });
     return dp.coll;
   }
 

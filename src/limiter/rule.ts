@@ -44,7 +44,8 @@ export interface Limits {
  * algorithm's default); no byte limit.
  */
 export const DEFAULT_LIMITS: Limits = {
-  algorithm: 'fixed', rate: Defaults.PPS, burst: 0, bytesRate: null, bytesBurst: 0, windowMs: Defaults.WINDOW_MS, keyV4: Defaults.KEY_V4, keyV6: Defaults.KEY_V6,
+  algorithm: 'fixed', rate: Defaults.PPS, burst: 0, bytesRate: null, bytesBurst: 0,
+  windowMs: Defaults.WINDOW_MS, keyV4: Defaults.KEY_V4, keyV6: Defaults.KEY_V6,
 };
 
 
@@ -59,6 +60,8 @@ export function defaultRuleOf(l: Limits): RuleSpec {
     id: 0, name: 'default', alg: l.algorithm, pps: l.rate, ppsBurst: l.burst, windowMs: l.windowMs, key: { v4: l.keyV4, v6: l.keyV6 },
     ...ruleScopeOf(l),
     ...(l.ratePeriodMs !== undefined ? { ppsPeriodMs: l.ratePeriodMs } : {}),
-    ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) } : {}),
+    ...(l.bytesRate !== null
+      ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) }
+      : {}),
   };
 }

@@ -6,7 +6,7 @@
 import ipaddr from 'ipaddr.js';
 import { Action, Alg, Bounds, Dir, RuleFlags, type Rule } from '../generated/types';
 import { ALG_BY_NAME, derive, paramsOf, TAT_SPAN, type AlgName } from './models';
-import { FULL_FRAME_BYTES, MAX_RATE as MAX_RATE_NUMBER } from './rule';
+import { FULL_FRAME_BYTES, MAX_RATE as MAX_RATE_NUMBER } from './bounds';
 
 export type ActionName = 'drop' | 'dry-run' | 'block';
 

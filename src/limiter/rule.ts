@@ -3,7 +3,7 @@
  * command line, the config file, the policy file and the API set them, and as the settings file
  * keeps them), the default rule they make (a RuleSpec, which compilePolicy turns into the
  * generated sl_rule), and the bounds and defaults both sides share, taken from the generated
- * types where bpf/sluice.h states them and stated here once where it does not.
+ * types where bpf/sluice.h states them and stated once (./bounds.ts) where it does not.
  *
  * config -> limiter and agent -> limiter are allowed edges: the config's schema produces Limits,
  * the agent and the policy compiler consume them.
@@ -12,10 +12,7 @@ import { Defaults } from '../generated/types';
 import type { AlgName } from './models';
 import type { RuleSpec } from './policy';
 
-/** The largest rate (packets or bytes per period) the data path's arithmetic takes: 2^40. */
-export const MAX_RATE = 2 ** 40;
-/** A full-size Ethernet frame without FCS: a byte limit must let one through. */
-export const FULL_FRAME_BYTES = 1514;
+export { FULL_FRAME_BYTES, MAX_RATE } from './bounds';
 
 /** The default rule as the command line sets it. */
 export interface Limits {

@@ -12,8 +12,8 @@
 import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { REPO } from '../test/lib/datapath';
-import { Fleet, freeRedisPorts, RedisCluster, RedisServer, shapes } from '../test/lib/fleet';
+import { REPO } from '../src/ebpf';
+import { Fleet, freeRedisPorts, RedisCluster, RedisServer, shapes } from '../src/lab/fleet';
 
 const arg = (name: string, dflt: string): string => {
   const i = process.argv.indexOf(`--${name}`);

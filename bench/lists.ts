@@ -23,9 +23,10 @@ import { join, resolve } from 'node:path';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { Protection } from '../src/agent/protection';
 import type { Lists } from '../src/limiter/lists';
-import type { Limiter, LimiterMaps } from '../src/limiter/limiter';
-import { REPO, TestDatapath } from '../test/lib/datapath';
-import { Testbed } from '../test/lib/netns';
+import { REPO, TEST_OBJECT } from '../src/ebpf';
+import { Testbed } from '../src/lab/testbed';
+import { limiterMapsOf, loadDataPath } from '../src/limiter/datapath';
+import { Limiter, type LimiterMaps } from '../src/limiter/limiter';
 
 const arg = (name: string, dflt: string | undefined): string | undefined => {
   const i = process.argv.indexOf(`--${name}`);
@@ -77,7 +78,8 @@ async function main(): Promise<void> {
     loadavg_before: loadavg().map((l) => +l.toFixed(2)),
     runs: RUNS,
   };
-  const dp = await TestDatapath.load({ maxListEntries: 2 * N });
+  const loaded = await loadDataPath(TEST_OBJECT, { maxListEntries: 2 * N });
+  const dp = { limiter: new Limiter(limiterMapsOf(loaded.coll.maps)), close: () => loaded.close() };
   const modes: [string, (l: Lists) => unknown][] = [
     ['sliced', (lists) => dp.limiter.applyAsync({ lists })],
     ['at once', (lists) => dp.limiter.apply({ lists })],

@@ -17,9 +17,9 @@ import { Daemon } from '../src/agent/daemon';
 import { Protection } from '../src/agent/protection';
 import { liveRules } from '../src/agent/report';
 import { Bounds, SL_KEY_SIZE, SL_STATE_SIZE, StateBits } from '../src/generated/types';
-import { writeConfig } from '../test/daemon/helpers';
-import { REPO } from '../test/lib/datapath';
-import { Testbed } from '../test/lib/netns';
+import { REPO } from '../src/ebpf';
+import { writeConfig } from '../src/lab/daemon-process';
+import { Testbed } from '../src/lab/testbed';
 
 const arg = (name: string, dflt: string): string => {
   const i = process.argv.indexOf(`--${name}`);

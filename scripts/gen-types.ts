@@ -9,11 +9,11 @@
  *   node dist/scripts/gen-types.js --check  exit 1 if a committed file differs
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { loadBtf, resolveType, sizeOf, type Btf, type BtfType } from '../src/ebpf/btf';
+import { REPO } from '../src/ebpf/paths';
 
-// Compiled to dist/scripts/gen-types.js: the repository is two levels up.
-const repo = resolve(__dirname, '..', '..');
+const repo = REPO;
 
 /** One generated file: the structs and enums named `<prefix>…` in a header, laid out as the BTF of
  *  the objects says (a struct needs to be in the BTF of one of them). */
@@ -22,10 +22,12 @@ interface Target {
   header: string;
   prefix: string;
   out: string;
+  /** Also emit the table of the first object's maps (name -> type, key, value). */
+  maps?: boolean;
 }
 
 const TARGETS: Target[] = [
-  { objects: ['bpf/sluice_test.bpf.o'], header: 'bpf/sluice.h', prefix: 'sl_', out: 'src/generated/types.ts' },
+  { objects: ['bpf/sluice_test.bpf.o'], header: 'bpf/sluice.h', prefix: 'sl_', out: 'src/generated/types.ts', maps: true },
   { objects: ['bpf/lab/count.bpf.o', 'bpf/lab/flood.bpf.o'], header: 'bpf/lab/lab.h', prefix: 'lab_', out: 'src/generated/lab.ts' },
 ];
 
@@ -120,8 +122,11 @@ export function generate(target: Target = TARGETS[0]!): string {
     const prefix = commonPrefix(t.values!.map((v) => v.name));
     out.push(`export const ${camel(name)} = {`);
     for (const v of t.values!) out.push(`  ${v.name.slice(prefix.length)}: ${v.val},`);
-    out.push('} as const;', '');
+    out.push('} as const;');
+    out.push(`/** One value of enum ${name}. */`);
+    out.push(`export type ${camel(name)}Value = (typeof ${camel(name)})[keyof typeof ${camel(name)}];`, '');
   }
+  if (target.maps) out.push(...mapsTable(loaded[0]!, structNames));
   for (const name of structNames) {
     const { types, t } = find(name);
     if (!t || t.kind !== 'STRUCT') throw new Error(`struct ${name} of ${target.header} is missing from the BTF of ${OBJECT}`);
@@ -144,6 +149,47 @@ export function generate(target: Target = TARGETS[0]!): string {
     out.push('  return b;', '}', '');
   }
   return out.join('\n');
+}
+
+/**
+ * The maps the object declares (its .maps section, in BTF order): the map type (BPF_MAP_TYPE_*),
+ * max_entries as declared, and key and value as a struct of this file or a size in bytes; then
+ * MapName (their union) and DataPathMaps<M> (one M per map, e.g. a BpfMap), so that a map is named
+ * by a checked name, never by a string built at run time.
+ */
+function mapsTable(obj: Btf & { object: string }, structNames: string[]): string[] {
+  const { types } = obj;
+  const sec = [...types.values()].find((t) => t.kind === 'DATASEC' && t.name === '.maps');
+  if (!sec) throw new Error(`${obj.object} has no .maps section in its BTF`);
+  const num = (id: number): number => resolveType(types, resolveType(types, id).type_id!).nr_elems!; // __uint(x, N): int (*x)[N]
+  const side = (id: number): string => {
+    const t = resolveType(types, resolveType(types, id).type_id!); // __type(key, T): T *key
+    if (t.kind === 'STRUCT' && structNames.includes(t.name)) return `{ struct: '${t.name}', size: ${t.size} }`;
+    return `{ size: ${sizeOf(types, t)} }`;
+  };
+  const out = [
+    `/** The maps of ${obj.object} (its .maps section): map type (BPF_MAP_TYPE_*), declared max_entries, key`,
+    ' *  and value (the struct of this file that lays them out, and their size). sl_test: the test build only. */',
+    'export const Maps = {',
+  ];
+  for (const v of sec.vars!) {
+    const variable = types.get(v.type_id)!;
+    const def = resolveType(types, variable.type_id!);
+    const m = new Map(def.members!.map((x) => [x.name, x.type_id]));
+    const parts = [`type: ${num(m.get('type')!)}`];
+    if (m.has('max_entries')) parts.push(`maxEntries: ${num(m.get('max_entries')!)}`);
+    if (m.has('key')) parts.push(`key: ${side(m.get('key')!)}`);
+    else if (m.has('key_size')) parts.push(`key: { size: ${num(m.get('key_size')!)} }`);
+    if (m.has('value')) parts.push(`value: ${side(m.get('value')!)}`);
+    else if (m.has('value_size')) parts.push(`value: { size: ${num(m.get('value_size')!)} }`);
+    else if (m.has('values')) parts.push('value: { size: 4 }'); // an array of maps or programs: ids
+    out.push(`  ${variable.name}: { ${parts.join(', ')} },`);
+  }
+  out.push('} as const;', '');
+  out.push('/** The name of a map of the object. */', 'export type MapName = keyof typeof Maps;', '');
+  out.push('/** One M (a BpfMap, a size, …) for each map of the object, by name. */');
+  out.push('export type DataPathMaps<M> = { [K in MapName]: M };', '');
+  return out;
 }
 
 function commonPrefix(names: string[]): string {

@@ -8,16 +8,16 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Protection } from '../../src/agent/protection';
+import { SLUICE_BIN } from '../../src/ebpf';
 import { pinDir } from '../../src/agent/state';
 import { flood } from '../../src/lab';
 import { run } from '../../src/lab/netns';
 import { Reason } from '../../src/generated/types';
 import { stateMapsOf } from '../../src/limiter/state';
-import { REPO } from '../../test/lib/datapath';
 import { BenchDatapath, median } from './datapath';
 import { RX_CPU, SINK_PORT, type Site } from './throughput';
 
-const SLUICE = join(REPO, 'bin', 'sluice.js');
+const SLUICE = SLUICE_BIN;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
 

@@ -1,20 +1,20 @@
 /**
- * The data path as the benchmarks load it: an object with its load-time constants and map sizes
- * set as the control plane sets them (src/agent/protection.ts), driven through the Limiter, run
- * with BPF_PROG_TEST_RUN. Unlike test/lib/datapath.ts it lets a benchmark set any constant
- * (coarse_clock) and size (sl_cidr, max_rules), and the test build's key salt modulo N.
+ * The data path as the benchmarks load it: an object loaded by the one loader of the control plane
+ * (src/limiter/datapath.ts, as the agent and the tests load it), driven through the Limiter, run
+ * with BPF_PROG_TEST_RUN. Unlike the tests a benchmark sets any constant (coarse_clock) and size
+ * (sl_cidr, max_rules), loads another commit's objects with that commit's Limiter, and sets the
+ * test build's key salt modulo N.
  */
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { numPossibleCpus, ObjectSpec, type BpfMap, type Collection, type Program } from '../../src/ebpf';
+import { join } from 'node:path';
+import { BENCH_OBJECT, BPF_DIR, ObjectSpec, PROD_OBJECT, TEST_OBJECT, type BpfMap, type Collection, type Program } from '../../src/ebpf';
 import { encodeTestCtl, SL_TEST_CTL_SIZE } from '../../src/generated/types';
-import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, STATE_MAP_NAMES, type LimiterMaps } from '../../src/limiter/limiter';
-import { BENCH_OBJECT, PROD_OBJECT, TEST_OBJECT } from '../../test/lib/datapath';
+import { loadDataPath } from '../../src/limiter/datapath';
+import { Limiter, LIMITER_MAP_NAMES, STATE_MAP_NAMES, type LimiterMaps } from '../../src/limiter/limiter';
 
 export { BENCH_OBJECT, PROD_OBJECT, TEST_OBJECT };
-const REPO_BPF = dirname(PROD_OBJECT);
 
 export interface BenchLoad {
   object?: string;
@@ -23,6 +23,8 @@ export interface BenchLoad {
   maxRules?: number;
   /** Entries of the source-prefix trie (both policy halves). */
   cidrEntries?: number;
+  /** Entries of one half of sl_lists. */
+  maxListEntries?: number;
   /**
    * The Limiter class that writes this object's maps: another commit's (its compiled control plane,
    * see scripts/baseline.sh) when that commit's map layouts differ from this one's.
@@ -60,9 +62,10 @@ export class BenchDatapath {
   readonly prog: Program;
 
   private constructor(readonly coll: Collection, limiter: LimiterClass = Limiter, names: readonly string[] = LIMITER_MAP_NAMES) {
-    const maps = {} as Record<string, BpfMap>;
+    // Another commit's Limiter takes that commit's maps (`names`, checked at load), not this one's.
+    const maps: Partial<LimiterMaps> & Record<string, BpfMap> = {};
     for (const name of names) maps[name] = coll.map(name);
-    this.limiter = new limiter(maps as unknown as LimiterMaps);
+    this.limiter = new limiter(maps as LimiterMaps);
     this.prog = coll.program('sluice_xdp');
   }
 
@@ -71,20 +74,16 @@ export class BenchDatapath {
    * sl_abi_map): the limiter's maps are required, the rule-sized ones are sized only if present.
    */
   static async load(o: BenchLoad = {}): Promise<BenchDatapath> {
-    const path = o.object ?? PROD_OBJECT;
-    const spec = ObjectSpec.open(path);
+    const names = o.mapNames ?? LIMITER_MAP_NAMES;
+    const dp = await loadDataPath(o.object ?? PROD_OBJECT, {
+      require: names, maxEntries: o.maxEntries, maxRules: o.maxRules, cidrEntries: o.cidrEntries,
+      maxListEntries: o.maxListEntries, constants: o.constants,
+    });
     try {
-      const names = o.mapNames ?? LIMITER_MAP_NAMES;
-      const missing = names.filter((name) => !spec.map(name));
-      if (missing.length) throw new Error(`${path} has no map ${missing.join(', ')}: the Limiter needs it`);
-      const maxRules = o.maxRules ?? 1024;
-      if (o.maxEntries) for (const name of STATE_MAP_NAMES) if (spec.map(name)) spec.setMaxEntries(name, o.maxEntries);
-      if (o.cidrEntries) spec.setMaxEntries('sl_cidr', o.cidrEntries);
-      for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) if (spec.map(name)) spec.setMaxEntries(name, size(maxRules));
-      spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus(), ...o.constants });
-      return new BenchDatapath(await spec.load(), o.limiter, names);
-    } finally {
-      spec.close();
+      return new BenchDatapath(dp.coll, o.limiter, names);
+    } catch (e) {
+      dp.close();
+      throw e;
     }
   }
 
@@ -128,7 +127,7 @@ export interface ObjectSet {
  * Copy a build's two objects (default: bpf/) to a temporary directory, so that a rebuild while a
  * benchmark loads its many cases cannot give it objects of two builds.
  */
-export function snapshotObjects(from = REPO_BPF): ObjectSet {
+export function snapshotObjects(from = BPF_DIR): ObjectSet {
   const srcs = { prod: join(from, 'sluice.bpf.o'), test: join(from, 'sluice_test.bpf.o') };
   for (const p of Object.values(srcs)) if (!existsSync(p)) throw new Error(`${p} does not exist (a directory of objects holds sluice.bpf.o and sluice_test.bpf.o)`);
   const dir = mkdtempSync(join(tmpdir(), 'sluice-objects-'));

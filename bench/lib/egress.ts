@@ -8,10 +8,12 @@
  * swings by a quarter from one run to the next, so the figure is the median of the rounds' ratios,
  * each taken between runs next to each other.
  */
-import { enableStats, tcAttach, tcDetach, tcHookCreate } from '../../src/ebpf';
+import { enableStats, STACK_OBJECT, tcAttach, tcDetach, tcHookCreate } from '../../src/ebpf';
+import { Testbed } from '../../src/lab/testbed';
+import { tcpTransfer, type TransferResult } from '../../src/lab/transfer';
+import { limiterMapsOf, loadDataPath } from '../../src/limiter/datapath';
+import { Limiter } from '../../src/limiter/limiter';
 import type { RuleSpec } from '../../src/limiter/policy';
-import { Testbed } from '../../test/lib/netns';
-import { loadSluice, tcpTransfer, type TransferResult } from '../../test/stack/lib';
 
 const TC_FILTER = { handle: 0x51c, priority: 0x51c } as const;
 const INGRESS_DEFAULT: RuleSpec = { id: 0, alg: 'token', pps: 100_000, ppsBurst: 100_000 };
@@ -42,7 +44,9 @@ const median = (xs: number[]): number => {
 
 export async function egressBench(id: string, o: { rounds: number; seconds: number; log: (s: string) => void }): Promise<EgressResult> {
   const tb = new Testbed({ id });
-  const sluice = await loadSluice();
+  // As the stack tests load it (test/stack/lib.ts): 64 rule slots, the object's state size.
+  const { coll } = await loadDataPath(STACK_OBJECT, { maxEntries: 100_000, maxRules: 64 });
+  const sluice = { coll, limiter: new Limiter(limiterMapsOf(coll.maps)) };
   const stats = enableStats();
   try {
     const cli = await tb.addNs('ecli');

@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO } from '../../test/lib/datapath';
+import { REPO } from '../../src/ebpf/paths';
 import type { DecisionRow } from '../decision';
 import type { AccuracyRow } from './accuracy';
 import { RESULTS, type Machine } from './results';

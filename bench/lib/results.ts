@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { REPO } from '../../test/lib/datapath';
+import { REPO } from '../../src/ebpf/paths';
 
 export const RESULTS = join(REPO, 'bench', 'results');
 

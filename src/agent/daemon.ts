@@ -33,6 +33,7 @@ import {
 } from '../config';
 import type { Snapshot } from '../limiter/stats';
 import { sweepPenalties } from '../limiter/limiter';
+import { mapOf } from '../limiter/datapath';
 import { compiledListsSteps, editRuntime, emptyRuntime, layered, runtimeIsEmpty, type ListName, type RuntimeLists } from '../limiter/lists';
 import { formatPrefix, parsePrefix, type RuleSpec } from '../limiter/policy';
 import { REASON_NAMES } from '../limiter/stats';
@@ -467,7 +468,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     for (const m of this.managed.values()) {
       await this.ensure(m, reason);
       // Expired blocks and over-limit records of keys that never came back (bpf/maps.h, sl_penalty).
-      const pen = m.protection?.maps.get('sl_penalty');
+      const pen = m.protection && mapOf(m.protection.maps, 'sl_penalty');
       if (pen) sweepPenalties(pen);
     }
   }
@@ -583,7 +584,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
 
   /** Drain the interface's ring buffer from now on: nothing decided before is shown as new. */
   private startEvents(m: Managed): void {
-    if (!m.protection?.maps.get('sl_events')) return;
+    if (!m.protection || !mapOf(m.protection.maps, 'sl_events')) return;
     const p = m.cfg;
     try {
       m.events = new EventHub(m.protection, (e) => this.log.error({ event: 'events_failed', iface: p.iface, netns: p.netns }, `reading the events of ${where(p)} failed: ${e.message}`));

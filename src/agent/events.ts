@@ -11,6 +11,7 @@ import ipaddr from 'ipaddr.js';
 import { RingBuffer } from '../ebpf';
 import { decodeEvent, decodeEventBudget, SL_EVENT_BUDGET_SIZE, SL_EVENT_SIZE } from '../generated/types';
 import { parsePrefix, covers, type Prefix } from '../limiter/policy';
+import { mapOf } from '../limiter/datapath';
 import { REASON_NAMES } from '../limiter/stats';
 import type { Protection } from './protection';
 
@@ -113,7 +114,7 @@ export class EventDecoder {
 }
 
 export function eventBudget(p: Protection): EventBudget | undefined {
-  const map = p.maps.get('sl_event_budget');
+  const map = mapOf(p.maps, 'sl_event_budget');
   if (!map) return undefined;
   let suppressed = 0;
   let lost = 0;
@@ -138,7 +139,7 @@ export class EventReader {
   readonly decoder: EventDecoder;
   constructor(readonly p: Protection) {
     this.decoder = new EventDecoder(p);
-    this.rb = RingBuffer.open(p.maps.get('sl_events')!);
+    this.rb = RingBuffer.open(mapOf(p.maps, 'sl_events')!);
   }
 
   async *events(signal?: AbortSignal): AsyncGenerator<EventView> {

@@ -10,15 +10,18 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import {
-  BpfError, BpfMap, hasBpfPrivileges, ifindex, Link, numPossibleCpus, ObjectSpec, PermissionError, Program,
+  BpfError, BpfMap, hasBpfPrivileges, ifindex, Link, PermissionError, PROD_OBJECT, Program,
   tcAttach, tcDetach, tcHookCreate, tcQuery, xdpQuery,
   type Collection,
 } from '../ebpf';
-import { Limiter, LIMITER_MAP_NAMES, ListsTooLargeError, RULE_SIZED_MAPS, STATE_MAP_NAMES, type LimiterMaps } from '../limiter/limiter';
+import {
+  DEFAULT_MAX_RULES, limiterMapsOf, loadDataPath, mapOf, PLUGIN_MAPS, PROGRAM, TC_PROGRAM, type DataPathOptions,
+} from '../limiter/datapath';
+import { Limiter, ListsTooLargeError, RULE_SIZED_MAPS, STATE_MAP_NAMES } from '../limiter/limiter';
 import { compiledListsSteps, emptyLists, normaliseListsSteps, type Lists, type RuntimeLists } from '../limiter/lists';
 import { runAsync } from '../limiter/steps';
 import { compilePolicy, type PolicySpec, type RuleSpec } from '../limiter/policy';
-import { ruleScopeOf } from '../config/load';
+import { defaultRuleOf } from '../limiter/rule';
 import { plugProgram, unplugProgram, type Hook } from '../limiter/plugins';
 import { compileGeo, type GeoCompiled, type GeoConfig } from '../limiter/geoip';
 import { Abi } from '../generated/types';
@@ -32,13 +35,12 @@ import {
 } from './state';
 import { point } from './testhooks';
 
-export const DEFAULT_OBJECT = resolve(__dirname, '..', '..', '..', 'bpf', 'sluice.bpf.o');
-export const PROGRAM = 'sluice_xdp';
-export const TC_PROGRAM = 'sluice_egress';
+export const DEFAULT_OBJECT = PROD_OBJECT;
+export { PROGRAM, TC_PROGRAM };
 /** Sluice's tc egress filter: this handle and priority, replaced in place on upgrade. */
 export const TC_FILTER = { handle: 0x51c, priority: 0x51c } as const;
 export const DEFAULT_MAX_ENTRIES = 100_000;
-export const DEFAULT_MAX_RULES = 1024;
+export { DEFAULT_MAX_RULES };
 /** List entries per policy half (sl_lists holds two halves): bpf/sluice.h, SL_DEFAULT_LIST_MAX. */
 export const DEFAULT_MAX_LIST_ENTRIES = 65536;
 
@@ -88,20 +90,7 @@ export function withLimits(base: Limits, change: Partial<Limits> | undefined): L
 
 /** The policy a Settings describes: the default rule from the limits, then the rules. */
 export function policyOf(s: Pick<Settings, 'limits' | 'rules'>): PolicySpec {
-  const l = s.limits;
-  const base: RuleSpec = {
-    id: 0,
-    name: 'default',
-    alg: l.algorithm,
-    pps: l.rate,
-    ...(l.ratePeriodMs !== undefined ? { ppsPeriodMs: l.ratePeriodMs } : {}),
-    ppsBurst: l.burst,
-    windowMs: l.windowMs,
-    key: { v4: l.keyV4, v6: l.keyV6 },
-    ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) } : {}),
-    ...ruleScopeOf(l),
-  };
-  return { rules: [base, ...s.rules] };
+  return { rules: [defaultRuleOf(s.limits), ...s.rules] };
 }
 
 function checkPrivileges(): void {
@@ -172,13 +161,9 @@ function repinRunningMaps(dir: string, maps: Map<string, BpfMap>): string[] {
 }
 
 function limiterOf(maps: Map<string, BpfMap>): Limiter {
-  const m = {} as Record<string, BpfMap>;
-  for (const name of LIMITER_MAP_NAMES) {
-    const map = maps.get(name);
-    if (!map) throw new AgentError(AgentCode.StateIncompatible, `the pinned state has no map ${name}: start afresh with \`sluice up --reset-state\``);
-    m[name] = map;
-  }
-  return new Limiter(m as unknown as LimiterMaps);
+  const missing = (name: string): AgentError =>
+    new AgentError(AgentCode.StateIncompatible, `the pinned state has no map ${name}: start afresh with \`sluice up --reset-state\``);
+  return new Limiter(limiterMapsOf(maps, missing));
 }
 
 function validateLimits(l: Limits): void {
@@ -497,16 +482,18 @@ export class Protection {
     }
   }
 
-  /** The object to load; its egress program is loaded (and verified, which takes as long as the
-   *  XDP program's verification) only when egress is asked for: no path uses it otherwise. */
-  private static spec(object: string, maxEntries: number, maxRules: number, maxListEntries: number, egress: boolean): ObjectSpec {
+  /** Load the object as the settings size it (src/limiter/datapath.ts); its egress program is
+   *  loaded (and verified, which takes as long as the XDP program's verification) only when egress
+   *  is asked for: no path uses it otherwise. `prepare` sees the spec before the load. */
+  private static async load(
+    base: Omit<Settings, 'mode' | 'ifindex' | 'attachedAt' | 'updatedAt'>,
+    prepare?: DataPathOptions['prepare'],
+  ): Promise<Collection> {
+    const object = base.object;
     if (!existsSync(object)) throw new AgentError(AgentCode.InvalidArgument, `no BPF object at ${object}: build it with \`make -C bpf\``);
-    const spec = ObjectSpec.open(object);
-    for (const name of STATE_MAP_NAMES) if (spec.map(name)) spec.setMaxEntries(name, maxEntries);
-    if (!egress && spec.program(TC_PROGRAM)) spec.setAutoload(TC_PROGRAM, false);
-    if (spec.maps.some((m) => m.name === 'sl_lists')) spec.setMaxEntries('sl_lists', 2 * maxListEntries);
-    for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) spec.setMaxEntries(name, size(maxRules));
-    return spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus() });
+    const sizes = { maxEntries: base.maxEntries, maxRules: base.maxRules, maxListEntries: listMax(base) };
+    const dp = await loadDataPath(object, { ...sizes, egress: base.egress, prepare });
+    return dp.coll;
   }
 
   /** The object's map layout, for its ABI stamp; refused if the object and this control plane disagree on the ABI. */
@@ -540,12 +527,11 @@ export class Protection {
       throw new AgentError(AgentCode.XdpBusy, `${where(o)} already has an XDP program (id ${id}, name ${name}, ${q.mode} mode) that Sluice did not attach; Sluice will not replace it. Remove it first (for example \`ip${o.netns ? ` -n ${o.netns}` : ''} link set dev ${o.iface} xdp off\`), then run up again`);
     }
     const layout = Protection.layout(base.object);
-    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base), base.egress);
     let coll: Collection | undefined;
     let link: Link | undefined;
     const dir = pinDir(o);
     try {
-      coll = await spec.load();
+      coll = await Protection.load(base);
       Protection.stampFresh(coll.maps, layout, warnings);
       const settings: Settings = { ...base, mode: 'native', ifindex: ifidx, mapLayouts: layout.digests, attachedAt: new Date().toISOString(), updatedAt: '' };
       const limiter = limiterOf(coll.maps);
@@ -586,8 +572,6 @@ export class Protection {
       removeSettings(o);
       removeEmptyScope(o);
       throw e;
-    } finally {
-      spec.close();
     }
   }
 
@@ -600,7 +584,6 @@ export class Protection {
     const maps = pinnedMaps(dir);
     const repinned = repinRunningMaps(dir, maps);
     if (repinned.length) warnings.push(`the pins of ${repinned.join(', ')} were missing (removed by hand?): pinned again from the program that runs, state and counters kept`);
-    let spec: ObjectSpec | undefined;
     let coll: Collection | undefined;
     try {
       // The state must be what this object's program reads, word for word: checked by the ABI
@@ -612,26 +595,26 @@ export class Protection {
         const flags = `--iface ${o.iface}${o.netns ? ` --netns ${o.netns}` : ''}`;
         throw new AgentError(AgentCode.PinsAbiMismatch, `the state pinned for ${where(o)} does not carry the ABI stamp of ${base.object}, so it will not be adopted (its program could read it differently): ${check.problem}. The program that runs there stays attached and keeps enforcing. To load this object, start with fresh state (per-client state and counters are lost; limits, rules and lists are kept, the interface stays protected): \`sluice up ${flags} --reset-state\`${prior.object !== base.object ? `; or keep the object the pins were made with (\`--object ${prior.object}\`)` : ''}`);
       }
-      spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base), base.egress);
       // Everything the new object declares must fit what is pinned, or state cannot be kept.
-      const problems: string[] = [];
-      for (const m of spec.maps) {
-        if (m.name.includes('.')) continue; // .rodata and friends are per program
-        const pinned = maps.get(m.name);
-        if (!pinned) continue; // a map new in this object starts empty
-        const sized = RULE_SIZED_MAPS[m.name];
-        const want = (STATE_MAP_NAMES as readonly string[]).includes(m.name) ? base.maxEntries : m.name === 'sl_lists' ? 2 * listMax(base) : sized ? sized(base.maxRules) : m.maxEntries;
-        if (pinned.type !== m.type || pinned.keySize !== m.keySize || pinned.valueSize !== m.valueSize) {
-          problems.push(`${m.name}: pinned key/value ${pinned.keySize}/${pinned.valueSize} bytes, the object needs ${m.keySize}/${m.valueSize}`);
-        } else if (pinned.maxEntries !== want) {
-          problems.push(`${m.name}: pinned with ${pinned.maxEntries} entries, asked for ${want}`);
+      coll = await Protection.load(base, (spec) => {
+        const problems: string[] = [];
+        for (const m of spec.maps) {
+          if (m.name.includes('.')) continue; // .rodata and friends are per program
+          const pinned = maps.get(m.name);
+          if (!pinned) continue; // a map new in this object starts empty
+          const sized = RULE_SIZED_MAPS[m.name];
+          const want = (STATE_MAP_NAMES as readonly string[]).includes(m.name) ? base.maxEntries : m.name === 'sl_lists' ? 2 * listMax(base) : sized ? sized(base.maxRules) : m.maxEntries;
+          if (pinned.type !== m.type || pinned.keySize !== m.keySize || pinned.valueSize !== m.valueSize) {
+            problems.push(`${m.name}: pinned key/value ${pinned.keySize}/${pinned.valueSize} bytes, the object needs ${m.keySize}/${m.valueSize}`);
+          } else if (pinned.maxEntries !== want) {
+            problems.push(`${m.name}: pinned with ${pinned.maxEntries} entries, asked for ${want}`);
+          }
+          spec.reuseMap(m.name, pinned);
         }
-        spec.reuseMap(m.name, pinned);
-      }
-      if (problems.length) {
-        throw new AgentError(AgentCode.StateIncompatible, `the state pinned for ${where(o)} cannot be reused: ${problems.join('; ')}. Keep the old sizes, or start with fresh state (counters and per-client state are lost) using \`sluice up --reset-state\``);
-      }
-      coll = await spec.load();
+        if (problems.length) {
+          throw new AgentError(AgentCode.StateIncompatible, `the state pinned for ${where(o)} cannot be reused: ${problems.join('; ')}. Keep the old sizes, or start with fresh state (counters and per-client state are lost) using \`sluice up --reset-state\``);
+        }
+      });
       const link = Link.fromPin(join(dir, 'link'));
       // A command interrupted before this fix could leave no program pin: then the link's program is re-pinned.
       const pinnedProg = existsSync(join(dir, 'prog')) ? Program.fromPin(join(dir, 'prog')) : undefined;
@@ -672,7 +655,6 @@ export class Protection {
       return { action, warnings, protection: Protection.open(o) };
     } finally {
       coll?.close();
-      spec?.close();
       for (const m of maps.values()) m.close();
     }
   }
@@ -690,12 +672,11 @@ export class Protection {
       throw new AgentError(AgentCode.ModeChange, `${where(o)} is protected in ${prior.mode} mode; a link cannot change mode in place, not even with --reset-state. Run \`sluice down\` then \`sluice up --mode ${o.mode}\` (traffic is unprotected in between)`);
     }
     const layout = Protection.layout(base.object);
-    const spec = Protection.spec(base.object, base.maxEntries, base.maxRules, listMax(base), base.egress);
     const staged = join(dir, 'maps_new'); // no dots: bpffs refuses them in names
     const old = join(dir, 'maps_old');
     let coll: Collection | undefined;
     try {
-      coll = await spec.load();
+      coll = await Protection.load(base);
       const plugins = { xdp: { ...base.plugins.xdp }, tc: { ...base.plugins.tc } };
       const settings: Settings = { ...prior, ...base, plugins, mode: prior.mode, ifindex: prior.ifindex, mapLayouts: layout.digests, attachedAt: new Date().toISOString(), updatedAt: '' };
       await applyAll(limiterOf(coll.maps), settings); // the policy is in place before the first packet meets the program
@@ -727,7 +708,6 @@ export class Protection {
       throw e;
     } finally {
       coll?.close();
-      spec.close();
     }
   }
 
@@ -743,7 +723,7 @@ export class Protection {
             key.writeUInt32LE(Number(slot));
             const val = Buffer.alloc(4);
             val.writeUInt32LE(prog.fd);
-            maps.get(`sl_plugins_${hook}`)!.update(key, val);
+            mapOf(maps, PLUGIN_MAPS[hook])!.update(key, val);
           } finally {
             prog.close();
           }
@@ -819,7 +799,7 @@ export class Protection {
       this.assertStamp();
       let prog: Program;
       try {
-        prog = await plugProgram(this.maps.get(`sl_plugins_${hook}`)!, hook, slot, object, program);
+        prog = await plugProgram(mapOf(this.maps, PLUGIN_MAPS[hook])!, hook, slot, object, program);
       } catch (e) {
         if (e instanceof RangeError || !(e instanceof BpfError)) throw new AgentError(AgentCode.InvalidArgument, (e as Error).message);
         throw e;
@@ -842,7 +822,7 @@ export class Protection {
     return locked(this.place, () => {
       this.reload();
       assertNoPending(this.place);
-      const had = unplugProgram(this.maps.get(`sl_plugins_${hook}`)!, slot);
+      const had = unplugProgram(mapOf(this.maps, PLUGIN_MAPS[hook])!, slot);
       rmSync(join(pinDir(this.place), 'plugins', `${hook}_${slot}`), { force: true });
       delete this.settings.plugins[hook][String(slot)];
       saveSettings(this.settings);

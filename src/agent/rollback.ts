@@ -10,7 +10,8 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname } from 'node:path';
+import { SLUICE_BIN } from '../ebpf';
 import { AgentCode, AgentError } from './errors';
 import { assertNoPending, clearPending, holderAlive, readPending, rollbackLogPath, writePending, type Pending, type PendingHolder } from './pending';
 import { Protection, type UpOptions, type UpResult } from './protection';
@@ -21,7 +22,7 @@ const flagsOf = (p: Place): string => `--iface ${p.iface}${p.netns ? ` --netns $
 
 /** Start the detached agent that rolls back pending `id` at its deadline; it outlives this process. */
 function startAgent(p: Place, id: string): number {
-  const bin = resolve(__dirname, '..', '..', '..', 'bin', 'sluice.js');
+  const bin = SLUICE_BIN;
   const log = rollbackLogPath(p);
   mkdirSync(dirname(log), { recursive: true, mode: 0o700 });
   const out = openSync(log, 'a', 0o600);

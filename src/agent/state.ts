@@ -17,9 +17,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { flock, LOCK } from '../ebpf';
+import { flock, LOCK, lockRoot, pinRoot, stateRoot } from '../ebpf';
 import type { GeoConfig } from '../limiter/geoip';
-import type { AlgName } from '../limiter/models';
 import type { Lists, RuntimeLists } from '../limiter/lists';
 import type { RuleSpec } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
@@ -27,15 +26,15 @@ import { netnsNameProblem, placeProblems } from './names';
 import { point } from './testhooks';
 
 /** Where pins live; SLUICE_PIN_ROOT moves them (a directory on a bpffs; tests use a private one). */
-export const PIN_ROOT = resolve(process.env['SLUICE_PIN_ROOT'] || '/sys/fs/bpf/sluice');
+export const PIN_ROOT = pinRoot();
 /** Where settings and locks live; SLUICE_STATE_DIR moves them. */
-export const STATE_ROOT = resolve(process.env['SLUICE_STATE_DIR'] || '/run/sluice');
+export const STATE_ROOT = stateRoot();
 /**
  * Where a daemon marks the interfaces it manages, machine-wide (not per state directory, so that
  * two daemons with separate state directories still cannot manage one interface); SLUICE_LOCK_DIR
  * moves it.
  */
-export const MANAGER_ROOT = resolve(process.env['SLUICE_LOCK_DIR'] || '/run/lock/sluice');
+export const MANAGER_ROOT = lockRoot();
 
 export type Mode = 'native' | 'generic';
 
@@ -56,30 +55,9 @@ export function readFleetStatus(): Record<string, unknown> | null {
   }
 }
 
-/** The default rule as the command line sets it. */
-export interface Limits {
-  algorithm: AlgName;
-  /** Packets per period (a second unless ratePeriodMs says otherwise); null: no packet limit. */
-  rate: number | null;
-  /** The period of rate: 1000 (absent), 60,000 or 3,600,000 ms ("3/min" is rate 3, 60,000). */
-  ratePeriodMs?: number;
-  burst: number;
-  bytesRate: number | null;
-  /** The period of bytesRate, as ratePeriodMs. */
-  bytesPeriodMs?: number;
-  bytesBurst: number;
-  windowMs: number;
-  keyV4: number;
-  keyV6: number;
-  /** 'global': rate is one limit for the whole fleet (docs/fleet.md); absent: for this node. */
-  scope?: 'global';
-  /** With scope global: this node's limit while the fleet cannot be reached, per ratePeriodMs; absent: rate. */
-  localRate?: number;
-}
-
-export const DEFAULT_LIMITS: Limits = {
-  algorithm: 'fixed', rate: 1000, burst: 0, bytesRate: null, bytesBurst: 0, windowMs: 1000, keyV4: 32, keyV6: 64,
-};
+// The default rule's limits are the rule model's (src/limiter/rule.ts); kept here under their old names.
+export { DEFAULT_LIMITS, type Limits } from '../limiter/rule';
+import type { Limits } from '../limiter/rule';
 
 /** What a policy says, whether it comes from a file, the command line or the daemon's config. */
 export interface PolicyContent {

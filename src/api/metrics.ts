@@ -12,6 +12,7 @@ import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { Protection } from '../agent/protection';
 import { liveRules, takeSnapshot } from '../agent/report';
 import { sharedWalk } from '../limiter/top';
+import { mapOf } from '../limiter/datapath';
 import { decodeEventBudget, SL_EVENT_BUDGET_SIZE } from '../generated/types';
 import { REASON_NAMES, type RuleStats, type SlotStats } from '../limiter/stats';
 
@@ -323,7 +324,7 @@ export class Metrics {
 }
 
 function eventsOf(p: Protection): { events?: { suppressed: number; lost: number } } {
-  const map = p.maps.get('sl_event_budget');
+  const map = mapOf(p.maps, 'sl_event_budget');
   if (!map) return {};
   const perCpu = map.lookupPerCpu(Buffer.alloc(4));
   let suppressed = 0;

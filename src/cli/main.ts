@@ -3,17 +3,16 @@
  * agent / limiter / lab; this file only assembles them and turns errors into exit codes.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { COMMANDS } from './commands';
-import { VerifierError } from '../ebpf';
+import { PACKAGE_JSON, VerifierError } from '../ebpf';
 import { EXIT, failure, reportError } from './common';
 import { settleDueRollback } from './due-rollback';
 import { UNITS_HELP } from '../limiter/units';
 import { quietOnClosedPipe } from './terminal';
 
-/** The version of the package this file was installed with (dist/src/cli/ is three levels below it). */
-const VERSION = (JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+/** The version of the package this file was installed with. */
+const VERSION = (JSON.parse(readFileSync(PACKAGE_JSON, 'utf8')) as { version: string }).version;
 
 quietOnClosedPipe();
 

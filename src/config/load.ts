@@ -9,7 +9,8 @@ import { hostname, networkInterfaces } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
-import { DEFAULT_LIMITS, loadSettings, type Limits } from '../agent/state';
+import { loadSettings } from '../agent/state';
+import { DEFAULT_LIMITS, defaultRuleOf, FULL_FRAME_BYTES, type Limits } from '../limiter/rule';
 import type { Lists } from '../limiter/lists';
 import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
 import { ConfigError, formatProblem, type ConfigProblem } from './errors';
@@ -248,15 +249,8 @@ function periodOf<K extends 'ratePeriodMs' | 'bytesPeriodMs'>(k: K, ms: number |
   return ms !== undefined && ms !== 1000 ? ({ [k]: ms } as Partial<Record<K, number>>) : {};
 }
 
-/** The default rule of a set of limits. */
-export function defaultRuleOf(l: Limits): RuleSpec {
-  return {
-    id: 0, name: 'default', alg: l.algorithm, pps: l.rate, ppsBurst: l.burst, windowMs: l.windowMs, key: { v4: l.keyV4, v6: l.keyV6 },
-    ...ruleScopeOf(l),
-    ...(l.ratePeriodMs !== undefined ? { ppsPeriodMs: l.ratePeriodMs } : {}),
-    ...(l.bytesRate !== null ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) } : {}),
-  };
-}
+// The default rule of a set of limits, and its scope fields: the rule model's (src/limiter/rule.ts).
+export { defaultRuleOf, ruleScopeOf } from '../limiter/rule';
 
 /**
  * The window when none is given: a rate per minute or hour brings its period as the window, and
@@ -305,10 +299,6 @@ function scopeOf(base: Limits, l: LimitsInput): Pick<Limits, 'scope' | 'localRat
   return { scope: 'global' };
 }
 
-/** The scope fields of a RuleSpec for limits l. */
-export function ruleScopeOf(l: Limits): Pick<RuleSpec, 'scope' | 'localPps'> {
-  return { ...(l.scope === 'global' ? { scope: 'global' as const } : {}), ...(l.localRate !== undefined ? { localPps: l.localRate } : {}) };
-}
 
 /**
  * What is wrong with a whole set of limits, across fields: [key under `limits`, message]. The same
@@ -317,8 +307,8 @@ export function ruleScopeOf(l: Limits): Pick<RuleSpec, 'scope' | 'localPps'> {
 export function limitsProblems(l: Limits): [string, string][] {
   const out: [string, string][] = [];
   if (l.rate === null && l.bytesRate === null) out.push(['rate', 'no packet limit (rate: none) needs a byte limit (bytes_rate)']);
-  if ((l.algorithm === 'token' || l.algorithm === 'gcra') && l.bytesRate !== null && l.bytesBurst > 0 && l.bytesBurst < 1514) {
-    out.push(['bytes_burst', `${l.bytesBurst} is smaller than one full-size frame (1514 bytes): such packets could never pass with ${l.algorithm}`]);
+  if ((l.algorithm === 'token' || l.algorithm === 'gcra') && l.bytesRate !== null && l.bytesBurst > 0 && l.bytesBurst < FULL_FRAME_BYTES) {
+    out.push(['bytes_burst', `${l.bytesBurst} is smaller than one full-size frame (${FULL_FRAME_BYTES} bytes): such packets could never pass with ${l.algorithm}`]);
   }
   if (out.length) return out;
   const rule = defaultRuleOf(l);

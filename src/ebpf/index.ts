@@ -72,3 +72,19 @@ export {
   type PacedSendResult,
   type SourceRewrite,
 } from './lab';
+export {
+  addonPath,
+  BENCH_OBJECT,
+  BPF_DIR,
+  COUNT_OBJECT,
+  FLOOD_OBJECT,
+  lockRoot,
+  PACKAGE_JSON,
+  pinRoot,
+  PROD_OBJECT,
+  REPO,
+  SLUICE_BIN,
+  STACK_OBJECT,
+  stateRoot,
+  TEST_OBJECT,
+} from './paths';

@@ -5,9 +5,8 @@
  * into the classes of errors.ts. It is loaded on first use, so that importing
  * src/ebpf costs nothing where the addon is not needed.
  */
-import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
 import { fromNative, NativeMissingError } from './errors';
+import { addonPath } from './paths';
 
 /** Opaque handle of a ring buffer consumer (a napi external). */
 export interface RingbufHandle {
@@ -279,22 +278,7 @@ export interface NativeAddon {
   labSetGro(ifname: string, on: boolean, netns?: string): void;
 }
 
-const ADDON = join('build', 'Release', 'sluice_native.node');
-
-/**
- * Where the addon is: $SLUICE_NATIVE if set, else build/Release under the
- * first ancestor of this file that has it (src/ebpf/ and dist/src/ebpf/ alike).
- */
-export function addonPath(): string {
-  const env = process.env['SLUICE_NATIVE'];
-  if (env) return resolve(env);
-  for (let dir = __dirname; ; dir = dirname(dir)) {
-    const candidate = join(dir, ADDON);
-    if (existsSync(candidate)) return candidate;
-    if (dirname(dir) === dir) break;
-  }
-  return join(__dirname, '..', '..', ADDON);
-}
+export { addonPath };
 
 function wrap(raw: Record<string, unknown>): NativeAddon {
   const out: Record<string, unknown> = {};

@@ -17,6 +17,7 @@ import { policyOf } from '../agent/protection';
 import type { FleetConfig } from '../config/load';
 import { decodeFleetCand, encodeFleetGrant, KeyFlags, SL_FLEET_GRANT_SIZE } from '../generated/types';
 import { formatPrefix } from '../limiter/policy';
+import { mapOf } from '../limiter/datapath';
 import { ROUND_LUA, slotOf } from './script';
 
 /** One protected interface as the daemon has it. */
@@ -256,8 +257,8 @@ export class FleetExchange {
     const seenParts = new Set<string>();
     for (const part of this.source()) {
       const prot = part.protection;
-      const cand = prot?.maps.get('sl_fleet_cand');
-      const grant = prot?.maps.get('sl_fleet_grant');
+      const cand = prot && mapOf(prot.maps, 'sl_fleet_cand');
+      const grant = prot && mapOf(prot.maps, 'sl_fleet_grant');
       if (!prot || !cand || !grant) continue;
       const rules = globalRules(prot.settings);
       if (!rules.size) continue;
@@ -431,7 +432,7 @@ export class FleetExchange {
     this.lastError = e.message;
     if (!this.withdrawn) {
       for (const part of this.source()) {
-        const grant = part.protection?.maps.get('sl_fleet_grant');
+        const grant = part.protection && mapOf(part.protection.maps, 'sl_fleet_grant');
         if (!grant) continue;
         for (const k of [...grant.keys()]) grant.delete(k);
       }

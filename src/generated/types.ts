@@ -5,6 +5,8 @@
 export const Abi = {
   VERSION: 5,
 } as const;
+/** One value of enum sl_abi. */
+export type AbiValue = (typeof Abi)[keyof typeof Abi];
 
 export const Alg = {
   DEFAULT: 0,
@@ -14,12 +16,16 @@ export const Alg = {
   GCRA: 4,
   MAX: 5,
 } as const;
+/** One value of enum sl_alg. */
+export type AlgValue = (typeof Alg)[keyof typeof Alg];
 
 export const Action = {
   DROP: 0,
   DRYRUN: 1,
   BLOCK: 2,
 } as const;
+/** One value of enum sl_action. */
+export type ActionValue = (typeof Action)[keyof typeof Action];
 
 export const Reason = {
   PASS: 0,
@@ -50,12 +56,16 @@ export const Reason = {
   GLOBAL: 25,
   MAX: 32,
 } as const;
+/** One value of enum sl_reason. */
+export type ReasonValue = (typeof Reason)[keyof typeof Reason];
 
 export const Verdict = {
   PASS: 0,
   DROP: 1,
   MAX: 2,
 } as const;
+/** One value of enum sl_verdict. */
+export type VerdictValue = (typeof Verdict)[keyof typeof Verdict];
 
 export const RuleFlags = {
   NO_PKT_LIMIT: 1,
@@ -70,17 +80,23 @@ export const RuleFlags = {
   BYT_PER_MIN: 1024,
   BYT_PER_HOUR: 2048,
 } as const;
+/** One value of enum sl_rule_flags. */
+export type RuleFlagsValue = (typeof RuleFlags)[keyof typeof RuleFlags];
 
 export const Dir = {
   INGRESS: 1,
   EGRESS: 2,
 } as const;
+/** One value of enum sl_dir. */
+export type DirValue = (typeof Dir)[keyof typeof Dir];
 
 export const ListFlags = {
   MGMT: 1,
   DENY: 2,
   ALLOW: 4,
 } as const;
+/** One value of enum sl_list_flags. */
+export type ListFlagsValue = (typeof ListFlags)[keyof typeof ListFlags];
 
 export const Bounds = {
   MAX_VLAN: 4,
@@ -95,6 +111,8 @@ export const Bounds = {
   SEEN_SHIFT: 24,
   PEN_RETRY_NS: 10000000,
 } as const;
+/** One value of enum sl_bounds. */
+export type BoundsValue = (typeof Bounds)[keyof typeof Bounds];
 
 export const Defaults = {
   PPS: 1000,
@@ -109,12 +127,16 @@ export const Defaults = {
   PENALTY_MAX: 65536,
   LIST_MAX: 65536,
 } as const;
+/** One value of enum sl_defaults. */
+export type DefaultsValue = (typeof Defaults)[keyof typeof Defaults];
 
 export const KeyFlags = {
   PER_RULE: 1,
   BYTES: 2,
   V4: 4,
 } as const;
+/** One value of enum sl_key_flags. */
+export type KeyFlagsValue = (typeof KeyFlags)[keyof typeof KeyFlags];
 
 export const StateBits = {
   PENALIZED: 1,
@@ -122,6 +144,43 @@ export const StateBits = {
   DROP_ONE: 4,
   FLAGS: 3,
 } as const;
+/** One value of enum sl_state_bits. */
+export type StateBitsValue = (typeof StateBits)[keyof typeof StateBits];
+
+/** The maps of bpf/sluice_test.bpf.o (its .maps section): map type (BPF_MAP_TYPE_*), declared max_entries, key
+ *  and value (the struct of this file that lays them out, and their size). sl_test: the test build only. */
+export const Maps = {
+  sl_rcu_inner: { type: 2, maxEntries: 1, key: { size: 4 }, value: { size: 4 } },
+  sl_rcu: { type: 12, maxEntries: 1, key: { size: 4 }, value: { size: 4 } },
+  sl_event_budget: { type: 6, maxEntries: 1, key: { size: 4 }, value: { struct: 'sl_event_budget', size: 24 } },
+  sl_events: { type: 27, maxEntries: 262144 },
+  sl_policy: { type: 2, maxEntries: 2, key: { size: 4 }, value: { struct: 'sl_half', size: 72 } },
+  sl_geo: { type: 11, maxEntries: 1048576, key: { struct: 'sl_lpm_key', size: 24 }, value: { struct: 'sl_geo_val', size: 8 } },
+  sl_cidr: { type: 11, maxEntries: 65536, key: { struct: 'sl_lpm_key', size: 24 }, value: { struct: 'sl_cands', size: 36 } },
+  sl_rules: { type: 2, maxEntries: 2048, key: { size: 4 }, value: { struct: 'sl_rule', size: 104 } },
+  sl_penalty: { type: 1, maxEntries: 65536, key: { struct: 'sl_key6', size: 20 }, value: { struct: 'sl_penalty', size: 40 } },
+  config_map: { type: 2, maxEntries: 1, key: { size: 4 }, value: { struct: 'sl_config', size: 16 } },
+  rate_limit_map: { type: 9, maxEntries: 100000, key: { struct: 'sl_key', size: 8 }, value: { struct: 'sl_state', size: 16 } },
+  rate_limit_map6: { type: 9, maxEntries: 100000, key: { struct: 'sl_key6', size: 20 }, value: { struct: 'sl_state', size: 16 } },
+  sl_fleet_cand: { type: 9, maxEntries: 16384, key: { struct: 'sl_key6', size: 20 }, value: { struct: 'sl_fleet_cand', size: 16 } },
+  sl_fleet_grant: { type: 1, maxEntries: 16384, key: { struct: 'sl_key6', size: 20 }, value: { struct: 'sl_fleet_grant', size: 16 } },
+  sl_frags: { type: 9, maxEntries: 16384, key: { struct: 'sl_frag_key', size: 40 }, value: { struct: 'sl_frag_val', size: 8 } },
+  sl_lists: { type: 11, maxEntries: 131072, key: { struct: 'sl_lpm_key', size: 24 }, value: { struct: 'sl_list_val', size: 4 } },
+  stats_map: { type: 6, maxEntries: 1025, key: { size: 4 }, value: { struct: 'sl_rule_cpu', size: 784 } },
+  sl_plugins_xdp: { type: 3, maxEntries: 16, key: { size: 4 }, value: { size: 4 } },
+  sl_plugins_tc: { type: 3, maxEntries: 16, key: { size: 4 }, value: { size: 4 } },
+  sl_pen_bits: { type: 2, maxEntries: 16384, key: { size: 4 }, value: { size: 8 } },
+  sl_newstate: { type: 6, maxEntries: 1, key: { size: 4 }, value: { size: 8 } },
+  sl_abi_map: { type: 2, maxEntries: 1, key: { size: 4 }, value: { struct: 'sl_abi_stamp', size: 16 } },
+  sl_test: { type: 2, maxEntries: 1, key: { size: 4 }, value: { struct: 'sl_test_ctl', size: 24 } },
+  sl_salt: { type: 6, maxEntries: 1, key: { size: 4 }, value: { size: 8 } },
+} as const;
+
+/** The name of a map of the object. */
+export type MapName = keyof typeof Maps;
+
+/** One M (a BpfMap, a size, …) for each map of the object, by name. */
+export type DataPathMaps<M> = { [K in MapName]: M };
 
 export interface Limit {
   rate: bigint;

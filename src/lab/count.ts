@@ -7,8 +7,7 @@
  * lives exactly as long as the lab's interfaces. It is found again by the filter's handle and
  * priority (tcQuery → program id → its maps by name).
  */
-import { join } from 'node:path';
-import { BpfMap, ObjectSpec, Program, tcAttach, tcDetach, tcHookCreate, tcHookDestroy, tcQuery } from '../ebpf';
+import { BpfMap, COUNT_OBJECT, ObjectSpec, Program, tcAttach, tcDetach, tcHookCreate, tcHookDestroy, tcQuery } from '../ebpf';
 import {
   decodeLabCountKey,
   decodeLabCountTotals,
@@ -19,7 +18,7 @@ import {
 } from '../generated/lab';
 import { bytesToIp } from './packet';
 
-export const COUNT_OBJECT = join(__dirname, '..', '..', '..', 'bpf', 'lab', 'count.bpf.o');
+export { COUNT_OBJECT };
 
 /** Handle and priority of the lab's filter: fixed, so that it is found again and never mistaken
  *  for another tool's filter on a shared clsact qdisc. */

@@ -11,13 +11,12 @@
  *    spacing, up to a few hundred thousand frames per second.
  * `path: 'auto'` takes paced below PACED_MAX_PPS and live at or above it (and for 'max').
  */
-import { join } from 'node:path';
-import { ifindex, ObjectSpec, type Program } from '../ebpf';
+import { FLOOD_OBJECT, ifindex, ObjectSpec, type Program } from '../ebpf';
 import { pacedSend, xdpLiveRun, type SourceRewrite } from '../ebpf/lab';
 import { decodeLabFloodStats, LAB_FLOOD_STATS_SIZE } from '../generated/lab';
 import { ipToBytes, pkt, type PacketBuilder } from './packet';
 
-export const FLOOD_OBJECT = join(__dirname, '..', '..', '..', 'bpf', 'lab', 'flood.bpf.o');
+export { FLOOD_OBJECT };
 
 /** Below this offered rate 'auto' paces single frames; at or above it, live-frame runs. */
 export const PACED_MAX_PPS = 200_000;

@@ -9,6 +9,7 @@ import {
   encodeGeoVal, encodeHalf, encodeListVal, encodeLpmKey, encodeRule, RuleFlags, type Config, type Counters, type Rule,
   SL_GEO_VAL_SIZE,
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
+  type MapName,
 } from '../generated/types';
 import { compiledListsSteps, type ListEntry, type Lists } from './lists';
 import { compilePolicy, type CompiledPolicy, type PolicySpec } from './policy';
@@ -32,7 +33,8 @@ export interface LimiterMaps {
   sl_geo: BpfMap;
 }
 
-export const LIMITER_MAP_NAMES: (keyof LimiterMaps)[] = [
+/** Every one a map of the object (src/generated/types.ts, Maps), or this fails to compile. */
+export const LIMITER_MAP_NAMES: (keyof LimiterMaps & MapName)[] = [
   'config_map', 'stats_map', 'rate_limit_map', 'rate_limit_map6', 'sl_rules', 'sl_policy', 'sl_cidr', 'sl_lists', 'sl_rcu', 'sl_rcu_inner', 'sl_geo',
 ];
 

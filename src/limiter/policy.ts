@@ -6,6 +6,7 @@
 import ipaddr from 'ipaddr.js';
 import { Action, Alg, Bounds, Dir, RuleFlags, type Rule } from '../generated/types';
 import { ALG_BY_NAME, derive, paramsOf, TAT_SPAN, type AlgName } from './models';
+import { FULL_FRAME_BYTES, MAX_RATE as MAX_RATE_NUMBER } from './bounds';
 
 export type ActionName = 'drop' | 'dry-run' | 'block';
 
@@ -122,7 +123,7 @@ export class PolicyError extends Error {
   }
 }
 
-const MAX_RATE = 1n << 40n;
+const MAX_RATE = BigInt(MAX_RATE_NUMBER);
 const MAX_BURST = 1n << 34n;
 /** Periods a rate may be stated per, and the flags that say so (sl_rule.flags). */
 const PERIOD_FLAGS: Record<number, { pkt: number; byt: number; name: string }> = {
@@ -134,7 +135,7 @@ export const MAX_WINDOW_MS = 3_600_000;
 /** The count fields of the window words (limiters.h): fixed 32 bits, sliding 24. */
 const WINDOW_CAP: Record<string, bigint> = { fixed: 0xffff_ffffn, sliding: 0xff_ffffn };
 /** A full-size Ethernet frame without FCS: a byte limit must let one through. */
-export const FULL_FRAME = 1514n;
+export const FULL_FRAME = BigInt(FULL_FRAME_BYTES);
 
 /**
  * What one dimension's limits come to in the data path, or why they cannot be kept exactly:
@@ -158,7 +159,7 @@ export function dimensionProblems(alg: AlgName, dim: 'pps' | 'bps', rate: bigint
     out.push(`${alg}: ${rate}/${per} over a ${windowMs} ms window${p.burst ? ` plus burst ${p.burst}` : ''} is ${exact} ${unit} per window, more than the ${alg} window counts (${cap}): use a shorter window${alg === 'sliding' ? ', fixed' : ''} or token`);
   } else if (exact < least) {
     const need = Number(((least - p.burst) * BigInt(periodMs) + rate - 1n) / rate);
-    out.push(`${alg}: ${rate}/${per} over a ${windowMs} ms window is ${exact} ${unit} per window${dim === 'bps' ? ', less than one full-size frame (1514 bytes)' : ''}: ${dim === 'pps' ? 'no packet' : 'such frames'} could ever pass; use a window of at least ${need} ms${dim === 'pps' ? ' or a burst' : ' or a byte burst'}`);
+    out.push(`${alg}: ${rate}/${per} over a ${windowMs} ms window is ${exact} ${unit} per window${dim === 'bps' ? `, less than one full-size frame (${FULL_FRAME} bytes)` : ''}: ${dim === 'pps' ? 'no packet' : 'such frames'} could ever pass; use a window of at least ${need} ms${dim === 'pps' ? ' or a burst' : ' or a byte burst'}`);
   } else if (d.limit !== exact) {
     out.push(`${alg}: the window budget ${exact} is not kept exactly (${d.limit})`);
   }
@@ -319,7 +320,7 @@ export function compilePolicy(policy: PolicySpec, maxRules: number): CompiledPol
     const ppsBurst = burst('ppsBurst', r.ppsBurst);
     const bpsBurst = burst('bpsBurst', r.bpsBurst);
     if ((alg === 'token' || alg === 'gcra') && r.bps !== undefined && bpsBurst !== 0n && bpsBurst < FULL_FRAME) {
-      bad(`bpsBurst ${bpsBurst} is smaller than one full-size frame (1514 bytes): such packets could never pass`);
+      bad(`bpsBurst ${bpsBurst} is smaller than one full-size frame (${FULL_FRAME} bytes): such packets could never pass`);
     }
     const longest = Math.max(pps !== null ? ppsPeriod : 1000, r.bps !== undefined ? bpsPeriod : 1000);
     const windowMs = r.windowMs ?? longest;

@@ -12,9 +12,11 @@
  * 2.5 a minute to another, so it is refused with a message that names both ("2.5M" or "/min").
  * Each parser throws an Error whose message names the value and the accepted forms.
  */
+import { MAX_RATE } from './bounds';
+
 const SI: Record<string, number> = { '': 1, k: 1e3, K: 1e3, M: 1e6, G: 1e9 };
 
-export const MAX_RATE = 2 ** 40;
+export { MAX_RATE };
 
 /** The accepted forms, as help texts and messages show them. */
 export const FORMS = {

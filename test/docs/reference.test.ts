@@ -14,10 +14,11 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { REPO } from '../../src/ebpf/paths';
 import { Reason } from '../../src/generated/types';
 import { BIN } from '../lib/cli';
 
-const ROOT = join(__dirname, '..', '..', '..');
+const ROOT = REPO;
 const doc = (name: string): string => readFileSync(join(ROOT, 'docs', name), 'utf8');
 
 function sources(dir: string): string[] {

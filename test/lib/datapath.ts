@@ -2,16 +2,14 @@
  * The data path under test: the test build of bpf/sluice.bpf.c (clock from a map), loaded through
  * the real binding and driven through the real control plane (Limiter), run with BPF_PROG_TEST_RUN.
  */
-import { join } from 'node:path';
-import { numPossibleCpus, ObjectSpec, Program, type BpfMap, type Collection } from '../../src/ebpf';
-import { Limiter, LIMITER_MAP_NAMES, RULE_SIZED_MAPS, STATE_MAP_NAMES, type LimiterMaps } from '../../src/limiter/limiter';
+import { Program, TEST_OBJECT, type BpfMap, type Collection } from '../../src/ebpf';
+import { limiterMapsOf, loadDataPath } from '../../src/limiter/datapath';
+import { Limiter, STATE_MAP_NAMES } from '../../src/limiter/limiter';
 import { encodeTestCtl, SL_AGG_STATE_SIZE, SL_COUNTERS_SIZE, SL_LEASE_SIZE, SL_RULE_CPU_SIZE, SL_TEST_CTL_SIZE } from '../../src/generated/types';
 
-export const REPO = join(__dirname, '..', '..', '..');
-/** SLUICE_TEST_OBJECT: another build of it (e.g. a base commit's, to show a test failing there). */
-export const TEST_OBJECT = process.env.SLUICE_TEST_OBJECT ?? join(REPO, 'bpf', 'sluice_test.bpf.o');
-export const PROD_OBJECT = join(REPO, 'bpf', 'sluice.bpf.o');
-export const BENCH_OBJECT = join(REPO, 'bpf', 'bench.bpf.o');
+/** The paths (src/ebpf/paths.ts); TEST_OBJECT is $SLUICE_TEST_OBJECT when set: another build of the
+ *  test object (e.g. a base commit's, to show a test failing there). */
+export { BENCH_OBJECT, PROD_OBJECT, REPO, TEST_OBJECT } from '../../src/ebpf';
 
 export const XDP_DROP = 1;
 export const XDP_PASS = 2;
@@ -35,26 +33,21 @@ export class TestDatapath {
   private casFail = 0;
   private now = 0n;
 
-  private constructor(readonly coll: Collection) {
-    const maps = {} as Record<string, BpfMap>;
-    for (const name of LIMITER_MAP_NAMES) {
-      const m = coll.maps.get(name);
-      if (!m) throw new Error(`map ${name} missing from the object`);
-      maps[name] = m;
+  private constructor(readonly coll: Collection, prog: Program) {
+    try {
+      this.limiter = new Limiter(limiterMapsOf(coll.maps));
+    } catch (e) {
+      coll.close();
+      throw e;
     }
-    this.limiter = new Limiter(maps as unknown as LimiterMaps);
-    this.prog = coll.programs.get('sluice_xdp')!;
+    this.prog = prog;
     this.testMap = coll.maps.get('sl_test');
   }
 
+  /** The one loader of the data path (src/limiter/datapath.ts), with the test build by default. */
   static async load(o: LoadOptions = {}): Promise<TestDatapath> {
-    const spec = ObjectSpec.open(o.object ?? TEST_OBJECT);
-    if (o.maxEntries) for (const name of STATE_MAP_NAMES) if (spec.map(name)) spec.setMaxEntries(name, o.maxEntries);
-    if (o.maxListEntries) spec.setMaxEntries('sl_lists', 2 * o.maxListEntries);
-    const maxRules = o.maxRules ?? 1024;
-    for (const [name, size] of Object.entries(RULE_SIZED_MAPS)) spec.setMaxEntries(name, size(maxRules));
-    spec.setConstants({ max_rules: maxRules, nr_cpus: numPossibleCpus() });
-    return new TestDatapath(await spec.load());
+    const dp = await loadDataPath(o.object ?? TEST_OBJECT, { maxEntries: o.maxEntries, maxRules: o.maxRules, maxListEntries: o.maxListEntries });
+    return new TestDatapath(dp.coll, dp.prog);
   }
 
   /** Set the data path's clock (test build). 0n: the kernel's clock. */

@@ -6,6 +6,7 @@ import { applyWithRollback, confirm, rollbackNow, runAgent } from '../../agent/r
 import { loadSettings, policyContent } from '../../agent/state';
 import { loadPolicy, PROTOCOLS, type PolicyFile } from '../../config/policy-file';
 import { GEOIP_ATTRIBUTION } from '../../limiter/geoip';
+import { mapOf } from '../../limiter/datapath';
 import { compileLists, describeRuntime, emptyRuntime, layered, mgmtDropped, runtimeIsEmpty } from '../../limiter/lists';
 import { assertMgmtKept } from '../../agent/errors';
 import { compilePolicy, formatPrefix } from '../../limiter/policy';
@@ -197,7 +198,7 @@ Examples:
           const by = (r: string): number => Number(c.reason_packets[REASON_NAMES.indexOf(r)] ?? 0n);
           return { id, name: name ?? null, matched: Number(c.reason_packets.reduce((a, b) => a + b, 0n)), allowed: by('pass'), dropped: Number(c.packets[1]), would_drop: by('dryrun'), blocked: by('blocked'), aggregate: by('aggregate'), bytes: Number(c.bytes[0] + c.bytes[1]) };
         });
-        const geoMap = p.maps.get('sl_geo');
+        const geoMap = mapOf(p.maps, 'sl_geo');
         const geo = s.geoip ? { tiers: s.geoip.tiers, default_tier: s.geoip.defaultTier, kernel_bytes: geoMap?.memoryUsage() ?? null, attribution: GEOIP_ATTRIBUTION } : null;
         const pending = summarizePending(p.place);
         const out = { iface: s.iface, netns: s.netns, version: p.limiter.version(), file: s.policyFile, default: limitsJson(s.limits), lists: s.lists, runtime: s.runtime ?? emptyRuntime(), egress: s.egress, plugins: s.plugins, geoip: geo, rules, rollback_at: pending?.rollback_at ?? null, rollback: pending };

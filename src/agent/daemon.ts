@@ -521,7 +521,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       m.error = undefined;
     } catch (e) {
       const err = e as { code?: string; message?: string };
-      const error = { code: err.code ?? 'SLUICE_E_INTERNAL', message: err.message ?? String(e), at: new Date().toISOString() };
+      const error = { code: err.code ?? ApiCode.Internal, message: err.message ?? String(e), at: new Date().toISOString() };
       if (!m.error || m.error.message !== error.message) {
         if (error.code === AgentCode.PinsAbiMismatch) {
           // Refused before anything changed: what is pinned keeps running, unmanaged, until an
@@ -818,7 +818,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
 
   private protectionOf(m: Managed): Protection {
     if (!m.protection) {
-      throw Object.assign(new Error(`${where(m.cfg)} is configured but not protected now: ${m.error?.message ?? 'not attached yet'}`), { code: 'SLUICE_E_NOT_PROTECTED' });
+      throw Object.assign(new Error(`${where(m.cfg)} is configured but not protected now: ${m.error?.message ?? 'not attached yet'}`), { code: AgentCode.NotProtected });
     }
     return m.protection;
   }
@@ -835,7 +835,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       try {
         interfaces.push({ ...statusJson(await statusReport(m.protection)), ...base, protected: true, ...extra });
       } catch (e) {
-        interfaces.push({ ...base, protected: false, error: { code: (e as { code?: string }).code ?? 'SLUICE_E_INTERNAL', message: (e as Error).message }, ...extra });
+        interfaces.push({ ...base, protected: false, error: { code: (e as { code?: string }).code ?? ApiCode.Internal, message: (e as Error).message }, ...extra });
       }
     }
     const configured = new Set(this.managed.keys());

@@ -11,6 +11,7 @@ import { EXIT, failure, reportError } from './common';
 import { settleDueRollback } from './due-rollback';
 import { UNITS_HELP } from '../limiter/units';
 import { quietOnClosedPipe } from './terminal';
+import { AgentCode } from '../limiter/errors';
 
 /** The version of the package this file was installed with (dist/src/cli/ is three levels below it). */
 const VERSION = (JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
@@ -70,7 +71,7 @@ program.parseAsync().catch((e: unknown) => {
     }
     if (e.code !== 'commander.help' && e.code !== 'commander.executeSubCommandAsync') {
       const message = e.message.replace(/^error: /, '');
-      reportError({ code: EXIT.usage, error: 'SLUICE_E_INVALID_ARGUMENT', message }, asJson, `(\`${commandOf(args)} --help\` shows the options and examples)`);
+      reportError({ code: EXIT.usage, error: AgentCode.InvalidArgument, message }, asJson, `(\`${commandOf(args)} --help\` shows the options and examples)`);
     }
     process.exitCode = EXIT.usage;
     return;

@@ -6,6 +6,7 @@
 import ipaddr from 'ipaddr.js';
 import { Action, Alg, Bounds, Dir, RuleFlags, type Rule } from '../generated/types';
 import { ALG_BY_NAME, derive, paramsOf, TAT_SPAN, type AlgName } from './models';
+import { LimiterCode } from './errors';
 
 export type ActionName = 'drop' | 'dry-run' | 'block';
 
@@ -115,7 +116,7 @@ export interface CompiledPolicy {
 }
 
 export class PolicyError extends Error {
-  readonly code = 'SLUICE_E_POLICY';
+  readonly code = LimiterCode.Policy;
   constructor(readonly problems: string[]) {
     super(`invalid policy: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n  - ${problems.join('\n  - ')}`);
     this.name = 'PolicyError';

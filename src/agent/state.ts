@@ -23,7 +23,7 @@ import type { AlgName } from '../limiter/models';
 import type { Lists, RuntimeLists } from '../limiter/lists';
 import type { RuleSpec } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
-import { netnsNameProblem, placeProblems } from './names';
+import { netnsNameProblem, placeProblems } from '../limiter/names';
 import { point } from './testhooks';
 
 /** Where pins live; SLUICE_PIN_ROOT moves them (a directory on a bpffs; tests use a private one). */

@@ -4,23 +4,10 @@
  *
  *   { "error": { "code": "SLUICE_E_…", "message": "…", "problems"?: [{ "path", "line"?, "message" }] } }
  */
-import { ApiCode, ConfigError, CONFIG_ERROR, errorEntry, type ApiCodeValue } from '../limiter/errors';
+import { ApiCode, ApiError, ConfigError, CONFIG_ERROR, errorEntry, type Problem } from '../limiter/errors';
 import { PolicyError } from '../limiter/policy';
 
-export { ApiCode, type ApiCodeValue } from '../limiter/errors';
-
-export interface Problem {
-  path: string;
-  line?: number;
-  message: string;
-}
-
-export class ApiError extends Error {
-  constructor(readonly code: ApiCodeValue, readonly status: number, message: string, readonly problems?: Problem[]) {
-    super(message);
-    this.name = 'ApiError';
-  }
-}
+export { ApiCode, ApiError, type ApiCodeValue, type Problem } from '../limiter/errors';
 
 export interface ErrorBody {
   error: { code: string; message: string; problems?: Problem[] };

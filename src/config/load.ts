@@ -17,6 +17,9 @@ import { parsePolicy, type PolicyFile } from './policy-file';
 import type { GeoConfig } from '../limiter/geoip';
 import { z as zod } from 'zod';
 import { configSchema, interfaceSchema, interfacesMessage, parseHost, shown, type LimitsInput, LOG_LEVELS } from './schema';
+import { pathText } from '../limiter/text';
+
+export { pathText } from '../limiter/text';
 
 /** The file's top level, interfaces still unchecked (each is checked on its own). */
 const topSchema = configSchema.extend({
@@ -115,12 +118,6 @@ export function defaultAllowedHosts(listen: string): { host: string; port: null 
 export const MIN_TOKEN_LENGTH = 16;
 
 export type Seg = string | number;
-
-export function pathText(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const s of path) out += typeof s === 'number' ? `[${s}]` : `${out ? '.' : ''}${String(s)}`;
-  return out;
-}
 
 /** The YAML node at a path (the key's node when `key`), or the nearest ancestor that exists. */
 function nodeAt(doc: Document, path: readonly Seg[], key = false): Node | undefined {

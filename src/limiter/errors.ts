@@ -159,3 +159,18 @@ export class AgentError extends Error {
     this.name = 'AgentError';
   }
 }
+
+/** One problem of an API request or of a reload, as the API's error body lists it (docs/api.md). */
+export interface Problem {
+  path: string;
+  line?: number;
+  message: string;
+}
+
+/** An error the API answers with its own status (docs/api.md); thrown by the API and by its backend. */
+export class ApiError extends Error {
+  constructor(readonly code: ApiCodeValue, readonly status: number, message: string, readonly problems?: Problem[]) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}

@@ -23,11 +23,11 @@ import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { Link } from '../ebpf';
 import { ApiCode, ApiError, type Problem } from '../limiter/errors';
-import { FleetExchange } from '../fleet/exchange';
+import { FleetExchange, type FleetProtection } from '../fleet/exchange';
 import { fleetStatusPath } from './state';
 import {
   ConfigError, formatProblem, limitsProblems, limitsSchema, loadConfig, mergeLimits, parseConfig,
-  type DaemonConfig, type InterfaceConfig, type LimitsInput,
+  type ConfigContext, type DaemonConfig, type InterfaceConfig, type LimitsInput,
 } from '../config';
 import type { Snapshot } from '../limiter/stats';
 import { sweepPenalties } from '../limiter/limiter';
@@ -169,6 +169,11 @@ function sameLimits(a: Limits, b: Limits): boolean {
 
 const listsText = (l: Settings['lists']): string => JSON.stringify([l.mgmt, l.deny, l.allow]);
 
+/** What the fleet's exchange reads and writes of a protection (src/fleet imports no agent module). */
+function fleetView(p: Protection | undefined): FleetProtection | undefined {
+  return p && { maps: p.maps, policy: () => policyOf(p.settings) };
+}
+
 export function createLogger(level: string): Logger {
   return pino({ level, base: { pid: process.pid, name: 'sluice' }, timestamp: pino.stdTimeFunctions.isoTime });
 }
@@ -245,7 +250,8 @@ export class Daemon {
     }
     if (opts.watch ?? true) d.watchInputs();
     if (config.fleet) {
-      d.fleet = new FleetExchange(config.fleet, d.log, () => [...d.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection })), fleetStatusPath());
+      d.fleet = new FleetExchange(config.fleet, d.log, () => [...d.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: fleetView(m.protection) })),
+        fleetStatusPath());
       d.fleet.start();
     }
     d.schedule();
@@ -1179,12 +1185,15 @@ export class Daemon {
 }
 
 /** The file's text and the config it gives (a ConfigError if unreadable or invalid). */
+/** What the config is handed from the settings (it reads no settings itself): the rule ids kept. */
+const CONFIG_CONTEXT: ConfigContext = { ruleIds: (p) => loadSettings(p)?.ruleIds ?? {} };
+
 function readConfig(file: string): { text: string; config: DaemonConfig } {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch {
-    return { text: '', config: loadConfig(file) }; // throws the ConfigError that says why
+    return { text: '', config: loadConfig(file, CONFIG_CONTEXT) }; // throws the ConfigError that says why
   }
-  return { text, config: parseConfig(text, file) };
+  return { text, config: parseConfig(text, file, CONFIG_CONTEXT) };
 }

@@ -143,7 +143,7 @@ export interface Place {
   netns: string | null;
 }
 
-/** Refuse a place whose names are not an interface's and a namespace's (src/agent/names.ts). */
+/** Refuse a place whose names are not an interface's and a namespace's (src/limiter/names.ts). */
 export function assertPlace(p: { iface: unknown; netns?: unknown }): void {
   const problems = placeProblems(p);
   if (problems.length) {

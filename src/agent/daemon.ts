@@ -42,7 +42,9 @@ import { EventHub, type EventBudget, type EventFilter, type EventView } from './
 import { monotonicUsec, notifier } from './notify';
 import { readPending, summarizePending } from './pending';
 import { DEFAULT_MAX_LIST_ENTRIES, DEFAULT_OBJECT, policyOf, Protection, type SettingsChange } from './protection';
-import { countStates as statusEntries, limitsJson, metricsReader, statsReport, statusJson, statusReport, takeSnapshot, topReport } from './report';
+import {
+  countStates as statusEntries, limitsJson, metricsReader, statsReport, statusJson, statusReport, takeSnapshot, topReport,
+} from './report';
 import { confirm, rollbackDue, rollbackNow } from './rollback';
 import {
   daemonLockPath, holdLock, listPlaces, loadSettings, managerLockPath, pinDir, STATE_ROOT,
@@ -57,9 +59,18 @@ export interface PlaceQuery {
 
 /** What the daemon's metrics read (src/api/metrics.ts, MetricsSource). */
 export interface DaemonMetricsSource {
-  metricInterfaces(): { iface: string; netns: string | null; protection: ReturnType<typeof metricsReader> | undefined; rollback: string | null }[];
+  metricInterfaces(): {
+    iface: string; netns: string | null; protection: ReturnType<typeof metricsReader> | undefined; rollback: string | null;
+  }[];
   reloadCounts(): { ok: number; failed: number; lastOk: boolean | null; lastAt: number | null };
   fleetStatus(): ReturnType<FleetExchange['status']> | null;
+}
+
+/** The metrics registry (src/api/metrics.ts, Metrics). */
+export interface DaemonMetrics {
+  readonly contentType: string;
+  render(): Promise<string>;
+  forget(iface: string, netns: string | null): void;
 }
 
 /**
@@ -69,7 +80,7 @@ export interface DaemonMetricsSource {
  */
 export interface DaemonFrontend {
   /** The metrics registry over what the daemon reports. */
-  metrics(source: DaemonMetricsSource): { readonly contentType: string; render(): Promise<string>; forget(iface: string, netns: string | null): void };
+  metrics(source: DaemonMetricsSource): DaemonMetrics;
   /** Serve the listeners of the config; each server is pushed into `servers` as it starts (closed on stop). */
   serve(d: Daemon, servers: FastifyInstance[]): Promise<void>;
   /** An API instance over the daemon, not listening (tests, embedding). */
@@ -181,7 +192,7 @@ export function createLogger(level: string): Logger {
 export class Daemon {
   config: DaemonConfig;
   readonly log: Logger;
-  readonly metricsRegistry: ReturnType<DaemonFrontend['metrics']>;
+  readonly metricsRegistry: DaemonMetrics;
   /** The schema of the limits of PUT /v1/limits: the config file's (the API's backend hands it in). */
   readonly limitsSchema = limitsSchema;
   readonly startedAt = new Date().toISOString();
@@ -214,7 +225,8 @@ export class Daemon {
     this.log = opts.logger ?? createLogger(config.log.level);
     this.metricsRegistry = opts.frontend.metrics({
       metricInterfaces: () => [...this.managed.values()].map((m) => ({
-        iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection && metricsReader(m.protection), rollback: summarizePending(m.cfg)?.state ?? null,
+        iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection && metricsReader(m.protection),
+        rollback: summarizePending(m.cfg)?.state ?? null,
       })),
       reloadCounts: () => ({ ...this.reloads }),
       fleetStatus: () => this.fleet?.status() ?? null,
@@ -250,8 +262,10 @@ export class Daemon {
     }
     if (opts.watch ?? true) d.watchInputs();
     if (config.fleet) {
-      d.fleet = new FleetExchange(config.fleet, d.log, () => [...d.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: fleetView(m.protection) })),
-        fleetStatusPath());
+      const parts = () => [...d.managed.values()].map((m) => ({
+        iface: m.cfg.iface, netns: m.cfg.netns, protection: fleetView(m.protection),
+      }));
+      d.fleet = new FleetExchange(config.fleet, d.log, parts, fleetStatusPath());
       d.fleet.start();
     }
     d.schedule();

@@ -36,7 +36,8 @@ test('docs/errors.md lists exactly the error codes of the registry, and the sour
   const inSrc = new Set(sources(join(ROOT, 'src')).flatMap((f) => [...codesIn(readFileSync(f, 'utf8'))]));
   const inDoc = codesIn(doc('errors.md'));
   assert.ok(inRegistry.size > 30, `codes in the registry: ${inRegistry.size}`);
-  assert.deepEqual([...inSrc].filter((c) => !inRegistry.has(c)).sort(), [], 'codes in src/ that the registry (src/limiter/errors.ts) does not list');
+  const outside = [...inSrc].filter((c) => !inRegistry.has(c)).sort();
+  assert.deepEqual(outside, [], 'codes in src/ that the registry (src/limiter/errors.ts) does not list');
   assert.deepEqual([...inRegistry].filter((c) => !inDoc.has(c)).sort(), [], 'codes in the registry that docs/errors.md does not list');
   assert.deepEqual([...inDoc].filter((c) => !inRegistry.has(c)).sort(), [], 'codes docs/errors.md lists that the registry does not');
 });

@@ -13,7 +13,8 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import pino from 'pino';
-import { Daemon } from '../src/agent/daemon';
+import type { Daemon } from '../src/agent/daemon';
+import { startDaemon } from '../src/cli/daemon';
 import { Protection } from '../src/agent/protection';
 import { liveRules } from '../src/agent/report';
 import { Bounds, SL_KEY_SIZE, SL_STATE_SIZE, StateBits } from '../src/generated/types';
@@ -86,7 +87,7 @@ async function main(): Promise<void> {
     const place = { iface: veth.b.ifname, netns: b };
     const configFile = join(dir, 'sluice.yaml');
     writeConfig(configFile, { interfaces: [{ iface: place.iface, netns: place.netns, max_entries: 1_200_000, limits: { algorithm: 'token', rate: 1000 } }], api: { socket: null } });
-    daemon = await Daemon.start({ configFile, listen: false, watch: false, logger: pino({ level: 'warn' }) });
+    daemon = await startDaemon({ configFile, listen: false, watch: false, logger: pino({ level: 'warn' }) });
     const p = Protection.open(place);
     const map = p.limiter.maps.rate_limit_map;
     const now = process.hrtime.bigint();

@@ -22,14 +22,12 @@ import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { Link } from '../ebpf';
-import { ApiCode, ApiError, type Problem } from '../api/errors';
-import { Metrics } from '../api/metrics';
-import { FleetExchange } from '../fleet/exchange';
+import { ApiCode, ApiError, type Problem } from '../limiter/errors';
+import { FleetExchange, type FleetProtection } from '../fleet/exchange';
 import { fleetStatusPath } from './state';
-import { buildApi, buildReadOnly, fileToken, listenTcp, listenUnix, type ApiBackend, type PlaceQuery, type ReadOnlyBackend } from '../api/server';
 import {
-  ConfigError, formatProblem, limitsProblems, loadConfig, mergeLimits, parseConfig,
-  type DaemonConfig, type InterfaceConfig, type LimitsInput,
+  ConfigError, formatProblem, limitsProblems, limitsSchema, loadConfig, mergeLimits, parseConfig,
+  type ConfigContext, type DaemonConfig, type InterfaceConfig, type LimitsInput,
 } from '../config';
 import type { Snapshot } from '../limiter/stats';
 import { sweepPenalties } from '../limiter/limiter';
@@ -45,15 +43,55 @@ import { EventHub, type EventBudget, type EventFilter, type EventView } from './
 import { monotonicUsec, notifier } from './notify';
 import { readPending, summarizePending } from './pending';
 import { DEFAULT_MAX_LIST_ENTRIES, DEFAULT_OBJECT, policyOf, Protection, type SettingsChange } from './protection';
-import { countStates as statusEntries, limitsJson, statsReport, statusJson, statusReport, takeSnapshot, topReport } from './report';
+import {
+  countStates as statusEntries, limitsJson, metricsReader, statsReport, statusJson, statusReport, takeSnapshot, topReport,
+} from './report';
 import { confirm, rollbackDue, rollbackNow } from './rollback';
 import {
   daemonLockPath, holdLock, listPlaces, loadSettings, managerLockPath, pinDir, STATE_ROOT,
   type HeldLock, type Limits, type Place, type Settings,
 } from './state';
 
+/** An interface of the daemon, as the API's queries name it. */
+export interface PlaceQuery {
+  iface: string;
+  netns: string | null;
+}
+
+/** What the daemon's metrics read (src/api/metrics.ts, MetricsSource). */
+export interface DaemonMetricsSource {
+  metricInterfaces(): {
+    iface: string; netns: string | null; protection: ReturnType<typeof metricsReader> | undefined; rollback: string | null;
+  }[];
+  reloadCounts(): { ok: number; failed: number; lastOk: boolean | null; lastAt: number | null };
+  fleetStatus(): ReturnType<FleetExchange['status']> | null;
+}
+
+/** The metrics registry (src/api/metrics.ts, Metrics). */
+export interface DaemonMetrics {
+  readonly contentType: string;
+  render(): Promise<string>;
+  forget(iface: string, netns: string | null): void;
+}
+
+/**
+ * What serves the daemon: its HTTP API, read-only listener and metrics (src/api), wired in by
+ * src/cli/daemon.ts. The agent imports no api module (DESIGN.md's import edges); the daemon
+ * implements the API's backend interface and is handed to it.
+ */
+export interface DaemonFrontend {
+  /** The metrics registry over what the daemon reports. */
+  metrics(source: DaemonMetricsSource): DaemonMetrics;
+  /** Serve the listeners of the config; each server is pushed into `servers` as it starts (closed on stop). */
+  serve(d: Daemon, servers: FastifyInstance[]): Promise<void>;
+  /** An API instance over the daemon, not listening (tests, embedding). */
+  inject(d: Daemon, token: string | null): FastifyInstance;
+}
+
 export interface DaemonOptions {
   configFile: string;
+  /** The API, listeners and metrics (src/cli/daemon.ts, startDaemon, hands in src/api's). */
+  frontend: DaemonFrontend;
   /** Take every managed interface down on stop() (SIGTERM); default: leave protection in force. */
   detachOnExit?: boolean;
   /** Default: pino JSON to stdout at the config's level. */
@@ -143,14 +181,21 @@ function sameLimits(a: Limits, b: Limits): boolean {
 
 const listsText = (l: Settings['lists']): string => JSON.stringify([l.mgmt, l.deny, l.allow]);
 
+/** What the fleet's exchange reads and writes of a protection (src/fleet imports no agent module). */
+function fleetView(p: Protection | undefined): FleetProtection | undefined {
+  return p && { maps: p.maps, policy: () => policyOf(p.settings) };
+}
+
 export function createLogger(level: string): Logger {
   return pino({ level, base: { pid: process.pid, name: 'sluice' }, timestamp: pino.stdTimeFunctions.isoTime });
 }
 
-export class Daemon implements ApiBackend, ReadOnlyBackend {
+export class Daemon {
   config: DaemonConfig;
   readonly log: Logger;
-  readonly metricsRegistry: Metrics;
+  readonly metricsRegistry: DaemonMetrics;
+  /** The schema of the limits of PUT /v1/limits: the config file's (the API's backend hands it in). */
+  readonly limitsSchema = limitsSchema;
   readonly startedAt = new Date().toISOString();
   private readonly managed = new Map<string, Managed>();
   private queue: Promise<unknown> = Promise.resolve();
@@ -160,7 +205,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
   private debounce: NodeJS.Timeout | undefined;
   /** What the files of the config read as when last loaded (path -> SHA-256): a reload is due when one differs. */
   private inputs: Record<string, string>;
-  private servers: FastifyInstance[] = [];
+  private readonly servers: FastifyInstance[] = [];
   private stopped = false;
   private stateLock: HeldLock | undefined;
   private rollbackTimer: NodeJS.Timeout | undefined;
@@ -179,8 +224,11 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
     this.config = config;
     this.inputs = { ...config.inputs, [config.file]: hash(text) };
     this.log = opts.logger ?? createLogger(config.log.level);
-    this.metricsRegistry = new Metrics({
-      metricInterfaces: () => [...this.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection, rollback: summarizePending(m.cfg)?.state ?? null })),
+    this.metricsRegistry = opts.frontend.metrics({
+      metricInterfaces: () => [...this.managed.values()].map((m) => ({
+        iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection && metricsReader(m.protection),
+        rollback: summarizePending(m.cfg)?.state ?? null,
+      })),
       reloadCounts: () => ({ ...this.reloads }),
       fleetStatus: () => this.fleet?.status() ?? null,
     });
@@ -208,14 +256,17 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       d.log.info({ event: 'unmanaged', interfaces: others.map(where) }, `protected but not in the config, left as they are (take them down with \`sluice down\`): ${others.map(where).join(', ')}`);
     }
     try {
-      if (opts.listen ?? true) await d.serve();
+      if (opts.listen ?? true) await opts.frontend.serve(d, d.servers);
     } catch (e) {
       await d.stop({ detach: false });
       throw e;
     }
     if (opts.watch ?? true) d.watchInputs();
     if (config.fleet) {
-      d.fleet = new FleetExchange(config.fleet, d.log, () => [...d.managed.values()].map((m) => ({ iface: m.cfg.iface, netns: m.cfg.netns, protection: m.protection })), fleetStatusPath());
+      const parts = () => [...d.managed.values()].map((m) => ({
+        iface: m.cfg.iface, netns: m.cfg.netns, protection: fleetView(m.protection),
+      }));
+      d.fleet = new FleetExchange(config.fleet, d.log, parts, fleetStatusPath());
       d.fleet.start();
     }
     d.schedule();
@@ -348,36 +399,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Serving
-
-  private async serve(): Promise<void> {
-    const { socket, tcp } = this.config.api;
-    if (socket) {
-      const app = buildApi(this, { logger: this.log, listener: 'unix' });
-      this.servers.push(app);
-      await listenUnix(app, socket);
-      this.log.info({ event: 'listening', socket }, `API on unix:${socket} (root only)`);
-    }
-    if (tcp) {
-      const app = buildApi(this, {
-        logger: this.log, listener: 'tcp', token: fileToken(tcp.tokenFile, this.log), allowedHosts: tcp.allowedHosts,
-        https: tcp.tls ? { cert: tcp.tls.cert, key: tcp.tls.key } : null,
-      });
-      this.servers.push(app);
-      await listenTcp(app, tcp.host, tcp.port, { tls: !!tcp.tls, log: this.log });
-      this.log.info({ event: 'listening', tcp: `${tcp.host}:${tcp.port}`, tls: !!tcp.tls, allowed_hosts: tcp.allowedHosts.map((h) => `${h.host}${h.port ? `:${h.port}` : ''}`) },
-        `API on ${tcp.tls ? 'https' : 'http'}://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port} (bearer token required)`);
-    }
-    const ro = this.config.metrics;
-    if (ro) {
-      const app = buildReadOnly(this, { logger: this.log, allowedHosts: ro.allowedHosts });
-      this.servers.push(app);
-      // Read-only and tokenless: nothing here can change the daemon, so no TLS warning applies.
-      await app.listen({ host: ro.host, port: ro.port });
-      this.log.info({ event: 'listening', metrics: `${ro.host}:${ro.port}` },
-        `read-only listener (GET /metrics, GET /healthz; no token) on http://${ro.host.includes(':') ? `[${ro.host}]` : ro.host}:${ro.port}`);
-    }
-  }
+  // Serving: src/cli/daemon.ts (the agent imports no api module); watching
 
   /**
    * Watch the directories of the config file and of every file it names (policy files, GeoIP
@@ -522,7 +544,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       m.error = undefined;
     } catch (e) {
       const err = e as { code?: string; message?: string };
-      const error = { code: err.code ?? 'SLUICE_E_INTERNAL', message: err.message ?? String(e), at: new Date().toISOString() };
+      const error = { code: err.code ?? ApiCode.Internal, message: err.message ?? String(e), at: new Date().toISOString() };
       if (!m.error || m.error.message !== error.message) {
         if (error.code === AgentCode.PinsAbiMismatch) {
           // Refused before anything changed: what is pinned keeps running, unmanaged, until an
@@ -819,7 +841,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
 
   private protectionOf(m: Managed): Protection {
     if (!m.protection) {
-      throw Object.assign(new Error(`${where(m.cfg)} is configured but not protected now: ${m.error?.message ?? 'not attached yet'}`), { code: 'SLUICE_E_NOT_PROTECTED' });
+      throw Object.assign(new Error(`${where(m.cfg)} is configured but not protected now: ${m.error?.message ?? 'not attached yet'}`), { code: AgentCode.NotProtected });
     }
     return m.protection;
   }
@@ -836,7 +858,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
       try {
         interfaces.push({ ...statusJson(await statusReport(m.protection)), ...base, protected: true, ...extra });
       } catch (e) {
-        interfaces.push({ ...base, protected: false, error: { code: (e as { code?: string }).code ?? 'SLUICE_E_INTERNAL', message: (e as Error).message }, ...extra });
+        interfaces.push({ ...base, protected: false, error: { code: (e as { code?: string }).code ?? ApiCode.Internal, message: (e as Error).message }, ...extra });
       }
     }
     const configured = new Set(this.managed.keys());
@@ -1090,7 +1112,7 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
 
   /** For tests and embedding: an API instance over this daemon, not listening. */
   api(token: string | null = null): FastifyInstance {
-    return buildApi(this, { logger: this.log, token, listener: 'inject' });
+    return this.opts.frontend.inject(this, token);
   }
 
   /**
@@ -1178,12 +1200,15 @@ export class Daemon implements ApiBackend, ReadOnlyBackend {
 }
 
 /** The file's text and the config it gives (a ConfigError if unreadable or invalid). */
+/** What the config is handed from the settings (it reads no settings itself): the rule ids kept. */
+const CONFIG_CONTEXT: ConfigContext = { ruleIds: (p) => loadSettings(p)?.ruleIds ?? {} };
+
 function readConfig(file: string): { text: string; config: DaemonConfig } {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch {
-    return { text: '', config: loadConfig(file) }; // throws the ConfigError that says why
+    return { text: '', config: loadConfig(file, CONFIG_CONTEXT) }; // throws the ConfigError that says why
   }
-  return { text, config: parseConfig(text, file) };
+  return { text, config: parseConfig(text, file, CONFIG_CONTEXT) };
 }

@@ -10,68 +10,15 @@
 import ipaddr from 'ipaddr.js';
 import { RingBuffer } from '../ebpf';
 import { decodeEvent, decodeEventBudget, SL_EVENT_BUDGET_SIZE, SL_EVENT_SIZE } from '../generated/types';
-import { parsePrefix, covers, type Prefix } from '../limiter/policy';
 import { mapOf } from '../limiter/datapath';
+import type { EventBudget, EventView } from '../limiter/events';
 import { REASON_NAMES } from '../limiter/stats';
 import type { Protection } from './protection';
 
-/** One event, as the CLI prints it with --json and the API streams it. */
-export interface EventView {
-  /** Wall time the packet was decided, ISO 8601 with milliseconds. */
-  time: string;
-  /** The kernel's stamp (CLOCK_MONOTONIC, ns), as a decimal string (it exceeds 2^53). */
-  ts_ns: string;
-  source: string;
-  rule_id: number | null;
-  /** The rule's name, or "global" for list and malformed verdicts. */
-  rule: string;
-  reason: string;
-  verdict: 'drop' | 'pass';
-  proto: string;
-  dport: number;
-  bytes: number;
-}
-
-/** Events the kernel did not emit (per-CPU budget spent, ring buffer full), summed over CPUs since attach. */
-export interface EventBudget { suppressed: number; lost: number }
+export { EventFilter, type EventBudget, type EventFilterSpec, type EventView } from '../limiter/events';
 
 const PROTO_NAMES: Record<number, string> = { 0: '-', 1: 'icmp', 2: 'igmp', 4: 'ipip', 6: 'tcp', 17: 'udp', 41: 'ipv6', 47: 'gre', 50: 'esp', 51: 'ah', 58: 'icmpv6', 132: 'sctp', 136: 'udplite' };
 export const protoName = (p: number): string => PROTO_NAMES[p] ?? String(p);
-
-export interface EventFilterSpec {
-  /** A rule id, a rule name, or "global". */
-  rule?: string;
-  /** A reason name (limit, denylist, …). */
-  reason?: string;
-  /** An address or prefix the source must be inside. */
-  source?: string;
-}
-
-/** A filter, checked when it is made: an unknown reason or a bad prefix is an error, not "no events". */
-export class EventFilter {
-  private readonly prefix: Prefix | undefined;
-  constructor(readonly spec: EventFilterSpec) {
-    if (spec.reason !== undefined && !REASON_NAMES.includes(spec.reason.toLowerCase())) {
-      throw new RangeError(`unknown reason ${JSON.stringify(spec.reason)}: one of ${REASON_NAMES.filter(Boolean).join(', ')}`);
-    }
-    if (spec.source !== undefined) {
-      try { this.prefix = parsePrefix(spec.source); } catch (e) { throw new RangeError(`source ${JSON.stringify(spec.source)}: ${(e as Error).message}`); }
-    }
-  }
-
-  matches(e: EventView): boolean {
-    const s = this.spec;
-    if (s.reason !== undefined && e.reason !== s.reason.toLowerCase()) return false;
-    if (s.rule !== undefined && s.rule !== e.rule && s.rule !== String(e.rule_id ?? 'global')) return false;
-    if (this.prefix) {
-      if (e.source === '-') return false;
-      let a: Prefix;
-      try { a = parsePrefix(e.source); } catch { return false; }
-      if (!covers(this.prefix, a)) return false;
-    }
-    return true;
-  }
-}
 
 /** Monotonic ns to wall ms: the offset is taken again for every batch (the wall clock may be set). */
 function wallOffsetNs(): bigint {

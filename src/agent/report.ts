@@ -12,6 +12,7 @@ import { listPlaces, type Limits, type Mode } from './state';
 import { AgentCode } from './errors';
 import { Protection } from './protection';
 import { summarizePending, type PendingSummary } from './pending';
+import { eventBudget } from './events';
 
 export interface StatsReport extends SlotStats {
   iface: string;
@@ -193,4 +194,19 @@ export async function topReport(p: Protection, n: number): Promise<TopReport> {
 
 export async function dumpReport(p: Protection): Promise<StateEntry[]> {
   return readStates(p.limiter.maps, liveRules(p));
+}
+
+/**
+ * What the API's metrics read of a protection (src/api/metrics.ts, ProtectionReader, implemented
+ * here so that the API imports no agent module): the counters, the policy version, the state map's
+ * size and entries (one walk shared with /v1/top and /v1/status), the events not emitted.
+ */
+export function metricsReader(p: Protection) {
+  return {
+    snapshot: () => takeSnapshot(p),
+    version: () => p.limiter.version(),
+    get maxEntries() { return p.limiter.maps.rate_limit_map.maxEntries; },
+    countEntries: async () => (await sharedWalk(p.limiter.maps, () => liveRules(p))).entries,
+    eventBudget: () => eventBudget(p),
+  };
 }

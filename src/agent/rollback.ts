@@ -13,6 +13,7 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { SLUICE_BIN } from '../ebpf';
 import { AgentCode, AgentError } from './errors';
+import { ApiCode } from '../limiter/errors';
 import { assertNoPending, clearPending, holderAlive, readPending, rollbackLogPath, writePending, type Pending, type PendingHolder } from './pending';
 import { Protection, type UpOptions, type UpResult } from './protection';
 import { loadSettings, managerOf, policyContent, withLock, type Place } from './state';
@@ -82,7 +83,7 @@ export async function rollbackNow(p: Place, id?: string): Promise<boolean> {
       r.protection.close();
     } catch (e) {
       const err = e as { code?: string; message?: string };
-      const failed = { at: new Date().toISOString(), attempts: (pending.failed?.attempts ?? 0) + 1, code: err.code ?? 'SLUICE_E_INTERNAL', message: err.message ?? String(e) };
+      const failed = { at: new Date().toISOString(), attempts: (pending.failed?.attempts ?? 0) + 1, code: err.code ?? ApiCode.Internal, message: err.message ?? String(e) };
       writePending(p, { ...pending, failed });
       throw new AgentError(AgentCode.RollbackFailed, `the rollback of ${pending.applied} on ${p.iface}${p.netns ? ` (network namespace ${p.netns})` : ''} failed (attempt ${failed.attempts}): ${failed.code}: ${failed.message}. ${pending.applied} stays live; retry with \`sluice policy rollback ${flagsOf(p)}\`, or keep it with \`sluice policy confirm ${flagsOf(p)}\``);
     }

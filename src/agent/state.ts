@@ -22,7 +22,7 @@ import type { GeoConfig } from '../limiter/geoip';
 import type { Lists, RuntimeLists } from '../limiter/lists';
 import type { RuleSpec } from '../limiter/policy';
 import { AgentCode, AgentError } from './errors';
-import { netnsNameProblem, placeProblems } from './names';
+import { netnsNameProblem, placeProblems } from '../limiter/names';
 import { point } from './testhooks';
 
 /** Where pins live; SLUICE_PIN_ROOT moves them (a directory on a bpffs; tests use a private one). */
@@ -121,7 +121,7 @@ export interface Place {
   netns: string | null;
 }
 
-/** Refuse a place whose names are not an interface's and a namespace's (src/agent/names.ts). */
+/** Refuse a place whose names are not an interface's and a namespace's (src/limiter/names.ts). */
 export function assertPlace(p: { iface: unknown; netns?: unknown }): void {
   const problems = placeProblems(p);
   if (problems.length) {

@@ -4,38 +4,10 @@
  *
  *   { "error": { "code": "SLUICE_E_…", "message": "…", "problems"?: [{ "path", "line"?, "message" }] } }
  */
-import { AgentCode } from '../agent/errors';
-import { CONFIG_ERROR, ConfigError } from '../config/errors';
-import { ErrorCode } from '../ebpf';
+import { ApiCode, ApiError, ConfigError, CONFIG_ERROR, errorEntry, type Problem } from '../limiter/errors';
 import { PolicyError } from '../limiter/policy';
 
-export const ApiCode = {
-  BadRequest: 'SLUICE_E_API_BAD_REQUEST',
-  Unauthorized: 'SLUICE_E_API_UNAUTHORIZED',
-  NotFound: 'SLUICE_E_API_NOT_FOUND',
-  NotManaged: 'SLUICE_E_NOT_MANAGED',
-  SocketBusy: 'SLUICE_E_API_SOCKET_BUSY',
-  SocketUnsafe: 'SLUICE_E_API_SOCKET_UNSAFE',
-  HostNotAllowed: 'SLUICE_E_API_HOST',
-  CrossSite: 'SLUICE_E_API_CROSS_SITE',
-  ReloadFailed: 'SLUICE_E_RELOAD_FAILED',
-  Internal: 'SLUICE_E_INTERNAL',
-} as const;
-
-export type ApiCodeValue = (typeof ApiCode)[keyof typeof ApiCode];
-
-export interface Problem {
-  path: string;
-  line?: number;
-  message: string;
-}
-
-export class ApiError extends Error {
-  constructor(readonly code: ApiCodeValue, readonly status: number, message: string, readonly problems?: Problem[]) {
-    super(message);
-    this.name = 'ApiError';
-  }
-}
+export { ApiCode, ApiError, type ApiCodeValue, type Problem } from '../limiter/errors';
 
 export interface ErrorBody {
   error: { code: string; message: string; problems?: Problem[] };
@@ -52,21 +24,13 @@ export function httpError(e: unknown): { status: number; body: ErrorBody } {
   const err = e as { code?: unknown; message?: unknown; statusCode?: unknown };
   const code = typeof err.code === 'string' ? err.code : '';
   const message = typeof err.message === 'string' ? err.message : String(e);
-  switch (code) {
-    case AgentCode.InvalidArgument:
-    case 'SLUICE_E_LISTS_TOO_LARGE': return { status: 400, body: body(code, message) };
-    case AgentCode.NotProtected:
-    case AgentCode.NoIface:
-    case AgentCode.NoNetns: return { status: 503, body: body(code, message) };
-    case AgentCode.Busy:
-    case AgentCode.Pending: return { status: 409, body: body(code, message) };
-    case AgentCode.NotInList: return { status: 404, body: body(code, message) };
-    default: break;
-  }
+  // A code of the registry answered with a status of its own (4xx, 503); the rest below.
+  const known = errorEntry(code);
+  if (known && known.http !== 500) return { status: known.http, body: body(code, message) };
   // fastify's own: malformed JSON, wrong content type, body too large.
   if (code.startsWith('FST_') && typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
     return { status: err.statusCode, body: body(ApiCode.BadRequest, message) };
   }
-  if (code.startsWith('SLUICE_E_') || code === ErrorCode.Permission) return { status: 500, body: body(code, message) };
+  if (code.startsWith('SLUICE_E_')) return { status: 500, body: body(code, message) };
   return { status: 500, body: body(ApiCode.Internal, message) };
 }

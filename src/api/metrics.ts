@@ -9,11 +9,6 @@
  * `stateCacheMs` per interface, and shared by concurrent scrapes and API requests (sharedWalk).
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import type { Protection } from '../agent/protection';
-import { liveRules, takeSnapshot } from '../agent/report';
-import { sharedWalk } from '../limiter/top';
-import { mapOf } from '../limiter/datapath';
-import { decodeEventBudget, SL_EVENT_BUDGET_SIZE } from '../generated/types';
 import { REASON_NAMES, type RuleStats, type SlotStats } from '../limiter/stats';
 
 /** The reason metric's help: every reason the data path counts, from the generated enum. */
@@ -21,11 +16,28 @@ export function reasonHelp(): string {
   return `Packets by rule and reason (${REASON_NAMES.filter(Boolean).join(', ')}); reasons that never counted are left out`;
 }
 
+/**
+ * What the metrics read of one protected interface; the agent implements it over its protection
+ * (src/agent/report.ts, metricsReader). Every call reads the maps now.
+ */
+export interface ProtectionReader {
+  /** The counters now: per rule, the global slot, and the new states counted since attach. */
+  snapshot(): { rules: readonly RuleStats[]; global: SlotStats; totals: { new_states: number } };
+  /** The policy version in force. */
+  version(): number;
+  /** The state map's size. */
+  readonly maxEntries: number;
+  /** The state map's entries, counted by a walk shared with the API's /v1/top and /v1/status. */
+  countEntries(): Promise<number>;
+  /** Sampled events the kernel did not emit, summed over CPUs; undefined without the map. */
+  eventBudget(): { suppressed: number; lost: number } | undefined;
+}
+
 export interface MetricsInterface {
   iface: string;
   netns: string | null;
   /** Open while the interface is protected; undefined while it is not (the last attempt failed). */
-  protection: Protection | undefined;
+  protection: ProtectionReader | undefined;
   /** The state of a change applied with --confirm-within, if one is pending: pending, failed, orphaned. */
   rollback?: string | null;
 }
@@ -272,7 +284,7 @@ export class Metrics {
       const key = `${labels.netns}/${labels.iface}`;
       try {
         await this.refreshCount(key, p);
-        const snap = takeSnapshot(p);
+        const snap = p.snapshot();
         const c = this.counts.get(key)!;
         const evictions = Math.max(this.evictHigh.get(key) ?? 0, c.newStates - c.entries);
         this.evictHigh.set(key, evictions);
@@ -280,9 +292,9 @@ export class Metrics {
           labels,
           up: true,
           rules: [...snap.rules, { ...snap.global, id: 'global' }],
-          version: p.limiter.version(),
+          version: p.version(),
           entries: c.entries,
-          maxEntries: p.limiter.maps.rate_limit_map.maxEntries,
+          maxEntries: p.maxEntries,
           evictions,
           ...eventsOf(p),
         });
@@ -294,15 +306,15 @@ export class Metrics {
     return out;
   }
 
-  private async refreshCount(key: string, p: Protection): Promise<void> {
+  private async refreshCount(key: string, p: ProtectionReader): Promise<void> {
     const cur = this.counts.get(key);
     if (cur && Date.now() - cur.at < this.stateCacheMs) return;
     if (cur?.pending) return cur.pending;
     const pending = (async () => {
       // One walk shared with the API's /v1/top and /v1/status on the same map.
-      const { entries } = await sharedWalk(p.limiter.maps, () => liveRules(p));
+      const entries = await p.countEntries();
       // Read after counting, so that new states counted during the walk are in it too.
-      const newStates = takeSnapshot(p).totals.new_states;
+      const newStates = p.snapshot().totals.new_states;
       this.counts.set(key, { at: Date.now(), entries, newStates });
     })();
     if (cur) cur.pending = pending;
@@ -323,16 +335,7 @@ export class Metrics {
   }
 }
 
-function eventsOf(p: Protection): { events?: { suppressed: number; lost: number } } {
-  const map = mapOf(p.maps, 'sl_event_budget');
-  if (!map) return {};
-  const perCpu = map.lookupPerCpu(Buffer.alloc(4));
-  let suppressed = 0;
-  let lost = 0;
-  for (const b of perCpu) {
-    const v = decodeEventBudget(b.subarray(0, SL_EVENT_BUDGET_SIZE));
-    suppressed += Number(v.suppressed);
-    lost += Number(v.lost);
-  }
-  return { events: { suppressed, lost } };
+function eventsOf(p: ProtectionReader): { events?: { suppressed: number; lost: number } } {
+  const events = p.eventBudget();
+  return events ? { events } : {};
 }

@@ -17,10 +17,9 @@ import { dirname } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { EventFilter, type EventBudget, type EventView } from '../agent/events';
-import { limitsSchema, pathText, type LimitsInput } from '../config';
-import { tokenProblem } from '../config/load';
-import { ifaceName, netnsName, parseHost, shown } from '../config/schema';
+import { EventFilter, type EventBudget, type EventView } from '../limiter/events';
+import { ifaceName, netnsName, parseHost } from '../limiter/names';
+import { pathText, shown } from '../limiter/text';
 import { parseDurationMs } from '../limiter/units';
 import { ApiCode, ApiError, httpError, type Problem } from './errors';
 
@@ -29,14 +28,21 @@ export interface PlaceQuery {
   netns: string | null;
 }
 
-/** What the API serves; the daemon implements it. */
-export interface ApiBackend {
+/**
+ * What the API serves; the agent's daemon implements it and src/cli hands it in (the API imports no
+ * agent or config module). `L` is what a valid `limits` of PUT /v1/limits is: the backend checks it
+ * with its own schema (`limitsSchema`, the config's), so that the API and the config file say the same
+ * things about the same mistakes.
+ */
+export interface ApiBackend<L = unknown> {
+  /** The schema of the `limits` of PUT /v1/limits (its messages are the config file's). */
+  readonly limitsSchema: z.ZodType<L>;
   status(): Promise<unknown>;
   /** One interface's report, or every managed interface's ({ interfaces: [...] }) without a place. */
   stats(place?: PlaceQuery): Promise<unknown>;
   top(place: PlaceQuery, n: number): Promise<unknown>;
   /** Change the limits; the answer is { iface, netns, limits } as JSON (snake_case keys). */
-  setLimits(place: PlaceQuery, limits: LimitsInput): Promise<unknown>;
+  setLimits(place: PlaceQuery, limits: L): Promise<unknown>;
   reload(source: string): Promise<unknown>;
   metrics(): Promise<{ contentType: string; body: string }>;
   /** The last 15 minutes at one point a second, as columns (GET /v1/history). */
@@ -78,9 +84,10 @@ export interface TokenSource {
  * The token of a file, re-read when the file changes (a rotation takes effect at the next request,
  * a Kubernetes Secret's symlink swap included: the file is stat'ed, following links, at each
  * request). A file that becomes unreadable or invalid refuses every request (fail closed) and says
- * so in the log, once; the content is never logged.
+ * so in the log, once; the content is never logged. `tokenProblem` says what is wrong with a token
+ * read (the config's check, handed in), or null.
  */
-export function fileToken(file: string, log: Logger): TokenSource {
+export function fileToken(file: string, log: Logger, tokenProblem: (text: string, file: string) => string | null): TokenSource {
   let seen = '';
   let token: string | null = null;
   let problem: string | null = null;
@@ -152,7 +159,7 @@ export function isLoopback(host: string): boolean {
   return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\./.test(h);
 }
 
-// Names go through the one validator of names (src/agent/names.ts, via the config's schema).
+// Names go through the one validator of names (src/limiter/names.ts, which the config's schema uses too).
 
 const placeQuery = z.strictObject({ iface: ifaceName, netns: netnsName.optional() });
 const statsQuery = z.strictObject({ iface: ifaceName.optional(), netns: netnsName.optional() })
@@ -168,10 +175,10 @@ const topQuery = placeQuery.extend({
     .pipe(z.number().min(1, { error: 'n must be at least 1' }).max(1000, { error: 'n must be at most 1000' }))
     .optional(),
 });
-const limitsBody = z.strictObject({
+const limitsBodyOf = <L>(limits: z.ZodType<L>) => z.strictObject({
   iface: ifaceName,
   netns: netnsName.nullable().optional(),
-  limits: limitsSchema,
+  limits,
 }, { error: (i) => `expected a JSON object { iface, netns?, limits: { … } }, got ${shown(i.input)}` });
 const historyQuery = placeQuery.extend({
   since: z.string().regex(/^\d{1,15}$/, { error: (i) => `since ${shown(i.input)} must be a time in ms since the epoch (the last \`t\` seen)` }).transform(Number).optional(),
@@ -296,7 +303,8 @@ export function refuseForeign(req: FastifyRequest, allowed: readonly { host: str
   return host;
 }
 
-export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
+export function buildApi<L>(backend: ApiBackend<L>, o: ApiOptions): FastifyInstance {
+  const limitsBody = limitsBodyOf(backend.limitsSchema);
   const app = Fastify({
     loggerInstance: o.logger.child({ api: o.listener ?? 'inject' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),

@@ -5,16 +5,15 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { TopEntry } from '../agent/report';
 import type { Rate as KeyRate } from '../limiter/rates';
-import { AgentCode } from '../agent/errors';
+import { AgentCode, AgentError } from '../agent/errors';
 import { assertPlace, managerInfo, type Limits } from '../agent/state';
-import { AgentError } from '../agent/errors';
-import { ErrorCode } from '../ebpf';
+import { ApiCode, errorEntry, EXIT, LimiterCode } from '../limiter/errors';
 import { PolicyError } from '../limiter/policy';
 import type { StateEntry } from '../limiter/top';
 import { FORMS, formatRate, parseBytes, parseBytesPer, parseCount, parseDurationMs, parseNewStates, parseRatePer, type Rate } from '../limiter/units';
 
-/** Exit codes, documented in docs/cli.md. */
-export const EXIT = { ok: 0, error: 1, usage: 2, notProtected: 3, permission: 4 } as const;
+/** Exit codes, documented in docs/cli.md (kept in the error registry, src/limiter/errors.ts). */
+export { EXIT } from '../limiter/errors';
 
 export interface PlaceOptions {
   iface: string;
@@ -166,12 +165,9 @@ export function failure(e: unknown): { code: number; error: string; message: str
   const err = e as { code?: string; message?: string };
   const message = e instanceof Error ? e.message : String(e);
   const known = typeof err.code === 'string' && err.code.startsWith('SLUICE_E_') ? err.code : undefined;
-  if (e instanceof PolicyError) return { code: EXIT.usage, error: known ?? 'SLUICE_E_POLICY', message };
-  const error = known ?? 'SLUICE_E_INTERNAL';
-  if (error === AgentCode.InvalidArgument || error === 'SLUICE_E_CONFIG' || error === 'SLUICE_E_LISTS_TOO_LARGE') return { code: EXIT.usage, error, message };
-  if (error === AgentCode.NotProtected) return { code: EXIT.notProtected, error, message };
-  if (error === ErrorCode.Permission) return { code: EXIT.permission, error, message };
-  return { code: EXIT.error, error, message };
+  if (e instanceof PolicyError) return { code: EXIT.usage, error: known ?? LimiterCode.Policy, message };
+  const error = known ?? ApiCode.Internal;
+  return { code: errorEntry(error)?.exit ?? EXIT.error, error, message };
 }
 
 /**

@@ -6,7 +6,7 @@
  */
 import type { Command } from 'commander';
 import { rollbackDue, settleDueRollback as settle } from '../agent/rollback';
-import { placeProblems } from '../agent/names';
+import { placeProblems } from '../limiter/names';
 
 /** Commands that change an interface, by their path under `sluice`. */
 const CHANGING = new Set(['up', 'set', 'allow add', 'allow del', 'deny add', 'deny del', 'mgmt add', 'mgmt del', 'policy apply', 'policy confirm', 'policy plug', 'policy unplug']);

@@ -10,6 +10,7 @@ import { EXIT, failure, reportError } from './common';
 import { settleDueRollback } from './due-rollback';
 import { UNITS_HELP } from '../limiter/units';
 import { quietOnClosedPipe } from './terminal';
+import { AgentCode } from '../limiter/errors';
 
 /** The version of the package this file was installed with. */
 const VERSION = (JSON.parse(readFileSync(PACKAGE_JSON, 'utf8')) as { version: string }).version;
@@ -69,7 +70,7 @@ program.parseAsync().catch((e: unknown) => {
     }
     if (e.code !== 'commander.help' && e.code !== 'commander.executeSubCommandAsync') {
       const message = e.message.replace(/^error: /, '');
-      reportError({ code: EXIT.usage, error: 'SLUICE_E_INVALID_ARGUMENT', message }, asJson, `(\`${commandOf(args)} --help\` shows the options and examples)`);
+      reportError({ code: EXIT.usage, error: AgentCode.InvalidArgument, message }, asJson, `(\`${commandOf(args)} --help\` shows the options and examples)`);
     }
     process.exitCode = EXIT.usage;
     return;

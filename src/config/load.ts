@@ -8,16 +8,22 @@ import { readFileSync, statSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { resolve } from 'node:path';
-import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
-import { loadSettings } from '../agent/state';
-import { DEFAULT_LIMITS, defaultRuleOf, FULL_FRAME_BYTES, type Limits } from '../limiter/rule';
+import { LineCounter, parseDocument, type Document } from 'yaml';
+import { DEFAULT_LIMITS, type Limits } from '../limiter/rule';
 import type { Lists } from '../limiter/lists';
-import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
+import type { RuleSpec } from '../limiter/policy';
 import { ConfigError, formatProblem, type ConfigProblem } from './errors';
 import { parsePolicy, type PolicyFile } from './policy-file';
 import type { GeoConfig } from '../limiter/geoip';
 import { z as zod } from 'zod';
-import { configSchema, interfaceSchema, interfacesMessage, parseHost, shown, type LimitsInput, LOG_LEVELS } from './schema';
+import { configSchema, interfaceSchema, interfacesMessage, parseHost, shown, LOG_LEVELS } from './schema';
+import { pathText } from '../limiter/text';
+import { deepFreeze, lineOf, notThisKind, sortByLine, zodProblems, type Seg } from './document';
+import { limitsProblems, mergeLimits } from './limits';
+
+export { pathText } from '../limiter/text';
+export { deepFreeze, keyShown, lineOf, notThisKind, sortByLine, zodProblems, type Seg } from './document';
+export { defaultRuleOf, limitsProblems, mergeLimits, ruleScopeOf } from './limits';
 
 /** The file's top level, interfaces still unchecked (each is checked on its own). */
 const topSchema = configSchema.extend({
@@ -115,212 +121,6 @@ export function defaultAllowedHosts(listen: string): { host: string; port: null 
 /** Shortest accepted bearer token. */
 export const MIN_TOKEN_LENGTH = 16;
 
-export type Seg = string | number;
-
-export function pathText(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const s of path) out += typeof s === 'number' ? `[${s}]` : `${out ? '.' : ''}${String(s)}`;
-  return out;
-}
-
-/** The YAML node at a path (the key's node when `key`), or the nearest ancestor that exists. */
-function nodeAt(doc: Document, path: readonly Seg[], key = false): Node | undefined {
-  let node = doc.contents as Node | null;
-  let found: Node | undefined = node ?? undefined;
-  for (let i = 0; i < path.length && node; i++) {
-    const seg = path[i]!;
-    if (isMap(node)) {
-      const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg));
-      if (!pair) break;
-      if (key && i === path.length - 1) return pair.key as Node;
-      node = (pair.value as Node | null) ?? (pair.key as Node);
-    } else if (isSeq(node) && typeof seg === 'number') {
-      node = (node.items[seg] as Node | undefined) ?? null;
-    } else {
-      break;
-    }
-    if (node) found = node;
-  }
-  return found;
-}
-
-export function lineOf(doc: Document, lc: LineCounter, path: readonly Seg[], key = false): number | undefined {
-  const n = nodeAt(doc, path, key);
-  return n?.range ? lc.linePos(n.range[0]).line : undefined;
-}
-
-/** The object schema's keys at a path of a schema (for "expected one of" on unknown keys). */
-function keysAt(path: readonly Seg[], root: zod.ZodType): string[] {
-  let s = (root as unknown as { _zod: { def: Record<string, unknown> } });
-  const unwrap = (): void => {
-    for (;;) {
-      const def = s._zod.def;
-      if (['optional', 'nullable', 'default', 'prefault'].includes(def['type'] as string)) s = def['innerType'] as typeof s;
-      else if (def['type'] === 'pipe') s = def['in'] as typeof s;
-      else return;
-    }
-  };
-  unwrap();
-  for (const seg of path) {
-    const def = s._zod.def;
-    if (def['type'] === 'object' && typeof seg === 'string') s = (def['shape'] as Record<string, typeof s>)[seg]!;
-    else if (def['type'] === 'array' && typeof seg === 'number') s = def['element'] as typeof s;
-    else return [];
-    if (!s) return [];
-    unwrap();
-  }
-  const def = s._zod.def;
-  return def['type'] === 'object' ? Object.keys(def['shape'] as object) : [];
-}
-
-function distance(a: string, b: string): number {
-  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0]!;
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = d[j]!;
-      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return d[b.length]!;
-}
-
-/** Names people write for a key that has another name here (from other tools, or in full). */
-const SYNONYMS: Record<string, string[]> = {
-  proto: ['protocol', 'protocols', 'ip_proto'],
-  dst_port: ['port', 'ports', 'dport', 'dest_port', 'destination_port'],
-  src: ['source', 'from', 'src_ip', 'saddr'],
-  dst: ['destination', 'to', 'dst_ip', 'daddr'],
-  tcp_flags: ['flags'],
-  rate: ['pps', 'limit'],
-  bytes_rate: ['bps', 'bandwidth'],
-  on_exceed: ['action', 'on_exceeded'],
-  max_entries: ['entries'],
-};
-
-function unknownKeyMessage(key: string, allowed: string[]): string {
-  const synonym = allowed.find((k) => SYNONYMS[k]?.includes(key.toLowerCase()));
-  const near = synonym ?? allowed.filter((k) => distance(k, key) <= 2).sort((x, y) => distance(x, key) - distance(y, key))[0];
-  return `unknown key${near ? ` (did you mean ${near}?)` : ''}; expected ${allowed.length ? `one of ${allowed.join(', ')}` : 'no keys here'}`;
-}
-
-/**
- * A key as messages show it: one that looks like a key (a misspelt one is worth seeing), or only
- * its length: a file named by mistake parses as keys such as `root:$y$…` (a password file's lines).
- */
-export function keyShown(k: string): string {
-  return /^[A-Za-z_][A-Za-z0-9_-]{0,39}$/.test(k) ? k : `<key of ${k.length} characters, not shown>`;
-}
-
-/**
- * Refuse, without a word of its content, a document none of whose top-level keys is one of
- * `known`: not a file of this kind (a password file, a key, another program's config).
- */
-export function notThisKind(raw: unknown, known: readonly string[], file: string, what: string): void {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return;
-  const keys = Object.keys(raw);
-  if (keys.length && !keys.some((k) => known.includes(k))) {
-    throw new ConfigError(file, [{ path: '', message: `not a ${what}: none of its ${keys.length} top-level key${keys.length === 1 ? '' : 's'} is one of ${known.join(', ')} (its content is not shown: is this the right file?)` }]);
-  }
-}
-
-/** Every issue of a zod error as a problem with its path and line. `root`: the schema parsed at `at`. */
-export function zodProblems(error: zod.ZodError, doc: Document, lc: LineCounter, at: Seg[] = [], root: zod.ZodType = configSchema): ConfigProblem[] {
-  const out: ConfigProblem[] = [];
-  for (const iss of error.issues) {
-    const path = [...at, ...iss.path.filter((s): s is Seg => typeof s === 'string' || typeof s === 'number')];
-    if (iss.code === 'unrecognized_keys') {
-      for (const k of iss.keys) {
-        const shownKey = keyShown(k);
-        out.push({ path: pathText([...path, shownKey]), line: lineOf(doc, lc, [...path, k], true), message: shownKey === k ? unknownKeyMessage(k, keysAt(path.slice(at.length), root)) : `unknown key; expected ${keysAt(path.slice(at.length), root).join(', ') || 'no keys here'}` });
-      }
-      continue;
-    }
-    out.push({ path: pathText(path), line: lineOf(doc, lc, path), message: iss.message });
-  }
-  return out;
-}
-
-/** Limits from the file or the API over a base (the defaults, or what is in force). */
-/** A period field, left out when it is the default (a second). */
-function periodOf<K extends 'ratePeriodMs' | 'bytesPeriodMs'>(k: K, ms: number | undefined): Partial<Record<K, number>> {
-  return ms !== undefined && ms !== 1000 ? ({ [k]: ms } as Partial<Record<K, number>>) : {};
-}
-
-// The default rule of a set of limits, and its scope fields: the rule model's (src/limiter/rule.ts).
-export { defaultRuleOf, ruleScopeOf } from '../limiter/rule';
-
-/**
- * The window when none is given: a rate per minute or hour brings its period as the window, and
- * such a window goes with its rate (a rule that sets a rate per second does not inherit the
- * defaults' hour); otherwise the base's.
- */
-function windowOf(base: Limits, l: LimitsInput): number {
-  if (l.rate === undefined && l.bytes_rate === undefined) return base.windowMs;
-  const period = Math.max(l.rate?.periodMs ?? 0, l.bytes_rate?.periodMs ?? 0);
-  if (period > 1000) return period;
-  const derived = base.windowMs > 1000 && (base.windowMs === base.ratePeriodMs || base.windowMs === base.bytesPeriodMs);
-  return derived ? DEFAULT_LIMITS.windowMs : base.windowMs;
-}
-
-export function mergeLimits(base: Limits, l: LimitsInput | undefined): Limits {
-  if (!l) return { ...base };
-  return {
-    algorithm: l.algorithm ?? base.algorithm,
-    rate: l.rate !== undefined ? (l.rate?.units ?? null) : base.rate,
-    ...periodOf('ratePeriodMs', l.rate !== undefined ? l.rate?.periodMs : base.ratePeriodMs),
-    burst: l.burst ?? base.burst,
-    bytesRate: l.bytes_rate !== undefined ? (l.bytes_rate?.units ?? null) : base.bytesRate,
-    ...periodOf('bytesPeriodMs', l.bytes_rate !== undefined ? l.bytes_rate?.periodMs : base.bytesPeriodMs),
-    bytesBurst: l.bytes_burst ?? base.bytesBurst,
-    windowMs: l.window ?? windowOf(base, l),
-    keyV4: l.key?.v4 ?? base.keyV4,
-    keyV6: l.key?.v6 ?? base.keyV6,
-    ...scopeOf(base, l),
-  };
-}
-
-/**
- * scope and local: a rule's own scope, else the base's; local goes with its scope and its rate (a
- * rule that sets its own rate does not inherit the defaults' fallback). A local rate per another
- * period than the rate's is kept as it is said and refused by the compiler.
- */
-function scopeOf(base: Limits, l: LimitsInput): Pick<Limits, 'scope' | 'localRate'> & { localPeriodMs?: number } {
-  const scope = l.scope !== undefined ? l.scope : base.scope === 'global' ? 'global' : 'node';
-  // Kept, so that the compiler says what is wrong with a fallback for a rule that is not global.
-  if (scope !== 'global') return l.local !== undefined ? { localRate: l.local.units } : {};
-  const period = l.rate !== undefined ? (l.rate?.periodMs ?? 1000) : (base.ratePeriodMs ?? 1000);
-  if (l.local !== undefined) {
-    return { scope: 'global', localRate: l.local.periodMs === period ? l.local.units : Math.max(1, Math.floor(l.local.units * period / l.local.periodMs)) };
-  }
-  if (l.rate === undefined && l.scope === undefined && base.localRate !== undefined) return { scope: 'global', localRate: base.localRate };
-  return { scope: 'global' };
-}
-
-
-/**
- * What is wrong with a whole set of limits, across fields: [key under `limits`, message]. The same
- * checks the data path's policy compiler makes, said in the file's terms.
- */
-export function limitsProblems(l: Limits): [string, string][] {
-  const out: [string, string][] = [];
-  if (l.rate === null && l.bytesRate === null) out.push(['rate', 'no packet limit (rate: none) needs a byte limit (bytes_rate)']);
-  if ((l.algorithm === 'token' || l.algorithm === 'gcra') && l.bytesRate !== null && l.bytesBurst > 0 && l.bytesBurst < FULL_FRAME_BYTES) {
-    out.push(['bytes_burst', `${l.bytesBurst} is smaller than one full-size frame (${FULL_FRAME_BYTES} bytes): such packets could never pass with ${l.algorithm}`]);
-  }
-  if (out.length) return out;
-  const rule = defaultRuleOf(l);
-  try {
-    compilePolicy({ rules: [rule] }, 2);
-  } catch (e) {
-    if (!(e instanceof PolicyError)) throw e;
-    for (const p of e.problems) out.push(['', p.replace(/^rules\[0\] \(default\): /, '')]);
-  }
-  return out;
-}
-
 /** What is wrong with a token file's content, or null; never the content itself. */
 export function tokenProblem(text: string, file: string): string | null {
   const token = text.trim();
@@ -374,21 +174,18 @@ function readTls(certFile: string, keyFile: string, at: Seg[], doc: Document, lc
   return { certFile, keyFile, cert, key };
 }
 
-/** In the order of the file; problems without a line first, otherwise as found. */
-export function sortByLine(ps: ConfigProblem[]): ConfigProblem[] {
-  return ps.map((p, i) => [p, i] as const).sort(([a, i], [b, j]) => (a.line ?? 0) - (b.line ?? 0) || i - j).map(([p]) => p);
-}
-
-export function deepFreeze<T>(v: T): T {
-  if (v && typeof v === 'object' && !Object.isFrozen(v)) {
-    Object.freeze(v);
-    for (const x of Object.values(v as object)) deepFreeze(x);
-  }
-  return v;
-}
-
 /** Validate a config given as text (`file` names it in messages and resolves relative paths). */
-export function parseConfig(text: string, file: string): DaemonConfig {
+/**
+ * What the caller knows beyond the files (the config reads no file but the ones it is given, and
+ * those they name): the agent hands in the rule ids its settings keep for an interface, so that a
+ * policy file's rules keep their ids (and their counters) across reloads and restarts.
+ */
+export interface ConfigContext {
+  /** The rule ids (name -> id) the interface's saved settings hold; default none. */
+  ruleIds?: (place: { iface: string; netns: string | null }) => Record<string, number>;
+}
+
+export function parseConfig(text: string, file: string, ctx: ConfigContext = {}): DaemonConfig {
   file = resolve(file);
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true });
@@ -447,7 +244,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
       }
       if (ptext !== undefined) {
         try {
-          pol = parsePolicy(ptext, pfile, loadSettings({ iface: i.iface, netns: i.netns ?? null })?.ruleIds ?? {}, i.max_rules);
+          pol = parsePolicy(ptext, pfile, ctx.ruleIds?.({ iface: i.iface, netns: i.netns ?? null }) ?? {}, i.max_rules);
           if (pol.geoip?.csv && pol.geoip.csvSha256) inputs[pol.geoip.csv] = pol.geoip.csvSha256;
         } catch (e) {
           if (!(e instanceof ConfigError)) throw e;
@@ -552,7 +349,7 @@ export function parseConfig(text: string, file: string): DaemonConfig {
 }
 
 /** Read and validate a config file. */
-export function loadConfig(file: string): DaemonConfig {
+export function loadConfig(file: string, ctx: ConfigContext = {}): DaemonConfig {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -560,7 +357,7 @@ export function loadConfig(file: string): DaemonConfig {
     const code = (e as NodeJS.ErrnoException).code;
     throw new ConfigError(resolve(file), [{ path: '', message: `cannot read the file (${code ?? (e as Error).message})${code === 'ENOENT' ? ': check the path given to --config' : ''}` }]);
   }
-  return parseConfig(text, file);
+  return parseConfig(text, file, ctx);
 }
 
 export { shown };

@@ -15,7 +15,9 @@ import { compileGeo, GeoError, type GeoConfig } from '../limiter/geoip';
 import { compilePolicy, PolicyError, type RuleSpec } from '../limiter/policy';
 import { FORMS, parseCount, parseDurationMs, parseRate } from '../limiter/units';
 import { ConfigError, type ConfigProblem } from './errors';
-import { deepFreeze, defaultRuleOf, ruleScopeOf, limitsProblems, lineOf, mergeLimits, notThisKind, pathText, sortByLine, zodProblems, type Seg } from './load';
+import { pathText } from '../limiter/text';
+import { deepFreeze, lineOf, notThisKind, sortByLine, zodProblems, type Seg } from './document';
+import { defaultRuleOf, limitsProblems, mergeLimits, ruleScopeOf } from './limits';
 import { cidr, kindOf, limitsSchema, listsSchema, oneOf, shown, unitValue, wholeIn } from './schema';
 
 export const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };

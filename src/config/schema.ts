@@ -8,10 +8,14 @@
  * load.ts, and describe it in docs/config.md.
  */
 import { z } from 'zod';
-import { ifaceNameProblem, netnsNameProblem } from '../agent/names';
+import { ifaceName, netnsName, parseHost } from '../limiter/names';
+import { shown } from '../limiter/text';
 import { formatPrefix, parsePrefix } from '../limiter/policy';
 import { FORMS, MAX_RATE, parseBytes, parseBytesPer, parseCount, parseDurationMs, parseNewStates, parseRatePer } from '../limiter/units';
 import { MAX_WINDOW_MS } from '../limiter/policy';
+
+export { ifaceName, netnsName, parseHost } from '../limiter/names';
+export { shown } from '../limiter/text';
 
 export const DEFAULT_SOCKET = '/run/sluice/api.sock';
 export const DEFAULT_MAX_ENTRIES = 100_000;
@@ -22,16 +26,6 @@ export const MAX_MAX_ENTRIES = 2 ** 28;
 /** Rule ids are 16 bits in the data path. */
 export const MAX_MAX_RULES = 65_535;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-
-/** A value as the message about it shows it. */
-export function shown(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'a list';
-  if (typeof v === 'object') return 'a mapping';
-  if (typeof v === 'string') return JSON.stringify(v);
-  return String(v);
-}
 
 /**
  * What kind of value a whole document is, without its content: a file named by mistake (a
@@ -123,14 +117,6 @@ export const listsSchema = z.strictObject({ mgmt: cidrList, allow: cidrList, den
   error: (iss) => `expected a mapping with mgmt, allow and deny lists, got ${shown(iss.input)}`,
 });
 
-/** An interface name as the kernel takes it (src/agent/names.ts: the one validator of names). */
-export const ifaceName = z.string({ error: (iss) => (iss.input === undefined ? 'required: the interface name, e.g. eth1' : `expected an interface name, got ${shown(iss.input)}`) })
-  .superRefine((v, ctx) => { const p = ifaceNameProblem(v); if (p) ctx.addIssue({ code: 'custom', message: p, input: v }); });
-
-/** A network namespace name (src/agent/names.ts). */
-export const netnsName = z.string({ error: (iss) => `expected the name of a network namespace (see \`ip netns list\`), got ${shown(iss.input)}` })
-  .superRefine((v, ctx) => { const p = netnsNameProblem(v); if (p) ctx.addIssue({ code: 'custom', message: p, input: v }); });
-
 export const interfaceSchema = z.strictObject({
   iface: ifaceName,
   netns: netnsName.nullable().optional(),
@@ -161,16 +147,6 @@ const listen = z.unknown().transform((v, ctx): { host: string; port: number } =>
   }
   return { host: (m[1] ?? m[2])!, port };
 });
-
-/** A host as a Host header names it: a name, an IPv4 address, an IPv6 address (bracketed or not), with an optional :PORT. */
-export function parseHost(text: string): { host: string; port: number | null } | null {
-  const t = text.trim().toLowerCase();
-  const m = /^\[([0-9a-f:.]+)\](?::(\d{1,5}))?$/.exec(t) ?? /^([0-9a-f]*:[0-9a-f:.]*:[0-9a-f:.]*)()$/.exec(t) ?? /^([a-z0-9_.-]+)(?::(\d{1,5}))?$/.exec(t);
-  if (!m || !m[1]) return null;
-  const port = m[2] ? Number(m[2]) : null;
-  if (port !== null && (port < 1 || port > 65535)) return null;
-  return { host: m[1].replace(/\.$/, ''), port };
-}
 
 const hostEntry = z.string({ error: (iss) => `expected a host name or address, got ${shown(iss.input)}` })
   .superRefine((v, ctx) => { if (!parseHost(v)) ctx.addIssue({ code: 'custom', message: `${shown(v)} is not a host name or address (e.g. sluice.example.org, 10.0.0.5, [::1], with an optional :PORT)`, input: v }); });

@@ -12,19 +12,43 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BpfMap } from '../ebpf';
-import type { Protection } from '../agent/protection';
-import { policyOf } from '../agent/protection';
-import type { FleetConfig } from '../config/load';
 import { decodeFleetCand, encodeFleetGrant, KeyFlags, SL_FLEET_GRANT_SIZE } from '../generated/types';
-import { formatPrefix } from '../limiter/policy';
+import { formatPrefix, type PolicySpec } from '../limiter/policy';
 import { mapOf } from '../limiter/datapath';
 import { ROUND_LUA, slotOf } from './script';
+
+/**
+ * What the exchange needs (the daemon's config `fleet:`, src/config/load.ts FleetConfig, is one): the
+ * fleet imports neither the agent nor the config (DESIGN.md's import edges).
+ */
+export interface FleetConfig {
+  mode: 'standalone' | 'cluster';
+  /** The standalone node, or the cluster's seed nodes. */
+  nodes: { host: string; port: number }[];
+  name: string;
+  node: string;
+  intervalMs: number;
+  timeoutMs: number;
+  maxKeys: number;
+  username: string | null;
+  /** Never log it. */
+  password: string | null;
+  tls: { ca?: string; cert?: string; key?: string; servername?: string } | null;
+}
+
+/** What the exchange reads and writes of a protected interface; the agent hands it in. */
+export interface FleetProtection {
+  /** The interface's maps by name (sl_fleet_cand, sl_fleet_grant). */
+  readonly maps: { get(name: string): BpfMap | undefined };
+  /** The policy in force now. */
+  policy(): PolicySpec;
+}
 
 /** One protected interface as the daemon has it. */
 export interface FleetPart {
   iface: string;
   netns: string | null;
-  protection: Protection | undefined;
+  protection: FleetProtection | undefined;
 }
 
 /** A global rule: its limit per window for the whole fleet. */
@@ -37,9 +61,9 @@ export interface GlobalRule {
 }
 
 /** The global rules of a policy, by id. */
-export function globalRules(p: Protection['settings']): Map<number, GlobalRule> {
+export function globalRules(policy: PolicySpec): Map<number, GlobalRule> {
   const out = new Map<number, GlobalRule>();
-  for (const r of policyOf(p).rules) {
+  for (const r of policy.rules) {
     if (r.scope !== 'global' || r.pps === null || r.pps === undefined) continue;
     const period = r.ppsPeriodMs ?? 1000;
     const windowMs = r.windowMs ?? period;
@@ -260,7 +284,7 @@ export class FleetExchange {
       const cand = prot && mapOf(prot.maps, 'sl_fleet_cand');
       const grant = prot && mapOf(prot.maps, 'sl_fleet_grant');
       if (!prot || !cand || !grant) continue;
-      const rules = globalRules(prot.settings);
+      const rules = globalRules(prot.policy());
       if (!rules.size) continue;
       const id = `${part.netns ?? ''}/${part.iface}`;
       seenParts.add(id);

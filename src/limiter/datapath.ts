@@ -104,7 +104,7 @@ export function limiterMapsOf(
  * (src/generated/types.ts, Maps: a misspelt or removed map fails to compile); undefined when this
  * object or these pins lack it (an older build).
  */
-export function mapOf(maps: ReadonlyMap<string, BpfMap>, name: MapName): BpfMap | undefined {
+export function mapOf(maps: { get(name: string): BpfMap | undefined }, name: MapName): BpfMap | undefined {
   return maps.get(name);
 }
 

@@ -11,6 +11,7 @@ import {
   SL_CONFIG_SIZE, SL_COUNTERS_SIZE, SL_LPM_KEY_SIZE, SL_RULE_SIZE,
   type MapName,
 } from '../generated/types';
+import { LimiterCode } from './errors';
 import { compiledListsSteps, type ListEntry, type Lists } from './lists';
 import { compilePolicy, type CompiledPolicy, type PolicySpec } from './policy';
 import { scaleOf } from './models';
@@ -58,7 +59,7 @@ export interface Change {
 
 /** Lists that compile to more trie entries than one half of sl_lists holds. */
 export class ListsTooLargeError extends Error {
-  readonly code = 'SLUICE_E_LISTS_TOO_LARGE';
+  readonly code = LimiterCode.ListsTooLarge;
   constructor(readonly entries: number, readonly capacity: number) {
     super(`the lists compile to ${entries} entries, and this data path holds ${capacity} per policy half: ` +
       `raise max_list_entries (config) or --max-list-entries (sluice up; takes a restart of the protection with --reset-state), or shorten the lists. Nothing was changed`);

@@ -7,6 +7,7 @@ import ipaddr from 'ipaddr.js';
 import { Action, Alg, Bounds, Dir, RuleFlags, type Rule } from '../generated/types';
 import { ALG_BY_NAME, derive, paramsOf, TAT_SPAN, type AlgName } from './models';
 import { FULL_FRAME_BYTES, MAX_RATE as MAX_RATE_NUMBER } from './bounds';
+import { LimiterCode } from './errors';
 
 export type ActionName = 'drop' | 'dry-run' | 'block';
 
@@ -116,7 +117,7 @@ export interface CompiledPolicy {
 }
 
 export class PolicyError extends Error {
-  readonly code = 'SLUICE_E_POLICY';
+  readonly code = LimiterCode.Policy;
   constructor(readonly problems: string[]) {
     super(`invalid policy: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n  - ${problems.join('\n  - ')}`);
     this.name = 'PolicyError';

@@ -11,7 +11,8 @@ import { after, before, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import parsePrometheus from 'parse-prometheus-text-format';
 import pino from 'pino';
-import { Daemon } from '../../src/agent/daemon';
+import type { Daemon } from '../../src/agent/daemon';
+import { startDaemon } from '../../src/cli/daemon';
 import { Protection } from '../../src/agent/protection';
 import type { Place } from '../../src/agent/state';
 import { assertNoLeftovers, runId, Testbed, type Veth } from '../lib/netns';
@@ -53,7 +54,7 @@ before(async () => {
   writeConfig(configFile, config(100));
   await tb.exec(cli, 'ping', ['-c', '1', '-W', '1', veth.b.ipv4]);
   const logger = pino({ level: 'debug' }, { write: (line: string) => { logs.push(JSON.parse(line) as Record<string, unknown>); } });
-  daemon = await Daemon.start({ configFile, listen: false, watch: false, logger });
+  daemon = await startDaemon({ configFile, listen: false, watch: false, logger });
   app = daemon.api();
   authed = daemon.api(TOKEN);
 });

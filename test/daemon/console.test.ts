@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
-import { Daemon } from '../../src/agent/daemon';
+import type { Daemon } from '../../src/agent/daemon';
+import { startDaemon } from '../../src/cli/daemon';
 import { Protection } from '../../src/agent/protection';
 import { takeSnapshot } from '../../src/agent/report';
 import type { Place } from '../../src/agent/state';
@@ -52,7 +53,7 @@ before(async () => {
   writeFileSync(policy, 'defaults: { algorithm: token, rate: 100/s, burst: 10 }\nrules:\n  - name: udp7000\n    match: { proto: udp, dst_port: 7000 }\n    limit: { algorithm: token, rate: 50/s, burst: 10 }\n');
   const configFile = join(dir, 'sluice.yaml');
   writeConfig(configFile, { interfaces: [{ iface: place.iface, netns: place.netns, max_entries: 2048, policy }], api: { socket: null } });
-  daemon = await Daemon.start({ configFile, listen: false, watch: false, logger: pino({ level: 'silent' }) });
+  daemon = await startDaemon({ configFile, listen: false, watch: false, logger: pino({ level: 'silent' }) });
   app = daemon.api();
   authed = daemon.api(TOKEN);
 });

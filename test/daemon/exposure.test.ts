@@ -16,7 +16,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import pino from 'pino';
 import { stringify } from 'yaml';
-import { Daemon } from '../../src/agent/daemon';
+import type { Daemon } from '../../src/agent/daemon';
+import { startDaemon } from '../../src/cli/daemon';
 import { ApiCode } from '../../src/api/errors';
 import { buildApi, listenUnix, type ApiBackend } from '../../src/api/server';
 import { ConfigError, loadConfig } from '../../src/config';
@@ -67,7 +68,7 @@ before(async () => {
     api: { socket: socketPath, tcp: { listen: `127.0.0.1:${port}`, token_file: 'token' } },
     reconcile_interval: '1h',
   }));
-  daemon = await Daemon.start({ configFile, watch: false, logger: logger() });
+  daemon = await startDaemon({ configFile, watch: false, logger: logger() });
   daemons.push(daemon);
 });
 
@@ -187,7 +188,7 @@ test('TLS with a certificate and key from files; a key that is not the certifica
   write('tls.key');
   // One daemon per state directory (the daemon lock): the first one's tests are done.
   for (const x of daemons.splice(0)) await x.stop({ detach: false });
-  const d = await Daemon.start({ configFile: tlsConfig, watch: false, logger: logger() });
+  const d = await startDaemon({ configFile: tlsConfig, watch: false, logger: logger() });
   daemons.push(d);
   const got = await new Promise<{ status: number; body: string }>((res, rej) => {
     const req = httpsRequest({ host: '127.0.0.1', port: tlsPort, path: '/v1/status', ca: readFileSync(cert), headers: auth() }, (r) => {

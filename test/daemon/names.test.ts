@@ -11,10 +11,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import pino from 'pino';
-import { ifaceNameProblem, netnsNameProblem } from '../../src/agent/names';
+import { ifaceNameProblem, netnsNameProblem } from '../../src/limiter/names';
 import { nameOfPath, pathName, pinDir, settingsPath, under } from '../../src/agent/state';
 import { buildApi, type ApiBackend, type PlaceQuery } from '../../src/api/server';
-import { ConfigError, parseConfig } from '../../src/config';
+import { ConfigError, limitsSchema, parseConfig, type LimitsInput } from '../../src/config';
 import { SLUICE } from './helpers';
 
 after(() => removePrivateRoots());
@@ -106,7 +106,8 @@ test('sluice run refuses such a file at start (exit 2) before it touches anythin
 
 test('the API refuses such names (400, every problem listed) before they reach the daemon', async () => {
   const seen: PlaceQuery[] = [];
-  const backend: ApiBackend = {
+  const backend: ApiBackend<LimitsInput> = {
+    limitsSchema,
     status: async () => ({}),
     stats: async (p) => { if (p) seen.push(p); return {}; },
     top: async (p) => { seen.push(p); return {}; },

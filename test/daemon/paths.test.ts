@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import pino from 'pino';
-import { Daemon } from '../../src/agent/daemon';
+import { startDaemon } from '../../src/cli/daemon';
 import { ConfigError, loadConfig } from '../../src/config';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-paths-'));
@@ -102,7 +102,7 @@ test('through the daemon: neither the log nor the 422 of POST /v1/reload shows t
   const config = join(dir, 'conf', 'daemon.yaml');
   writeFileSync(config, 'interfaces: []\napi: { socket: null }\nreconcile_interval: 1h\n');
   const lines: string[] = [];
-  const d = await Daemon.start({ configFile: config, listen: false, watch: false, logger: pino({ level: 'debug' }, { write: (l: string) => { lines.push(l); } }) });
+  const d = await startDaemon({ configFile: config, listen: false, watch: false, logger: pino({ level: 'debug' }, { write: (l: string) => { lines.push(l); } }) });
   const app = d.api();
   try {
     writeFileSync(config, 'interfaces:\n  - { iface: eth1, policy: ../shadow }\napi: { socket: null }\nreconcile_interval: 1h\n');

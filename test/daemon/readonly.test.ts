@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import parsePrometheus from 'parse-prometheus-text-format';
 import pino from 'pino';
-import { Daemon } from '../../src/agent/daemon';
+import type { Daemon } from '../../src/agent/daemon';
+import { startDaemon } from '../../src/cli/daemon';
 import { Protection } from '../../src/agent/protection';
 import type { Place } from '../../src/agent/state';
 import { ApiCode } from '../../src/api/errors';
@@ -38,7 +39,7 @@ before(async () => {
     metrics: { listen: `127.0.0.1:${port}` },
     reconcile_interval: '1h', // the test re-attaches by a reload, so that the 503 is not raced
   });
-  daemon = await Daemon.start({ configFile, watch: false, logger: pino({ level: 'silent' }) });
+  daemon = await startDaemon({ configFile, watch: false, logger: pino({ level: 'silent' }) });
 });
 
 after(async () => {

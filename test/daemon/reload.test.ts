@@ -15,7 +15,8 @@ import type { FastifyInstance } from 'fastify';
 import parsePrometheus from 'parse-prometheus-text-format';
 import pino from 'pino';
 import { stringify } from 'yaml';
-import { Daemon } from '../../src/agent/daemon';
+import type { Daemon } from '../../src/agent/daemon';
+import { startDaemon } from '../../src/cli/daemon';
 import { Protection } from '../../src/agent/protection';
 import { loadSettings, type Place } from '../../src/agent/state';
 import { assertNoLeftovers, runId, Testbed, type Veth } from '../lib/netns';
@@ -96,7 +97,7 @@ before(async () => {
   publish({ 'sluice.yaml': config(), 'policy.yaml': policy(50), 'geo.csv': csv('DE') });
   await tb.exec(cli, 'ping', ['-c', '1', '-W', '1', veth.b.ipv4]);
   const logger = pino({ level: 'debug' }, { write: (line: string) => { logs.push(JSON.parse(line) as LogLine); } });
-  daemon = await Daemon.start({ configFile: join(cm, 'sluice.yaml'), listen: false, logger });
+  daemon = await startDaemon({ configFile: join(cm, 'sluice.yaml'), listen: false, logger });
   app = daemon.api();
 });
 

@@ -18,7 +18,8 @@ import type { FastifyInstance, InjectOptions } from 'fastify';
 import pino from 'pino';
 import * as server from '../../src/api/server';
 import { CONSOLE_JS } from '../../src/api/console-script';
-import { Daemon } from '../../src/agent/daemon';
+import type { Daemon } from '../../src/agent/daemon';
+import { startDaemon } from '../../src/cli/daemon';
 import { clearPending, writePending } from '../../src/agent/pending';
 import { Protection } from '../../src/agent/protection';
 import { loadSettings, type Place } from '../../src/agent/state';
@@ -79,7 +80,7 @@ before(async () => {
   await tb.exec(cli, 'ping', ['-c', '1', '-W', '1', veth.b.ipv4]);
   // Protected, but not in the config: listed under `unmanaged`.
   (await Protection.up({ ...other, maxEntries: 1024 })).protection.close();
-  daemon = await Daemon.start({ configFile, listen: false, watch: false, logger: log });
+  daemon = await startDaemon({ configFile, listen: false, watch: false, logger: log });
 });
 
 after(async () => {

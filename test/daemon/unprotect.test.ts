@@ -14,7 +14,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import pino from 'pino';
-import { Daemon } from '../../src/agent/daemon';
+import type { Daemon } from '../../src/agent/daemon';
+import { startDaemon } from '../../src/cli/daemon';
 import { Protection } from '../../src/agent/protection';
 import type { Place } from '../../src/agent/state';
 import { ConfigError } from '../../src/config';
@@ -70,7 +71,7 @@ before(async () => {
   places = [{ iface: a.b.ifname, netns: srv }, { iface: b.b.ifname, netns: srv }];
   writeConfig(configFile, config(places));
   const logger = pino({ level: 'debug' }, { write: (line: string) => { logs.push(JSON.parse(line) as (typeof logs)[number]); } });
-  daemon = await Daemon.start({ configFile, listen: false, watch: false, logger });
+  daemon = await startDaemon({ configFile, listen: false, watch: false, logger });
 });
 
 after(async () => {

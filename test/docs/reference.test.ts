@@ -1,6 +1,7 @@
 /**
  * The reference docs against the code they describe (issue 18: lists kept by hand drift apart):
- *  - docs/errors.md lists exactly the SLUICE_E_* codes the sources can give;
+ *  - docs/errors.md lists exactly the SLUICE_E_* codes of the error registry (src/limiter/errors.ts),
+ *    with the exit code and HTTP status the registry gives, and no source names a code outside it;
  *  - every reason the data path counts (the generated Reason) is in docs/datapath.md's counters
  *    table, in the reason metric's help text and in docs/api.md's row for it, and they name no
  *    reason that does not exist;
@@ -16,6 +17,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { REPO } from '../../src/ebpf/paths';
 import { Reason } from '../../src/generated/types';
+import { ERRORS } from '../../src/limiter/errors';
 import { BIN } from '../lib/cli';
 
 const ROOT = REPO;
@@ -30,12 +32,30 @@ function sources(dir: string): string[] {
 
 const codesIn = (text: string): Set<string> => new Set(text.match(/SLUICE_E_[A-Z0-9_]+/g) ?? []);
 
-test('docs/errors.md lists exactly the error codes the sources can give', () => {
+test('docs/errors.md lists exactly the error codes of the registry, and the sources give no other', () => {
+  const inRegistry = new Set(Object.keys(ERRORS));
   const inSrc = new Set(sources(join(ROOT, 'src')).flatMap((f) => [...codesIn(readFileSync(f, 'utf8'))]));
   const inDoc = codesIn(doc('errors.md'));
-  assert.ok(inSrc.size > 10, `codes found in src/: ${inSrc.size}`);
-  assert.deepEqual([...inSrc].filter((c) => !inDoc.has(c)).sort(), [], 'codes in src/ that docs/errors.md does not list');
-  assert.deepEqual([...inDoc].filter((c) => !inSrc.has(c)).sort(), [], 'codes docs/errors.md lists that no source gives');
+  assert.ok(inRegistry.size > 30, `codes in the registry: ${inRegistry.size}`);
+  const outside = [...inSrc].filter((c) => !inRegistry.has(c)).sort();
+  assert.deepEqual(outside, [], 'codes in src/ that the registry (src/limiter/errors.ts) does not list');
+  assert.deepEqual([...inRegistry].filter((c) => !inDoc.has(c)).sort(), [], 'codes in the registry that docs/errors.md does not list');
+  assert.deepEqual([...inDoc].filter((c) => !inRegistry.has(c)).sort(), [], 'codes docs/errors.md lists that the registry does not');
+});
+
+test("docs/errors.md's exit codes and HTTP statuses are the registry's", () => {
+  // A row: | `SLUICE_E_…` | [class |] what | what to do |; "Exit code N" and the first "HTTP NNN" it names.
+  const rows = doc('errors.md').split('\n').filter((l) => /^\| `SLUICE_E_[A-Z0-9_]+` \|/.test(l));
+  let checked = 0;
+  for (const row of rows) {
+    const code = /`(SLUICE_E_[A-Z0-9_]+)`/.exec(row)![1]!;
+    const entry = ERRORS[code]!;
+    const exit = /[Ee]xit code (\d)/.exec(row);
+    if (exit) { assert.equal(entry.exit, Number(exit[1]), `${code}: docs/errors.md says exit code ${exit[1]}`); checked++; }
+    const http = /HTTP (\d{3})/.exec(row);
+    if (http) { assert.equal(entry.http, Number(http[1]), `${code}: docs/errors.md says HTTP ${http[1]}`); checked++; }
+  }
+  assert.ok(checked > 20, `exit codes and statuses compared: ${checked}`);
 });
 
 const REASONS = Object.keys(Reason).filter((k) => k !== 'MAX');

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import pino from 'pino';
-import { Daemon } from '../../src/agent/daemon';
+import { startDaemon } from '../../src/cli/daemon';
 import { Protection, policyOf } from '../../src/agent/protection';
 import { settingsPath, type Place } from '../../src/agent/state';
 import { compileLists } from '../../src/limiter/lists';
@@ -297,7 +297,7 @@ test('on an interface a daemon manages, the daemon holds the rollback of a --con
   writeConfig(cfg, { interfaces: [{ iface: pl.iface, netns: pl.netns, max_entries: 1024, limits: { rate: 100000 } }], api: { socket: null }, reconcile_interval: '1h' });
   const logs: { event?: string }[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => { logs.push(JSON.parse(line) as { event?: string }); } });
-  const d = await Daemon.start({ configFile: cfg, listen: false, watch: false, logger });
+  const d = await startDaemon({ configFile: cfg, listen: false, watch: false, logger });
   try {
     const b = file('b4.yaml', POLICY_B);
     const applied = await json<{ rollback_holder: { kind: string; pid: number } }>('policy', 'apply', b, ...on, '--confirm-within', '2s');
@@ -323,9 +323,9 @@ test('a second daemon on one state directory, or on one interface from another s
   const cfg = join(dir, 'd.yaml');
   writeConfig(cfg, { interfaces: [{ iface: place.iface, netns: place.netns, limits: { rate: 100 } }], api: { socket: null }, reconcile_interval: '1h' });
   const logger = pino({ level: 'silent' });
-  const d = await Daemon.start({ configFile: cfg, listen: false, watch: false, logger });
+  const d = await startDaemon({ configFile: cfg, listen: false, watch: false, logger });
   try {
-    await assert.rejects(Daemon.start({ configFile: cfg, listen: false, watch: false, logger }), { code: 'SLUICE_E_DAEMON_RUNNING' });
+    await assert.rejects(startDaemon({ configFile: cfg, listen: false, watch: false, logger }), { code: 'SLUICE_E_DAEMON_RUNNING' });
     const other = mkdtempSync(join(tmpdir(), 'sluice-state2-'));
     try {
       const r = await run({ SLUICE_STATE_DIR: other }, 'run', '--config', cfg);
@@ -339,7 +339,7 @@ test('a second daemon on one state directory, or on one interface from another s
     await d.stop({ detach: false });
   }
   // Once it is gone, a daemon starts again.
-  const d2 = await Daemon.start({ configFile: cfg, listen: false, watch: false, logger });
+  const d2 = await startDaemon({ configFile: cfg, listen: false, watch: false, logger });
   await d2.stop({ detach: false });
 });
 

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
-import { runDemo, summary } from '../../lab/demo';
-import { httpSummary, runHttpDemo, type RoundKind } from '../../lab/demo-http';
+import { runDemo, summary } from '../demo';
+import { httpSummary, runHttpDemo, type RoundKind } from '../demo-http';
 import { parsePageCpu } from '../../lab/lab';
 import { parseDurationMs, parseRate } from '../../limiter/units';
 import { parsed, printJson } from '../common';

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { Daemon } from '../../agent/daemon';
+import type { Daemon } from '../../agent/daemon';
+import { startDaemon } from '../daemon';
 import { ConfigError } from '../../config';
 import { EXIT } from '../common';
 
@@ -22,7 +23,7 @@ Examples:
     .action(async (o: RunOpts) => {
       let d: Daemon;
       try {
-        d = await Daemon.start({ configFile: o.config, detachOnExit: !!o.detachOnExit });
+        d = await startDaemon({ configFile: o.config, detachOnExit: !!o.detachOnExit });
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
         // An invalid file is a usage error: every problem listed, nothing attached.

@@ -7,7 +7,7 @@
 import { Protection } from '../agent/protection';
 import { takeSnapshot } from '../agent/report';
 import type { Snapshot } from '../limiter/stats';
-import { labCount, labDown, labFlood, labUp, type FloodResult, type LabLayout } from './index';
+import { labCount, labDown, labFlood, labUp, type FloodResult, type LabLayout } from '../lab/index';
 
 export interface DemoOptions {
   /** Total seconds of traffic (the limit changes half-way). */

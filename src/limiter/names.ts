@@ -9,6 +9,8 @@
  * namespace name is a file name under /var/run/netns (1 to 255 bytes, not "." or "..", no "/";
  * Kubernetes CNI names run to about 40 bytes, the lab's to 23).
  */
+import { z } from 'zod';
+import { shown } from './text';
 
 /** IFNAMSIZ (16) less the NUL. */
 export const IFACE_MAX_BYTES = 15;
@@ -56,4 +58,22 @@ export function placeProblems(p: { iface: unknown; netns?: unknown }): { key: 'i
     if (n) out.push({ key: 'netns', message: n });
   }
   return out;
+}
+
+/** An interface name as the kernel takes it (ifaceNameProblem: the one validator of names). */
+export const ifaceName = z.string({ error: (iss) => (iss.input === undefined ? 'required: the interface name, e.g. eth1' : `expected an interface name, got ${shown(iss.input)}`) })
+  .superRefine((v, ctx) => { const p = ifaceNameProblem(v); if (p) ctx.addIssue({ code: 'custom', message: p, input: v }); });
+
+/** A network namespace name (netnsNameProblem). */
+export const netnsName = z.string({ error: (iss) => `expected the name of a network namespace (see \`ip netns list\`), got ${shown(iss.input)}` })
+  .superRefine((v, ctx) => { const p = netnsNameProblem(v); if (p) ctx.addIssue({ code: 'custom', message: p, input: v }); });
+
+/** A host as a Host header names it: a name, an IPv4 address, an IPv6 address (bracketed or not), with an optional :PORT. */
+export function parseHost(text: string): { host: string; port: number | null } | null {
+  const t = text.trim().toLowerCase();
+  const m = /^\[([0-9a-f:.]+)\](?::(\d{1,5}))?$/.exec(t) ?? /^([0-9a-f]*:[0-9a-f:.]*:[0-9a-f:.]*)()$/.exec(t) ?? /^([a-z0-9_.-]+)(?::(\d{1,5}))?$/.exec(t);
+  if (!m || !m[1]) return null;
+  const port = m[2] ? Number(m[2]) : null;
+  if (port !== null && (port < 1 || port > 65535)) return null;
+  return { host: m[1].replace(/\.$/, ''), port };
 }

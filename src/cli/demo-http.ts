@@ -32,9 +32,9 @@
 import { execFile } from 'node:child_process';
 import { Protection } from '../agent/protection';
 import { takeSnapshot } from '../agent/report';
-import { httpLoadFrom, type HttpLoadResult } from './http-load';
-import { startHttpUsers, type HttpUsers, type UserSample } from './http-users';
-import { labCount, labCountReset, labDown, labFlood, labUp, type FloodProto, type FloodResult } from './index';
+import { httpLoadFrom, type HttpLoadResult } from '../lab/http-load';
+import { startHttpUsers, type HttpUsers, type UserSample } from '../lab/http-users';
+import { labCount, labCountReset, labDown, labFlood, labUp, type FloodProto, type FloodResult } from '../lab/index';
 
 export const HTTP_DEMO_LAB = 'demoweb';
 

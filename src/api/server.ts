@@ -314,7 +314,8 @@ export function buildApi(backend: ApiBackend, o: ApiOptions): FastifyInstance {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     if (body === '') { done(null, undefined); return; }
-    json(req, body as string, done);
+    // Fastify's default parser answers through `done` and returns nothing (its type also allows a promise).
+    void json(req, body as string, done);
   });
 
   app.addHook('onRequest', async (req) => {

@@ -16,7 +16,7 @@ import { ConfigError, formatProblem, type ConfigProblem } from './errors';
 import { parsePolicy, type PolicyFile } from './policy-file';
 import type { GeoConfig } from '../limiter/geoip';
 import { z as zod } from 'zod';
-import { configSchema, interfaceSchema, interfacesMessage, parseHost, shown, type LimitsInput, LOG_LEVELS } from './schema';
+import { configSchema, interfaceSchema, interfacesMessage, parseHost, shown, type LimitsInput, type LOG_LEVELS } from './schema';
 
 /** The file's top level, interfaces still unchecked (each is checked on its own). */
 const topSchema = configSchema.extend({

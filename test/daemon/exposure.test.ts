@@ -19,7 +19,7 @@ import { stringify } from 'yaml';
 import { Daemon } from '../../src/agent/daemon';
 import { ApiCode } from '../../src/api/errors';
 import { buildApi, listenUnix, type ApiBackend } from '../../src/api/server';
-import { ConfigError, loadConfig } from '../../src/config';
+import { type ConfigError, loadConfig } from '../../src/config';
 import { assertNoLeftovers, runId, Testbed } from '../lib/netns';
 import { freePort, http, REPO, SLUICE, sleep, type LogLine } from './helpers';
 

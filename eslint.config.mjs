@@ -5,7 +5,6 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import prettier from 'eslint-config-prettier';
-import globals from 'globals';
 
 export default tseslint.config(
   { ignores: ['dist/', 'build/', 'node_modules/', 'bpf/', 'native/', 'docs/', 'deploy/', 'examples/'] },
@@ -18,7 +17,6 @@ export default tseslint.config(
       parser: tseslint.parser,
       // Type information from the tsconfig that covers the file (tsconfig.json: src, test, bench, scripts).
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
-      globals: globals.node,
     },
     linterOptions: { reportUnusedDisableDirectives: 'error' },
     rules: {

@@ -106,6 +106,8 @@ export interface RawTestRunOptions {
   flags?: number;
   batchSize?: number;
   dataSizeOut?: number;
+  /** A network namespace (a path) the running thread enters for the run; null: the current one. */
+  netns?: string | null;
 }
 
 export interface RawTestRunResult {
@@ -116,6 +118,8 @@ export interface RawTestRunResult {
   dataOut: Buffer | null;
   /** The size the kernel reported; larger than dataOut when the buffer was too small. */
   dataSizeOut: number;
+  /** Wall time of the test-run syscall, set-up included. */
+  elapsedNs: number;
   ctxOut?: Buffer;
 }
 
@@ -131,12 +135,6 @@ export interface RawTcFilter {
   handle: number;
   priority: number;
   progId: number;
-}
-
-export interface RawLiveRunResult {
-  frames: number;
-  /** Wall time of the test-run syscall, set-up included. */
-  elapsedNs: number;
 }
 
 export interface RawPacedSendOptions {
@@ -274,7 +272,6 @@ export interface NativeAddon {
   netnsReturn(savedFd: number): void;
 
   // lab (native/lab.c)
-  labXdpLiveRun(progFd: number, frame: Uint8Array, opts: { repeat: number; batchSize?: number }, netns: string | null, cpu: number): Promise<RawLiveRunResult>;
   labPacedSend(netns: string | null, ifindex: number, frame: Uint8Array, opts: RawPacedSendOptions, stop: Uint8Array, cpu: number): Promise<RawPacedSendResult>;
   labSetGro(ifname: string, on: boolean, netns?: string): void;
 }

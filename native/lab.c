@@ -1,11 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * The lab's system part: the two ways the packet generator transmits, and GRO on a veth.
+ * The lab's system part: the paced way the packet generator transmits, and GRO on a veth. (The
+ * other way, a live-frame BPF_PROG_TEST_RUN in the client's namespace, is progTestRun with a netns
+ * option: native/testrun.c.)
  *
- *  labXdpLiveRun  one BPF_PROG_TEST_RUN in live-frame mode (BPF_F_TEST_XDP_LIVE_FRAMES) on a
- *                 worker thread that first enters a network namespace: the program's redirect
- *                 target is resolved in the namespace of the thread that runs the test, so the
- *                 thread must be in the client's namespace. It always comes back (or aborts).
  *  labPacedSend   an AF_PACKET socket bound to an interface in a namespace, and a worker thread
  *                 that sends one frame at each due time (absolute schedule, sleep then spin),
  *                 so that a low offered rate is even rather than a train of bursts.
@@ -30,7 +28,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
-#include <bpf/bpf.h>
 
 #include "../bpf/lab/csum.h"
 
@@ -71,138 +68,6 @@ static int run_on_cpu(int cpu, bool own, void *(*fn)(void *), void *arg, const c
 	}
 	pthread_join(t, NULL);
 	return 0;
-}
-
-/* ------------------------------------------------------------ live frames */
-
-struct live_work {
-	napi_async_work work;
-	napi_deferred deferred;
-	int fd;
-	int cpu;
-	char *netns;
-	void *frame;
-	uint32_t frame_len, repeat, batch_size;
-	/* results */
-	int err;
-	const char *err_op;
-	uint64_t elapsed_ns;
-};
-
-static void *live_main(void *arg)
-{
-	struct live_work *w = arg;
-	uint64_t t0;
-	int saved, err;
-
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = w->frame, .data_size_in = w->frame_len,
-		    .repeat = (int)w->repeat, .flags = BPF_F_TEST_XDP_LIVE_FRAMES,
-		    .batch_size = w->batch_size);
-	err = sn_netns_enter(w->netns, &saved);
-	if (err) {
-		w->err = err;
-		w->err_op = "setns";
-		return NULL;
-	}
-	t0 = now_ns();
-	err = bpf_prog_test_run_opts(w->fd, &opts);
-	w->elapsed_ns = now_ns() - t0;
-	/* Back before anything else runs on this thread; aborts the process if impossible. */
-	sn_netns_leave(saved);
-	if (err) {
-		w->err = -err;
-		w->err_op = "bpf_prog_test_run_opts";
-	}
-	return NULL;
-}
-
-static void live_execute(napi_env env, void *data)
-{
-	struct live_work *w = data;
-	int err = run_on_cpu(w->cpu, false, live_main, w, &w->err_op);
-
-	if (err)
-		w->err = err;
-}
-
-static void live_free(struct live_work *w)
-{
-	free(w->netns);
-	free(w->frame);
-	free(w);
-}
-
-static void live_complete(napi_env env, napi_status status, void *data)
-{
-	struct live_work *w = data;
-	napi_value r;
-
-	if (!sn_async_reject(env, status, w->deferred, &w->err, &w->err_op, w->netns) &&
-	    napi_create_object(env, &r) == napi_ok) {
-		sn_set(env, r, "frames", sn_num(env, w->repeat));
-		sn_set(env, r, "elapsedNs", sn_num(env, (double)w->elapsed_ns));
-		napi_resolve_deferred(env, w->deferred, r);
-	}
-	napi_delete_async_work(env, w->work);
-	live_free(w);
-}
-
-/*
- * labXdpLiveRun(progFd, frame, {repeat, batchSize}, netns?, cpu = -1)
- *   -> Promise<{frames, elapsedNs}>
- * One live-frame test run of `repeat` frames (each a copy of `frame`), in namespace `netns`
- * (a path; null: the current one), on a thread pinned to `cpu` when cpu >= 0. elapsedNs is the
- * wall time of the syscall, set-up included. The kernel does not stop for signals while it runs:
- * keep `repeat` to what takes about 100 ms.
- */
-static napi_value lab_xdp_live_run(napi_env env, napi_callback_info info)
-{
-	uint32_t repeat = 1, batch = 0;
-	struct live_work *w;
-	napi_value promise;
-	int32_t fd, cpu = -1;
-	size_t len;
-	void *frame;
-
-	SN_ARGS(env, info, 5);
-	if (!sn_get_i32(env, argv[0], "progFd", &fd) || !sn_get_bytes(env, argv[1], "frame", &frame, &len) ||
-	    !sn_opt_u32(env, sn_prop(env, argv[2], "repeat"), "repeat", &repeat) ||
-	    !sn_opt_u32(env, sn_prop(env, argv[2], "batchSize"), "batchSize", &batch) ||
-	    !sn_opt_i32(env, argv[4], "cpu", &cpu))
-		return NULL;
-	if (cpu >= CPU_SETSIZE)
-		return sn_throw_type(env, "cpu %d is out of range", cpu);
-	if (len < 14 || len > 4096)
-		return sn_throw_type(env, "frame must be 14..4096 bytes, got %zu", len);
-	if (repeat == 0 || repeat > INT32_MAX)
-		return sn_throw_type(env, "repeat must be 1..%d", INT32_MAX);
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return sn_throw_errno(env, "calloc", ENOMEM);
-	if (!sn_opt_string(env, argv[3], "netns", &w->netns)) {
-		free(w);
-		return NULL;
-	}
-	w->fd = fd;
-	w->cpu = cpu;
-	w->repeat = repeat;
-	w->batch_size = batch;
-	w->frame_len = (uint32_t)len;
-	w->frame = malloc(len);
-	if (!w->frame) {
-		live_free(w);
-		return sn_throw_errno(env, "malloc", ENOMEM);
-	}
-	memcpy(w->frame, frame, len);
-	if (napi_create_promise(env, &w->deferred, &promise) != napi_ok ||
-	    napi_create_async_work(env, NULL, sn_str(env, "sluice:labXdpLiveRun"), live_execute,
-				   live_complete, w, &w->work) != napi_ok ||
-	    napi_queue_async_work(env, w->work) != napi_ok) {
-		live_free(w);
-		sn_throw_napi(env, "labXdpLiveRun");
-		return NULL;
-	}
-	return promise;
 }
 
 /* ------------------------------------------------------------ paced sending */
@@ -625,7 +490,6 @@ static napi_value lab_set_gro(napi_env env, napi_callback_info info)
 void sn_init_lab(napi_env env, napi_value exports)
 {
 	static const struct sn_fn fns[] = {
-		{ "labXdpLiveRun", lab_xdp_live_run },
 		{ "labPacedSend", lab_paced_send },
 		{ "labSetGro", lab_set_gro },
 	};

@@ -7,6 +7,10 @@
  * calling thread (BPF_F_TEST_RUN_ON_CPU is for raw tracepoints only), so two
  * such calls on CPU 0 and 1 exercise per-CPU and shared map state from both
  * CPUs at the same time.
+ *
+ * With opts.netns the thread that runs the test first enters that network namespace and comes
+ * back afterwards (or the process aborts): a live-frame run (BPF_F_TEST_XDP_LIVE_FRAMES, the lab's
+ * packet generator) resolves the program's redirect target in the namespace of the running thread.
  */
 #include "common.h"
 
@@ -15,6 +19,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <bpf/bpf.h>
 
 struct run_work {
@@ -22,6 +27,8 @@ struct run_work {
 	napi_deferred deferred;
 	int fd;
 	int cpu; /* -1: any */
+	/* the namespace the running thread enters; NULL: its own */
+	char *netns;
 	void *in, *ctx_in, *out, *ctx_out;
 	uint32_t in_len, ctx_len, out_cap;
 	uint32_t repeat, flags, batch_size;
@@ -30,7 +37,16 @@ struct run_work {
 	int err;
 	const char *err_op;
 	uint32_t retval, duration, out_len, ctx_out_len;
+	uint64_t elapsed_ns; /* wall time of the syscall, set-up included */
 };
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /*
  * Every length given to the kernel here is that of a buffer this file allocated or copied (in,
@@ -40,7 +56,8 @@ struct run_work {
  */
 static void do_run(struct run_work *w)
 {
-	int err;
+	uint64_t t0;
+	int saved, err;
 
 	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = w->in, .data_size_in = w->in_len,
 		    .repeat = (int)w->repeat, .flags = w->flags, .batch_size = w->batch_size);
@@ -57,7 +74,17 @@ static void do_run(struct run_work *w)
 			opts.ctx_size_out = w->ctx_len;
 		}
 	}
+	err = sn_netns_enter(w->netns, &saved);
+	if (err) {
+		w->err = err;
+		w->err_op = "setns";
+		return;
+	}
+	t0 = now_ns();
 	err = bpf_prog_test_run_opts(w->fd, &opts);
+	w->elapsed_ns = now_ns() - t0;
+	/* Back before anything else runs on this thread; aborts the process if impossible. */
+	sn_netns_leave(saved);
 	if (err) {
 		w->err = -err;
 		w->err_op = "bpf_prog_test_run_opts";
@@ -109,6 +136,7 @@ static void run_execute(napi_env env, void *data)
 
 static void run_free(struct run_work *w)
 {
+	free(w->netns);
 	free(w->in);
 	free(w->ctx_in);
 	free(w->out);
@@ -121,7 +149,7 @@ static void run_complete(napi_env env, napi_status status, void *data)
 	struct run_work *w = data;
 	napi_value r;
 
-	if (!sn_async_reject(env, status, w->deferred, &w->err, &w->err_op, NULL) &&
+	if (!sn_async_reject(env, status, w->deferred, &w->err, &w->err_op, w->netns) &&
 	    napi_create_object(env, &r) == napi_ok) {
 		uint32_t out_len = w->out_len < w->out_cap ? w->out_len : w->out_cap;
 
@@ -129,6 +157,7 @@ static void run_complete(napi_env env, napi_status status, void *data)
 		sn_set(env, r, "duration", sn_num(env, w->duration));
 		sn_set(env, r, "dataOut", w->live ? sn_null(env) : sn_buffer_copy(env, w->out, out_len));
 		sn_set(env, r, "dataSizeOut", sn_num(env, w->out_len));
+		sn_set(env, r, "elapsedNs", sn_num(env, (double)w->elapsed_ns));
 		if (w->ctx_in && !w->live)
 			sn_set(env, r, "ctxOut", sn_buffer_copy(env, w->ctx_out,
 								w->ctx_out_len < w->ctx_len ? w->ctx_out_len : w->ctx_len));
@@ -148,10 +177,11 @@ static void *dup_bytes(const void *p, size_t n)
 }
 
 /*
- * progTestRun(fd, data, {repeat, ctx, flags, batchSize, dataSizeOut}, cpu = -1)
- *   -> Promise<{retval, duration, dataOut, dataSizeOut, ctxOut?}>
- * duration is the kernel's average per repetition, in ns. The input is copied,
- * so the caller may reuse its buffer at once.
+ * progTestRun(fd, data, {repeat, ctx, flags, batchSize, dataSizeOut, netns}, cpu = -1)
+ *   -> Promise<{retval, duration, dataOut, dataSizeOut, elapsedNs, ctxOut?}>
+ * duration is the kernel's average per repetition, in ns; elapsedNs the wall time of the syscall,
+ * set-up included. netns (a path; null or absent: the current one) is entered by the running
+ * thread for the run. The input is copied, so the caller may reuse its buffer at once.
  */
 static napi_value test_run(napi_env env, napi_callback_info info, bool need_cpu)
 {
@@ -180,6 +210,10 @@ static napi_value test_run(napi_env env, napi_callback_info info, bool need_cpu)
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return sn_throw_errno(env, "calloc", ENOMEM);
+	if (!sn_opt_string(env, sn_prop(env, argv[2], "netns"), "netns", &w->netns)) {
+		free(w);
+		return NULL;
+	}
 	w->fd = fd;
 	w->cpu = cpu;
 	w->repeat = repeat;

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # playwright-core (pinned in package.json to the release whose protocol matches its major); no
 # browser is downloaded. redis-server (with redis-tools' redis-cli): the fleet test and bench:fleet
 # start their own on loopback ports (docs/fleet.md); the packaged service is not what they use.
-PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 make g++ python3 pkg-config iputils-ping procps chromium redis-server)
+# util-linux: setpriv, with which the unit tier drops root (scripts/test-unit.sh).
+PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 make g++ python3 pkg-config iputils-ping procps util-linux chromium redis-server)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -18,9 +18,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { flock, LOCK, lockRoot, pinRoot, stateRoot } from '../ebpf';
-import type { GeoConfig } from '../limiter/geoip';
-import type { Lists, RuntimeLists } from '../limiter/lists';
-import type { RuleSpec } from '../limiter/policy';
+import type { RuntimeLists } from '../limiter/lists';
 import { AgentCode, AgentError } from './errors';
 import { netnsNameProblem, placeProblems } from '../limiter/names';
 import { point } from './testhooks';
@@ -57,23 +55,11 @@ export function readFleetStatus(): Record<string, unknown> | null {
 
 // The default rule's limits are the rule model's (src/limiter/rule.ts); kept here under their old names.
 export { DEFAULT_LIMITS, type Limits } from '../limiter/rule';
-import type { Limits } from '../limiter/rule';
+import type { PolicyContent } from '../limiter/rule';
 
 /** What a policy says, whether it comes from a file, the command line or the daemon's config. */
-export interface PolicyContent {
-  /** The default rule. */
-  limits: Limits;
-  /** Rules after the default one. */
-  rules: RuleSpec[];
-  lists: Lists;
-  malformedDrop: boolean;
-  /** Also enforce at tc clsact egress (rules with dir egress or both). */
-  egress: boolean;
-  /** GeoIP tiers, or null for none. */
-  geoip: GeoConfig | null;
-  /** Rule name -> stable id (a rule keeps its counters and state while its name stays). */
-  ruleIds: Record<string, number>;
-}
+/** The policy part of the settings: the rule model's (src/limiter/rule.ts). */
+export type { PolicyContent } from '../limiter/rule';
 
 /** Just the policy fields of x (e.g. of saved Settings, to re-apply them). */
 export function policyContent(x: PolicyContent): PolicyContent {

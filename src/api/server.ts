@@ -322,7 +322,8 @@ export function buildApi<L>(backend: ApiBackend<L>, o: ApiOptions): FastifyInsta
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     if (body === '') { done(null, undefined); return; }
-    json(req, body as string, done);
+    // Fastify's default parser answers through `done` and returns nothing (its type also allows a promise).
+    void json(req, body as string, done);
   });
 
   app.addHook('onRequest', async (req) => {

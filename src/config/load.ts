@@ -16,7 +16,7 @@ import { ConfigError, formatProblem, type ConfigProblem } from './errors';
 import { parsePolicy, type PolicyFile } from './policy-file';
 import type { GeoConfig } from '../limiter/geoip';
 import { z as zod } from 'zod';
-import { configSchema, interfaceSchema, interfacesMessage, parseHost, shown, LOG_LEVELS } from './schema';
+import { configSchema, interfaceSchema, interfacesMessage, parseHost, shown, type LOG_LEVELS } from './schema';
 import { pathText } from '../limiter/text';
 import { deepFreeze, lineOf, notThisKind, sortByLine, zodProblems, type Seg } from './document';
 import { limitsProblems, mergeLimits } from './limits';

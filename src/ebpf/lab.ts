@@ -1,8 +1,9 @@
 /**
- * The transmit mechanics of the lab's packet generator (native/lab.c), typed. Mechanism only:
- * src/lab/flood.ts decides what to send, how fast and for how long.
+ * The transmit mechanics of the lab's packet generator (the live test run of native/testrun.c, the
+ * paced sender of native/lab.c), typed. Mechanism only: src/lab/flood.ts decides what to send, how
+ * fast and for how long.
  */
-import { native, type RawPacedSendOptions, type RawPacedSendResult } from './native';
+import { native, type RawPacedSendOptions, type RawPacedSendResult, type RawTestRunOptions } from './native';
 import { optNetnsPath, resolveIfindex } from './netns';
 import type { Program } from './program';
 
@@ -25,6 +26,10 @@ export interface LiveRunResult {
   elapsedNs: number;
 }
 
+const INT32_MAX = 0x7fffffff;
+/** include/uapi/linux/bpf.h: the frames a live test run's program redirects are really sent. */
+const BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1;
+
 /**
  * One BPF_PROG_TEST_RUN in live-frame mode (BPF_F_TEST_XDP_LIVE_FRAMES): the program runs on
  * `repeat` copies of `frame`, and what it redirects is really transmitted. The worker thread enters
@@ -32,10 +37,18 @@ export interface LiveRunResult {
  */
 export function xdpLiveRun(program: Program, frame: Uint8Array, o: LiveRunOptions): Promise<LiveRunResult> {
   if (!Number.isInteger(o.repeat) || o.repeat < 1) throw new TypeError(`repeat must be a positive integer, got ${o.repeat}`);
+  if (o.repeat > INT32_MAX) throw new TypeError(`repeat must be 1..${INT32_MAX}`);
   const cpu = o.cpu ?? -1;
   if (!Number.isInteger(cpu) || cpu < -1) throw new TypeError(`cpu must be a non-negative integer, got ${o.cpu}`);
-  const opts = o.batchSize === undefined ? { repeat: o.repeat } : { repeat: o.repeat, batchSize: o.batchSize };
-  return native().labXdpLiveRun(program.fd, frame, opts, optNetnsPath(o.netns) ?? null, cpu);
+  if (frame.length < 14 || frame.length > 4096) throw new TypeError(`frame must be 14..4096 bytes, got ${frame.length}`);
+  const opts: RawTestRunOptions = {
+    repeat: o.repeat,
+    flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+    ...(o.batchSize === undefined ? {} : { batchSize: o.batchSize }),
+    netns: optNetnsPath(o.netns) ?? null,
+  };
+  const run = cpu < 0 ? native().progTestRun(program.fd, frame, opts) : native().progTestRunOnCpu(program.fd, frame, opts, cpu);
+  return run.then((r) => ({ frames: o.repeat, elapsedNs: r.elapsedNs }));
 }
 
 /** How each frame's source is written: the 32-bit word at addrOff becomes srcBase + (i mod

@@ -105,6 +105,8 @@ export interface RawTestRunOptions {
   flags?: number;
   batchSize?: number;
   dataSizeOut?: number;
+  /** A network namespace (a path) the running thread enters for the run; null: the current one. */
+  netns?: string | null;
 }
 
 export interface RawTestRunResult {
@@ -115,6 +117,8 @@ export interface RawTestRunResult {
   dataOut: Buffer | null;
   /** The size the kernel reported; larger than dataOut when the buffer was too small. */
   dataSizeOut: number;
+  /** Wall time of the test-run syscall, set-up included. */
+  elapsedNs: number;
   ctxOut?: Buffer;
 }
 
@@ -130,12 +134,6 @@ export interface RawTcFilter {
   handle: number;
   priority: number;
   progId: number;
-}
-
-export interface RawLiveRunResult {
-  frames: number;
-  /** Wall time of the test-run syscall, set-up included. */
-  elapsedNs: number;
 }
 
 export interface RawPacedSendOptions {
@@ -273,7 +271,6 @@ export interface NativeAddon {
   netnsReturn(savedFd: number): void;
 
   // lab (native/lab.c)
-  labXdpLiveRun(progFd: number, frame: Uint8Array, opts: { repeat: number; batchSize?: number }, netns: string | null, cpu: number): Promise<RawLiveRunResult>;
   labPacedSend(netns: string | null, ifindex: number, frame: Uint8Array, opts: RawPacedSendOptions, stop: Uint8Array, cpu: number): Promise<RawPacedSendResult>;
   labSetGro(ifname: string, on: boolean, netns?: string): void;
 }

@@ -10,6 +10,8 @@
  */
 import { Defaults } from '../generated/types';
 import type { AlgName } from './models';
+import type { GeoConfig } from './geoip';
+import type { Lists } from './lists';
 import type { RuleSpec } from './policy';
 
 export { FULL_FRAME_BYTES, MAX_RATE } from './bounds';
@@ -61,4 +63,20 @@ export function defaultRuleOf(l: Limits): RuleSpec {
       ? { bps: l.bytesRate, bpsBurst: l.bytesBurst, ...(l.bytesPeriodMs !== undefined ? { bpsPeriodMs: l.bytesPeriodMs } : {}) }
       : {}),
   };
+}
+
+/** A whole policy as the settings keep it and a policy file gives it: the default rule's limits, the rules after it, lists and switches. */
+export interface PolicyContent {
+  /** The default rule. */
+  limits: Limits;
+  /** Rules after the default one. */
+  rules: RuleSpec[];
+  lists: Lists;
+  malformedDrop: boolean;
+  /** Also enforce at tc clsact egress (rules with dir egress or both). */
+  egress: boolean;
+  /** GeoIP tiers, or null for none. */
+  geoip: GeoConfig | null;
+  /** Rule name -> stable id (a rule keeps its counters and state while its name stays). */
+  ruleIds: Record<string, number>;
 }

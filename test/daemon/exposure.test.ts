@@ -20,7 +20,7 @@ import type { Daemon } from '../../src/agent/daemon';
 import { startDaemon } from '../../src/cli/daemon';
 import { ApiCode } from '../../src/api/errors';
 import { buildApi, listenUnix, type ApiBackend } from '../../src/api/server';
-import { ConfigError, loadConfig } from '../../src/config';
+import { type ConfigError, loadConfig } from '../../src/config';
 import { assertNoLeftovers, runId, Testbed } from '../lib/netns';
 import { freePort, http, REPO, SLUICE, sleep, type LogLine } from './helpers';
 

@@ -9,8 +9,8 @@ import { readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
-  BpfError,
-  Collection,
+  type BpfError,
+  type Collection,
   ifindex,
   ifname,
   Link,

@@ -1,7 +1,7 @@
 /** BpfMap through the real kernel: elements, per-CPU values, iteration, batches. */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { BpfError, BufferSizeError, Collection, ObjectSpec, UpdateFlags, numPossibleCpus } from '../../src/ebpf';
+import { type BpfError, BufferSizeError, type Collection, ObjectSpec, UpdateFlags, numPossibleCpus } from '../../src/ebpf';
 import { fixture, frame, u32, u64 } from './helpers';
 
 const lpmKey = (prefixlen: number, a: number, b: number, c: number, d: number): Buffer => {

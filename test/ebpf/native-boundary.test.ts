@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { BpfMap, Collection, MapType, ObjectSpec, numPossibleCpus } from '../../src/ebpf';
+import { BpfMap, type Collection, MapType, ObjectSpec, numPossibleCpus } from '../../src/ebpf';
 import { native } from '../../src/ebpf/native';
 import { fixture, u32, u64 } from './helpers';
 

@@ -6,7 +6,7 @@ import {
   BpfError,
   BufferSizeError,
   ClosedError,
-  Collection,
+  type Collection,
   ErrorCode,
   MapType,
   ObjectSpec,

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { BpfError, BpfMap, Collection, Link, ObjectSpec, Program } from '../../src/ebpf';
+import { BpfError, BpfMap, type Collection, Link, ObjectSpec, Program } from '../../src/ebpf';
 import { fixture, frame, leftovers, pinDir, removePinDir, runId, u32, u64, XDP } from './helpers';
 
 describe('pins', () => {

@@ -14,7 +14,7 @@
  * saved settings — makes of it), and whether a counter (packets decided since attach) or a list
  * entry (C, denied by both policies) was lost.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { flood, floodTarget, labClient, labDown, labUp, type LabLayout } from '../../src/lab';
 import { CaseNs, classify, kernelSig, Receiver, rng, settingsSig, writeFile, type ProbeResult, type Side } from './lib';
@@ -330,7 +330,7 @@ async function faultCase(c: Ctx, name: FaultName, seed: number): Promise<Row> {
         notes.push(`control (watcher not killed): the ${classify(kernelSig(ctl.before), sigs.oldK, sigs.newK)} policy ${((Date.now() - tDeadline) / 1000).toFixed(1)} s after the deadline`);
         if (classify(kernelSig(ctl.before), sigs.oldK, sigs.newK) !== 'old') fail(j, 'the control did not roll back', kernelSig(ctl.before) ?? '');
         await ns.sluice('policy', 'apply', files.neu, ...place(c), '--confirm-within', '1s').exited;
-        const watchers = ns.members().filter((pid) => { try { return require('node:fs').readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('_rollback'); } catch { return false; } });
+        const watchers = ns.members().filter((pid) => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('_rollback'); } catch { return false; } });
         for (const pid of watchers) process.kill(pid, 'SIGKILL');
         notes.push(`killed ${watchers.length} rollback watcher(s)`);
         await sleep(6000);
@@ -462,7 +462,7 @@ async function faultCase(c: Ctx, name: FaultName, seed: number): Promise<Row> {
         const good = await ns.probe(P);
         const bad = `${cfg}.tmp`;
         writeFile(bad, daemonConfig(c, ns, '{ algorithm: token, rate: 0, burst: 50, bogus: 1 }'));
-        require('node:fs').renameSync(bad, cfg);
+        renameSync(bad, cfg);
         for (let i = 0; i < 100 && !d.stdout().includes('reload_refused'); i++) await sleep(50);
         d.child.kill('SIGHUP');
         await sleep(700);

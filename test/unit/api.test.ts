@@ -12,7 +12,7 @@ import { limitsSchema, type LimitsInput } from '../../src/config';
 import { ConfigError } from '../../src/config/errors';
 import { AgentCode, AgentError } from '../../src/agent/errors';
 import { PolicyError } from '../../src/limiter/policy';
-import { EventFilter, type EventView } from '../../src/limiter/events';
+import type { EventFilter, EventView } from '../../src/limiter/events';
 
 const TOKEN = 'unit-test-token-0123456789';
 const EVENT: EventView = {

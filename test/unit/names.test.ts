@@ -15,7 +15,7 @@ import { ifaceNameProblem, netnsNameProblem } from '../../src/limiter/names';
 import { nameOfPath, pathName, pinDir, settingsPath, under } from '../../src/agent/state';
 import { buildApi, type ApiBackend, type PlaceQuery } from '../../src/api/server';
 import { ConfigError, limitsSchema, parseConfig, type LimitsInput } from '../../src/config';
-import { SLUICE } from './helpers';
+import { SLUICE } from '../daemon/helpers';
 
 after(() => removePrivateRoots());
 

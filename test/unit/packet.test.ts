@@ -16,7 +16,7 @@ import {
   maskPrefix,
   pkt,
   TCP_FLAGS,
-} from './packet';
+} from '../lib/packet';
 
 // --- An independent checker: plain RFC 1071 sum, written without the builder's helpers. ---------
 

@@ -194,6 +194,8 @@ test("Type=notify: the unit's ExecStart says READY=1 only once its interface is 
   assert.equal(l.messages[ready]!.get('STATUS'), '1 of 1 interface protected');
   // Sent after the protection was in place: the kernel shows it, /healthz says so.
   const link = JSON.parse((await tb.exec(srv, 'ip', ['-j', 'link', 'show', 'dev', v.b.ifname])).stdout)[0] as { xdp?: { prog?: { id: number } } };
+  // The datagram can arrive before the daemon's log line of it is read from its stdout.
+  await d.waitLog((x) => x.event === 'notified_ready', 'notified_ready');
   const attached = d.logs.findIndex((x) => x.event === 'attached');
   assert.ok(attached >= 0 && link.xdp?.prog?.id === d.logs[attached]!['program_id'], 'the attached program runs on the interface');
   assert.ok(attached < d.logs.findIndex((x) => x.event === 'notified_ready'), 'attached, then told systemd');

@@ -10,6 +10,7 @@ import { createSecureContext } from 'node:tls';
 import { resolve } from 'node:path';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import { DEFAULT_LIMITS, type Limits } from '../limiter/rule';
+import type { FleetConfig } from '../limiter/fleet-config';
 import type { Lists } from '../limiter/lists';
 import type { RuleSpec } from '../limiter/policy';
 import { ConfigError, formatProblem, type ConfigProblem } from './errors';
@@ -65,21 +66,8 @@ export interface TcpConfig {
   tls: { certFile: string; keyFile: string; cert: string; key: string } | null;
 }
 
-/** The fleet (docs/fleet.md): where global rules exchange their counts. */
-export interface FleetConfig {
-  mode: 'standalone' | 'cluster';
-  /** The standalone node, or the cluster's seed nodes. */
-  nodes: { host: string; port: number }[];
-  name: string;
-  node: string;
-  intervalMs: number;
-  timeoutMs: number;
-  maxKeys: number;
-  username: string | null;
-  /** Read from password_file at load; never log it. */
-  password: string | null;
-  tls: { ca?: string; cert?: string; key?: string; servername?: string } | null;
-}
+/** The fleet (docs/fleet.md): where global rules exchange their counts (src/limiter/fleet-config.ts). */
+export type { FleetConfig } from '../limiter/fleet-config';
 
 export interface DaemonConfig {
   /** Absolute path of the file read. */

@@ -15,26 +15,11 @@ import type { BpfMap } from '../ebpf';
 import { decodeFleetCand, encodeFleetGrant, KeyFlags, SL_FLEET_GRANT_SIZE } from '../generated/types';
 import { formatPrefix, type PolicySpec } from '../limiter/policy';
 import { mapOf } from '../limiter/datapath';
+import type { FleetConfig } from '../limiter/fleet-config';
 import { ROUND_LUA, slotOf } from './script';
 
-/**
- * What the exchange needs (the daemon's config `fleet:`, src/config/load.ts FleetConfig, is one): the
- * fleet imports neither the agent nor the config (DESIGN.md's import edges).
- */
-export interface FleetConfig {
-  mode: 'standalone' | 'cluster';
-  /** The standalone node, or the cluster's seed nodes. */
-  nodes: { host: string; port: number }[];
-  name: string;
-  node: string;
-  intervalMs: number;
-  timeoutMs: number;
-  maxKeys: number;
-  username: string | null;
-  /** Never log it. */
-  password: string | null;
-  tls: { ca?: string; cert?: string; key?: string; servername?: string } | null;
-}
+/** What the exchange needs of the daemon's config `fleet:` (src/limiter/fleet-config.ts). */
+export type { FleetConfig } from '../limiter/fleet-config';
 
 /** What the exchange reads and writes of a protected interface; the agent hands it in. */
 export interface FleetProtection {

@@ -6,29 +6,8 @@
 # does need root fails here instead of passing unnoticed. The full suite (`npm test`) runs them too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if (($#)); then
-  files=()
-  for f in "$@"; do
-    case "$f" in
-      test/*.ts) f="dist/${f%.ts}.js" ;;
-    esac
-    if [[ ! -f "$f" ]]; then
-      echo "scripts/test-unit.sh: no test file ${f} (give test/unit/x.test.ts or dist/test/unit/x.test.js, after npx tsc -p tsconfig.json)" >&2
-      exit 2
-    fi
-    files+=("$f")
-  done
-else
-  if [[ ! -d dist/test/unit ]]; then
-    echo "scripts/test-unit.sh: no dist/test/unit: build first (npx tsc -p tsconfig.json)" >&2
-    exit 2
-  fi
-  mapfile -t files < <(find dist/test/unit -name '*.test.js' | sort)
-fi
-if ((${#files[@]} == 0)); then
-  echo "scripts/test-unit.sh: no test in dist/test/unit" >&2
-  exit 2
-fi
+source scripts/test-files.sh
+test_files scripts/test-unit.sh dist/test/unit "$@"
 # Nothing of a run of the full suite or of a daemon leaks in: a unit test chooses its own paths.
 unset SLUICE_STATE_DIR SLUICE_PIN_ROOT SLUICE_LOCK_DIR SLUICE_TEST_RUN_ID
 if (($(id -u) != 0)); then

@@ -7,21 +7,8 @@ cd "$(dirname "$0")/.."
 node dist/scripts/gen-types.js --check
 # `npm test` runs every test; `npm test -- test/limiter/units.test.ts …` the files given (sources
 # or their compiled dist/test/…/*.test.js).
-if (($#)); then
-  files=()
-  for f in "$@"; do
-    case "$f" in
-      test/*.ts) f="dist/${f%.ts}.js" ;;
-    esac
-    if [[ ! -f "$f" ]]; then
-      echo "scripts/test.sh: no test file ${f} (give test/…/x.test.ts or dist/test/…/x.test.js)" >&2
-      exit 2
-    fi
-    files+=("$f")
-  done
-else
-  mapfile -t files < <(find dist/test -name '*.test.js' | sort)
-fi
+source scripts/test-files.sh
+test_files scripts/test.sh dist/test "$@"
 export SLUICE_TEST_RUN_ID="${SLUICE_TEST_RUN_ID:-sl$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n' | cut -c1-6)}"
 # Settings, locks and the daemon lock of this run in a directory of its own, so that two runs side
 # by side (or a daemon of the machine) never share a state directory.
